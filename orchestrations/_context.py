@@ -1,0 +1,244 @@
+"""The orchestration context: the only door from orchestrator code to the outside world.
+
+Every method that starts work returns a :class:`Task` and records an action with the next
+sequence number. During replay the executor matches those actions against history instead of
+running them again, so orchestrator code must call them in the same order every time.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ._actions import Action, CreateSubOrchestration, CreateTimer, ScheduleTask, SendEvent
+from ._errors import DurableTypeError
+from ._history import EventRaised
+from ._ids import validate_instance_id
+from ._registry import function_name
+from ._retry import RetryOptions
+from ._task import CompletableTask, RetryableTask, Task, TimerTask, WhenAllTask, WhenAnyTask
+
+_UUID_NAMESPACE = uuid.UUID("9e952958-5e33-4daf-827f-2fa12937b875")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class OrchestrationContext:
+    """What an orchestrator sees: deterministic facts and the methods that schedule work."""
+
+    def __init__(self, instance_id: str, execution_id: str = "") -> None:
+        self._instance_id = instance_id
+        self._execution_id = execution_id
+        self._parent_instance_id: str | None = None
+        self._input: Any = None
+        self._now: datetime = _EPOCH
+        self._is_replaying = False
+        self._sequence = 0
+        self._uuid_counter = 0
+        self._custom_status: Any = None
+        #: actions created but not yet matched with history / committed, by task id
+        self._pending_actions: dict[int, Action] = {}
+        #: tasks waiting for a completion event, by task id
+        self._open_tasks: dict[int, CompletableTask] = {}
+        #: retryable tasks waiting for their back-off timer, by timer id
+        self._retry_timers: dict[int, RetryableTask] = {}
+        #: external events that arrived before anyone waited, in arrival order
+        self._buffered_events: list[EventRaised] = []
+        #: waiters for external events, by name, first come first served
+        self._event_waiters: dict[str, deque[CompletableTask]] = {}
+        self._continue_as_new: tuple[Any, bool] | None = None
+
+    # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def instance_id(self) -> str:
+        """The id of this orchestration instance."""
+        return self._instance_id
+
+    @property
+    def execution_id(self) -> str:
+        """The id of this execution (changes with ``continue_as_new``)."""
+        return self._execution_id
+
+    @property
+    def parent_instance_id(self) -> str | None:
+        """The parent's instance id for a sub-orchestration, else ``None``."""
+        return self._parent_instance_id
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-runs past episodes from history (use to silence side effects)."""
+        return self._is_replaying
+
+    @property
+    def current_utc_datetime(self) -> datetime:
+        """The start time of the current episode, from history: the same on every replay."""
+        return self._now
+
+    @property
+    def custom_status(self) -> Any:
+        """The value last given to :meth:`set_custom_status`."""
+        return self._custom_status
+
+    def get_input(self) -> Any:
+        """The instance's input."""
+        return self._input
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    def _schedule(self, action: Action, task: CompletableTask) -> CompletableTask:
+        self._pending_actions[action.task_id] = action
+        self._open_tasks[action.task_id] = task
+        return task
+
+    def call_activity(self, name_or_fn: str | Callable[..., Any], input_: Any = None) -> Task:
+        """Schedule activity ``name_or_fn`` with ``input_``; the task's result is its return
+        value, and a failure raises :class:`TaskFailedError` at the ``yield``.
+
+        Replay returns the recorded result without running the activity again.
+        """
+        name = function_name(name_or_fn, "activity")
+        task_id = self._next_id()
+        return self._schedule(ScheduleTask(task_id, name, input_), CompletableTask(task_id))
+
+    def call_activity_with_retry(
+        self, name_or_fn: str | Callable[..., Any], retry_options: RetryOptions, input_: Any = None
+    ) -> Task:
+        """Like :meth:`call_activity`, retried after durable timers as ``retry_options`` say."""
+        name = function_name(name_or_fn, "activity")
+        _check_retry(retry_options)
+        return self._schedule_retryable(lambda tid: ScheduleTask(tid, name, input_), retry_options)
+
+    def call_sub_orchestrator(
+        self, name_or_fn: str | Callable[..., Any], input_: Any = None, instance_id: str | None = None
+    ) -> Task:
+        """Start orchestrator ``name_or_fn`` as a child; the task's result is its output.
+
+        The default child id is ``"<parent id>:<task number>"``, the same on every replay.
+        """
+        name = function_name(name_or_fn, "orchestrator")
+        task_id = self._next_id()
+        child_id = self._child_id(instance_id, task_id)
+        return self._schedule(CreateSubOrchestration(task_id, name, child_id, input_), CompletableTask(task_id))
+
+    def call_sub_orchestrator_with_retry(
+        self,
+        name_or_fn: str | Callable[..., Any],
+        retry_options: RetryOptions,
+        input_: Any = None,
+        instance_id: str | None = None,
+    ) -> Task:
+        """Like :meth:`call_sub_orchestrator`, retried as ``retry_options`` say (same child id)."""
+        name = function_name(name_or_fn, "orchestrator")
+        _check_retry(retry_options)
+        child_id = self._child_id(instance_id, self._sequence + 1)
+        return self._schedule_retryable(
+            lambda tid: CreateSubOrchestration(tid, name, child_id, input_), retry_options
+        )
+
+    def _child_id(self, instance_id: str | None, task_id: int) -> str:
+        if instance_id is not None:
+            return validate_instance_id(instance_id)
+        return f"{self._instance_id}:{task_id}"
+
+    def _schedule_retryable(
+        self, factory: Callable[[int], Action], retry_options: RetryOptions
+    ) -> Task:
+        task_id = self._next_id()
+        task = RetryableTask(task_id, factory, retry_options, self._now)
+        return self._schedule(factory(task_id), task)
+
+    def create_timer(self, fire_at: datetime | timedelta) -> TimerTask:
+        """A durable timer that fires at ``fire_at`` (UTC; a naive datetime is taken as UTC, a
+        ``timedelta`` counts from :attr:`current_utc_datetime`). The task's result is ``None``."""
+        if isinstance(fire_at, timedelta):
+            when = self._now + fire_at
+        elif isinstance(fire_at, datetime):
+            when = fire_at if fire_at.tzinfo is not None else fire_at.replace(tzinfo=UTC)
+        else:
+            raise DurableTypeError(f"fire_at must be a datetime or timedelta, got {fire_at!r}")
+        task_id = self._next_id()
+        task = TimerTask(task_id, when)
+        self._schedule(CreateTimer(task_id, when), task)
+        return task
+
+    def wait_for_external_event(self, name: str) -> Task:
+        """A task of the data of the next event called ``name``.
+
+        Events that arrived before anyone waited are buffered, first in first out per name.
+        Records nothing in history by itself: the EventRaised event is the record.
+        """
+        if not isinstance(name, str) or not name:
+            raise DurableTypeError(f"event name must be a non-empty str, got {name!r}")
+        task = CompletableTask()
+        for i, event in enumerate(self._buffered_events):
+            if event.name == name:
+                del self._buffered_events[i]
+                task.complete(event.input)
+                return task
+        self._event_waiters.setdefault(name, deque()).append(task)
+        return task
+
+    def send_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
+        """Raise ``event_name`` on another instance (one-way; recorded as EventSent)."""
+        validate_instance_id(instance_id)
+        task_id = self._next_id()
+        self._pending_actions[task_id] = SendEvent(task_id, instance_id, event_name, event_data)
+
+    def task_all(self, tasks: Sequence[Task]) -> Task:
+        """A task of the list of results of ``tasks`` (fails with the first failure)."""
+        return WhenAllTask(tasks)
+
+    def task_any(self, tasks: Sequence[Task]) -> Task:
+        """A task whose result is the first of ``tasks`` to finish (the task itself)."""
+        return WhenAnyTask(tasks)
+
+    # -- other ---------------------------------------------------------------------------------
+
+    def continue_as_new(self, input_: Any, preserve_unprocessed_events: bool = False) -> None:
+        """End this execution and start again with ``input_`` and fresh history.
+
+        Takes effect when the orchestrator next yields or returns. With
+        ``preserve_unprocessed_events``, external events nobody consumed are carried over.
+        """
+        self._continue_as_new = (input_, bool(preserve_unprocessed_events))
+
+    def set_custom_status(self, value: Any) -> None:
+        """Set the value shown as ``custom_status`` in status queries (re-set on replay)."""
+        self._custom_status = value
+
+    def new_uuid(self) -> str:
+        """A UUID that is the same on every replay (derived from id, time and a counter)."""
+        self._uuid_counter += 1
+        name = f"{self._instance_id}_{self._now.isoformat()}_{self._uuid_counter}"
+        return str(uuid.uuid5(_UUID_NAMESPACE, name))
+
+    def create_replay_safe_logger(self, logger: logging.Logger) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger adapter that drops records while replaying, so each line is logged once,
+        and adds ``instance_id`` to every record."""
+        return _ReplaySafeLogger(logger, self)
+
+
+class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def __init__(self, logger: logging.Logger, context: OrchestrationContext) -> None:
+        super().__init__(logger, {"instance_id": context.instance_id})
+        self._context = context
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+        return not self._context.is_replaying and self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self._context.is_replaying:
+            super().log(level, msg, *args, **kwargs)
+
+
+def _check_retry(retry_options: object) -> None:
+    if not isinstance(retry_options, RetryOptions):
+        raise DurableTypeError(f"retry_options must be a RetryOptions, got {retry_options!r}")

@@ -1,0 +1,171 @@
+"""The one error tree of Ray Durable.
+
+Every error the product raises derives from :class:`DurableError`. Terminal failures (the
+instance or task cannot succeed by trying again) derive from :class:`TerminalError`; failures
+that a retry may cure derive from :class:`RetryableError`. Bad input derives from
+:class:`DurableValueError`, which is also a :class:`ValueError` so callers can catch the
+familiar built-in type.
+
+Every class here survives a pickle round trip (Ray pickles exceptions between processes): each
+one passes all of its constructor arguments to ``Exception.__init__`` or defines
+``__reduce__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DurableError(Exception):
+    """Root of every error raised by Ray Durable."""
+
+
+class TerminalError(DurableError):
+    """A failure that retrying the same thing will not cure."""
+
+
+class RetryableError(DurableError):
+    """A transient failure: the same request may succeed later."""
+
+
+class DurableValueError(DurableError, ValueError):
+    """Bad input at an API call: the message names the bad value. Nothing was written."""
+
+
+class DurableTypeError(DurableError, TypeError):
+    """An argument of the wrong type at an API call. Nothing was written."""
+
+
+class InstanceNotFoundError(DurableError, LookupError):
+    """No orchestration instance has the given id."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(instance_id)
+        self.instance_id = instance_id
+
+    def __str__(self) -> str:
+        return f"no orchestration instance with id {self.instance_id!r}"
+
+
+class InstanceAlreadyExistsError(TerminalError):
+    """``start_new`` named an id whose instance is Pending, Running or Suspended."""
+
+    def __init__(self, instance_id: str, status: str) -> None:
+        super().__init__(instance_id, status)
+        self.instance_id = instance_id
+        self.status = status
+
+    def __str__(self) -> str:
+        return (
+            f"an orchestration instance with id {self.instance_id!r} already exists and is "
+            f"{self.status}; only Completed, Failed or Terminated instances can be replaced"
+        )
+
+
+class TaskFailedError(TerminalError):
+    """An activity, sub-orchestration or entity operation failed.
+
+    Raised at the ``yield`` of the failed task inside the orchestrator. ``error_type`` is the
+    qualified name of the original exception type, ``details`` its formatted traceback, and
+    ``cause`` the original exception where it could be rebuilt (else ``None``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        error_type: str = "",
+        details: str | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(message, error_type, details, cause)
+        self.message = message
+        self.error_type = error_type
+        self.details = details
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+    def __str__(self) -> str:
+        return f"{self.error_type}: {self.message}" if self.error_type else self.message
+
+
+class OrchestrationFailedError(TerminalError):
+    """An orchestration ended in the Failed state (raised by client helpers that want a result)."""
+
+    def __init__(self, instance_id: str, message: str) -> None:
+        super().__init__(instance_id, message)
+        self.instance_id = instance_id
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"orchestration {self.instance_id!r} failed: {self.message}"
+
+
+class NonDeterminismError(TerminalError):
+    """Replay did not match history: the orchestrator took a different path than it did before.
+
+    The message names both the action recorded in history (``expected``) and the action the
+    code produced this time (``actual``).
+    """
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(expected, actual)
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            "non-deterministic orchestrator: history expected "
+            f"{self.expected}, but the code produced {self.actual}"
+        )
+
+
+class LockingRulesViolationError(TerminalError):
+    """A critical-section rule was broken (nesting, calling an unlocked entity, ...)."""
+
+
+class ShardMismatchError(TerminalError):
+    """A hub was reopened with a shard count other than the one it was created with."""
+
+    def __init__(self, hub: str, recorded: int, requested: int) -> None:
+        super().__init__(hub, recorded, requested)
+        self.hub = hub
+        self.recorded = recorded
+        self.requested = requested
+
+    def __str__(self) -> str:
+        return (
+            f"task hub {self.hub!r} was created with num_shards={self.recorded}; "
+            f"it cannot be reopened with num_shards={self.requested}"
+        )
+
+
+class PayloadError(DurableValueError):
+    """A value could not be serialized (or deserialized) for durable storage."""
+
+    def __init__(self, what: str, value_repr: str, reason: str) -> None:
+        super().__init__(what, value_repr, reason)
+        self.what = what
+        self.value_repr = value_repr
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.value_repr} cannot be serialized: {self.reason}"
+
+
+class _ControlFlowSignal(BaseException):
+    """Base of internal control-flow signals that user code must not swallow.
+
+    Derives from ``BaseException`` so that ``except Exception:`` in an orchestrator does not
+    catch it.
+    """
+
+
+class OrchestratorExit(_ControlFlowSignal):
+    """Thrown into a cached orchestrator generator when the instance is terminated or evicted."""
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """A short ``repr`` of ``value`` for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

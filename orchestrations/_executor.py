@@ -1,0 +1,432 @@
+"""The replay executor: history + new events -> new history events + actions. Pure.
+
+An :class:`OrchestrationExecutor` owns one running orchestrator generator. ``replay(history)``
+re-runs it over committed history (``is_replaying`` is true, recorded scheduling events are
+matched against the actions the code produces); ``process(new_events, now)`` runs one episode
+and returns what to commit and what to do. The runtime keeps the executor of a hot instance
+between turns, so an event costs O(1); after an eviction or restart it builds a new one and
+replays. Both paths give the same result, which ``always_replay=True`` checks.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from ._actions import Action, describe_event, matches
+from ._context import OrchestrationContext
+from ._errors import DurableTypeError, NonDeterminismError, TaskFailedError
+from ._history import (
+    ContinueAsNew,
+    EventRaised,
+    EventSent,
+    ExecutionCompleted,
+    ExecutionResumed,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    FailureDetails,
+    HistoryEvent,
+    OrchestratorCompleted,
+    OrchestratorStarted,
+    SubOrchestrationInstanceCompleted,
+    SubOrchestrationInstanceCreated,
+    SubOrchestrationInstanceFailed,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+)
+from ._registry import OrchestratorSpec
+from ._task import RetryableTask, Task, TimerTask
+
+
+class ExecutionState(str, Enum):
+    """Where an instance stands after an episode."""
+
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    TERMINATED = "Terminated"
+    CONTINUED_AS_NEW = "ContinuedAsNew"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether this execution is over (continue-as-new starts a new one)."""
+        return self not in (ExecutionState.RUNNING, ExecutionState.SUSPENDED)
+
+
+@dataclass(slots=True)
+class ExecutionResult:
+    """What one episode produced.
+
+    ``new_events`` are appended to history in order; ``actions`` are carried out after the
+    commit. For ``CONTINUED_AS_NEW``, ``output`` is the new input and ``carryover`` the
+    external events to deliver to the new execution.
+    """
+
+    new_events: list[HistoryEvent]
+    actions: list[Action]
+    state: ExecutionState
+    output: Any = None
+    failure: FailureDetails | None = None
+    custom_status: Any = None
+    carryover: list[EventRaised] = field(default_factory=list)
+
+
+def failure_of(exc: BaseException) -> FailureDetails:
+    """The :class:`FailureDetails` of an exception raised by user code."""
+    if isinstance(exc, TaskFailedError) and exc.error_type:
+        error_type = exc.error_type
+    else:
+        error_type = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+    message = exc.message if isinstance(exc, TaskFailedError) else str(exc)
+    details = "".join(traceback.format_exception(exc))
+    return FailureDetails(error_type, message, details, None)
+
+
+def task_failed_error(failure: FailureDetails) -> TaskFailedError:
+    """The exception a failed task raises at its ``yield``."""
+    return TaskFailedError(failure.message, failure.error_type, failure.details, failure.cause)
+
+
+class OrchestrationExecutor:
+    """Runs one orchestration execution's generator over its history. Pure: no I/O."""
+
+    def __init__(self, lookup: Callable[[str], OrchestratorSpec | None], instance_id: str) -> None:
+        self._lookup = lookup
+        self.context = OrchestrationContext(instance_id)
+        self._generator: Generator[Any, Any, Any] | None = None
+        self._current: Task | None = None
+        self._state = ExecutionState.RUNNING
+        self._output: Any = None
+        self._failure: FailureDetails | None = None
+        self._suspended = False
+        self._held: list[HistoryEvent] = []
+        self._started = False
+        self._start: ExecutionStarted | None = None
+        self.history_length = 0
+        self._handlers: dict[type[HistoryEvent], Callable[[Any], None]] = {
+            ExecutionStarted: self._on_execution_started,
+            OrchestratorStarted: self._on_orchestrator_started,
+            OrchestratorCompleted: self._on_orchestrator_completed,
+            TaskScheduled: self._on_scheduled,
+            TimerCreated: self._on_scheduled,
+            SubOrchestrationInstanceCreated: self._on_scheduled,
+            EventSent: self._on_scheduled,
+            TaskCompleted: self._on_task_completed,
+            SubOrchestrationInstanceCompleted: self._on_task_completed,
+            TaskFailed: self._on_task_failed,
+            SubOrchestrationInstanceFailed: self._on_task_failed,
+            TimerFired: self._on_timer_fired,
+            EventRaised: self._on_event_raised,
+            ExecutionTerminated: self._on_terminated,
+            ExecutionSuspended: self._on_suspended,
+            ExecutionResumed: self._on_resumed,
+            ExecutionCompleted: _ignore,
+            ContinueAsNew: _ignore,
+        }
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ExecutionState:
+        """The state after the last event applied."""
+        return self._state
+
+    def replay(self, history: Iterable[HistoryEvent]) -> None:
+        """Re-run the orchestrator over committed ``history`` (``is_replaying`` is true).
+
+        A mismatch between history and the code ends the execution as Failed with a
+        :class:`NonDeterminismError`; the next :meth:`process` reports it.
+        """
+        self.context._is_replaying = True
+        try:
+            for event in history:
+                self.history_length += 1
+                self._apply(event)
+        finally:
+            self.context._is_replaying = False
+
+    def process(self, new_events: Sequence[HistoryEvent], now: datetime) -> ExecutionResult:
+        """Run one episode over ``new_events`` at time ``now``; return what to commit and do."""
+        was_final = self._state.is_final
+        self.context._is_replaying = False
+        out: list[HistoryEvent] = []
+        events = list(new_events)
+        if events and isinstance(events[0], ExecutionStarted):
+            # the seed's table: ExecutionStarted comes before the first OrchestratorStarted
+            out.append(events[0])
+            self._apply(events.pop(0))
+        started = OrchestratorStarted(now)
+        out.append(started)
+        self._apply(started)
+        for event in events:
+            out.append(event)
+            if self._state.is_final:
+                if isinstance(event, EventRaised):
+                    self.context._buffered_events.append(event)
+                continue
+            self._apply(event)
+        actions = [a for _, a in sorted(self.context._pending_actions.items())]
+        self.context._pending_actions.clear()
+        out.extend(a.to_event(now) for a in actions)
+        out.append(OrchestratorCompleted(now))
+        carryover: list[EventRaised] = []
+        if self._state.is_final and not was_final:
+            out.append(self._final_event(now))
+            if self._state is ExecutionState.CONTINUED_AS_NEW and self.context._continue_as_new[1]:  # type: ignore[index]
+                carryover = list(self.context._buffered_events)
+        self.history_length += len(out)
+        return ExecutionResult(
+            new_events=out,
+            actions=actions,
+            state=self._state,
+            output=self._output,
+            failure=self._failure,
+            custom_status=self.context._custom_status,
+            carryover=carryover,
+        )
+
+    def close(self) -> None:
+        """Drop the generator (eviction); user ``finally`` blocks run now, errors ignored."""
+        gen, self._generator = self._generator, None
+        if gen is not None:
+            try:
+                gen.close()
+            except BaseException:
+                pass
+
+    # -- event handlers ------------------------------------------------------------------------
+
+    def _apply(self, event: HistoryEvent) -> None:
+        if self._suspended and not isinstance(
+            event, (ExecutionResumed, ExecutionTerminated, ExecutionSuspended, OrchestratorStarted, OrchestratorCompleted)
+        ) and not _is_scheduling(event):
+            self._held.append(event)
+            return
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise DurableTypeError(f"unknown history event type {event.event_type}")
+        handler(event)
+
+    def _on_execution_started(self, event: ExecutionStarted) -> None:
+        if self._start is None:
+            self._start = event
+
+    def _on_orchestrator_started(self, event: OrchestratorStarted) -> None:
+        self.context._now = event.timestamp
+        if self._start is not None and not self._started:
+            self._started = True
+            self._run_start(self._start)
+
+    def _run_start(self, event: ExecutionStarted) -> None:
+        """Start the orchestrator at the first OrchestratorStarted, so that
+        ``current_utc_datetime`` is that episode's time on the first run and on replay."""
+        ctx = self.context
+        ctx._input = event.input
+        ctx._execution_id = event.execution_id
+        ctx._parent_instance_id = event.parent.instance_id if event.parent else None
+        spec = self._lookup(event.name)
+        if spec is None:
+            self._fail(
+                FailureDetails("OrchestratorNotFound", f"no orchestrator named {event.name!r} is registered")
+            )
+            return
+        try:
+            result = spec.fn(ctx)
+        except BaseException as exc:
+            self._fail_with(exc)
+            return
+        if spec.is_generator:
+            self._generator = result
+            self._step(lambda: next(result))
+        else:
+            self._finish_returned(result)
+
+    def _on_orchestrator_completed(self, event: OrchestratorCompleted) -> None:
+        if self.context._is_replaying and self.context._pending_actions and not self._state.is_final:
+            first = min(self.context._pending_actions)
+            action = self.context._pending_actions[first]
+            self._nondeterminism("no further action in this episode", action.describe())
+
+    def _on_scheduled(self, event: TaskScheduled | TimerCreated | SubOrchestrationInstanceCreated | EventSent) -> None:
+        if self._state.is_final:
+            return
+        action = self.context._pending_actions.pop(event.event_id, None)
+        if action is None:
+            self._nondeterminism(describe_event(event), "no action with that task number")
+        elif not matches(action, event):
+            self._nondeterminism(describe_event(event), action.describe())
+
+    def _on_task_completed(self, event: TaskCompleted | SubOrchestrationInstanceCompleted) -> None:
+        task = self.context._open_tasks.pop(event.task_scheduled_id, None)
+        if task is not None:
+            task.complete(event.result)
+            self._resume()
+
+    def _on_task_failed(self, event: TaskFailed | SubOrchestrationInstanceFailed) -> None:
+        task = self.context._open_tasks.pop(event.task_scheduled_id, None)
+        if task is None:
+            return
+        error = task_failed_error(event.failure)
+        if isinstance(task, RetryableTask):
+            task.attempts_failed += 1
+            delay = task.retry_options.next_delay(
+                task.attempts_failed, task.first_attempt_at, self.context._now, error
+            )
+            if delay is not None:
+                timer = self.context.create_timer(self.context._now + delay)
+                self.context._open_tasks.pop(timer.task_id)
+                self.context._retry_timers[timer.task_id] = task
+                return
+        task.fail(error)
+        self._resume()
+
+    def _on_timer_fired(self, event: TimerFired) -> None:
+        ctx = self.context
+        retry = ctx._retry_timers.pop(event.timer_id, None)
+        if retry is not None:
+            task_id = ctx._next_id()
+            retry.task_id = task_id
+            ctx._pending_actions[task_id] = retry.action_factory(task_id)
+            ctx._open_tasks[task_id] = retry
+            return
+        task = ctx._open_tasks.pop(event.timer_id, None)
+        if task is None or (isinstance(task, TimerTask) and task.is_cancelled):
+            return
+        task.complete(None)
+        self._resume()
+
+    def _on_event_raised(self, event: EventRaised) -> None:
+        waiters = self.context._event_waiters.get(event.name)
+        if waiters:
+            waiters.popleft().complete(event.input)
+            self._resume()
+        else:
+            self.context._buffered_events.append(event)
+
+    def _on_terminated(self, event: ExecutionTerminated) -> None:
+        if self._state.is_final:
+            return
+        self._state = ExecutionState.TERMINATED
+        self._output = event.reason
+        self._suspended = False
+        self.close()
+
+    def _on_suspended(self, event: ExecutionSuspended) -> None:
+        if not self._state.is_final:
+            self._suspended = True
+            self._state = ExecutionState.SUSPENDED
+
+    def _on_resumed(self, event: ExecutionResumed) -> None:
+        if not self._suspended:
+            return
+        self._suspended = False
+        self._state = ExecutionState.RUNNING
+        held, self._held = self._held, []
+        for held_event in held:
+            if self._state.is_final:
+                if isinstance(held_event, EventRaised):
+                    self.context._buffered_events.append(held_event)
+                continue
+            self._apply(held_event)
+
+    # -- driving the generator -------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        while (
+            self._generator is not None
+            and self._current is not None
+            and self._current.is_completed
+            and not self._state.is_final
+        ):
+            task, gen = self._current, self._generator
+            if task._exception is not None:
+                exc = task._exception
+                self._step(lambda: gen.throw(exc))
+            else:
+                value = task._result
+                self._step(lambda: gen.send(value))
+
+    def _step(self, advance: Callable[[], Any]) -> None:
+        try:
+            yielded = advance()
+        except StopIteration as stop:
+            self._finish_returned(stop.value)
+            return
+        except BaseException as exc:
+            self._fail_with(exc)
+            return
+        if self.context._continue_as_new is not None:
+            self._finish_returned(None)
+            return
+        if not isinstance(yielded, Task):
+            self._fail_with(
+                DurableTypeError(f"an orchestrator must yield a Task, it yielded {yielded!r}")
+            )
+            return
+        self._current = yielded
+        self._resume()
+
+    def _finish_returned(self, value: Any) -> None:
+        self._current = None
+        if self.context._continue_as_new is not None:
+            self._state = ExecutionState.CONTINUED_AS_NEW
+            self._output = self.context._continue_as_new[0]
+        else:
+            self._state = ExecutionState.COMPLETED
+            self._output = value
+        self.close()
+
+    def _fail_with(self, exc: BaseException) -> None:
+        self._fail(failure_of(exc))
+
+    def _fail(self, failure: FailureDetails) -> None:
+        self._state = ExecutionState.FAILED
+        self._failure = failure
+        self._current = None
+        self.context._pending_actions.clear()  # a failed episode has no side effects
+        self.close()
+
+    def _nondeterminism(self, expected: str, actual: str) -> None:
+        self._fail_with(NonDeterminismError(expected, actual))
+
+    def _final_event(self, now: datetime) -> HistoryEvent:
+        if self._state is ExecutionState.CONTINUED_AS_NEW:
+            return ContinueAsNew(now, self._output)
+        if self._state is ExecutionState.TERMINATED:
+            return ExecutionCompleted(now, "Terminated", self._output)
+        if self._state is ExecutionState.FAILED:
+            return ExecutionCompleted(now, "Failed", None, self._failure)
+        return ExecutionCompleted(now, "Completed", self._output)
+
+
+def _ignore(event: HistoryEvent) -> None:
+    return None
+
+
+def _is_scheduling(event: HistoryEvent) -> bool:
+    return isinstance(event, (TaskScheduled, TimerCreated, SubOrchestrationInstanceCreated, EventSent))
+
+
+def execute(
+    lookup: Callable[[str], OrchestratorSpec | None],
+    instance_id: str,
+    history: Sequence[HistoryEvent],
+    new_events: Sequence[HistoryEvent],
+    now: datetime,
+) -> ExecutionResult:
+    """Replay ``history``, run one episode over ``new_events`` at ``now``, return the result.
+
+    The pure form of the engine: the same inputs always give the same output.
+    """
+    executor = OrchestrationExecutor(lookup, instance_id)
+    executor.replay(history)
+    return executor.process(new_events, now)

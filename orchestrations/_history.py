@@ -1,0 +1,240 @@
+"""History events: the closed set of small typed facts an orchestration is rebuilt from.
+
+Names follow the history table of Durable Functions. Each event is a frozen, slotted
+dataclass. Every event has a ``timestamp`` (UTC); the uniform read-only properties
+``event_type``, ``name``, ``input`` and ``result`` give the columns of the history table.
+
+Scheduling events carry ``event_id``, the per-execution sequence number the orchestrator gave
+the action; completion events carry ``task_scheduled_id`` pointing back to it. Replay matches
+the two, so the numbering is what makes replay deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class FailureDetails:
+    """Why something failed: the exception's type name, message, traceback and, where it
+    could be pickled, the exception itself (``cause``)."""
+
+    error_type: str
+    message: str
+    details: str | None = None
+    cause: BaseException | None = None
+
+    def describe(self) -> str:
+        """``"Type: message"``, the one-line form used in status queries."""
+        return f"{self.error_type}: {self.message}" if self.error_type else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """Base of all history events.
+
+    ``name``, ``input`` and ``result`` are the columns of the history table; an event type
+    that has such a fact declares it as a field, which shadows the ``None`` default here.
+    """
+
+    timestamp: datetime
+
+    @property
+    def event_type(self) -> str:
+        """The event's type name, as in the Durable Functions history table."""
+        return type(self).__name__
+
+    @property
+    def name(self) -> str | None:
+        """The function or event name, if the event has one."""
+        return None
+
+    @property
+    def input(self) -> Any:
+        """The event's input payload, if any."""
+        return None
+
+    @property
+    def result(self) -> Any:
+        """The event's result payload; for a failure, ``"Type: message"``."""
+        failure = getattr(self, "failure", None)
+        return failure.describe() if failure is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ParentInfo:
+    """Who started a sub-orchestration, so that its end can be reported back."""
+
+    instance_id: str
+    task_scheduled_id: int
+    execution_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStarted(HistoryEvent):
+    """The orchestration's first event: its name, input and (for children) parent."""
+
+    name: str = field()  # field(): the base class has a `name` property
+    input: Any = None
+    instance_id: str = ""
+    execution_id: str = ""
+    parent: ParentInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorStarted(HistoryEvent):
+    """An episode began; its timestamp is ``current_utc_datetime`` during that episode."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorCompleted(HistoryEvent):
+    """An episode ended (the orchestrator yielded or returned)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskScheduled(HistoryEvent):
+    """An activity was scheduled."""
+
+    event_id: int
+    name: str = field()  # field(): the base class has a `name` property
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCompleted(HistoryEvent):
+    """An activity returned ``result``."""
+
+    task_scheduled_id: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed(HistoryEvent):
+    """An activity raised."""
+
+    task_scheduled_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True)
+class TimerCreated(HistoryEvent):
+    """A durable timer was created to fire at ``fire_at``."""
+
+    event_id: int
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired(HistoryEvent):
+    """A durable timer fired."""
+
+    timer_id: int
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventRaised(HistoryEvent):
+    """An external event arrived."""
+
+    name: str = field()  # field(): the base class has a `name` property
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventSent(HistoryEvent):
+    """This orchestration sent an event to another instance."""
+
+    event_id: int
+    instance_id: str
+    name: str = field()  # field(): the base class has a `name` property
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubOrchestrationInstanceCreated(HistoryEvent):
+    """A sub-orchestration was started."""
+
+    event_id: int
+    name: str = field()  # field(): the base class has a `name` property
+    instance_id: str
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubOrchestrationInstanceCompleted(HistoryEvent):
+    """A sub-orchestration completed with ``result``."""
+
+    task_scheduled_id: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubOrchestrationInstanceFailed(HistoryEvent):
+    """A sub-orchestration failed."""
+
+    task_scheduled_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueAsNew(HistoryEvent):
+    """The orchestration restarts with ``input`` and fresh history."""
+
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionCompleted(HistoryEvent):
+    """The orchestration finished: ``status`` is ``"Completed"`` or ``"Failed"``."""
+
+    status: str
+    result: Any = None
+    failure: FailureDetails | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionTerminated(HistoryEvent):
+    """A client terminated the instance."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSuspended(HistoryEvent):
+    """A client suspended the instance: events are held until it resumes."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResumed(HistoryEvent):
+    """A client resumed a suspended instance."""
+
+    reason: str | None = None
+
+
+EVENT_TYPES: dict[str, type[HistoryEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        ExecutionStarted,
+        OrchestratorStarted,
+        OrchestratorCompleted,
+        TaskScheduled,
+        TaskCompleted,
+        TaskFailed,
+        TimerCreated,
+        TimerFired,
+        EventRaised,
+        EventSent,
+        SubOrchestrationInstanceCreated,
+        SubOrchestrationInstanceCompleted,
+        SubOrchestrationInstanceFailed,
+        ContinueAsNew,
+        ExecutionCompleted,
+        ExecutionTerminated,
+        ExecutionSuspended,
+        ExecutionResumed,
+    )
+}

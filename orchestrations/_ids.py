@@ -1,0 +1,47 @@
+"""Instance-id rules and the stable hash that places ids on shards."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from ._errors import DurableTypeError, DurableValueError
+
+_FORBIDDEN = frozenset("/\\#?")
+
+
+def validate_instance_id(instance_id: object) -> str:
+    """Return ``instance_id`` if it follows the Durable Functions rules, else raise.
+
+    1-256 characters, not starting with ``@``, no ``/ \\ # ?`` and no control characters.
+    """
+    if not isinstance(instance_id, str):
+        raise DurableTypeError(f"instance id must be a str, got {instance_id!r}")
+    if not 1 <= len(instance_id) <= 256:
+        raise DurableValueError(
+            f"instance id must have 1 to 256 characters, got {len(instance_id)}: {instance_id[:40]!r}"
+        )
+    if instance_id.startswith("@"):
+        raise DurableValueError(f"instance id must not start with '@': {instance_id!r}")
+    for ch in instance_id:
+        if ch in _FORBIDDEN or ord(ch) < 32 or 127 <= ord(ch) < 160:
+            raise DurableValueError(f"instance id must not contain {ch!r}: {instance_id!r}")
+    return instance_id
+
+
+def new_instance_id() -> str:
+    """A random instance id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+def stable_hash(key: str) -> int:
+    """A hash of ``key`` that is the same in every process and on every run.
+
+    Python's ``hash`` is salted per process, so it cannot place ids on shards.
+    """
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The shard that owns ``key``."""
+    return stable_hash(key) % num_shards

@@ -1,0 +1,172 @@
+"""Registration of orchestrators and activities by name.
+
+Decorators register into the process-wide :data:`default_registry`. The runtime ships a
+snapshot of the registry to shard hosts and workers with cloudpickle, so functions defined in
+``__main__`` or a notebook travel by value.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from ._errors import DurableTypeError, DurableValueError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Ray resource options an activity may carry (passed to ``.options()`` of the Ray task).
+ACTIVITY_OPTION_NAMES = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "memory",
+        "resources",
+        "accelerator_type",
+        "max_retries",
+        "retry_exceptions",
+        "runtime_env",
+        "scheduling_strategy",
+        "label_selector",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivitySpec:
+    """A registered activity: its name, function, whether it is async, and Ray options."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    ray_options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorSpec:
+    """A registered orchestrator: its name and function (a generator function or a plain one)."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_generator: bool
+
+
+@dataclass
+class Registry:
+    """Orchestrators and activities by name. ``version`` grows with every registration."""
+
+    orchestrators: dict[str, OrchestratorSpec] = field(default_factory=dict)
+    activities: dict[str, ActivitySpec] = field(default_factory=dict)
+    version: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_orchestrator(self, fn: Callable[..., Any], name: str | None = None) -> OrchestratorSpec:
+        """Register ``fn`` as an orchestrator; a name already in use raises ``ValueError``."""
+        if not callable(fn):
+            raise DurableTypeError(f"an orchestrator must be a function, got {fn!r}")
+        spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, inspect.isgeneratorfunction(fn))
+        with self._lock:
+            if spec.name in self.orchestrators:
+                raise DurableValueError(f"an orchestrator named {spec.name!r} is already registered")
+            self.orchestrators[spec.name] = spec
+            self.version += 1
+        return spec
+
+    def add_activity(
+        self, fn: Callable[..., Any], name: str | None = None, **ray_options: Any
+    ) -> ActivitySpec:
+        """Register ``fn`` as an activity; unknown Ray options or a duplicate name raise."""
+        if not callable(fn):
+            raise DurableTypeError(f"an activity must be a function, got {fn!r}")
+        unknown = sorted(set(ray_options) - ACTIVITY_OPTION_NAMES)
+        if unknown:
+            raise DurableValueError(f"unknown activity option(s) {unknown}")
+        spec = ActivitySpec(
+            _check_name(name or fn.__name__),
+            fn,
+            inspect.iscoroutinefunction(fn),
+            tuple(sorted(ray_options.items())),
+        )
+        with self._lock:
+            if spec.name in self.activities:
+                raise DurableValueError(f"an activity named {spec.name!r} is already registered")
+            self.activities[spec.name] = spec
+            self.version += 1
+        return spec
+
+    def snapshot(self) -> tuple[dict[str, OrchestratorSpec], dict[str, ActivitySpec], int]:
+        """Copies of the two tables and the version they correspond to."""
+        with self._lock:
+            return dict(self.orchestrators), dict(self.activities), self.version
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"orchestrators": self.orchestrators, "activities": self.activities, "version": self.version}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > 256:
+        raise DurableValueError(f"a function name must be a non-empty string of at most 256 chars, got {name!r}")
+    return name
+
+
+#: The process-wide registry the decorators write to.
+default_registry = Registry()
+
+
+def function_name(name_or_fn: str | Callable[..., Any], kind: str) -> str:
+    """The registered name of ``name_or_fn`` (a name, or a decorated or plain function)."""
+    if isinstance(name_or_fn, str):
+        if not name_or_fn:
+            raise DurableValueError(f"{kind} name must not be empty")
+        return name_or_fn
+    registered = getattr(name_or_fn, "__durable_name__", None)
+    if isinstance(registered, str):
+        return registered
+    if callable(name_or_fn) and hasattr(name_or_fn, "__name__"):
+        return name_or_fn.__name__
+    raise DurableTypeError(f"{kind} must be a name or a function, got {name_or_fn!r}")
+
+
+@overload
+def orchestrator(fn: F, /) -> F: ...
+@overload
+def orchestrator(*, name: str | None = None) -> Callable[[F], F]: ...
+def orchestrator(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Register an orchestrator function (``@orchestrator`` or ``@orchestrator(name=...)``).
+
+    The function takes one argument, the :class:`OrchestrationContext`. A generator function
+    yields tasks; it is replayed from history after a restart, so it must be deterministic.
+    A plain function completes in one episode.
+    """
+
+    def register(f: F) -> F:
+        spec = default_registry.add_orchestrator(f, name)
+        f.__durable_name__ = spec.name  # type: ignore[attr-defined]
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+@overload
+def activity(fn: F, /) -> F: ...
+@overload
+def activity(*, name: str | None = None, **ray_options: Any) -> Callable[[F], F]: ...
+def activity(fn: Any = None, /, *, name: str | None = None, **ray_options: Any) -> Any:
+    """Register an activity (``@activity`` or ``@activity(name=..., num_cpus=...)``).
+
+    An activity takes one argument, its input, and may be sync or async. It runs on a Ray
+    worker with the given Ray resource options, at least once (again after a crash).
+    The decorated function stays callable as a plain function.
+    """
+
+    def register(f: F) -> F:
+        spec = default_registry.add_activity(f, name, **ray_options)
+        f.__durable_name__ = spec.name  # type: ignore[attr-defined]
+        return f
+
+    return register(fn) if fn is not None else register

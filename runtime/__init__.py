@@ -1,0 +1,19 @@
+"""The runtime: the task hub client, shard host actors, the SQLite store, activity workers.
+
+Everything that moves or stores lives here; the semantics live in ``orchestrations`` and
+``entities``.
+"""
+
+from orchestrations import HistoryEvent
+
+from ._client import TaskHub
+from ._status import DurableOrchestrationStatus, InstancePage, OrchestrationRuntimeStatus, PurgeHistoryResult
+
+__all__ = [
+    "DurableOrchestrationStatus",
+    "HistoryEvent",
+    "InstancePage",
+    "OrchestrationRuntimeStatus",
+    "PurgeHistoryResult",
+    "TaskHub",
+]

@@ -1,0 +1,446 @@
+"""The task hub client: what a Ray driver uses to start, query and control orchestrations."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import RayTaskError
+
+from orchestrations import (
+    DurableError,
+    DurableTypeError,
+    DurableValueError,
+    EventRaised,
+    ExecutionResumed,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    HistoryEvent,
+    InstanceNotFoundError,
+    ShardMismatchError,
+    default_registry,
+    validate_instance_id,
+)
+from orchestrations._ids import new_instance_id, shard_of
+from orchestrations._registry import Registry, function_name
+
+from ._codec import encode
+from ._messages import Message
+from ._shard import ShardConfig, ShardHost
+from ._status import DurableOrchestrationStatus, InstancePage, OrchestrationRuntimeStatus, PurgeHistoryResult
+
+log = logging.getLogger("ray_durable")
+
+NAMESPACE = "ray_durable"
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ShardActor = ray.remote(ShardHost)
+T = TypeVar("T")
+
+StatusFilter = OrchestrationRuntimeStatus | Iterable[OrchestrationRuntimeStatus] | None
+
+
+class TaskHub:
+    """A durable task hub: shard host actors plus their SQLite files under ``data_dir/name/``.
+
+    Opening a hub starts a local Ray if none is running, creates one shard host actor per
+    shard (``num_cpus=0``: they mostly wait) and recovers any work left in the files. All
+    methods block until the shard has committed what they asked for.
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        data_dir: str | os.PathLike[str] = ".durable",
+        num_shards: int = 4,
+        always_replay: bool = False,
+        detached: bool = False,
+        cache_size: int = 10_000,
+        durability: str = "full",
+        registry: Registry | None = None,
+        ray_init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not _HUB_NAME.match(name):
+            raise DurableValueError(
+                f"hub name must be 1-64 letters, digits, '_', '.' or '-' (no path separator), got {name!r}"
+            )
+        if not isinstance(num_shards, int) or not 1 <= num_shards <= 256:
+            raise DurableValueError(f"num_shards must be an int from 1 to 256, got {num_shards!r}")
+        if not isinstance(cache_size, int) or cache_size < 1:
+            raise DurableValueError(f"cache_size must be a positive int, got {cache_size!r}")
+        sync = {"full": "FULL", "normal": "NORMAL"}.get(durability)
+        if sync is None:
+            raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+        self.name = name
+        self.num_shards = num_shards
+        self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
+        self._registry = registry or default_registry
+        self._check_hub_file()
+        self._started_ray = False
+        if not ray.is_initialized():
+            ray.init(**{"include_dashboard": False, "logging_level": logging.WARNING, **(ray_init_kwargs or {})})
+            self._started_ray = True
+        self._detached = detached
+        self._closed = False
+        self._registry_version = -1
+        self._shards: list[Any] = []
+        options: dict[str, Any] = {"namespace": NAMESPACE, "num_cpus": 0, "max_concurrency": 100_000}
+        if detached:
+            options["lifetime"] = "detached"
+        for i in range(num_shards):
+            config = ShardConfig(
+                hub=name, index=i, num_shards=num_shards,
+                path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
+                always_replay=always_replay, cache_size=cache_size, synchronous=sync,
+            )
+            actor_name = _actor_name(name, i)
+            try:
+                ray.get_actor(actor_name, namespace=NAMESPACE)
+            except ValueError:
+                pass
+            else:
+                self._shards = []
+                raise DurableValueError(f"task hub {name!r} is already open in this Ray cluster (connect to it)")
+            self._shards.append(_ShardActor.options(name=actor_name, **options).remote(config))
+        blob = self._registry_blob()
+        try:
+            self._call(lambda: [s.start.remote(self._shards, blob) for s in self._shards])
+        except BaseException:
+            self._kill()
+            raise
+        self._write_hub_file()
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, name: str = "default", *, registry: Registry | None = None) -> TaskHub:
+        """Attach to a hub another driver opened with ``detached=True`` (Ray must be initialized
+        with the same cluster address)."""
+        if not ray.is_initialized():
+            ray.init(address="auto", include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            first = ray.get_actor(_actor_name(name, 0), namespace=NAMESPACE)
+        except ValueError:
+            raise DurableValueError(f"no running task hub named {name!r} to connect to") from None
+        config: ShardConfig = ray.get(first.get_config.remote())
+        hub = cls.__new__(cls)
+        hub.name, hub.num_shards = name, config.num_shards
+        hub.directory = os.path.dirname(config.path)
+        hub._registry = registry or default_registry
+        hub._started_ray, hub._detached, hub._closed = False, True, False
+        hub._registry_version = -1
+        hub._shards = [ray.get_actor(_actor_name(name, i), namespace=NAMESPACE) for i in range(config.num_shards)]
+        hub._sync_registry()
+        return hub
+
+    def _check_hub_file(self) -> None:
+        path = os.path.join(self.directory, "hub.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                recorded = int(json.load(f)["num_shards"])
+            if recorded != self.num_shards:
+                raise ShardMismatchError(self.name, recorded, self.num_shards)
+
+    def _write_hub_file(self) -> None:
+        path = os.path.join(self.directory, "hub.json")
+        if not os.path.exists(path):
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"name": self.name, "num_shards": self.num_shards, "format_version": 1}, f)
+            os.replace(tmp, path)
+
+    def close(self) -> None:
+        """Stop the shard hosts this driver started (unless detached); data stays on disk."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._detached:
+            try:
+                ray.get([s.close.remote() for s in self._shards], timeout=30)
+            except Exception:
+                log.warning("task hub %s: a shard did not close cleanly", self.name)
+            self._kill()
+        if self._started_ray:
+            ray.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the shard hosts even if detached (the files stay)."""
+        self._detached = False
+        self._closed = False
+        self.close()
+
+    def _kill(self) -> None:
+        for shard in self._shards:
+            try:
+                ray.kill(shard)
+            except Exception:
+                pass
+
+    def __enter__(self) -> TaskHub:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- orchestrations ----------------------------------------------------------------------------
+
+    def start_new(
+        self,
+        orchestration_function_name: str | Callable[..., Any],
+        instance_id: str | None = None,
+        client_input: Any = None,
+    ) -> str:
+        """Start an orchestration; returns its instance id once the start is committed.
+
+        Raises ``ValueError`` (nothing written) for an unknown orchestrator, a bad instance id
+        or an input that cannot be serialized, and :class:`InstanceAlreadyExistsError` when the
+        id is Pending, Running or Suspended. A Completed, Failed or Terminated id is replaced.
+        """
+        msg = self._start_message(orchestration_function_name, instance_id, client_input)
+        self._submit([msg])
+        return msg.instance_id
+
+    def start_new_batch(
+        self, orchestration_function_name: str | Callable[..., Any], inputs: Iterable[Any]
+    ) -> list[str]:
+        """Start one instance per input (random ids) with one call per shard; returns the ids."""
+        msgs = [self._start_message(orchestration_function_name, None, x) for x in inputs]
+        self._submit(msgs)
+        return [m.instance_id for m in msgs]
+
+    def _start_message(self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any) -> Message:
+        name = function_name(fn, "orchestrator")
+        self._sync_registry()
+        if name not in self._registry.orchestrators:
+            raise DurableValueError(f"no orchestrator named {name!r} is registered")
+        iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
+        blob = encode(client_input, "client_input")
+        event = ExecutionStarted(_now(), name, client_input, iid, uuid.uuid4().hex)
+        return Message(iid, event, input_blob=blob)
+
+    def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
+        """Send external event ``event_name`` to an instance (buffered if nobody waits yet).
+
+        Raises :class:`InstanceNotFoundError` for an unknown id; an event for an instance that
+        already finished is dropped.
+        """
+        validate_instance_id(instance_id)
+        if not isinstance(event_name, str) or not event_name:
+            raise DurableValueError(f"event name must be a non-empty string, got {event_name!r}")
+        encode(event_data, "event_data")
+        self._submit([Message(instance_id, EventRaised(_now(), event_name, event_data))])
+
+    def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        """Terminate a running or suspended instance (no effect on a finished one)."""
+        self._control(instance_id, ExecutionTerminated(_now(), reason))
+
+    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Suspend an instance: events are held (durably, in order) until it resumes."""
+        self._control(instance_id, ExecutionSuspended(_now(), reason))
+
+    def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Resume a suspended instance and apply what arrived meanwhile."""
+        self._control(instance_id, ExecutionResumed(_now(), reason))
+
+    def _control(self, instance_id: str, event: HistoryEvent) -> None:
+        validate_instance_id(instance_id)
+        self._submit([Message(instance_id, event)])
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def get_status(
+        self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
+        show_input: bool = True,
+    ) -> DurableOrchestrationStatus | None:
+        """The committed status of an instance, or ``None`` if there is none."""
+        validate_instance_id(instance_id)
+        shard = self._shard(instance_id)
+        return self._call(lambda: shard.get_status.remote(instance_id, show_history, show_history_output, show_input))
+
+    def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The instance's history events, oldest first. Raises for an unknown id."""
+        validate_instance_id(instance_id)
+        history = self._call(lambda: self._shard(instance_id).get_history.remote(instance_id))
+        if history is None:
+            raise InstanceNotFoundError(instance_id)
+        return history
+
+    def wait_for_completion(
+        self, instance_id: str, timeout: float | None = None, show_progress: bool = False
+    ) -> DurableOrchestrationStatus:
+        """Block until the instance is Completed, Failed or Terminated and return its status.
+
+        The shard host answers when the instance ends (no polling). Raises ``TimeoutError``
+        past ``timeout`` seconds. ``show_progress`` draws a progress bar of its activities.
+        """
+        validate_instance_id(instance_id)
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise DurableValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        shard = self._shard(instance_id)
+        ref = shard.wait.remote(instance_id, timeout)
+        if show_progress:
+            _progress_until(ref, lambda: ray.get(shard.progress.remote(instance_id)), instance_id)
+        status = self._call(lambda: ref)
+        if status is None:
+            raise TimeoutError(f"orchestration {instance_id!r} did not finish within {timeout} s")
+        return status
+
+    def get_status_by(
+        self,
+        created_time_from: datetime | None = None,
+        created_time_to: datetime | None = None,
+        runtime_status: StatusFilter = None,
+    ) -> list[DurableOrchestrationStatus]:
+        """Every instance matching the filters, oldest first."""
+        page = self.list_instances(created_time_from, created_time_to, runtime_status, page_size=None)
+        return page.instances
+
+    def list_instances(
+        self,
+        created_time_from: datetime | None = None,
+        created_time_to: datetime | None = None,
+        runtime_status: StatusFilter = None,
+        page_size: int | None = 100,
+        continuation_token: str | None = None,
+        show_input: bool = True,
+    ) -> InstancePage:
+        """One page of instances ordered by creation time; pass the token back for the next."""
+        if page_size is not None and (not isinstance(page_size, int) or page_size < 1):
+            raise DurableValueError(f"page_size must be a positive int, got {page_size!r}")
+        after = _parse_token(continuation_token)
+        statuses = _statuses(runtime_status)
+        lo, hi = _ts(created_time_from), _ts(created_time_to)
+        parts = self._call(lambda: [s.query.remote(lo, hi, statuses, after, page_size, show_input) for s in self._shards])
+        merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
+        if page_size is not None and len(merged) > page_size:
+            merged = merged[:page_size]
+            token: str | None = json.dumps([merged[-1][0], merged[-1][1]])
+        elif page_size is not None and len(merged) == page_size and merged:
+            token = json.dumps([merged[-1][0], merged[-1][1]])
+        else:
+            token = None
+        return InstancePage([t[2] for t in merged], token)
+
+    def purge_instance_history(self, instance_id: str) -> PurgeHistoryResult:
+        """Delete a Completed, Failed or Terminated instance and its history."""
+        validate_instance_id(instance_id)
+        count = self._call(lambda: self._shard(instance_id).purge.remote([instance_id]))
+        return PurgeHistoryResult(count)
+
+    def purge_instance_history_by(
+        self,
+        created_time_from: datetime | None = None,
+        created_time_to: datetime | None = None,
+        runtime_status: StatusFilter = None,
+    ) -> PurgeHistoryResult:
+        """Delete every finished instance matching the filters; returns how many."""
+        statuses = _statuses(runtime_status)
+        lo, hi = _ts(created_time_from), _ts(created_time_to)
+        counts = self._call(lambda: [s.purge_by.remote(lo, hi, statuses) for s in self._shards])
+        return PurgeHistoryResult(sum(counts))
+
+    def stats(self) -> list[dict[str, int]]:
+        """Per-shard counters (turns, cached instances, outstanding activities)."""
+        return self._call(lambda: [s.stats.remote() for s in self._shards])
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _shard(self, instance_id: str) -> Any:
+        if self._closed:
+            raise DurableValueError(f"task hub {self.name!r} is closed")
+        return self._shards[shard_of(instance_id, self.num_shards)]
+
+    def _submit(self, msgs: list[Message]) -> None:
+        by_shard: dict[int, list[Message]] = {}
+        for msg in msgs:
+            by_shard.setdefault(shard_of(msg.instance_id, self.num_shards), []).append(msg)
+        if self._closed:
+            raise DurableValueError(f"task hub {self.name!r} is closed")
+        self._call(lambda: [self._shards[i].submit.remote(m) for i, m in by_shard.items()])
+
+    def _registry_blob(self) -> bytes:
+        orchestrators, activities, version = self._registry.snapshot()
+        self._registry_version = version
+        return encode((orchestrators, activities, version), "registry")
+
+    def _sync_registry(self) -> None:
+        if self._registry.version != self._registry_version:
+            blob = self._registry_blob()
+            self._call(lambda: [s.set_registry.remote(blob) for s in self._shards])
+
+    @staticmethod
+    def _call(make: Callable[[], T]) -> T:
+        """``ray.get`` that re-raises the library's own errors unwrapped."""
+        try:
+            return ray.get(make())  # type: ignore[arg-type]
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, DurableError):
+                raise cause from None
+            raise
+
+
+def _actor_name(hub: str, index: int) -> str:
+    return f"{hub}:shard-{index:02d}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise DurableTypeError(f"expected a datetime, got {value!r}")
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def _statuses(value: StatusFilter) -> list[str] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, OrchestrationRuntimeStatus) else list(value)
+    for item in items:
+        if not isinstance(item, OrchestrationRuntimeStatus):
+            raise DurableTypeError(f"runtime_status must hold OrchestrationRuntimeStatus values, got {item!r}")
+    return [s.value for s in items]
+
+
+def _parse_token(token: str | None) -> tuple[float, str] | None:
+    if token is None:
+        return None
+    try:
+        ts, iid = json.loads(token)
+        return float(ts), str(iid)
+    except (ValueError, TypeError):
+        raise DurableValueError(f"not a continuation token: {token!r}") from None
+
+
+def _progress_until(ref: Any, poll: Callable[[], tuple[int, int]], label: str) -> None:
+    """Draw a progress bar of (done, scheduled) until ``ref`` is ready."""
+    from tqdm import tqdm
+
+    with tqdm(desc=label[:24], unit="task", total=0) as bar:
+        while True:
+            ready, _ = ray.wait([ref], timeout=0.25)
+            done, scheduled = poll()
+            if scheduled != bar.total:
+                bar.total = scheduled
+            bar.n = done
+            bar.refresh()
+            if ready:
+                return
+
+
+

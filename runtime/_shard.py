@@ -1,0 +1,696 @@
+"""The shard host: one async Ray actor that owns one SQLite shard and hosts the virtual actors
+(orchestration instances) whose ids hash to it.
+
+One turn: take every waiting message, run each instance's executor on its messages, commit all
+of it in one transaction, and only then dispatch activities, arm timers, deliver the outbox and
+answer clients. See DESIGN.md, "One turn of a shard host".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import ray
+
+from orchestrations import (
+    CreateSubOrchestration,
+    CreateTimer,
+    EventRaised,
+    ExecutionCompleted,
+    ExecutionResult,
+    ExecutionStarted,
+    ExecutionState,
+    FailureDetails,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    OrchestrationExecutor,
+    ParentInfo,
+    PayloadError,
+    ScheduleTask,
+    SendEvent,
+    SubOrchestrationInstanceCompleted,
+    SubOrchestrationInstanceFailed,
+    TaskCompleted,
+    TaskFailed,
+    TimerFired,
+)
+from orchestrations._registry import ActivitySpec, OrchestratorSpec
+
+from ._activities import ActivityCall, batch_sizes, submit_batch
+from ._codec import decode, encode, failure_from_exception
+from ._messages import Instance, Message, from_ts, status_from_row, to_ts
+from ._status import TERMINAL, DurableOrchestrationStatus, OrchestrationRuntimeStatus
+from ._store import ShardStore, TurnWrites
+
+log = logging.getLogger("ray_durable.shard")
+
+_STATE_TO_STATUS = {
+    ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
+    ExecutionState.SUSPENDED: OrchestrationRuntimeStatus.Suspended,
+    ExecutionState.COMPLETED: OrchestrationRuntimeStatus.Completed,
+    ExecutionState.FAILED: OrchestrationRuntimeStatus.Failed,
+    ExecutionState.TERMINATED: OrchestrationRuntimeStatus.Terminated,
+    ExecutionState.CONTINUED_AS_NEW: OrchestrationRuntimeStatus.ContinuedAsNew,
+}
+
+
+def utcnow() -> datetime:
+    """The current UTC time."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _AfterCommit:
+    """What a turn does once its commit is durable."""
+
+    acks: list[tuple[asyncio.Future[Any], BaseException | None]] = field(default_factory=list)
+    activities: list[ActivityCall] = field(default_factory=list)
+    timers: list[tuple[str, str, int, float]] = field(default_factory=list)
+    outbox: list[tuple[str, int, Message]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardConfig:
+    """Settings of one shard host."""
+
+    hub: str
+    index: int
+    num_shards: int
+    path: str
+    always_replay: bool = False
+    cache_size: int = 10_000
+    synchronous: str = "FULL"
+
+
+class ShardHost:
+    """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
+
+    def __init__(self, config: ShardConfig) -> None:
+        self.config = config
+        self._store = ShardStore(config.path, config.hub, config.index, config.num_shards, config.synchronous)
+        self._peers: list[Any] = []
+        self._mailbox: list[Message] = []
+        self._wake = asyncio.Event()
+        self._cache: OrderedDict[str, Instance] = OrderedDict()
+        self._orchestrators: dict[str, OrchestratorSpec] = {}
+        self._activities: dict[str, ActivitySpec] = {}
+        self._registry_key = ""
+        self._registry_ref: Any = None
+        #: activities dispatched and not yet answered: instance -> {(execution, task id)}
+        self._outstanding: dict[str, set[tuple[str, int]]] = {}
+        #: armed timers: instance -> {timer id: handle}
+        self._timer_handles: dict[str, dict[int, asyncio.TimerHandle]] = {}
+        self._acked_outbox: list[str] = []
+        self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
+        self._db_lock = asyncio.Lock()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._parallelism = 1
+        self._background: set[asyncio.Task[Any]] = set()
+        self.turns = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self, peers: Sequence[Any], registry_blob: bytes) -> int:
+        """Open the store, recover pending work (activities without a result, timers, outbox)
+        and start the turn loop. Returns the shard index."""
+        if self._loop_task is not None:
+            return self.config.index
+        self._peers = list(peers)
+        self.set_registry(registry_blob)
+        self._parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        await self._store.open()
+        activities, timers, outbox = await self._store.pending_work()
+        calls = [ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities]
+        self._dispatch(calls)
+        for iid, exec_id, timer_id, fire_at in timers:
+            self._arm_timer(iid, exec_id, timer_id, fire_at)
+        self._deliver([(m, d, Message.from_bytes(b)) for m, d, b in outbox])
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        return self.config.index
+
+    def set_registry(self, registry_blob: bytes) -> None:
+        """Install the orchestrators and activities (a cloudpickled registry snapshot)."""
+        orchestrators, activities, version = decode(registry_blob)
+        self._orchestrators, self._activities = orchestrators, activities
+        self._registry_key = f"{self.config.hub}:{version}:{uuid.uuid4().hex}"
+        self._registry_ref = ray.put(encode(activities, "activity registry"))
+
+    async def close(self) -> None:
+        """Stop the loop and close the store (pending work stays on disk)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for handles in self._timer_handles.values():
+            for handle in handles.values():
+                handle.cancel()
+        async with self._db_lock:
+            await self._store.close()
+
+    # -- client entry points -----------------------------------------------------------------------
+
+    async def submit(self, messages: Sequence[Message]) -> None:
+        """Apply client messages (start, raise, terminate, suspend, resume); returns once they
+        are committed, raising the error that refused any of them."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for msg in messages:
+            msg.ack = loop.create_future()
+            futures.append(msg.ack)
+            self._enqueue(msg)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def deliver(self, blobs: Sequence[bytes]) -> None:
+        """Accept messages from another shard's outbox; returns once they are committed."""
+        await self.submit([Message.from_bytes(b) for b in blobs])
+
+    async def get_status(
+        self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
+        show_input: bool = True,
+    ) -> DurableOrchestrationStatus | None:
+        """The committed status of an instance, or ``None``."""
+        row = await self._store.get_instance(instance_id)
+        if row is None:
+            return None
+        status = status_from_row(row, show_input)
+        if show_history:
+            history = [decode(b) for b in await self._store.load_history(instance_id, reader=True)]
+            if not show_history_output:
+                history = [_without_output(e) for e in history]
+            status = _with_history(status, history)
+        return status
+
+    async def get_history(self, instance_id: str) -> list[Any] | None:
+        """The committed history events of an instance, oldest first (``None`` if unknown)."""
+        if await self._store.get_instance(instance_id) is None:
+            return None
+        return [decode(b) for b in await self._store.load_history(instance_id, reader=True)]
+
+    async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
+        """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(instance_id, []).append(future)
+        try:
+            status = await self.get_status(instance_id)
+            if status is None:
+                raise InstanceNotFoundError(instance_id)
+            if status.runtime_status.is_terminal:
+                return status
+            try:
+                await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                return None
+            return await self.get_status(instance_id)
+        finally:
+            waiters = self._waiters.get(instance_id, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(instance_id, None)
+
+    async def progress(self, instance_id: str) -> tuple[int, int]:
+        """(activities finished, activities scheduled) of the current execution, from memory."""
+        inst = self._cache.get(instance_id)
+        return (inst.tasks_done, inst.tasks_scheduled) if inst is not None else (0, 0)
+
+    async def query(
+        self, created_from: float | None, created_to: float | None, statuses: list[str] | None,
+        after: tuple[float, str] | None, limit: int | None, show_input: bool = True,
+    ) -> list[tuple[float, str, DurableOrchestrationStatus]]:
+        """Committed instances ordered by (created time, id), after the key ``after``."""
+        rows = await self._store.query_instances(created_from, created_to, statuses, after, limit)
+        return [(row[9], row[0], status_from_row(row, show_input)) for row in rows]
+
+    async def purge(self, instance_ids: Sequence[str]) -> int:
+        """Delete terminal instances and their history; active ones are left alone."""
+        async with self._db_lock:
+            rows = await self._store.load_instances(list(instance_ids))
+            ids = [i for i, r in rows.items() if OrchestrationRuntimeStatus(r[3]) in TERMINAL]
+            count = await self._store.purge(ids)
+        for iid in ids:
+            self._evict(iid)
+        return count
+
+    async def purge_by(
+        self, created_from: float | None, created_to: float | None, statuses: list[str] | None
+    ) -> int:
+        """Purge the terminal instances that match the filters."""
+        allowed = [s.value for s in TERMINAL]
+        statuses = [s for s in statuses if s in allowed] if statuses is not None else allowed
+        rows = await self._store.query_instances(created_from, created_to, statuses, None, None)
+        return await self.purge([r[0] for r in rows])
+
+    def get_config(self) -> ShardConfig:
+        """This shard's settings (used by ``TaskHub.connect``)."""
+        return self.config
+
+    async def stats(self) -> dict[str, int]:
+        """Counters for tests and benchmarks."""
+        outstanding = sum(len(v) for v in self._outstanding.values())
+        return {"turns": self.turns, "cached": len(self._cache), "outstanding": outstanding}
+
+    # -- the turn loop -----------------------------------------------------------------------------
+
+    def _enqueue(self, msg: Message) -> None:
+        self._mailbox.append(msg)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._mailbox = self._mailbox, []
+            if not batch:
+                continue
+            try:
+                await self._turn(batch)
+            except Exception as exc:
+                log.exception("shard %s: turn failed", self.config.index)
+                for msg in batch:
+                    if msg.ack is not None and not msg.ack.done():
+                        msg.ack.set_exception(exc)
+
+    async def _turn(self, batch: list[Message]) -> None:
+        self.turns += 1
+        now = utcnow()
+        w, after = TurnWrites(), _AfterCommit()
+        w.done_outbox.extend(self._acked_outbox)
+        self._acked_outbox = []
+        groups = await self._group(batch, w, after)
+        missing = [iid for iid in groups if iid not in self._cache]
+        if missing:
+            for iid, row in (await self._store.load_instances(missing)).items():
+                self._cache[iid] = Instance.from_row(row)
+        for iid, msgs in groups.items():
+            try:
+                await self._run_instance(iid, msgs, now, w, after)
+            except Exception as exc:
+                log.exception("shard %s: instance %s failed in a turn", self.config.index, iid)
+                self._cache.pop(iid, None)
+                after.acks.extend((m.ack, exc) for m in msgs if m.ack is not None)
+        try:
+            async with self._db_lock:
+                await self._store.commit(w)
+        except BaseException:
+            for iid in groups:
+                self._evict(iid)
+            raise
+        self._after_commit(after)
+
+    async def _group(self, batch: list[Message], w: TurnWrites, after: _AfterCommit) -> dict[str, list[Message]]:
+        """Group by instance, dropping duplicates of messages delivered before."""
+        remote = [m.msg_id for m in batch if m.msg_id is not None and not m.from_self]
+        seen = await self._store.seen_messages(remote) if remote else set()
+        groups: dict[str, list[Message]] = {}
+        for msg in batch:
+            if msg.msg_id is not None:
+                if msg.from_self:
+                    w.done_outbox.append(msg.msg_id)
+                elif msg.msg_id in seen:
+                    if msg.ack is not None:
+                        after.acks.append((msg.ack, None))
+                    continue
+                else:
+                    seen.add(msg.msg_id)
+                    w.delivered.append(msg.msg_id)
+            groups.setdefault(msg.instance_id, []).append(msg)
+        return groups
+
+    async def _run_instance(
+        self, iid: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        inst = self._cache.get(iid)
+        if inst is not None:
+            self._cache.move_to_end(iid)
+            if inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
+                # the restart goes first: events sent meanwhile belong to the new execution
+                msgs = sorted(msgs, key=lambda m: not m.continue_as_new)
+        pending: list[Message] = []
+        for msg in msgs:
+            if msg.ack is not None:
+                after.acks.append((msg.ack, None))
+            if isinstance(msg.event, ExecutionStarted):
+                if inst is not None and pending:
+                    await self._episode(inst, pending, now, w, after)
+                pending = []
+                started = self._start(inst, msg, now, w, after)
+                if started is not None:
+                    inst = started
+                    pending = [msg, *(Message(iid, e) for e in msg.carryover)]
+                continue
+            if inst is None or inst.status in TERMINAL or inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
+                self._drop(inst, msg, after)
+                continue
+            if msg.execution_id is not None and msg.execution_id != inst.execution_id:
+                continue
+            pending.append(msg)
+        if inst is not None and pending:
+            await self._episode(inst, pending, now, w, after)
+        if inst is not None:
+            after.touched.append(iid)
+
+    def _drop(self, inst: Instance | None, msg: Message, after: _AfterCommit) -> None:
+        """A message for an instance that does not exist or is over."""
+        if inst is None and msg.ack is not None:
+            after.acks[-1] = (msg.ack, InstanceNotFoundError(msg.instance_id))
+
+    def _start(
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> Instance | None:
+        """Create (or replace) the instance of an ExecutionStarted message; ``None`` if refused."""
+        event = msg.event
+        assert isinstance(event, ExecutionStarted)
+        iid = msg.instance_id
+        if inst is not None:
+            restarting = msg.continue_as_new and inst.status is OrchestrationRuntimeStatus.ContinuedAsNew
+            if msg.continue_as_new and not restarting:
+                return None  # terminated (or replaced) while its restart was on the way
+            if not restarting and inst.status not in TERMINAL:
+                error = InstanceAlreadyExistsError(iid, inst.status.value)
+                if msg.ack is not None:
+                    after.acks[-1] = (msg.ack, error)
+                if event.parent is not None:
+                    self._reply_to_parent(event.parent, None, failure_from_exception(error), now, w, after)
+                return None
+            if inst.executor is not None:
+                inst.executor.close()
+            w.clear_history.append(iid)
+            w.clear_instance_work.append(iid)
+            w.history = [row for row in w.history if row[0] != iid]
+            self._forget_work(iid)
+        created = inst.created_at if inst is not None and msg.continue_as_new else to_ts(now)
+        input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
+        fresh = Instance(
+            instance_id=iid,
+            name=event.name,
+            execution_id=event.execution_id,
+            status=OrchestrationRuntimeStatus.Running,
+            input_blob=input_blob,
+            created_at=created,
+            updated_at=to_ts(now),
+            parent=event.parent,
+            history_len=0,
+            executor=OrchestrationExecutor(self._orchestrators.get, iid),
+        )
+        self._cache[iid] = fresh
+        return fresh
+
+    async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
+        if inst.executor is None:
+            blobs = await self._store.load_history(inst.instance_id)
+            executor = OrchestrationExecutor(self._orchestrators.get, inst.instance_id)
+            history = [decode(b) for b in blobs]
+            executor.replay(history)
+            inst.executor = executor
+            inst.history_len = len(blobs)
+            inst.tasks_scheduled = sum(1 for e in history if e.event_type == "TaskScheduled")
+            inst.tasks_done = sum(1 for e in history if e.event_type in ("TaskCompleted", "TaskFailed"))
+        return inst.executor
+
+    async def _episode(
+        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        """Run one episode of ``inst`` over ``msgs`` and stage what it produced."""
+        executor = await self._executor_for(inst)
+        iid = inst.instance_id
+        events = []
+        for msg in msgs:
+            event = msg.event
+            if isinstance(event, (TaskCompleted, TaskFailed)):
+                w.done_activities.append((iid, event.task_scheduled_id))
+                inst.tasks_done += 1
+            elif isinstance(event, TimerFired):
+                w.done_timers.append((iid, event.timer_id))
+                self._timer_handles.get(iid, {}).pop(event.timer_id, None)
+            events.append(event)
+        result = executor.process(events, now)
+        try:
+            rows = self._history_rows(inst, result)
+            self._stage_actions(inst, result, now, w, after)
+        except PayloadError as exc:
+            result = self._fail_unencodable(inst, executor, result, events, exc, now)
+            rows = self._history_rows(inst, result)
+        w.history.extend(rows)
+        inst.history_len += len(result.new_events)
+        self._stage_state(inst, result, now, w, after)
+
+    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[tuple[Any, ...]]:
+        base, iid = inst.history_len, inst.instance_id
+        return [
+            (iid, base + i, e.event_type, to_ts(e.timestamp), e.name, encode(e, f"{e.event_type} of {iid!r}"))
+            for i, e in enumerate(result.new_events)
+        ]
+
+    def _fail_unencodable(
+        self, inst: Instance, executor: OrchestrationExecutor, result: ExecutionResult,
+        received: list[Any], exc: PayloadError, now: datetime,
+    ) -> ExecutionResult:
+        """An episode produced a value that cannot be stored: keep what was received, fail."""
+        executor.close()
+        inst.executor = None
+        failure = FailureDetails("PayloadError", str(exc))
+        received_ids = {id(e) for e in received}
+        kept = [e for e in result.new_events if id(e) in received_ids]
+        return ExecutionResult(
+            new_events=[*kept, ExecutionCompleted(now, "Failed", None, failure)],
+            actions=[],
+            state=ExecutionState.FAILED,
+            failure=failure,
+        )
+
+    def _stage_actions(
+        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        iid, exec_id = inst.instance_id, inst.execution_id
+        running = not result.state.is_final
+        staged_activities: list[ActivityCall] = []
+        staged_timers: list[tuple[str, str, int, float]] = []
+        staged_out: list[tuple[str, int, Message]] = []
+        for action in result.actions:
+            if isinstance(action, ScheduleTask):
+                if running:
+                    blob = encode(action.input, f"input of activity {action.name!r}")
+                    staged_activities.append(ActivityCall(iid, exec_id, action.task_id, action.name, blob))
+            elif isinstance(action, CreateTimer):
+                if running:
+                    staged_timers.append((iid, exec_id, action.task_id, to_ts(action.fire_at)))
+            elif isinstance(action, CreateSubOrchestration):
+                start = ExecutionStarted(
+                    now, action.name, action.input, action.instance_id, uuid.uuid4().hex,
+                    ParentInfo(iid, action.task_id, exec_id),
+                )
+                staged_out.append(self._outgoing(Message(action.instance_id, start)))
+            elif isinstance(action, SendEvent):
+                event = EventRaised(now, action.name, action.input)
+                staged_out.append(self._outgoing(Message(action.instance_id, event)))
+        for out in staged_out:
+            w.add_outbox.append((out[0], out[1], out[2].to_bytes()))
+        for call in staged_activities:
+            w.add_activities.append((iid, exec_id, call.task_id, call.name, call.input_blob))
+        w.add_timers.extend(staged_timers)
+        inst.tasks_scheduled += len(staged_activities)
+        after.activities.extend(staged_activities)
+        after.timers.extend(staged_timers)
+        after.outbox.extend(staged_out)
+
+    def _stage_state(
+        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        iid = inst.instance_id
+        inst.status = _STATE_TO_STATUS[result.state]
+        inst.updated_at = to_ts(now)
+        if result.custom_status is not None:
+            inst.custom_status_blob = encode(result.custom_status, "custom status")
+        if result.state.is_final:
+            w.clear_instance_work.append(iid)
+            self._forget_work(iid)
+            if inst.executor is not None:
+                inst.executor.close()
+            inst.executor = None
+        if result.state is ExecutionState.CONTINUED_AS_NEW:
+            restart = ExecutionStarted(now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent)
+            msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
+            out = self._outgoing(msg)
+            w.add_outbox.append((out[0], out[1], msg.to_bytes()))
+            after.outbox.append(out)
+        elif result.state.is_final:
+            inst.output_blob = encode(result.output, "orchestration output")
+            inst.failure_blob = encode(result.failure) if result.failure is not None else None
+            after.finished.append(iid)
+            if inst.parent is not None:
+                failure = result.failure
+                if result.state is ExecutionState.TERMINATED:
+                    failure = FailureDetails("Terminated", f"sub-orchestration {iid!r} was terminated: {result.output}")
+                output = result.output if result.state is ExecutionState.COMPLETED else None
+                self._reply_to_parent(inst.parent, output, failure, now, w, after)
+        w.instances.append(inst.to_row())
+
+    def _reply_to_parent(
+        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
+        w: TurnWrites, after: _AfterCommit,
+    ) -> None:
+        if failure is None:
+            event: Any = SubOrchestrationInstanceCompleted(now, parent.task_scheduled_id, output)
+        else:
+            event = SubOrchestrationInstanceFailed(now, parent.task_scheduled_id, failure)
+        msg = Message(parent.instance_id, event, execution_id=parent.execution_id)
+        out = self._outgoing(msg)
+        w.add_outbox.append((out[0], out[1], msg.to_bytes()))
+        after.outbox.append(out)
+
+    def _outgoing(self, msg: Message) -> tuple[str, int, Message]:
+        from orchestrations._ids import shard_of
+
+        msg.msg_id = uuid.uuid4().hex
+        return (msg.msg_id, shard_of(msg.instance_id, self.config.num_shards), msg)
+
+    def _forget_work(self, iid: str) -> None:
+        """The instance ended or was replaced: late activity results and timers are moot."""
+        self._outstanding.pop(iid, None)
+        for handle in self._timer_handles.pop(iid, {}).values():
+            handle.cancel()
+
+    def _evict(self, iid: str) -> None:
+        inst = self._cache.pop(iid, None)
+        if inst is not None and inst.executor is not None:
+            inst.executor.close()
+
+    # -- after the commit ----------------------------------------------------------------------------
+
+    def _after_commit(self, after: _AfterCommit) -> None:
+        for future, error in after.acks:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+        self._dispatch(after.activities)
+        for iid, exec_id, timer_id, fire_at in after.timers:
+            self._arm_timer(iid, exec_id, timer_id, fire_at)
+        self._deliver(after.outbox)
+        for iid in after.finished:
+            for future in self._waiters.get(iid, []):
+                if not future.done():
+                    future.set_result(None)
+        if self.config.always_replay:
+            for iid in after.touched:
+                inst = self._cache.get(iid)
+                if inst is not None and inst.executor is not None:
+                    inst.executor.close()
+                    inst.executor = None
+        while len(self._cache) > self.config.cache_size:
+            _, inst = self._cache.popitem(last=False)
+            if inst.executor is not None:
+                inst.executor.close()
+
+    def _dispatch(self, calls: Sequence[ActivityCall]) -> None:
+        """Send activities to Ray workers in batches, grouped by their Ray options."""
+        if not calls:
+            return
+        for call in calls:
+            self._outstanding.setdefault(call.instance_id, set()).add((call.execution_id, call.task_id))
+        groups: dict[tuple[tuple[str, Any], ...], list[ActivityCall]] = {}
+        unknown: list[ActivityCall] = []
+        for call in calls:
+            spec = self._activities.get(call.name)
+            if spec is None:
+                unknown.append(call)
+            else:
+                groups.setdefault(spec.ray_options, []).append(call)
+        if unknown:
+            outcomes = [
+                (False, FailureDetails("ActivityNotFound", f"no activity named {c.name!r} is registered"))
+                for c in unknown
+            ]
+            self._spawn(self._deliver_outcomes(unknown, outcomes))
+        for options, group in groups.items():
+            size = batch_sizes(len(group), self._parallelism)
+            for start in range(0, len(group), size):
+                self._spawn(self._run_batch(group[start : start + size], dict(options)))
+
+    async def _run_batch(self, calls: list[ActivityCall], options: dict[str, Any]) -> None:
+        try:
+            ref = submit_batch(self._registry_key, self._registry_ref, [(c.name, c.input_blob) for c in calls], options)
+            outcomes = decode(await ref)
+        except Exception as exc:
+            failure = failure_from_exception(exc)
+            outcomes = [(False, failure)] * len(calls)
+        await self._deliver_outcomes(calls, outcomes)
+
+    async def _deliver_outcomes(self, calls: Sequence[ActivityCall], outcomes: Sequence[tuple[bool, Any]]) -> None:
+        now = utcnow()
+        for call, (ok, value) in zip(calls, outcomes):
+            waiting = self._outstanding.get(call.instance_id)
+            key = (call.execution_id, call.task_id)
+            if waiting is None or key not in waiting:
+                continue  # a duplicate, or the instance ended meanwhile
+            waiting.discard(key)
+            if not waiting:
+                del self._outstanding[call.instance_id]
+            event: Any = TaskCompleted(now, call.task_id, value) if ok else TaskFailed(now, call.task_id, value)
+            self._mailbox.append(Message(call.instance_id, event, execution_id=call.execution_id))
+        self._wake.set()
+
+    def _arm_timer(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, fire_at - time.time())
+        handle = loop.call_later(delay, self._timer_due, iid, exec_id, timer_id, fire_at)
+        self._timer_handles.setdefault(iid, {})[timer_id] = handle
+
+    def _timer_due(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
+        self._enqueue(Message(iid, TimerFired(utcnow(), timer_id, from_ts(fire_at)), execution_id=exec_id))
+
+    def _deliver(self, outbox: Sequence[tuple[str, int, Message]]) -> None:
+        by_dest: dict[int, list[tuple[str, Message]]] = {}
+        for msg_id, dest, msg in outbox:
+            by_dest.setdefault(dest, []).append((msg_id, msg))
+        for dest, items in by_dest.items():
+            if dest == self.config.index:
+                for _, msg in items:
+                    msg.from_self = True
+                    self._enqueue(msg)
+            else:
+                self._spawn(self._send(dest, items))
+
+    async def _send(self, dest: int, items: list[tuple[str, Message]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._peers[dest].deliver.remote([m.to_bytes() for _, m in items])
+                break
+            except Exception:
+                log.warning("shard %s: delivery to shard %s failed; retrying", self.config.index, dest)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._acked_outbox.extend(msg_id for msg_id, _ in items)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _without_output(event: Any) -> Any:
+    from dataclasses import fields, replace
+
+    names = {f.name for f in fields(event)}
+    changes = {k: None for k in ("result", "input") if k in names}
+    return replace(event, **changes) if changes else event
+
+
+def _with_history(status: DurableOrchestrationStatus, history: list[Any]) -> DurableOrchestrationStatus:
+    from dataclasses import replace
+
+    return replace(status, history=history)
+

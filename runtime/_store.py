@@ -1,0 +1,321 @@
+"""The SQLite store of one shard: one file, written only by its shard host.
+
+One writer connection commits each turn in one transaction; a second, read-only connection
+serves queries, so a status query sees committed state only and never waits for a turn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+from orchestrations import ShardMismatchError, TerminalError
+
+FORMAT_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instances(
+    instance_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input BLOB,
+    output BLOB,
+    custom_status BLOB,
+    failure BLOB,
+    parent BLOB,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at, instance_id);
+CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
+CREATE TABLE IF NOT EXISTS history(
+    instance_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    name TEXT,
+    data BLOB NOT NULL,
+    PRIMARY KEY(instance_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS activities(
+    instance_id TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    input BLOB,
+    PRIMARY KEY(instance_id, task_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timers(
+    instance_id TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    timer_id INTEGER NOT NULL,
+    fire_at REAL NOT NULL,
+    PRIMARY KEY(instance_id, timer_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox(msg_id TEXT PRIMARY KEY, dest INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS delivered(msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+INSTANCE_COLUMNS = (
+    "instance_id, name, execution_id, status, input, output, custom_status, failure, parent, "
+    "created_at, updated_at"
+)
+
+
+@dataclass(slots=True)
+class TurnWrites:
+    """Everything one turn writes, committed in one transaction."""
+
+    instances: list[tuple[Any, ...]] = field(default_factory=list)
+    clear_history: list[str] = field(default_factory=list)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    add_activities: list[tuple[Any, ...]] = field(default_factory=list)
+    done_activities: list[tuple[str, int]] = field(default_factory=list)
+    clear_instance_work: list[str] = field(default_factory=list)
+    add_timers: list[tuple[Any, ...]] = field(default_factory=list)
+    done_timers: list[tuple[str, int]] = field(default_factory=list)
+    add_outbox: list[tuple[str, int, bytes]] = field(default_factory=list)
+    done_outbox: list[str] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        """Whether there is nothing to commit."""
+        return not any(getattr(self, name) for name in self.__slots__)  # type: ignore[attr-defined]
+
+
+class ShardStore:
+    """The SQLite file of one shard."""
+
+    def __init__(self, path: str, hub: str, shard: int, num_shards: int, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.hub = hub
+        self.shard = shard
+        self.num_shards = num_shards
+        self.synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The writer connection."""
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The read-only connection (committed state only)."""
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    async def open(self) -> None:
+        """Open (creating if needed) the file; refuse another hub's or another shard count's."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+        await self._db.executescript(_SCHEMA)
+        await self._check_meta()
+        self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+
+    async def _check_meta(self) -> None:
+        async with self.db.execute("SELECT key, value FROM meta") as cur:
+            meta = dict(await cur.fetchall())
+        if not meta:
+            await self.db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [
+                    ("format_version", str(FORMAT_VERSION)),
+                    ("hub", self.hub),
+                    ("shard", str(self.shard)),
+                    ("num_shards", str(self.num_shards)),
+                ],
+            )
+            return
+        if int(meta.get("format_version", "0")) > FORMAT_VERSION:
+            raise TerminalError(
+                f"shard file {self.path} has format version {meta['format_version']}, newer than "
+                f"this runtime's {FORMAT_VERSION}"
+            )
+        if int(meta.get("num_shards", "0")) != self.num_shards:
+            raise ShardMismatchError(self.hub, int(meta.get("num_shards", "0")), self.num_shards)
+
+    async def close(self) -> None:
+        """Close both connections."""
+        for conn in (self._reader, self._db):
+            if conn is not None:
+                await conn.close()
+        self._db = self._reader = None
+
+    async def commit(self, w: TurnWrites) -> None:
+        """Write one turn in one transaction (one fsync)."""
+        if w.is_empty():
+            return
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if w.clear_history:
+                await db.executemany("DELETE FROM history WHERE instance_id = ?", [(i,) for i in w.clear_history])
+            if w.clear_instance_work:
+                rows = [(i,) for i in w.clear_instance_work]
+                await db.executemany("DELETE FROM activities WHERE instance_id = ?", rows)
+                await db.executemany("DELETE FROM timers WHERE instance_id = ?", rows)
+            if w.instances:
+                await db.executemany(
+                    f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    w.instances,
+                )
+            if w.history:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO history(instance_id, seq, event_type, timestamp, name, data) "
+                    "VALUES (?,?,?,?,?,?)",
+                    w.history,
+                )
+            if w.done_activities:
+                await db.executemany(
+                    "DELETE FROM activities WHERE instance_id = ? AND task_id = ?", w.done_activities
+                )
+            if w.add_activities:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO activities(instance_id, execution_id, task_id, name, input) "
+                    "VALUES (?,?,?,?,?)",
+                    w.add_activities,
+                )
+            if w.done_timers:
+                await db.executemany("DELETE FROM timers WHERE instance_id = ? AND timer_id = ?", w.done_timers)
+            if w.add_timers:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO timers(instance_id, execution_id, timer_id, fire_at) VALUES (?,?,?,?)",
+                    w.add_timers,
+                )
+            if w.done_outbox:
+                await db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in w.done_outbox])
+            if w.add_outbox:
+                await db.executemany("INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", w.add_outbox)
+            if w.delivered:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered]
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    # -- reads used by the shard host (writer connection: sees its own last commit) -----------
+
+    async def load_instances(self, ids: Sequence[str]) -> dict[str, aiosqlite.Row]:
+        """The instance rows of ``ids`` that exist."""
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id IN ({marks})", chunk
+            ) as cur:
+                for row in await cur.fetchall():
+                    found[row[0]] = row
+        return found
+
+    async def load_history(self, instance_id: str, reader: bool = False) -> list[bytes]:
+        """The encoded history events of ``instance_id``, oldest first."""
+        conn = self.reader if reader else self.db
+        async with conn.execute(
+            "SELECT data FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,)
+        ) as cur:
+            return [row[0] for row in await cur.fetchall()]
+
+    async def seen_messages(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` were delivered before (duplicates to drop)."""
+        seen: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(f"SELECT msg_id FROM delivered WHERE msg_id IN ({marks})", chunk) as cur:
+                seen.update(row[0] for row in await cur.fetchall())
+        return seen
+
+    async def pending_work(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """Activities without a result, armed timers and undelivered outbox messages."""
+        async with self.db.execute(
+            "SELECT instance_id, execution_id, task_id, name, input FROM activities"
+        ) as cur:
+            activities = list(await cur.fetchall())
+        async with self.db.execute("SELECT instance_id, execution_id, timer_id, fire_at FROM timers") as cur:
+            timers = list(await cur.fetchall())
+        async with self.db.execute("SELECT msg_id, dest, data FROM outbox") as cur:
+            outbox = list(await cur.fetchall())
+        return activities, timers, outbox
+
+    # -- queries (reader connection: committed state only) ------------------------------------
+
+    async def get_instance(self, instance_id: str) -> Any:
+        """The committed row of ``instance_id`` or ``None``."""
+        async with self.reader.execute(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,)
+        ) as cur:
+            return await cur.fetchone()
+
+    async def query_instances(
+        self,
+        created_from: float | None,
+        created_to: float | None,
+        statuses: Iterable[str] | None,
+        after: tuple[float, str] | None,
+        limit: int | None,
+    ) -> list[Any]:
+        """Rows by (created_at, instance_id), filtered, after the ``after`` key."""
+        where, args = _filters(created_from, created_to, statuses)
+        if after is not None:
+            where.append("(created_at > ? OR (created_at = ? AND instance_id > ?))")
+            args += [after[0], after[0], after[1]]
+        sql = f"SELECT {INSTANCE_COLUMNS} FROM instances"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, instance_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        async with self.reader.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def purge(self, ids: Sequence[str]) -> int:
+        """Delete the instances ``ids`` and everything they own; return how many existed."""
+        if not ids:
+            return 0
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = [(i,) for i in ids]
+            count = 0
+            for row in rows:
+                cur = await db.execute("DELETE FROM instances WHERE instance_id = ?", row)
+                count += cur.rowcount
+            for table in ("history", "activities", "timers"):
+                await db.executemany(f"DELETE FROM {table} WHERE instance_id = ?", rows)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return count
+
+
+def _filters(
+    created_from: float | None, created_to: float | None, statuses: Iterable[str] | None
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if created_from is not None:
+        where.append("created_at >= ?")
+        args.append(created_from)
+    if created_to is not None:
+        where.append("created_at <= ?")
+        args.append(created_to)
+    if statuses is not None:
+        statuses = list(statuses)
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        args += statuses
+    return where, args
