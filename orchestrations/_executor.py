@@ -10,11 +10,12 @@ replays. Both paths give the same result, which ``always_replay=True`` checks.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from ._actions import Action, describe_event, matches
@@ -46,7 +47,7 @@ from ._registry import OrchestratorSpec
 from ._task import RetryableTask, Task, TimerTask
 
 
-class ExecutionState(str, Enum):
+class ExecutionState(StrEnum):
     """Where an instance stands after an episode."""
 
     RUNNING = "Running"
@@ -80,12 +81,23 @@ class ExecutionResult:
     carryover: list[EventRaised] = field(default_factory=list)
 
 
+def error_type_name(cls: type[BaseException]) -> str:
+    """``module.QualName`` of an exception type: bare for built-ins, and the public package
+    (not the private module) for Ray Durable's own errors."""
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    if module.split(".")[0] in ("orchestrations", "entities", "runtime"):
+        module = module.split("._")[0]
+    return f"{module}.{cls.__qualname__}"
+
+
 def failure_of(exc: BaseException) -> FailureDetails:
     """The :class:`FailureDetails` of an exception raised by user code."""
     if isinstance(exc, TaskFailedError) and exc.error_type:
-        error_type = exc.error_type
+        error_type = exc.error_type  # a failure passed on keeps its original type
     else:
-        error_type = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+        error_type = error_type_name(type(exc))
     message = exc.message if isinstance(exc, TaskFailedError) else str(exc)
     details = "".join(traceback.format_exception(exc))
     return FailureDetails(error_type, message, details, None)
@@ -110,7 +122,7 @@ class OrchestrationExecutor:
         self._suspended = False
         self._held: list[HistoryEvent] = []
         self._started = False
-        self._start: ExecutionStarted | None = None
+        self._final_recorded = False
         self.history_length = 0
         self._handlers: dict[type[HistoryEvent], Callable[[Any], None]] = {
             ExecutionStarted: self._on_execution_started,
@@ -129,8 +141,8 @@ class OrchestrationExecutor:
             ExecutionTerminated: self._on_terminated,
             ExecutionSuspended: self._on_suspended,
             ExecutionResumed: self._on_resumed,
-            ExecutionCompleted: _ignore,
-            ContinueAsNew: _ignore,
+            ExecutionCompleted: self._on_final_recorded,
+            ContinueAsNew: self._on_final_recorded,
         }
 
     # -- public ---------------------------------------------------------------------------------
@@ -147,28 +159,34 @@ class OrchestrationExecutor:
         :class:`NonDeterminismError`; the next :meth:`process` reports it.
         """
         self.context._is_replaying = True
+        held: list[HistoryEvent] = []
         try:
             for event in history:
                 self.history_length += 1
-                self._apply(event)
+                if isinstance(event, OrchestratorStarted):
+                    self._apply(event)
+                    for incoming in held:
+                        self._apply(incoming)
+                    held.clear()
+                elif _is_incoming(event):
+                    held.append(event)  # recorded before its episode's OrchestratorStarted
+                else:
+                    self._apply(event)
+            for incoming in held:
+                self._apply(incoming)
         finally:
             self.context._is_replaying = False
 
     def process(self, new_events: Sequence[HistoryEvent], now: datetime) -> ExecutionResult:
         """Run one episode over ``new_events`` at time ``now``; return what to commit and do."""
-        was_final = self._state.is_final
         self.context._is_replaying = False
-        out: list[HistoryEvent] = []
-        events = list(new_events)
-        if events and isinstance(events[0], ExecutionStarted):
-            # the seed's table: ExecutionStarted comes before the first OrchestratorStarted
-            out.append(events[0])
-            self._apply(events.pop(0))
         started = OrchestratorStarted(now)
-        out.append(started)
+        # Recorded as in the seed's table: the episode's incoming events, then
+        # OrchestratorStarted. Applied with OrchestratorStarted first, so the code runs at the
+        # episode's time; replay() restores that order.
+        out: list[HistoryEvent] = [*new_events, started]
         self._apply(started)
-        for event in events:
-            out.append(event)
+        for event in new_events:
             if self._state.is_final:
                 if isinstance(event, EventRaised):
                     self.context._buffered_events.append(event)
@@ -179,7 +197,8 @@ class OrchestrationExecutor:
         out.extend(a.to_event(now) for a in actions)
         out.append(OrchestratorCompleted(now))
         carryover: list[EventRaised] = []
-        if self._state.is_final and not was_final:
+        if self._state.is_final and not self._final_recorded:
+            self._final_recorded = True
             out.append(self._final_event(now))
             if self._state is ExecutionState.CONTINUED_AS_NEW and self.context._continue_as_new[1]:  # type: ignore[index]
                 carryover = list(self.context._buffered_events)
@@ -198,17 +217,13 @@ class OrchestrationExecutor:
         """Drop the generator (eviction); user ``finally`` blocks run now, errors ignored."""
         gen, self._generator = self._generator, None
         if gen is not None:
-            try:
+            with contextlib.suppress(BaseException):  # eviction must not fail on user code
                 gen.close()
-            except BaseException:
-                pass
 
     # -- event handlers ------------------------------------------------------------------------
 
     def _apply(self, event: HistoryEvent) -> None:
-        if self._suspended and not isinstance(
-            event, (ExecutionResumed, ExecutionTerminated, ExecutionSuspended, OrchestratorStarted, OrchestratorCompleted)
-        ) and not _is_scheduling(event):
+        if self._suspended and not isinstance(event, _ALWAYS_APPLIED) and not _is_scheduling(event):
             self._held.append(event)
             return
         handler = self._handlers.get(type(event))
@@ -216,19 +231,15 @@ class OrchestrationExecutor:
             raise DurableTypeError(f"unknown history event type {event.event_type}")
         handler(event)
 
-    def _on_execution_started(self, event: ExecutionStarted) -> None:
-        if self._start is None:
-            self._start = event
-
     def _on_orchestrator_started(self, event: OrchestratorStarted) -> None:
         self.context._now = event.timestamp
-        if self._start is not None and not self._started:
-            self._started = True
-            self._run_start(self._start)
 
-    def _run_start(self, event: ExecutionStarted) -> None:
-        """Start the orchestrator at the first OrchestratorStarted, so that
-        ``current_utc_datetime`` is that episode's time on the first run and on replay."""
+    def _on_execution_started(self, event: ExecutionStarted) -> None:
+        """Start the orchestrator (always applied after its episode's OrchestratorStarted,
+        so ``current_utc_datetime`` is that episode's time on the first run and on replay)."""
+        if self._started:
+            return
+        self._started = True
         ctx = self.context
         ctx._input = event.input
         ctx._execution_id = event.execution_id
@@ -246,7 +257,7 @@ class OrchestrationExecutor:
             return
         if spec.is_generator:
             self._generator = result
-            self._step(lambda: next(result))
+            self._step(next, result)
         else:
             self._finish_returned(result)
 
@@ -256,8 +267,14 @@ class OrchestrationExecutor:
             action = self.context._pending_actions[first]
             self._nondeterminism("no further action in this episode", action.describe())
 
+    def _on_final_recorded(self, event: HistoryEvent) -> None:
+        self._final_recorded = True
+
     def _on_scheduled(self, event: TaskScheduled | TimerCreated | SubOrchestrationInstanceCreated | EventSent) -> None:
-        if self._state.is_final:
+        # Code that completed early during replay must still match what history scheduled
+        # afterwards (that is how returning early is caught); a failed or terminated
+        # execution has nothing left to match.
+        if self._final_recorded or self._state in (ExecutionState.FAILED, ExecutionState.TERMINATED):
             return
         action = self.context._pending_actions.pop(event.event_id, None)
         if action is None:
@@ -318,6 +335,7 @@ class OrchestrationExecutor:
         self._state = ExecutionState.TERMINATED
         self._output = event.reason
         self._suspended = False
+        self.context._pending_actions.clear()  # nothing scheduled before it in the batch runs
         self.close()
 
     def _on_suspended(self, event: ExecutionSuspended) -> None:
@@ -349,15 +367,14 @@ class OrchestrationExecutor:
         ):
             task, gen = self._current, self._generator
             if task._exception is not None:
-                exc = task._exception
-                self._step(lambda: gen.throw(exc))
+                self._step(gen.throw, task._exception)
             else:
-                value = task._result
-                self._step(lambda: gen.send(value))
+                self._step(gen.send, task._result)
 
-    def _step(self, advance: Callable[[], Any]) -> None:
+    def _step(self, advance: Callable[[Any], Any], arg: Any) -> None:
+        """Advance the generator by ``advance(arg)`` and handle what it yields or raises."""
         try:
-            yielded = advance()
+            yielded = advance(arg)
         except StopIteration as stop:
             self._finish_returned(stop.value)
             return
@@ -404,12 +421,24 @@ class OrchestrationExecutor:
         if self._state is ExecutionState.TERMINATED:
             return ExecutionCompleted(now, "Terminated", self._output)
         if self._state is ExecutionState.FAILED:
-            return ExecutionCompleted(now, "Failed", None, self._failure)
+            failure = self._failure
+            return ExecutionCompleted(now, "Failed", failure.describe() if failure else None, failure)
         return ExecutionCompleted(now, "Completed", self._output)
 
 
-def _ignore(event: HistoryEvent) -> None:
-    return None
+#: events applied even while suspended (the rest are held until the instance resumes)
+_ALWAYS_APPLIED = (
+    ExecutionResumed, ExecutionTerminated, ExecutionSuspended, OrchestratorStarted, OrchestratorCompleted
+)
+
+
+def _is_incoming(event: HistoryEvent) -> bool:
+    """Events that arrive from outside (recorded before their episode's OrchestratorStarted)."""
+    return not isinstance(event, _EPISODE_EVENTS) and not _is_scheduling(event)
+
+
+#: events the executor itself records around an episode
+_EPISODE_EVENTS = (OrchestratorStarted, OrchestratorCompleted, ExecutionCompleted, ContinueAsNew)
 
 
 def _is_scheduling(event: HistoryEvent) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import DurableTypeError
+from ._errors import DurableTypeError, DurableValueError
 
 
 class Task:
@@ -141,6 +141,8 @@ class WhenAnyTask(CompositeTask):
     __slots__ = ()
 
     def __init__(self, children: Sequence[Task]) -> None:
+        if not children:
+            raise DurableValueError("task_any needs at least one task (it would never complete)")
         super().__init__(children)
         first = next((c for c in self.children if c.is_completed), None)
         if first is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -131,7 +132,8 @@ class TaskHub:
             first = ray.get_actor(_actor_name(name, 0), namespace=NAMESPACE)
         except ValueError:
             raise DurableValueError(f"no running task hub named {name!r} to connect to") from None
-        config: ShardConfig = ray.get(first.get_config.remote())
+        ref: Any = first.get_config.remote()
+        config: ShardConfig = ray.get(ref)
         hub = cls.__new__(cls)
         hub.name, hub.num_shards = name, config.num_shards
         hub.directory = os.path.dirname(config.path)
@@ -180,10 +182,8 @@ class TaskHub:
 
     def _kill(self) -> None:
         for shard in self._shards:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 ray.kill(shard)
-            except Exception:
-                pass
 
     def __enter__(self) -> TaskHub:
         return self
@@ -321,7 +321,9 @@ class TaskHub:
         after = _parse_token(continuation_token)
         statuses = _statuses(runtime_status)
         lo, hi = _ts(created_time_from), _ts(created_time_to)
-        parts = self._call(lambda: [s.query.remote(lo, hi, statuses, after, page_size, show_input) for s in self._shards])
+        parts = self._call(
+            lambda: [s.query.remote(lo, hi, statuses, after, page_size, show_input) for s in self._shards]
+        )
         merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
         if page_size is not None and len(merged) > page_size:
             merged = merged[:page_size]
@@ -383,7 +385,7 @@ class TaskHub:
     def _call(make: Callable[[], T]) -> T:
         """``ray.get`` that re-raises the library's own errors unwrapped."""
         try:
-            return ray.get(make())  # type: ignore[arg-type]
+            return ray.get(make())  # type: ignore[call-overload,no-any-return]
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, DurableError):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from orchestrations import FailureDetails, HistoryEvent
 
 
-class OrchestrationRuntimeStatus(str, Enum):
+class OrchestrationRuntimeStatus(StrEnum):
     """The lifecycle state of an orchestration instance, as in Durable Functions."""
 
     Pending = "Pending"

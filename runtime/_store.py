@@ -125,7 +125,7 @@ class ShardStore:
 
     async def _check_meta(self) -> None:
         async with self.db.execute("SELECT key, value FROM meta") as cur:
-            meta = dict(await cur.fetchall())
+            meta: dict[str, str] = {row[0]: row[1] for row in await cur.fetchall()}
         if not meta:
             await self.db.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",

@@ -1,0 +1,40 @@
+# Every target sets up the virtual environment first, so a fresh clone needs only
+# `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: demo test unit integration lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m runtime.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check orchestrations entities runtime tests benchmarks
+	$(PY) -m mypy orchestrations entities runtime
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not chaos"
+
+integration: $(STAMP)
+	$(PY) -m pytest -q -m integration
+	DURABLE_ALWAYS_REPLAY=1 $(PY) -m pytest -q -m integration
+
+# The whole suite: lint, pure tests, integration tests, then the integration tests again
+# with always_replay=True (every turn replays from history instead of a cached generator).
+test: lint unit integration
+
+bench: $(STAMP)
+	$(PY) benchmarks/fanout.py
+
+clean:
+	rm -rf $(VENV) .durable

@@ -1,0 +1,39 @@
+"""Shared fixtures: one local Ray per test module, one hub per module on real SQLite files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+#: CI runs the integration suite twice: cached generators, then always_replay=True.
+ALWAYS_REPLAY = os.environ.get("DURABLE_ALWAYS_REPLAY", "") == "1"
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """A local Ray for the whole module (starting one costs ~3 s on 2 cores)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh data directory for the module's hubs."""
+    return tmp_path_factory.mktemp("durable")
+
+
+@pytest.fixture(scope="module")
+def hub(ray_session: None, data_dir: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A 2-shard task hub for the module (always_replay per DURABLE_ALWAYS_REPLAY)."""
+    from runtime import TaskHub
+
+    name = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    with TaskHub(name, data_dir=data_dir, num_shards=2, always_replay=ALWAYS_REPLAY) as h:
+        yield h

@@ -1,0 +1,293 @@
+"""Orchestrations on a real local Ray with real SQLite shards: the API.md rows of issue 2."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrations import RetryOptions, TaskFailedError, activity, orchestrator
+from runtime import OrchestrationRuntimeStatus as S
+
+pytestmark = pytest.mark.integration
+
+
+# -- activities -------------------------------------------------------------------------------
+
+
+@activity(name="it_say_hello")
+def say_hello(name: str) -> str:
+    return f"Hello {name}!"
+
+
+@activity(name="it_async_double")
+async def async_double(x: int) -> int:
+    return 2 * x
+
+
+@activity(name="it_fail")
+def fail(message: str) -> None:
+    raise KeyError(message)
+
+
+@activity(name="it_flaky", num_cpus=1)
+def flaky(args: tuple[str, int]) -> int:
+    """Fails until it has been called ``n`` times (counted in a file: runs on any worker)."""
+    path, n = args
+    marker = Path(path)
+    count = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(count))
+    if count < n:
+        raise RuntimeError(f"attempt {count} fails")
+    return count
+
+
+@activity(name="it_unpicklable_result")
+def unpicklable_result(_: object) -> object:
+    return threading.Lock()
+
+
+# -- orchestrators ----------------------------------------------------------------------------
+
+
+@orchestrator(name="it_hello")
+def hello(ctx):
+    results = []
+    for city in ("Tokyo", "Seattle", "London"):
+        results.append((yield ctx.call_activity(say_hello, city)))
+    return results
+
+
+@orchestrator(name="it_fan")
+def fan(ctx):
+    results = yield ctx.task_all([ctx.call_activity(async_double, i) for i in range(ctx.get_input())])
+    return sum(results)
+
+
+@orchestrator(name="it_catch")
+def catch(ctx):
+    try:
+        yield ctx.call_activity(fail, "bad key")
+    except TaskFailedError as exc:
+        return {"error_type": exc.error_type, "message": exc.message, "cause": type(exc.cause).__name__}
+    return "not reached"
+
+
+@orchestrator(name="it_uncaught")
+def uncaught(ctx):
+    yield ctx.call_activity(fail, "nope")
+
+
+@orchestrator(name="it_retry")
+def retry(ctx):
+    path, succeed_on, attempts = ctx.get_input()
+    options = RetryOptions(timedelta(milliseconds=50), max_number_of_attempts=attempts)
+    try:
+        return (yield ctx.call_activity_with_retry(flaky, options, (path, succeed_on)))
+    except TaskFailedError as exc:
+        return f"gave up: {exc.message}"
+
+
+@orchestrator(name="it_parent")
+def parent(ctx):
+    a = yield ctx.call_sub_orchestrator(hello)
+    b = yield ctx.call_sub_orchestrator(fan, 10, instance_id=f"{ctx.instance_id}-child")
+    try:
+        yield ctx.call_sub_orchestrator(uncaught)
+    except TaskFailedError as exc:
+        c = exc.message
+    return a, b, c
+
+
+@orchestrator(name="it_timer")
+def timer(ctx):
+    start = ctx.current_utc_datetime
+    yield ctx.create_timer(timedelta(milliseconds=300))
+    return (ctx.current_utc_datetime - start).total_seconds()
+
+
+@orchestrator(name="it_race")
+def race(ctx):
+    event = ctx.wait_for_external_event("approve")
+    timeout = ctx.create_timer(timedelta(seconds=ctx.get_input()))
+    winner = yield ctx.task_any([event, timeout])
+    if winner is event:
+        timeout.cancel()
+        return f"approved: {event.result}"
+    return "timed out"
+
+
+@orchestrator(name="it_events")
+def events(ctx):
+    got = []
+    for _ in range(3):
+        got.append((yield ctx.wait_for_external_event("item")))
+    return got
+
+
+@orchestrator(name="it_counter")
+def counter(ctx):
+    n = ctx.get_input()
+    ctx.set_custom_status({"n": n})
+    if n < 5:
+        yield ctx.call_activity(async_double, n)
+        ctx.continue_as_new(n + 1)
+        return None
+    return n
+
+
+@orchestrator(name="it_carry")
+def carry(ctx):
+    n = ctx.get_input()
+    value = yield ctx.wait_for_external_event("x")
+    if n == 0:
+        ctx.continue_as_new(1, preserve_unprocessed_events=True)
+        return None
+    return value
+
+
+@orchestrator(name="it_unknown_activity")
+def unknown_activity(ctx):
+    try:
+        yield ctx.call_activity("no_such_activity", 1)
+    except TaskFailedError as exc:
+        return exc.error_type
+    return "not reached"
+
+
+@orchestrator(name="it_bad_result")
+def bad_result(ctx):
+    try:
+        yield ctx.call_activity(unpicklable_result, None)
+    except TaskFailedError as exc:
+        return exc.error_type
+    return "not reached"
+
+
+@orchestrator(name="it_plain")
+def plain(ctx):
+    return ctx.get_input() * 3
+
+
+@orchestrator(name="it_uuid")
+def uuids(ctx):
+    first = ctx.new_uuid()
+    yield ctx.call_activity(say_hello, "x")
+    return [first, ctx.new_uuid()]
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_hello_sequence_output_and_history(hub):
+    iid = hub.start_new(hello)
+    status = hub.wait_for_completion(iid, timeout=60)
+    assert status.runtime_status is S.Completed
+    assert status.output == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+    history = hub.get_history(iid)
+    types = [e.event_type for e in history]
+    assert types[:4] == ["ExecutionStarted", "OrchestratorStarted", "TaskScheduled", "OrchestratorCompleted"]
+    assert types[-1] == "ExecutionCompleted" and types.count("TaskCompleted") == 3
+    assert [e.input for e in history if e.event_type == "TaskScheduled"] == ["Tokyo", "Seattle", "London"]
+    assert [e.result for e in history if e.event_type == "TaskCompleted"] == status.output
+
+
+def test_start_by_name_and_status_fields(hub):
+    iid = hub.start_new("it_plain", instance_id="plain-by-name", client_input=14)
+    status = hub.wait_for_completion(iid, timeout=30)
+    assert (status.name, status.instance_id, status.input_, status.output) == ("it_plain", iid, 14, 42)
+    assert status.created_time <= status.last_updated_time
+
+
+def test_fan_out_fan_in_with_async_activities(hub):
+    iid = hub.start_new(fan, client_input=500)
+    status = hub.wait_for_completion(iid, timeout=120)
+    assert status.output == sum(2 * i for i in range(500))
+
+
+def test_activity_failure_is_catchable_with_details(hub):
+    status = hub.wait_for_completion(hub.start_new(catch), timeout=30)
+    assert status.output == {"error_type": "KeyError", "message": "'bad key'", "cause": "KeyError"}
+
+
+def test_uncaught_failure_fails_the_instance(hub):
+    status = hub.wait_for_completion(hub.start_new(uncaught), timeout=30)
+    assert status.runtime_status is S.Failed
+    assert status.failure_details.error_type == "KeyError"
+    assert "nope" in status.failure_details.message
+
+
+def test_retry_until_success(hub, tmp_path):
+    status = hub.wait_for_completion(hub.start_new(retry, client_input=(str(tmp_path / "a"), 3, 5)), timeout=60)
+    assert status.output == 3
+    history = hub.get_history(status.instance_id)
+    assert [e.event_type for e in history].count("TaskScheduled") == 3
+    assert [e.event_type for e in history].count("TimerFired") == 2
+
+
+def test_retry_gives_up(hub, tmp_path):
+    status = hub.wait_for_completion(hub.start_new(retry, client_input=(str(tmp_path / "b"), 10, 2)), timeout=60)
+    assert status.output == "gave up: attempt 2 fails"
+
+
+def test_sub_orchestrations(hub):
+    iid = hub.start_new(parent)
+    status = hub.wait_for_completion(iid, timeout=60)
+    assert status.runtime_status is S.Completed, status.failure_details
+    assert status.output == (["Hello Tokyo!", "Hello Seattle!", "Hello London!"], 90, "'nope'")
+    assert hub.get_status(f"{iid}-child").output == 90
+    assert hub.get_status(f"{iid}:1").output[0] == "Hello Tokyo!"  # default child id
+    assert hub.get_status(f"{iid}:1").name == "it_hello"
+
+
+def test_durable_timer(hub):
+    status = hub.wait_for_completion(hub.start_new(timer), timeout=30)
+    assert status.output >= 0.3
+
+
+def test_event_beats_timer_and_timer_beats_no_event(hub):
+    iid = hub.start_new(race, client_input=60)
+    hub.raise_event(iid, "approve", "yes")
+    assert hub.wait_for_completion(iid, timeout=30).output == "approved: yes"
+    iid = hub.start_new(race, client_input=0.2)
+    assert hub.wait_for_completion(iid, timeout=30).output == "timed out"
+
+
+def test_external_events_buffer_fifo(hub):
+    iid = hub.start_new(events)
+    for i in range(3):
+        hub.raise_event(iid, "item", i)
+    assert hub.wait_for_completion(iid, timeout=30).output == [0, 1, 2]
+
+
+def test_continue_as_new_and_custom_status(hub):
+    iid = hub.start_new(counter, client_input=0)
+    status = hub.wait_for_completion(iid, timeout=60)
+    assert (status.runtime_status, status.output, status.custom_status) == (S.Completed, 5, {"n": 5})
+    history = hub.get_history(iid)
+    assert history[0].event_type == "ExecutionStarted" and history[0].input == 5  # fresh history
+    assert "ContinueAsNew" not in [e.event_type for e in history]
+
+
+def test_continue_as_new_preserves_unprocessed_events(hub):
+    iid = hub.start_new(carry, client_input=0)
+    hub.raise_event(iid, "x", "first")
+    hub.raise_event(iid, "x", "second")
+    assert hub.wait_for_completion(iid, timeout=30).output == "second"
+
+
+def test_unknown_activity_fails_the_task_not_the_shard(hub):
+    assert hub.wait_for_completion(hub.start_new(unknown_activity), timeout=30).output == "ActivityNotFound"
+    assert hub.wait_for_completion(hub.start_new(plain, client_input=1), timeout=30).output == 3
+
+
+def test_unserializable_activity_result_fails_that_task(hub):
+    assert hub.wait_for_completion(hub.start_new(bad_result), timeout=30).output == "orchestrations.PayloadError"
+
+
+def test_new_uuid_is_stable_across_episodes(hub):
+    status = hub.wait_for_completion(hub.start_new(uuids), timeout=30)
+    first, second = status.output
+    assert first != second and len(first) == 36
