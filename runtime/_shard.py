@@ -361,8 +361,9 @@ class ShardHost:
             after.touched.append(iid)
 
     def _drop(self, inst: Instance | None, msg: Message, after: _AfterCommit) -> None:
-        """A message for an instance that does not exist or is over."""
-        if inst is None and msg.ack is not None:
+        """A message for an instance that does not exist or is over: dropped, and a client
+        (not another shard, which would only retry) is told the instance does not exist."""
+        if inst is None and msg.ack is not None and msg.msg_id is None:
             after.acks[-1] = (msg.ack, InstanceNotFoundError(msg.instance_id))
 
     def _start(
@@ -378,7 +379,7 @@ class ShardHost:
                 return None  # terminated (or replaced) while its restart was on the way
             if not restarting and inst.status not in TERMINAL:
                 error = InstanceAlreadyExistsError(iid, inst.status.value)
-                if msg.ack is not None:
+                if msg.ack is not None and msg.msg_id is None:  # a client's start: refuse it
                     after.acks[-1] = (msg.ack, error)
                 if event.parent is not None:
                     self._reply_to_parent(event.parent, None, failure_from_exception(error), now, w, after)

@@ -291,3 +291,68 @@ def test_new_uuid_is_stable_across_episodes(hub):
     status = hub.wait_for_completion(hub.start_new(uuids), timeout=30)
     first, second = status.output
     assert first != second and len(first) == 36
+
+
+@orchestrator(name="it_child_clash")
+def child_clash(ctx):
+    try:
+        yield ctx.call_sub_orchestrator(events, instance_id=ctx.get_input())
+    except TaskFailedError as exc:
+        return exc.error_type
+    return "not reached"
+
+
+@orchestrator(name="it_send_to_nobody")
+def send_to_nobody(ctx):
+    ctx.send_event("nobody-home", "hello", 1)
+    return (yield ctx.call_activity(say_hello, "still here"))
+
+
+@orchestrator(name="it_send_event")
+def send_event(ctx):
+    target = ctx.get_input()
+    for i in range(3):
+        ctx.send_event(target, "item", i)
+    return "sent"
+    yield  # a generator orchestrator
+
+
+@activity(name="it_assigned_cpus", num_cpus=0.5)
+def assigned_cpus(_: object) -> float:
+    import ray
+
+    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+
+
+@orchestrator(name="it_resources")
+def resources(ctx):
+    return (yield ctx.call_activity(assigned_cpus, None))
+
+
+def test_sub_orchestration_with_a_running_id_fails_that_task(hub):
+    busy = hub.start_new(events)
+    status = hub.wait_for_completion(hub.start_new(child_clash, client_input=busy), timeout=30)
+    assert status.output == "orchestrations.InstanceAlreadyExistsError"
+    hub.terminate(busy)
+
+
+def test_send_event_to_a_missing_instance_is_dropped(hub):
+    status = hub.wait_for_completion(hub.start_new(send_to_nobody), timeout=30)
+    assert status.output == "Hello still here!"
+
+
+def test_send_event_between_orchestrations(hub):
+    receiver = hub.start_new(events)
+    sender = hub.start_new(send_event, client_input=receiver)
+    assert hub.wait_for_completion(sender, timeout=30).output == "sent"
+    assert hub.wait_for_completion(receiver, timeout=30).output == [0, 1, 2]
+    assert "EventSent" in [e.event_type for e in hub.get_history(sender)]
+
+
+def test_activity_ray_options_are_honoured(hub):
+    assert hub.wait_for_completion(hub.start_new(resources), timeout=30).output == 0.5
+
+
+def test_default_instance_ids_are_random_hex(hub):
+    a, b = hub.start_new(plain, client_input=1), hub.start_new(plain, client_input=1)
+    assert a != b and len(a) == 32 and int(a, 16) >= 0

@@ -1,0 +1,78 @@
+"""Pins the public surface and the layering, so neither changes by accident."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import entities
+import orchestrations
+import runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ORCHESTRATIONS = {
+    "Action", "ContinueAsNew", "CreateSubOrchestration", "CreateTimer", "DurableError", "DurableTypeError",
+    "DurableValueError", "EventRaised", "EventSent", "ExecutionCompleted", "ExecutionResult", "ExecutionResumed",
+    "ExecutionStarted", "ExecutionState", "ExecutionSuspended", "ExecutionTerminated", "FailureDetails",
+    "HistoryEvent", "InstanceAlreadyExistsError", "InstanceNotFoundError", "LockingRulesViolationError",
+    "NonDeterminismError", "OrchestrationContext", "OrchestrationExecutor", "OrchestrationFailedError",
+    "OrchestratorCompleted", "OrchestratorStarted", "ParentInfo", "PayloadError", "Registry", "RetryOptions",
+    "RetryableError", "ScheduleTask", "SendEvent", "ShardMismatchError", "SubOrchestrationInstanceCompleted",
+    "SubOrchestrationInstanceCreated", "SubOrchestrationInstanceFailed", "Task", "TaskCompleted", "TaskFailed",
+    "TaskFailedError", "TaskScheduled", "TerminalError", "TimerCreated", "TimerFired", "TimerTask", "activity",
+    "default_registry", "execute", "orchestrator", "validate_instance_id",
+}
+RUNTIME = {
+    "DurableOrchestrationStatus", "HistoryEvent", "InstancePage", "OrchestrationRuntimeStatus",
+    "PurgeHistoryResult", "TaskHub",
+}
+CONTEXT_MEMBERS = {
+    "instance_id", "parent_instance_id", "is_replaying", "current_utc_datetime", "get_input", "call_activity",
+    "call_activity_with_retry", "call_sub_orchestrator", "call_sub_orchestrator_with_retry", "create_timer",
+    "wait_for_external_event", "task_all", "task_any", "continue_as_new", "set_custom_status", "new_uuid",
+    "create_replay_safe_logger",
+}
+HUB_METHODS = {
+    "connect", "start_new", "get_status", "get_status_by", "list_instances", "wait_for_completion",
+    "raise_event", "terminate", "suspend", "resume", "purge_instance_history", "purge_instance_history_by",
+    "get_history", "close",
+}
+STATUSES = {"Pending", "Running", "Completed", "ContinuedAsNew", "Failed", "Terminated", "Suspended"}
+
+
+def test_orchestrations_public_names_are_pinned():
+    assert set(orchestrations.__all__) == ORCHESTRATIONS
+    assert all(hasattr(orchestrations, name) for name in orchestrations.__all__)
+
+
+def test_runtime_public_names_are_pinned():
+    assert set(runtime.__all__) == RUNTIME
+    assert all(hasattr(runtime, name) for name in runtime.__all__)
+
+
+def test_entities_has_no_public_names_yet():
+    assert entities.__all__ == []
+
+
+def test_api_md_members_exist():
+    assert set(dir(orchestrations.OrchestrationContext)) >= CONTEXT_MEMBERS
+    assert set(dir(runtime.TaskHub)) >= HUB_METHODS
+    assert {s.name for s in runtime.OrchestrationRuntimeStatus} == STATUSES
+
+
+def _imports(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_model_packages_import_neither_ray_nor_sqlite():
+    for package in ("orchestrations", "entities"):
+        imported = _imports(package)
+        assert not imported & {"ray", "aiosqlite", "sqlite3", "runtime"}, (package, imported)
