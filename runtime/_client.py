@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -181,9 +182,19 @@ class TaskHub:
         self.close()
 
     def _kill(self) -> None:
+        """Kill the shard hosts and wait until Ray has released their names, so the hub can
+        be reopened at once (Ray frees a killed actor's name asynchronously)."""
         for shard in self._shards:
             with contextlib.suppress(Exception):  # already gone
-                ray.kill(shard)
+                ray.kill(shard, no_restart=True)
+        deadline = time.monotonic() + 30
+        for i in range(len(self._shards)):
+            while time.monotonic() < deadline:
+                try:
+                    ray.get_actor(_actor_name(self.name, i), namespace=NAMESPACE)
+                except ValueError:
+                    break
+                time.sleep(0.02)
 
     def __enter__(self) -> TaskHub:
         return self
