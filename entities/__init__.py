@@ -1,3 +1,20 @@
-"""The entity programming model (durable entities and critical sections): issue 3."""
+"""The entity programming model: durable entities addressed by ``EntityId(name, key)``,
+function style or class style, and the pure entity executor. Imports neither Ray nor SQLite."""
 
-__all__: list[str] = []
+from ._context import EntityContext, EntityReadContext, current_context
+from ._executor import EntityExecutor, EntityState, Outgoing, run_entity
+from ._ids import EntityId
+from ._registry import EntitySpec, entity
+
+__all__ = [
+    "EntityContext",
+    "EntityExecutor",
+    "EntityId",
+    "EntityReadContext",
+    "EntitySpec",
+    "EntityState",
+    "Outgoing",
+    "current_context",
+    "entity",
+    "run_entity",
+]

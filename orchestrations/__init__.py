@@ -1,8 +1,18 @@
 """The orchestration programming model: context, tasks, retry, history events, the replay
 executor. Pure: imports neither Ray nor SQLite, opens no file."""
 
-from ._actions import Action, CreateSubOrchestration, CreateTimer, ScheduleTask, SendEvent
-from ._context import OrchestrationContext
+from ._actions import (
+    Action,
+    CallEntity,
+    CreateSubOrchestration,
+    CreateTimer,
+    LockEntities,
+    ScheduleTask,
+    SendEvent,
+    SignalEntity,
+    UnlockEntity,
+)
+from ._context import LockHandle, OrchestrationContext
 from ._errors import (
     DurableError,
     DurableTypeError,
@@ -21,6 +31,16 @@ from ._errors import (
 from ._executor import ExecutionResult, ExecutionState, OrchestrationExecutor, execute
 from ._history import (
     ContinueAsNew,
+    EntityLockGranted,
+    EntityLockMessage,
+    EntityLockRequested,
+    EntityOperationCalled,
+    EntityOperationCompleted,
+    EntityOperationFailed,
+    EntityOperationSignaled,
+    EntityRequest,
+    EntityUnlockMessage,
+    EntityUnlockSent,
     EventRaised,
     EventSent,
     ExecutionCompleted,
@@ -49,12 +69,23 @@ from ._task import Task, TimerTask
 
 __all__ = [
     "Action",
+    "CallEntity",
     "ContinueAsNew",
     "CreateSubOrchestration",
     "CreateTimer",
     "DurableError",
     "DurableTypeError",
     "DurableValueError",
+    "EntityLockGranted",
+    "EntityLockMessage",
+    "EntityLockRequested",
+    "EntityOperationCalled",
+    "EntityOperationCompleted",
+    "EntityOperationFailed",
+    "EntityOperationSignaled",
+    "EntityRequest",
+    "EntityUnlockMessage",
+    "EntityUnlockSent",
     "EventRaised",
     "EventSent",
     "ExecutionCompleted",
@@ -68,6 +99,8 @@ __all__ = [
     "HistoryEvent",
     "InstanceAlreadyExistsError",
     "InstanceNotFoundError",
+    "LockEntities",
+    "LockHandle",
     "LockingRulesViolationError",
     "NonDeterminismError",
     "OrchestrationContext",
@@ -83,6 +116,7 @@ __all__ = [
     "ScheduleTask",
     "SendEvent",
     "ShardMismatchError",
+    "SignalEntity",
     "SubOrchestrationInstanceCompleted",
     "SubOrchestrationInstanceCreated",
     "SubOrchestrationInstanceFailed",
@@ -95,6 +129,7 @@ __all__ = [
     "TimerCreated",
     "TimerFired",
     "TimerTask",
+    "UnlockEntity",
     "activity",
     "default_registry",
     "execute",

@@ -11,6 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from ._history import (
+    EntityLockRequested,
+    EntityOperationCalled,
+    EntityOperationSignaled,
+    EntityUnlockSent,
     EventSent,
     HistoryEvent,
     SubOrchestrationInstanceCreated,
@@ -91,6 +95,77 @@ class SendEvent(Action):
         return f"send_event {self.name!r} to {self.instance_id!r} (task {self.task_id})"
 
 
+@dataclass(frozen=True, slots=True)
+class CallEntity(Action):
+    """Run operation ``name`` of entity ``entity_id`` and answer with its result."""
+
+    entity_id: str
+    name: str
+    input: Any = None
+
+    def to_event(self, now: datetime) -> HistoryEvent:
+        return EntityOperationCalled(now, self.task_id, self.entity_id, self.name, self.input)
+
+    def describe(self) -> str:
+        return f"call_entity {self.entity_id!r} {self.name!r} (task {self.task_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEntity(Action):
+    """Run operation ``name`` of entity ``entity_id``, one-way."""
+
+    entity_id: str
+    name: str
+    input: Any = None
+
+    def to_event(self, now: datetime) -> HistoryEvent:
+        return EntityOperationSignaled(now, self.task_id, self.entity_id, self.name, self.input)
+
+    def describe(self) -> str:
+        return f"signal_entity {self.entity_id!r} {self.name!r} (task {self.task_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class LockEntities(Action):
+    """Lock every entity of ``lock_set`` (canonical order), one after the other."""
+
+    lock_set: tuple[str, ...]
+
+    def to_event(self, now: datetime) -> HistoryEvent:
+        return EntityLockRequested(now, self.task_id, self.lock_set)
+
+    def describe(self) -> str:
+        return f"lock_entities {list(self.lock_set)} (task {self.task_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockEntity(Action):
+    """Release this orchestration's lock on ``entity_id``."""
+
+    entity_id: str
+
+    def to_event(self, now: datetime) -> HistoryEvent:
+        return EntityUnlockSent(now, self.task_id, self.entity_id)
+
+    def describe(self) -> str:
+        return f"unlock {self.entity_id!r} (task {self.task_id})"
+
+
+_RECORDS: dict[type[Action], type[HistoryEvent]] = {
+    ScheduleTask: TaskScheduled,
+    CreateTimer: TimerCreated,
+    CreateSubOrchestration: SubOrchestrationInstanceCreated,
+    SendEvent: EventSent,
+    CallEntity: EntityOperationCalled,
+    SignalEntity: EntityOperationSignaled,
+    LockEntities: EntityLockRequested,
+    UnlockEntity: EntityUnlockSent,
+}
+
+#: the history events that record an action
+SCHEDULING_EVENTS = tuple(_RECORDS.values())
+
+
 def describe_event(event: HistoryEvent) -> str:
     """A short description of a scheduling event, in the words of :meth:`Action.describe`."""
     if isinstance(event, TaskScheduled):
@@ -101,11 +176,27 @@ def describe_event(event: HistoryEvent) -> str:
         return f"call_sub_orchestrator {event.name!r} (task {event.event_id})"
     if isinstance(event, EventSent):
         return f"send_event {event.name!r} to {event.instance_id!r} (task {event.event_id})"
+    if isinstance(event, EntityOperationCalled):
+        return f"call_entity {event.instance_id!r} {event.name!r} (task {event.event_id})"
+    if isinstance(event, EntityOperationSignaled):
+        return f"signal_entity {event.instance_id!r} {event.name!r} (task {event.event_id})"
+    if isinstance(event, EntityLockRequested):
+        return f"lock_entities {list(event.lock_set)} (task {event.event_id})"
+    if isinstance(event, EntityUnlockSent):
+        return f"unlock {event.instance_id!r} (task {event.event_id})"
     return event.event_type
 
 
 def matches(action: Action, event: HistoryEvent) -> bool:
     """Whether ``event`` is the record of ``action`` (same kind and same target)."""
+    if _RECORDS.get(type(action)) is not type(event):
+        return False
+    if isinstance(action, (CallEntity, SignalEntity)):
+        return action.entity_id == event.instance_id and action.name == event.name  # type: ignore[attr-defined]
+    if isinstance(action, LockEntities):
+        return action.lock_set == event.lock_set  # type: ignore[attr-defined]
+    if isinstance(action, UnlockEntity):
+        return action.entity_id == event.instance_id  # type: ignore[attr-defined]
     if isinstance(event, TaskScheduled):
         return isinstance(action, ScheduleTask) and action.name == event.name
     if isinstance(event, TimerCreated):

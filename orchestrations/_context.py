@@ -14,8 +14,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._actions import Action, CreateSubOrchestration, CreateTimer, ScheduleTask, SendEvent
-from ._errors import DurableTypeError
+from ._actions import (
+    Action,
+    CallEntity,
+    CreateSubOrchestration,
+    CreateTimer,
+    LockEntities,
+    ScheduleTask,
+    SendEvent,
+    SignalEntity,
+    UnlockEntity,
+)
+from ._critical import CriticalSection, canonical_lock_set
+from ._errors import DurableTypeError, DurableValueError
 from ._history import EventRaised
 from ._ids import validate_instance_id
 from ._registry import function_name
@@ -50,6 +61,10 @@ class OrchestrationContext:
         #: waiters for external events, by name, first come first served
         self._event_waiters: dict[str, deque[CompletableTask]] = {}
         self._continue_as_new: tuple[Any, bool] | None = None
+        #: the critical-section state machine
+        self._section = CriticalSection()
+        #: entity calls waiting for an answer: task id -> entity id
+        self._entity_calls: dict[int, str] = {}
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -124,6 +139,7 @@ class OrchestrationContext:
         The default child id is ``"<parent id>:<task number>"``, the same on every replay.
         """
         name = function_name(name_or_fn, "orchestrator")
+        self._section.check_sub_orchestration(name)
         task_id = self._next_id()
         child_id = self._child_id(instance_id, task_id)
         return self._schedule(CreateSubOrchestration(task_id, name, child_id, input_), CompletableTask(task_id))
@@ -138,6 +154,7 @@ class OrchestrationContext:
         """Like :meth:`call_sub_orchestrator`, retried as ``retry_options`` say (same child id)."""
         name = function_name(name_or_fn, "orchestrator")
         _check_retry(retry_options)
+        self._section.check_sub_orchestration(name)
         child_id = self._child_id(instance_id, self._sequence + 1)
         return self._schedule_retryable(
             lambda tid: CreateSubOrchestration(tid, name, child_id, input_), retry_options
@@ -192,6 +209,57 @@ class OrchestrationContext:
         task_id = self._next_id()
         self._pending_actions[task_id] = SendEvent(task_id, instance_id, event_name, event_data)
 
+    # -- entities and critical sections ----------------------------------------------------
+
+    def call_entity(self, entity_id: object, operation_name: str, operation_input: Any = None) -> Task:
+        """Run ``operation_name`` on entity ``entity_id`` (an ``EntityId``); the task's result is
+        the operation's result, and a failure raises :class:`TaskFailedError` at the ``yield``.
+
+        Inside a critical section only locked entities may be called, one call at a time each.
+        """
+        key = _entity_key(entity_id)
+        _check_operation(operation_name)
+        self._section.check_call(key)
+        task_id = self._next_id()
+        self._entity_calls[task_id] = key
+        return self._schedule(CallEntity(task_id, key, operation_name, operation_input), CompletableTask(task_id))
+
+    def signal_entity(self, entity_id: object, operation_name: str, operation_input: Any = None) -> None:
+        """Run ``operation_name`` on entity ``entity_id`` one-way (no yield needed).
+
+        Inside a critical section, only entities that are not locked may be signalled.
+        """
+        key = _entity_key(entity_id)
+        _check_operation(operation_name)
+        self._section.check_signal(key)
+        task_id = self._next_id()
+        self._pending_actions[task_id] = SignalEntity(task_id, key, operation_name, operation_input)
+
+    def lock_entities(self, entity_ids: Sequence[object]) -> Task:
+        """Lock every entity of ``entity_ids``; the task's result is a lock handle, so
+        ``with (yield context.lock_entities([a, b])):`` is a critical section.
+
+        Locks are taken one after the other in one global order (``@name@key`` as bytes), which
+        makes deadlock impossible; they are released when the ``with`` block ends, and when the
+        orchestration completes, fails, continues as new or is terminated. Sections cannot be
+        nested.
+        """
+        lock_set = canonical_lock_set(entity_ids)
+        self._section.begin(lock_set)
+        task_id = self._next_id()
+        return self._schedule(LockEntities(task_id, lock_set), CompletableTask(task_id))
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether this orchestration holds the locks of a critical section."""
+        return bool(self._section.locked) and self._section.active
+
+    def _release_locks(self) -> None:
+        """End the critical section: one unlock message per locked entity."""
+        for key in self._section.end():
+            task_id = self._next_id()
+            self._pending_actions[task_id] = UnlockEntity(task_id, key)
+
     def task_all(self, tasks: Sequence[Task]) -> Task:
         """A task of the list of results of ``tasks`` (fails with the first failure)."""
         return WhenAllTask(tasks)
@@ -237,6 +305,40 @@ class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if not self._context.is_replaying:
             super().log(level, msg, *args, **kwargs)
+
+
+class LockHandle:
+    """What ``yield context.lock_entities(...)`` returns: leaving its ``with`` block ends the
+    critical section (its unlock messages are recorded like any other action)."""
+
+    __slots__ = ("_context", "lock_set")
+
+    def __init__(self, context: OrchestrationContext, lock_set: tuple[str, ...]) -> None:
+        self._context = context
+        self.lock_set = lock_set
+
+    def __enter__(self) -> LockHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """End the critical section now (a second call does nothing)."""
+        if self._context._section.locked == self.lock_set:
+            self._context._release_locks()
+
+
+def _entity_key(entity_id: object) -> str:
+    key = str(entity_id)
+    if not key.startswith("@") or key.count("@") < 2 or isinstance(entity_id, (bytes, int)):
+        raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
+    return key
+
+
+def _check_operation(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise DurableValueError(f"operation name must be a non-empty str, got {name!r}")
 
 
 def _check_retry(retry_options: object) -> None:

@@ -18,11 +18,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ._actions import Action, describe_event, matches
-from ._context import OrchestrationContext
+from ._actions import SCHEDULING_EVENTS, Action, describe_event, matches
+from ._context import LockHandle, OrchestrationContext
 from ._errors import DurableTypeError, NonDeterminismError, TaskFailedError
 from ._history import (
     ContinueAsNew,
+    EntityLockGranted,
+    EntityLockRequested,
+    EntityOperationCalled,
+    EntityOperationCompleted,
+    EntityOperationFailed,
+    EntityOperationSignaled,
+    EntityUnlockSent,
     EventRaised,
     EventSent,
     ExecutionCompleted,
@@ -132,6 +139,13 @@ class OrchestrationExecutor:
             TimerCreated: self._on_scheduled,
             SubOrchestrationInstanceCreated: self._on_scheduled,
             EventSent: self._on_scheduled,
+            EntityOperationCalled: self._on_scheduled,
+            EntityOperationSignaled: self._on_scheduled,
+            EntityLockRequested: self._on_scheduled,
+            EntityUnlockSent: self._on_scheduled,
+            EntityOperationCompleted: self._on_entity_answered,
+            EntityOperationFailed: self._on_entity_answered,
+            EntityLockGranted: self._on_lock_granted,
             TaskCompleted: self._on_task_completed,
             SubOrchestrationInstanceCompleted: self._on_task_completed,
             TaskFailed: self._on_task_failed,
@@ -282,13 +296,15 @@ class OrchestrationExecutor:
         elif not matches(action, event):
             self._nondeterminism(describe_event(event), action.describe())
 
-    def _on_task_completed(self, event: TaskCompleted | SubOrchestrationInstanceCompleted) -> None:
+    def _on_task_completed(
+        self, event: TaskCompleted | SubOrchestrationInstanceCompleted | EntityOperationCompleted
+    ) -> None:
         task = self.context._open_tasks.pop(event.task_scheduled_id, None)
         if task is not None:
             task.complete(event.result)
             self._resume()
 
-    def _on_task_failed(self, event: TaskFailed | SubOrchestrationInstanceFailed) -> None:
+    def _on_task_failed(self, event: TaskFailed | SubOrchestrationInstanceFailed | EntityOperationFailed) -> None:
         task = self.context._open_tasks.pop(event.task_scheduled_id, None)
         if task is None:
             return
@@ -304,6 +320,23 @@ class OrchestrationExecutor:
                 self.context._retry_timers[timer.task_id] = task
                 return
         task.fail(error)
+        self._resume()
+
+    def _on_entity_answered(self, event: EntityOperationCompleted | EntityOperationFailed) -> None:
+        key = self.context._entity_calls.pop(event.task_scheduled_id, None)
+        if key is not None:
+            self.context._section.call_done(key)
+        if isinstance(event, EntityOperationCompleted):
+            self._on_task_completed(event)
+        else:
+            self._on_task_failed(event)
+
+    def _on_lock_granted(self, event: EntityLockGranted) -> None:
+        task = self.context._open_tasks.pop(event.task_scheduled_id, None)
+        if task is None:
+            return
+        self.context._section.granted()
+        task.complete(LockHandle(self.context, self.context._section.locked))
         self._resume()
 
     def _on_timer_fired(self, event: TimerFired) -> None:
@@ -336,6 +369,7 @@ class OrchestrationExecutor:
         self._output = event.reason
         self._suspended = False
         self.context._pending_actions.clear()  # nothing scheduled before it in the batch runs
+        self.context._release_locks()
         self.close()
 
     def _on_suspended(self, event: ExecutionSuspended) -> None:
@@ -400,6 +434,7 @@ class OrchestrationExecutor:
         else:
             self._state = ExecutionState.COMPLETED
             self._output = value
+        self.context._release_locks()
         self.close()
 
     def _fail_with(self, exc: BaseException) -> None:
@@ -409,7 +444,8 @@ class OrchestrationExecutor:
         self._state = ExecutionState.FAILED
         self._failure = failure
         self._current = None
-        self.context._pending_actions.clear()  # a failed episode has no side effects
+        self.context._pending_actions.clear()  # a failed episode has no side effects...
+        self.context._release_locks()  # ...but the locks it holds are released
         self.close()
 
     def _nondeterminism(self, expected: str, actual: str) -> None:
@@ -442,7 +478,7 @@ _EPISODE_EVENTS = (OrchestratorStarted, OrchestratorCompleted, ExecutionComplete
 
 
 def _is_scheduling(event: HistoryEvent) -> bool:
-    return isinstance(event, (TaskScheduled, TimerCreated, SubOrchestrationInstanceCreated, EventSent))
+    return isinstance(event, SCHEDULING_EVENTS)
 
 
 def execute(

@@ -215,6 +215,109 @@ class ExecutionResumed(HistoryEvent):
     reason: str | None = None
 
 
+# -- entities: what an orchestration records ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntityOperationCalled(HistoryEvent):
+    """The orchestration called operation ``name`` of entity ``instance_id`` (``@name@key``)."""
+
+    event_id: int
+    instance_id: str
+    name: str = field()  # field(): the base class has a `name` property
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityOperationSignaled(HistoryEvent):
+    """The orchestration signalled (one-way) operation ``name`` of entity ``instance_id``."""
+
+    event_id: int
+    instance_id: str
+    name: str = field()  # field(): the base class has a `name` property
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityLockRequested(HistoryEvent):
+    """The orchestration asked for the locks of ``lock_set`` (canonical order)."""
+
+    event_id: int
+    lock_set: tuple[str, ...]
+
+    @property
+    def input(self) -> Any:
+        return list(self.lock_set)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityUnlockSent(HistoryEvent):
+    """The orchestration released its lock on entity ``instance_id``."""
+
+    event_id: int
+    instance_id: str
+
+    @property
+    def name(self) -> str | None:
+        return self.instance_id
+
+
+@dataclass(frozen=True, slots=True)
+class EntityOperationCompleted(HistoryEvent):
+    """An entity operation the orchestration called returned ``result``."""
+
+    task_scheduled_id: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityOperationFailed(HistoryEvent):
+    """An entity operation the orchestration called raised."""
+
+    task_scheduled_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True)
+class EntityLockGranted(HistoryEvent):
+    """Every entity of ``lock_set`` is now locked for the orchestration."""
+
+    task_scheduled_id: int
+    lock_set: tuple[str, ...] = ()
+
+
+# -- entities: messages an entity receives ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRequest(HistoryEvent):
+    """Run operation ``name`` with ``input``. ``sender`` (an orchestration, or ``None`` for a
+    client or an entity) is answered unless ``is_signal``; an entity locked by an
+    orchestration serves only requests whose sender is that orchestration."""
+
+    name: str = field()  # field(): the base class has a `name` property
+    input: Any = None
+    sender: ParentInfo | None = None
+    is_signal: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EntityLockMessage(HistoryEvent):
+    """Lock this entity (``lock_set[position]``) for ``holder``, then pass the request on to
+    the next entity of ``lock_set``, or grant the lock to ``holder`` after the last one."""
+
+    holder: ParentInfo
+    lock_set: tuple[str, ...]
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntityUnlockMessage(HistoryEvent):
+    """Release this entity's lock if ``holder_id`` holds it."""
+
+    holder_id: str
+
+
 EVENT_TYPES: dict[str, type[HistoryEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -236,5 +339,15 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
         ExecutionTerminated,
         ExecutionSuspended,
         ExecutionResumed,
+        EntityOperationCalled,
+        EntityOperationSignaled,
+        EntityLockRequested,
+        EntityUnlockSent,
+        EntityOperationCompleted,
+        EntityOperationFailed,
+        EntityLockGranted,
+        EntityRequest,
+        EntityLockMessage,
+        EntityUnlockMessage,
     )
 }

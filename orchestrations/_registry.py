@@ -59,6 +59,8 @@ class Registry:
 
     orchestrators: dict[str, OrchestratorSpec] = field(default_factory=dict)
     activities: dict[str, ActivitySpec] = field(default_factory=dict)
+    #: entity specs by name (the type lives in ``entities``, which builds on this package)
+    entities: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -96,13 +98,27 @@ class Registry:
             self.version += 1
         return spec
 
-    def snapshot(self) -> tuple[dict[str, OrchestratorSpec], dict[str, ActivitySpec], int]:
-        """Copies of the two tables and the version they correspond to."""
+    def add_entity(self, name: str, spec: Any) -> None:
+        """Register an entity spec; a name already in use raises ``ValueError``."""
+        _check_name(name)
         with self._lock:
-            return dict(self.orchestrators), dict(self.activities), self.version
+            if name in self.entities:
+                raise DurableValueError(f"an entity named {name!r} is already registered")
+            self.entities[name] = spec
+            self.version += 1
+
+    def snapshot(self) -> tuple[dict[str, OrchestratorSpec], dict[str, ActivitySpec], dict[str, Any], int]:
+        """Copies of the three tables and the version they correspond to."""
+        with self._lock:
+            return dict(self.orchestrators), dict(self.activities), dict(self.entities), self.version
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"orchestrators": self.orchestrators, "activities": self.activities, "version": self.version}
+        return {
+            "orchestrators": self.orchestrators,
+            "activities": self.activities,
+            "entities": self.entities,
+            "version": self.version,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]

@@ -7,10 +7,21 @@ Everything that moves or stores lives here; the semantics live in ``orchestratio
 from orchestrations import HistoryEvent
 
 from ._client import TaskHub
-from ._status import DurableOrchestrationStatus, InstancePage, OrchestrationRuntimeStatus, PurgeHistoryResult
+from ._status import (
+    CleanEntityStorageResult,
+    DurableOrchestrationStatus,
+    EntityMetadata,
+    EntityStateResponse,
+    InstancePage,
+    OrchestrationRuntimeStatus,
+    PurgeHistoryResult,
+)
 
 __all__ = [
+    "CleanEntityStorageResult",
     "DurableOrchestrationStatus",
+    "EntityMetadata",
+    "EntityStateResponse",
     "HistoryEvent",
     "InstancePage",
     "OrchestrationRuntimeStatus",

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import ray
 
+from orchestrations import FailureDetails, TaskCompleted, TaskFailed
 from orchestrations._registry import ActivitySpec
 
 from ._codec import decode, encode, failure_from_exception
+from ._messages import Message
 
 #: Most activities one Ray task runs.
 MAX_BATCH = 512
@@ -105,3 +109,84 @@ def submit_batch(
     """Start one Ray task for ``calls``; returns its ObjectRef."""
     fn = _remote_run_batch.options(**options) if options else _remote_run_batch
     return fn.remote(registry_key, registry_ref, list(calls))
+
+
+class ActivityDispatcher:
+    """Sends a shard's activities to Ray workers in batches and turns outcomes into messages.
+
+    ``outstanding`` holds every activity dispatched and not yet answered, by instance: a
+    result for anything else (a duplicate from a retried dispatch, or for an instance that
+    ended meanwhile) is dropped.
+    """
+
+    def __init__(self, hub: str, deliver: Callable[[list[Message]], None], spawn: Callable[[Any], None]) -> None:
+        self._hub = hub
+        self._deliver = deliver
+        self._spawn = spawn
+        self.specs: dict[str, ActivitySpec] = {}
+        self._registry_key = ""
+        self._registry_ref: Any = None
+        self.parallelism = 1
+        self.outstanding: dict[str, set[tuple[str, int]]] = {}
+
+    def set_registry(self, specs: dict[str, ActivitySpec], version: int) -> None:
+        """Use these activities from now on (shipped to workers once, through the object store)."""
+        self.specs = specs
+        self._registry_key = f"{self._hub}:{version}:{uuid.uuid4().hex}"
+        self._registry_ref = ray.put(encode(specs, "activity registry"))
+
+    def forget(self, instance_id: str) -> None:
+        """The instance ended or was replaced: its late results are moot."""
+        self.outstanding.pop(instance_id, None)
+
+    def count(self) -> int:
+        """How many activities are dispatched and not answered."""
+        return sum(len(v) for v in self.outstanding.values())
+
+    def dispatch(self, calls: Sequence[ActivityCall]) -> None:
+        """Start ``calls``, grouped by Ray options, in batches sized to keep every CPU busy."""
+        if not calls:
+            return
+        groups: dict[tuple[tuple[str, Any], ...], list[ActivityCall]] = {}
+        unknown: list[ActivityCall] = []
+        for call in calls:
+            self.outstanding.setdefault(call.instance_id, set()).add((call.execution_id, call.task_id))
+            spec = self.specs.get(call.name)
+            if spec is None:
+                unknown.append(call)
+            else:
+                groups.setdefault(spec.ray_options, []).append(call)
+        if unknown:
+            outcomes = [
+                (False, FailureDetails("ActivityNotFound", f"no activity named {c.name!r} is registered"))
+                for c in unknown
+            ]
+            self._spawn(self._answer(unknown, outcomes))
+        for options, group in groups.items():
+            size = batch_sizes(len(group), self.parallelism)
+            for start in range(0, len(group), size):
+                self._spawn(self._run_batch(group[start : start + size], dict(options)))
+
+    async def _run_batch(self, calls: list[ActivityCall], options: dict[str, Any]) -> None:
+        try:
+            blob_calls = [(c.name, c.input_blob) for c in calls]
+            outcomes = decode(await submit_batch(self._registry_key, self._registry_ref, blob_calls, options))
+        except Exception as exc:
+            failure = failure_from_exception(exc)
+            outcomes = [(False, failure)] * len(calls)
+        await self._answer(calls, outcomes)
+
+    async def _answer(self, calls: Sequence[ActivityCall], outcomes: Sequence[tuple[bool, Any]]) -> None:
+        now = datetime.now(UTC)
+        messages = []
+        for call, (ok, value) in zip(calls, outcomes):
+            waiting = self.outstanding.get(call.instance_id)
+            key = (call.execution_id, call.task_id)
+            if waiting is None or key not in waiting:
+                continue
+            waiting.discard(key)
+            if not waiting:
+                del self.outstanding[call.instance_id]
+            event: Any = TaskCompleted(now, call.task_id, value) if ok else TaskFailed(now, call.task_id, value)
+            messages.append(Message(call.instance_id, event, execution_id=call.execution_id))
+        self._deliver(messages)

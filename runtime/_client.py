@@ -17,10 +17,13 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayTaskError
 
+from entities import EntityId
 from orchestrations import (
     DurableError,
     DurableTypeError,
     DurableValueError,
+    EntityRequest,
+    EntityUnlockMessage,
     EventRaised,
     ExecutionResumed,
     ExecutionStarted,
@@ -38,7 +41,15 @@ from orchestrations._registry import Registry, function_name
 from ._codec import encode
 from ._messages import Message
 from ._shard import ShardConfig, ShardHost
-from ._status import DurableOrchestrationStatus, InstancePage, OrchestrationRuntimeStatus, PurgeHistoryResult
+from ._status import (
+    CleanEntityStorageResult,
+    DurableOrchestrationStatus,
+    EntityMetadata,
+    EntityStateResponse,
+    InstancePage,
+    OrchestrationRuntimeStatus,
+    PurgeHistoryResult,
+)
 
 log = logging.getLogger("ray_durable")
 
@@ -363,6 +374,43 @@ class TaskHub:
         counts = self._call(lambda: [s.purge_by.remote(lo, hi, statuses) for s in self._shards])
         return PurgeHistoryResult(sum(counts))
 
+    # -- entities -----------------------------------------------------------------------------------
+
+    def signal_entity(self, entity_id: EntityId, operation_name: str, operation_input: Any = None) -> None:
+        """Run ``operation_name`` on an entity, one-way; returns once the signal is committed.
+
+        The entity is created on first use. Signals from one client run in the order sent.
+        """
+        key = _entity_key(entity_id)
+        if not isinstance(operation_name, str) or not operation_name:
+            raise DurableValueError(f"operation name must be a non-empty string, got {operation_name!r}")
+        encode(operation_input, "operation_input")
+        self._sync_registry()
+        self._submit([Message(key, EntityRequest(_now(), operation_name, operation_input, None, True))])
+
+    def read_entity_state(self, entity_id: EntityId) -> EntityStateResponse:
+        """An entity's committed state (never a state an operation is still changing)."""
+        key = _entity_key(entity_id)
+        return self._call(lambda: self._shard(key).read_entity.remote(key))
+
+    def list_entities(self, name: str | None = None) -> list[EntityMetadata]:
+        """Every entity (or every entity named ``name``), ordered by id."""
+        parts = self._call(lambda: [s.list_entities.remote(name) for s in self._shards])
+        return sorted((m for part in parts for m in part), key=lambda m: str(m.entity_id).encode())
+
+    def clean_entity_storage(self) -> CleanEntityStorageResult:
+        """Release every lock whose holder is no longer running (finished, purged or unknown),
+        then forget entities with no state, no lock and nothing queued."""
+        parts = self._call(lambda: [s.list_entities.remote(None, True) for s in self._shards])
+        locked = [(str(m.entity_id), m.locked_by) for part in parts for m in part]
+        holders = {holder for _, holder in locked if holder is not None}
+        orphaned = {h for h in holders if not _holds_locks(self.get_status(h))}
+        unlocks = [Message(key, EntityUnlockMessage(_now(), holder)) for key, holder in locked if holder in orphaned]
+        if unlocks:
+            self._submit(unlocks)
+        removed = self._call(lambda: [s.remove_empty_entities.remote() for s in self._shards])
+        return CleanEntityStorageResult(sum(removed), len(unlocks))
+
     def stats(self) -> list[dict[str, int]]:
         """Per-shard counters (turns, cached instances, outstanding activities)."""
         return self._call(lambda: [s.stats.remote() for s in self._shards])
@@ -383,9 +431,9 @@ class TaskHub:
         self._call(lambda: [self._shards[i].submit.remote(m) for i, m in by_shard.items()])
 
     def _registry_blob(self) -> bytes:
-        orchestrators, activities, version = self._registry.snapshot()
+        orchestrators, activities, entity_specs, version = self._registry.snapshot()
         self._registry_version = version
-        return encode((orchestrators, activities, version), "registry")
+        return encode((orchestrators, activities, entity_specs, version), "registry")
 
     def _sync_registry(self) -> None:
         if self._registry.version != self._registry_version:
@@ -402,6 +450,17 @@ class TaskHub:
             if isinstance(cause, DurableError):
                 raise cause from None
             raise
+
+
+def _entity_key(entity_id: object) -> str:
+    if not isinstance(entity_id, EntityId):
+        raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
+    return str(entity_id)
+
+
+def _holds_locks(status: DurableOrchestrationStatus | None) -> bool:
+    """Whether an instance with this status may still hold (or be granted) locks."""
+    return status is not None and not status.runtime_status.is_terminal
 
 
 def _actor_name(hub: str, index: int) -> str:

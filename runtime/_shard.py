@@ -20,9 +20,11 @@ from typing import Any
 
 import ray
 
+from entities import EntityId, EntityState, run_entity
 from orchestrations import (
     CreateSubOrchestration,
     CreateTimer,
+    EntityLockGranted,
     EventRaised,
     ExecutionCompleted,
     ExecutionResult,
@@ -42,13 +44,20 @@ from orchestrations import (
     TaskFailed,
     TimerFired,
 )
-from orchestrations._registry import ActivitySpec, OrchestratorSpec
+from orchestrations._registry import OrchestratorSpec
 
-from ._activities import ActivityCall, batch_sizes, submit_batch
+from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
+from ._entity_host import EntityRecord, entity_action_message, outgoing_message, unlock_all
 from ._messages import Instance, Message, from_ts, status_from_row, to_ts
-from ._status import TERMINAL, DurableOrchestrationStatus, OrchestrationRuntimeStatus
-from ._store import ShardStore, TurnWrites
+from ._status import (
+    TERMINAL,
+    DurableOrchestrationStatus,
+    EntityMetadata,
+    EntityStateResponse,
+    OrchestrationRuntimeStatus,
+)
+from ._store import ENTITY_COLUMNS, ShardStore, TurnWrites
 
 log = logging.getLogger("ray_durable.shard")
 
@@ -102,20 +111,17 @@ class ShardHost:
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()
         self._cache: OrderedDict[str, Instance] = OrderedDict()
+        self._entities: OrderedDict[str, EntityRecord] = OrderedDict()
+        self._entity_specs: dict[str, Any] = {}
         self._orchestrators: dict[str, OrchestratorSpec] = {}
-        self._activities: dict[str, ActivitySpec] = {}
-        self._registry_key = ""
-        self._registry_ref: Any = None
-        #: activities dispatched and not yet answered: instance -> {(execution, task id)}
-        self._outstanding: dict[str, set[tuple[str, int]]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._activity_out = ActivityDispatcher(config.hub, self._enqueue_many, self._spawn)
         #: armed timers: instance -> {timer id: handle}
         self._timer_handles: dict[str, dict[int, asyncio.TimerHandle]] = {}
         self._acked_outbox: list[str] = []
         self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
         self._db_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
-        self._parallelism = 1
-        self._background: set[asyncio.Task[Any]] = set()
         self.turns = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -127,11 +133,11 @@ class ShardHost:
             return self.config.index
         self._peers = list(peers)
         self.set_registry(registry_blob)
-        self._parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         await self._store.open()
         activities, timers, outbox = await self._store.pending_work()
         calls = [ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities]
-        self._dispatch(calls)
+        self._activity_out.dispatch(calls)
         for iid, exec_id, timer_id, fire_at in timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
         self._deliver([(m, d, Message.from_bytes(b)) for m, d, b in outbox])
@@ -140,10 +146,9 @@ class ShardHost:
 
     def set_registry(self, registry_blob: bytes) -> None:
         """Install the orchestrators and activities (a cloudpickled registry snapshot)."""
-        orchestrators, activities, version = decode(registry_blob)
-        self._orchestrators, self._activities = orchestrators, activities
-        self._registry_key = f"{self.config.hub}:{version}:{uuid.uuid4().hex}"
-        self._registry_ref = ray.put(encode(activities, "activity registry"))
+        orchestrators, activities, entity_specs, version = decode(registry_blob)
+        self._orchestrators, self._entity_specs = orchestrators, entity_specs
+        self._activity_out.set_registry(activities, version)
 
     async def close(self) -> None:
         """Stop the loop and close the store (pending work stays on disk)."""
@@ -251,19 +256,62 @@ class ShardHost:
         rows = await self._store.query_instances(created_from, created_to, statuses, None, None)
         return await self.purge([r[0] for r in rows])
 
+    async def read_entity(self, key: str) -> EntityStateResponse:
+        """An entity's committed state."""
+        rows = await self._store_read_entities(key)
+        if not rows or not rows[0][2]:
+            return EntityStateResponse(False, None)
+        return EntityStateResponse(True, decode(rows[0][3]))
+
+    async def _store_read_entities(self, key: str) -> list[Any]:
+        async with self._store.reader.execute(
+            f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)
+        ) as cur:
+            return list(await cur.fetchall())
+
+    async def list_entities(self, name: str | None, locked_only: bool = False) -> list[EntityMetadata]:
+        """Committed entities of this shard, optionally of one name or only locked ones."""
+        rows = await self._store.query_entities(name, locked_only)
+        out = []
+        for row in rows:
+            record = EntityRecord.from_row(row)
+            st = record.state
+            out.append(EntityMetadata(record.entity_id, st.exists, st.state, st.locked_by, len(st.queue),
+                                      from_ts(record.updated_at)))
+        return out
+
+    async def remove_empty_entities(self) -> int:
+        """Forget entities with no state, no lock and nothing queued."""
+        rows = await self._store.query_entities(None)
+        keys = [r[0] for r in rows if not r[2] and r[4] is None and r[5] is None]
+        keys = [k for k in keys if k not in self._entities or self._entities[k].state.is_empty]
+        async with self._db_lock:
+            count = await self._store.delete_entities(keys)
+        for key in keys:
+            self._entities.pop(key, None)
+        return count
+
     def get_config(self) -> ShardConfig:
         """This shard's settings (used by ``TaskHub.connect``)."""
         return self.config
 
     async def stats(self) -> dict[str, int]:
         """Counters for tests and benchmarks."""
-        outstanding = sum(len(v) for v in self._outstanding.values())
-        return {"turns": self.turns, "cached": len(self._cache), "outstanding": outstanding}
+        return {
+            "turns": self.turns,
+            "cached": len(self._cache),
+            "entities_cached": len(self._entities),
+            "outstanding": self._activity_out.count(),
+        }
 
     # -- the turn loop -----------------------------------------------------------------------------
 
     def _enqueue(self, msg: Message) -> None:
         self._mailbox.append(msg)
+        self._wake.set()
+
+    def _enqueue_many(self, msgs: list[Message]) -> None:
+        self._mailbox.extend(msgs)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -288,13 +336,13 @@ class ShardHost:
         w.done_outbox.extend(self._acked_outbox)
         self._acked_outbox = []
         groups = await self._group(batch, w, after)
-        missing = [iid for iid in groups if iid not in self._cache]
-        if missing:
-            for iid, row in (await self._store.load_instances(missing)).items():
-                self._cache[iid] = Instance.from_row(row)
+        await self._load_missing(groups)
         for iid, msgs in groups.items():
             try:
-                await self._run_instance(iid, msgs, now, w, after)
+                if iid.startswith("@"):
+                    self._run_entity(iid, msgs, now, w, after)
+                else:
+                    await self._run_instance(iid, msgs, now, w, after)
             except Exception as exc:
                 log.exception("shard %s: instance %s failed in a turn", self.config.index, iid)
                 self._cache.pop(iid, None)
@@ -305,8 +353,43 @@ class ShardHost:
         except BaseException:
             for iid in groups:
                 self._evict(iid)
+                self._entities.pop(iid, None)
             raise
         self._after_commit(after)
+
+    async def _load_missing(self, groups: dict[str, list[Message]]) -> None:
+        """Load the records of the turn's instances and entities that are not in memory."""
+        missing = [i for i in groups if not i.startswith("@") and i not in self._cache]
+        if missing:
+            for iid, row in (await self._store.load_instances(missing)).items():
+                self._cache[iid] = Instance.from_row(row)
+        missing = [i for i in groups if i.startswith("@") and i not in self._entities]
+        if missing:
+            rows = await self._store.load_entities(missing)
+            for key in missing:
+                found = rows.get(key)
+                fresh = EntityRecord(EntityId.parse(key), EntityState())
+                self._entities[key] = EntityRecord.from_row(found) if found is not None else fresh
+
+    def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
+        """Run an entity's messages in order and stage its new state and outgoing messages."""
+        record = self._entities[key]
+        self._entities.move_to_end(key)
+        for msg in msgs:
+            if msg.ack is not None:
+                after.acks.append((msg.ack, None))
+        spec = self._entity_specs.get(record.entity_id.name)
+        outgoing = run_entity(spec, record.entity_id, record.state, [m.event for m in msgs], now)
+        record.updated_at = to_ts(now)
+        w.entities.append(record.to_row())
+        for out in outgoing:
+            self._stage_outgoing(outgoing_message(out), w, after)
+
+    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
+        """Put ``msg`` in the outbox of this turn (sent after the commit)."""
+        out = self._outgoing(msg)
+        w.add_outbox.append((out[0], out[1], msg.to_bytes()))
+        after.outbox.append(out)
 
     async def _group(self, batch: list[Message], w: TurnWrites, after: _AfterCommit) -> dict[str, list[Message]]:
         """Group by instance, dropping duplicates of messages delivered before."""
@@ -350,9 +433,10 @@ class ShardHost:
                     pending = [msg, *(Message(iid, e) for e in msg.carryover)]
                 continue
             if inst is None or inst.status in TERMINAL or inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
-                self._drop(inst, msg, after)
+                self._drop(msg, inst is not None, now, w, after)
                 continue
             if msg.execution_id is not None and msg.execution_id != inst.execution_id:
+                self._drop(msg, True, now, w, after)
                 continue
             pending.append(msg)
         if inst is not None and pending:
@@ -360,11 +444,15 @@ class ShardHost:
         if inst is not None:
             after.touched.append(iid)
 
-    def _drop(self, inst: Instance | None, msg: Message, after: _AfterCommit) -> None:
-        """A message for an instance that does not exist or is over: dropped, and a client
-        (not another shard, which would only retry) is told the instance does not exist."""
-        if inst is None and msg.ack is not None and msg.msg_id is None:
+    def _drop(self, msg: Message, known: bool, now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
+        """A message for an instance that does not exist, is over, or is another execution:
+        dropped. A client (not another shard, which would only retry) is told the instance
+        does not exist; locks granted to a holder that can no longer use them are released."""
+        if not known and msg.ack is not None and msg.msg_id is None:
             after.acks[-1] = (msg.ack, InstanceNotFoundError(msg.instance_id))
+        if isinstance(msg.event, EntityLockGranted):
+            for unlock in unlock_all(msg.event.lock_set, msg.instance_id, now):
+                self._stage_outgoing(unlock, w, after)
 
     def _start(
         self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
@@ -495,6 +583,10 @@ class ShardHost:
             elif isinstance(action, SendEvent):
                 event = EventRaised(now, action.name, action.input)
                 staged_out.append(self._outgoing(Message(action.instance_id, event)))
+            else:
+                msg = entity_action_message(action, iid, exec_id, now)
+                if msg is not None:
+                    staged_out.append(self._outgoing(msg))
         for out in staged_out:
             w.add_outbox.append((out[0], out[1], out[2].to_bytes()))
         for call in staged_activities:
@@ -522,9 +614,7 @@ class ShardHost:
         if result.state is ExecutionState.CONTINUED_AS_NEW:
             restart = ExecutionStarted(now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent)
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
-            out = self._outgoing(msg)
-            w.add_outbox.append((out[0], out[1], msg.to_bytes()))
-            after.outbox.append(out)
+            self._stage_outgoing(msg, w, after)
         elif result.state.is_final:
             inst.output_blob = encode(result.output, "orchestration output")
             inst.failure_blob = encode(result.failure) if result.failure is not None else None
@@ -545,10 +635,7 @@ class ShardHost:
             event: Any = SubOrchestrationInstanceCompleted(now, parent.task_scheduled_id, output)
         else:
             event = SubOrchestrationInstanceFailed(now, parent.task_scheduled_id, failure)
-        msg = Message(parent.instance_id, event, execution_id=parent.execution_id)
-        out = self._outgoing(msg)
-        w.add_outbox.append((out[0], out[1], msg.to_bytes()))
-        after.outbox.append(out)
+        self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), w, after)
 
     def _outgoing(self, msg: Message) -> tuple[str, int, Message]:
         from orchestrations._ids import shard_of
@@ -558,7 +645,7 @@ class ShardHost:
 
     def _forget_work(self, iid: str) -> None:
         """The instance ended or was replaced: late activity results and timers are moot."""
-        self._outstanding.pop(iid, None)
+        self._activity_out.forget(iid)
         for handle in self._timer_handles.pop(iid, {}).values():
             handle.cancel()
 
@@ -576,7 +663,7 @@ class ShardHost:
                     future.set_result(None)
                 else:
                     future.set_exception(error)
-        self._dispatch(after.activities)
+        self._activity_out.dispatch(after.activities)
         for iid, exec_id, timer_id, fire_at in after.timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
         self._deliver(after.outbox)
@@ -594,54 +681,8 @@ class ShardHost:
             _, inst = self._cache.popitem(last=False)
             if inst.executor is not None:
                 inst.executor.close()
-
-    def _dispatch(self, calls: Sequence[ActivityCall]) -> None:
-        """Send activities to Ray workers in batches, grouped by their Ray options."""
-        if not calls:
-            return
-        for call in calls:
-            self._outstanding.setdefault(call.instance_id, set()).add((call.execution_id, call.task_id))
-        groups: dict[tuple[tuple[str, Any], ...], list[ActivityCall]] = {}
-        unknown: list[ActivityCall] = []
-        for call in calls:
-            spec = self._activities.get(call.name)
-            if spec is None:
-                unknown.append(call)
-            else:
-                groups.setdefault(spec.ray_options, []).append(call)
-        if unknown:
-            outcomes = [
-                (False, FailureDetails("ActivityNotFound", f"no activity named {c.name!r} is registered"))
-                for c in unknown
-            ]
-            self._spawn(self._deliver_outcomes(unknown, outcomes))
-        for options, group in groups.items():
-            size = batch_sizes(len(group), self._parallelism)
-            for start in range(0, len(group), size):
-                self._spawn(self._run_batch(group[start : start + size], dict(options)))
-
-    async def _run_batch(self, calls: list[ActivityCall], options: dict[str, Any]) -> None:
-        try:
-            ref = submit_batch(self._registry_key, self._registry_ref, [(c.name, c.input_blob) for c in calls], options)
-            outcomes = decode(await ref)
-        except Exception as exc:
-            failure = failure_from_exception(exc)
-            outcomes = [(False, failure)] * len(calls)
-        await self._deliver_outcomes(calls, outcomes)
-
-    async def _deliver_outcomes(self, calls: Sequence[ActivityCall], outcomes: Sequence[tuple[bool, Any]]) -> None:
-        now = utcnow()
-        for call, (ok, value) in zip(calls, outcomes):
-            waiting = self._outstanding.get(call.instance_id)
-            key = (call.execution_id, call.task_id)
-            if waiting is None or key not in waiting:
-                continue  # a duplicate, or the instance ended meanwhile
-            waiting.discard(key)
-            if not waiting:
-                del self._outstanding[call.instance_id]
-            event: Any = TaskCompleted(now, call.task_id, value) if ok else TaskFailed(now, call.task_id, value)
-            self._mailbox.append(Message(call.instance_id, event, execution_id=call.execution_id))
-        self._wake.set()
+        while len(self._entities) > self.config.cache_size:
+            self._entities.popitem(last=False)
 
     def _arm_timer(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
         loop = asyncio.get_running_loop()

@@ -52,6 +52,34 @@ class DurableOrchestrationStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class EntityStateResponse:
+    """What ``read_entity_state`` returns: committed state only."""
+
+    entity_exists: bool
+    entity_state: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMetadata:
+    """One entity as ``list_entities`` sees it (committed state only)."""
+
+    entity_id: Any
+    entity_exists: bool
+    entity_state: Any
+    locked_by: str | None
+    queue_length: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CleanEntityStorageResult:
+    """What ``clean_entity_storage`` did."""
+
+    empty_entities_removed: int
+    orphaned_locks_released: int
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeHistoryResult:
     """How many instances a purge deleted."""
 

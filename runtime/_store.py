@@ -58,10 +58,21 @@ CREATE TABLE IF NOT EXISTS timers(
     fire_at REAL NOT NULL,
     PRIMARY KEY(instance_id, timer_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entities(
+    entity_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    has_state INTEGER NOT NULL,
+    state BLOB,
+    locked_by TEXT,
+    queue BLOB,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entities_by_name ON entities(name);
 CREATE TABLE IF NOT EXISTS outbox(msg_id TEXT PRIMARY KEY, dest INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS delivered(msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
+ENTITY_COLUMNS = "entity_id, name, has_state, state, locked_by, queue, updated_at"
 INSTANCE_COLUMNS = (
     "instance_id, name, execution_id, status, input, output, custom_status, failure, parent, "
     "created_at, updated_at"
@@ -83,6 +94,7 @@ class TurnWrites:
     add_outbox: list[tuple[str, int, bytes]] = field(default_factory=list)
     done_outbox: list[str] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
+    entities: list[tuple[Any, ...]] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         """Whether there is nothing to commit."""
@@ -197,6 +209,10 @@ class ShardStore:
                 await db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in w.done_outbox])
             if w.add_outbox:
                 await db.executemany("INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", w.add_outbox)
+            if w.entities:
+                await db.executemany(
+                    f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", w.entities
+                )
             if w.delivered:
                 await db.executemany(
                     "INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered]
@@ -220,6 +236,45 @@ class ShardStore:
                 for row in await cur.fetchall():
                     found[row[0]] = row
         return found
+
+    async def load_entities(self, ids: Sequence[str]) -> dict[str, Any]:
+        """The entity rows of ``ids`` that exist."""
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id IN ({marks})", chunk
+            ) as cur:
+                for row in await cur.fetchall():
+                    found[row[0]] = row
+        return found
+
+    async def query_entities(self, name: str | None, locked_only: bool = False) -> list[Any]:
+        """Committed entity rows, optionally of one entity name or only the locked ones."""
+        where, args = [], []
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        if locked_only:
+            where.append("locked_by IS NOT NULL")
+        sql = f"SELECT {ENTITY_COLUMNS} FROM entities"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        async with self.reader.execute(sql + " ORDER BY entity_id", args) as cur:
+            return list(await cur.fetchall())
+
+    async def delete_entities(self, ids: Sequence[str]) -> int:
+        """Delete entity rows that are still empty (no state, no lock, no queue)."""
+        count = 0
+        for entity_id in ids:
+            cur = await self.db.execute(
+                "DELETE FROM entities WHERE entity_id = ? AND has_state = 0 AND locked_by IS NULL "
+                "AND (queue IS NULL)",
+                (entity_id,),
+            )
+            count += cur.rowcount
+        return count
 
     async def load_history(self, instance_id: str, reader: bool = False) -> list[bytes]:
         """The encoded history events of ``instance_id``, oldest first."""

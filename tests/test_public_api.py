@@ -12,6 +12,9 @@ import runtime
 ROOT = Path(__file__).resolve().parent.parent
 
 ORCHESTRATIONS = {
+    "CallEntity", "LockEntities", "SignalEntity", "UnlockEntity", "LockHandle", "EntityLockGranted",
+    "EntityLockMessage", "EntityLockRequested", "EntityOperationCalled", "EntityOperationCompleted",
+    "EntityOperationFailed", "EntityOperationSignaled", "EntityRequest", "EntityUnlockMessage", "EntityUnlockSent",
     "Action", "ContinueAsNew", "CreateSubOrchestration", "CreateTimer", "DurableError", "DurableTypeError",
     "DurableValueError", "EventRaised", "EventSent", "ExecutionCompleted", "ExecutionResult", "ExecutionResumed",
     "ExecutionStarted", "ExecutionState", "ExecutionSuspended", "ExecutionTerminated", "FailureDetails",
@@ -24,6 +27,7 @@ ORCHESTRATIONS = {
     "default_registry", "execute", "orchestrator", "validate_instance_id",
 }
 RUNTIME = {
+    "CleanEntityStorageResult", "EntityMetadata", "EntityStateResponse",
     "DurableOrchestrationStatus", "HistoryEvent", "InstancePage", "OrchestrationRuntimeStatus",
     "PurgeHistoryResult", "TaskHub",
 }
@@ -31,12 +35,12 @@ CONTEXT_MEMBERS = {
     "instance_id", "parent_instance_id", "is_replaying", "current_utc_datetime", "get_input", "call_activity",
     "call_activity_with_retry", "call_sub_orchestrator", "call_sub_orchestrator_with_retry", "create_timer",
     "wait_for_external_event", "task_all", "task_any", "continue_as_new", "set_custom_status", "new_uuid",
-    "create_replay_safe_logger",
+    "create_replay_safe_logger", "call_entity", "signal_entity", "lock_entities",
 }
 HUB_METHODS = {
     "connect", "start_new", "get_status", "get_status_by", "list_instances", "wait_for_completion",
     "raise_event", "terminate", "suspend", "resume", "purge_instance_history", "purge_instance_history_by",
-    "get_history", "close",
+    "get_history", "close", "signal_entity", "read_entity_state", "list_entities", "clean_entity_storage",
 }
 STATUSES = {"Pending", "Running", "Completed", "ContinuedAsNew", "Failed", "Terminated", "Suspended"}
 
@@ -51,8 +55,20 @@ def test_runtime_public_names_are_pinned():
     assert all(hasattr(runtime, name) for name in runtime.__all__)
 
 
-def test_entities_has_no_public_names_yet():
-    assert entities.__all__ == []
+ENTITIES = {
+    "EntityContext", "EntityExecutor", "EntityId", "EntityReadContext", "EntitySpec", "EntityState", "Outgoing",
+    "current_context", "entity", "run_entity",
+}
+ENTITY_CONTEXT_MEMBERS = {
+    "entity_id", "entity_name", "entity_key", "operation_name", "get_input", "get_state", "set_state",
+    "set_result", "delete_state", "signal_entity", "start_new_orchestration",
+}
+
+
+def test_entities_public_names_are_pinned():
+    assert set(entities.__all__) == ENTITIES
+    assert all(hasattr(entities, name) for name in entities.__all__)
+    assert set(dir(entities.EntityContext)) >= ENTITY_CONTEXT_MEMBERS
 
 
 def test_api_md_members_exist():
