@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ._actions import SCHEDULING_EVENTS, Action, describe_event, matches
+from ._actions import SCHEDULING_EVENTS, Action, UnlockEntity, describe_event, matches
 from ._context import LockHandle, OrchestrationContext
 from ._errors import DurableTypeError, NonDeterminismError, TaskFailedError
 from ._history import (
@@ -444,8 +444,11 @@ class OrchestrationExecutor:
         self._state = ExecutionState.FAILED
         self._failure = failure
         self._current = None
-        self.context._pending_actions.clear()  # a failed episode has no side effects...
-        self.context._release_locks()  # ...but the locks it holds are released
+        # A failed episode has no side effects, except that every lock it held is released
+        # (by a `with` block the exception left, or now).
+        pending = self.context._pending_actions
+        self.context._pending_actions = {k: a for k, a in pending.items() if isinstance(a, UnlockEntity)}
+        self.context._release_locks()
         self.close()
 
     def _nondeterminism(self, expected: str, actual: str) -> None:

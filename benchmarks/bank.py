@@ -1,0 +1,375 @@
+"""Bank-transfer benchmark: critical sections over durable entities vs one plain Ray actor.
+
+T transfers between A accounts (random pairs and amounts from a seeded RNG; the same list for
+both sides) are split across C workers, each doing its share one after the other. A transfer
+is: lock both accounts, read the source balance, withdraw if it is enough, deposit.
+
+What it measures, per run and in the same process and Ray instance:
+
+* ``durable``: each account is a class-style durable entity ``BenchAccount`` (deposit /
+  withdraw / get). C ``bank_worker`` orchestrations each do their share as
+  ``with (yield ctx.lock_entities([src, dst])):`` then ``call_entity(src, "get")``,
+  ``call_entity(src, "withdraw", amount)``, ``call_entity(dst, "deposit", amount)``. Wall time
+  from ``TaskHub.start_new_batch`` (one call per shard) until ``wait_for_completion`` has
+  returned for all C instances. Afterwards every balance is read back: the total must be
+  unchanged and no balance negative (exit status 1 otherwise).
+* ``ray``: the non-durable baseline. One plain ``@ray.remote`` ``Bank`` actor holds every
+  balance and has async methods ``lock``, ``get``, ``withdraw``, ``deposit``, ``unlock``;
+  ``lock`` takes per-account ``asyncio.Lock``\\ s in sorted order (no deadlock) and ``unlock``
+  releases them. The driver runs C asyncio coroutines, each awaiting its transfers' actor calls
+  one after the other (five calls per transfer, the same round trips as the durable lock /
+  three calls / unlock). Wall time from starting the coroutines until all are done; the same
+  conservation check follows.
+
+Why this baseline: it does the same work with the same concurrency and the same per-call
+structure, but nothing is persisted or replayed. One actor per account would be the literal
+analogue of one entity per account, but a Ray actor costs a process (~200 ms to start and
+~87 MiB here), so 100 of them would measure actor start-up and memory pressure on a small
+machine rather than transfers. Ray tasks per worker would likewise start up to C worker
+processes; driver-side coroutines awaiting actor calls cost nothing extra. The actor is
+created (and its balances reset) outside the timed region.
+
+Balances carry over from run to run on the durable side (the entities stay) and are reset on
+the Ray side; the conservation check runs after every timed run of both sides. The order of
+the two sides alternates from run to run (run 0: ray first, run 1: durable first, ...). Before
+the timed runs, one small untimed round of each warms up Ray's workers and the hub.
+
+Output: exactly one JSON line on stdout::
+
+    {"benchmark": "bank", "transfers": T, "accounts": A, "concurrency": C, "runs": R,
+     "shards": S, "durable_seconds": [...], "ray_seconds": [...],
+     "durable_transfers_per_second_median": x, "ray_transfers_per_second_median": y,
+     "ratio_durable_over_ray_time": ..., "total_conserved": true}
+
+Everything else (progress, Ray's own output) goes to stderr.
+
+Run it from the repository root (``RAY_AUTH_MODE=disabled`` if your Ray needs it)::
+
+    python benchmarks/bank.py
+    python benchmarks/bank.py --transfers 200 --accounts 10 --concurrency 16 --runs 1 --shards 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Generator
+from typing import Any
+
+import ray
+
+from entities import EntityId, entity
+from orchestrations import orchestrator
+from runtime import OrchestrationRuntimeStatus, TaskHub
+
+ENTITY_NAME = "BenchAccount"
+WARMUP_TRANSFERS = 32
+
+Transfer = tuple[str, str, int]
+
+
+@entity(name=ENTITY_NAME)
+class BenchAccount:
+    """One account: its state is the instance."""
+
+    def __init__(self) -> None:
+        self.balance = 0
+
+    def deposit(self, amount: int) -> int:
+        self.balance += amount
+        return self.balance
+
+    def withdraw(self, amount: int) -> int:
+        if amount > self.balance:
+            raise ValueError("insufficient funds")
+        self.balance -= amount
+        return self.balance
+
+    def get(self) -> int:
+        return self.balance
+
+
+@orchestrator
+def bank_worker(ctx: Any) -> Generator[Any, Any, int]:
+    """Do a list of transfers one after the other; returns how many moved money."""
+    transfers: list[Transfer] = ctx.get_input()
+    done = 0
+    for src, dst, amount in transfers:
+        a, b = EntityId(ENTITY_NAME, src), EntityId(ENTITY_NAME, dst)
+        with (yield ctx.lock_entities([a, b])):
+            balance = yield ctx.call_entity(a, "get")
+            if balance >= amount:
+                yield ctx.call_entity(a, "withdraw", amount)
+                yield ctx.call_entity(b, "deposit", amount)
+                done += 1
+    return done
+
+
+@ray.remote(num_cpus=0)
+class Bank:
+    """The non-durable baseline: every balance in one async actor, per-account locks."""
+
+    def __init__(self) -> None:
+        self.balances: dict[str, int] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def reset(self, balances: dict[str, int]) -> None:
+        self.balances = dict(balances)
+        self.locks = {key: asyncio.Lock() for key in balances}
+
+    async def lock(self, keys: list[str]) -> None:
+        for key in sorted(set(keys)):
+            await self.locks[key].acquire()
+
+    async def unlock(self, keys: list[str]) -> None:
+        for key in sorted(set(keys), reverse=True):
+            self.locks[key].release()
+
+    async def get(self, key: str) -> int:
+        return self.balances[key]
+
+    async def withdraw(self, key: str, amount: int) -> int:
+        if amount > self.balances[key]:
+            raise ValueError("insufficient funds")
+        self.balances[key] -= amount
+        return self.balances[key]
+
+    async def deposit(self, key: str, amount: int) -> int:
+        self.balances[key] += amount
+        return self.balances[key]
+
+    async def snapshot(self) -> dict[str, int]:
+        return dict(self.balances)
+
+
+class BenchmarkError(Exception):
+    """A run failed, or money was created, lost or went negative."""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def account_keys(accounts: int) -> list[str]:
+    return [f"acct-{i:05d}" for i in range(accounts)]
+
+
+def make_transfers(keys: list[str], count: int, max_amount: int, rng: random.Random) -> list[Transfer]:
+    """``count`` transfers between two different random accounts, random amounts."""
+    out: list[Transfer] = []
+    for _ in range(count):
+        src, dst = rng.sample(keys, 2)
+        out.append((src, dst, rng.randint(1, max_amount)))
+    return out
+
+
+def split(transfers: list[Transfer], workers: int) -> list[list[Transfer]]:
+    """Round-robin shares; workers with nothing to do are left out."""
+    shares = [transfers[i::workers] for i in range(workers)]
+    return [s for s in shares if s]
+
+
+def check_balances(balances: dict[str, int], expected_total: int, what: str) -> None:
+    total = sum(balances.values())
+    negative = {k: v for k, v in balances.items() if v < 0}
+    if total != expected_total:
+        raise BenchmarkError(f"{what}: total balance {total} != {expected_total}")
+    if negative:
+        raise BenchmarkError(f"{what}: negative balances {negative}")
+
+
+# -- durable side ------------------------------------------------------------------------------
+
+
+def read_balances(hub: TaskHub, keys: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key in keys:
+        state = hub.read_entity_state(EntityId(ENTITY_NAME, key))
+        if not state.entity_exists or state.entity_state is None:
+            raise BenchmarkError(f"account {key} does not exist")
+        out[key] = state.entity_state.balance
+    return out
+
+
+def setup_durable(hub: TaskHub, keys: list[str], initial: int, timeout: float) -> None:
+    """Deposit ``initial`` into every account and wait until it is committed everywhere."""
+    for key in keys:
+        hub.signal_entity(EntityId(ENTITY_NAME, key), "deposit", initial)
+    deadline = time.monotonic() + timeout
+    pending = list(keys)
+    while pending:
+        still = []
+        for key in pending:
+            state = hub.read_entity_state(EntityId(ENTITY_NAME, key))
+            if not (state.entity_exists and state.entity_state is not None and state.entity_state.balance == initial):
+                still.append(key)
+        pending = still
+        if pending:
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"{len(pending)} accounts not funded after {timeout} s, e.g. {pending[0]}")
+            time.sleep(0.05)
+
+
+def run_durable(hub: TaskHub, shares: list[list[Transfer]], timeout: float) -> tuple[float, int]:
+    """All workers as orchestrations: (seconds, transfers that moved money)."""
+    start = time.perf_counter()
+    ids = hub.start_new_batch(bank_worker, shares)
+    statuses = [hub.wait_for_completion(iid, timeout=timeout) for iid in ids]
+    elapsed = time.perf_counter() - start
+    done = 0
+    for iid, status in zip(ids, statuses, strict=True):
+        if status.runtime_status != OrchestrationRuntimeStatus.Completed:
+            raise BenchmarkError(f"orchestration {iid} ended {status.runtime_status}: {status.failure_details}")
+        done += status.output
+    return elapsed, done
+
+
+# -- plain Ray side ----------------------------------------------------------------------------
+
+
+async def _ray_worker(bank: Any, transfers: list[Transfer]) -> int:
+    done = 0
+    for src, dst, amount in transfers:
+        keys = [src, dst]
+        await bank.lock.remote(keys)
+        try:
+            balance = await bank.get.remote(src)
+            if balance >= amount:
+                await bank.withdraw.remote(src, amount)
+                await bank.deposit.remote(dst, amount)
+                done += 1
+        finally:
+            await bank.unlock.remote(keys)
+    return done
+
+
+async def _ray_all(bank: Any, shares: list[list[Transfer]]) -> int:
+    counts = await asyncio.gather(*(_ray_worker(bank, share) for share in shares))
+    return sum(counts)
+
+
+def run_ray(bank: Any, shares: list[list[Transfer]], balances: dict[str, int]) -> tuple[float, int]:
+    """All workers as coroutines calling the Bank actor: (seconds, transfers that moved money)."""
+    ray.get(bank.reset.remote(balances))
+    start = time.perf_counter()
+    done = asyncio.run(_ray_all(bank, shares))
+    return time.perf_counter() - start, done
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--transfers", type=int, default=1000, metavar="T", help="transfers per run")
+    parser.add_argument("--accounts", type=int, default=100, metavar="A", help="accounts (>= 2)")
+    parser.add_argument("--concurrency", type=int, default=64, metavar="C", help="concurrent workers")
+    parser.add_argument("--runs", type=int, default=3, metavar="R", help="timed runs of each side")
+    parser.add_argument("--shards", type=int, default=4, metavar="S", help="task hub shards")
+    parser.add_argument("--seed", type=int, default=0, help="RNG seed for account pairs and amounts")
+    parser.add_argument("--initial-balance", type=int, default=1000, help="starting balance of every account")
+    parser.add_argument("--max-amount", type=int, default=300, help="largest transfer amount")
+    parser.add_argument("--data-dir", default=None, help="hub data directory (default: a fresh temp dir, removed)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one orchestration")
+    args = parser.parse_args(argv)
+    if min(args.transfers, args.concurrency, args.runs, args.shards, args.max_amount) < 1:
+        parser.error("--transfers, --concurrency, --runs, --shards and --max-amount must be positive")
+    if args.accounts < 2:
+        parser.error("--accounts must be at least 2")
+    if args.initial_balance < 0:
+        parser.error("--initial-balance must be >= 0")
+    return args
+
+
+def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
+    keys = account_keys(args.accounts)
+    rng = random.Random(args.seed)
+    warm_shares = split(make_transfers(keys, min(args.transfers, WARMUP_TRANSFERS), args.max_amount, rng),
+                        args.concurrency)
+    shares = split(make_transfers(keys, args.transfers, args.max_amount, rng), args.concurrency)
+    initial = dict.fromkeys(keys, args.initial_balance)
+    expected_total = args.initial_balance * args.accounts
+    ray_seconds: list[float] = []
+    durable_seconds: list[float] = []
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        bank = Bank.options(max_concurrency=100_000).remote()  # type: ignore[attr-defined]
+        hub = TaskHub("bank-bench", data_dir=data_dir, num_shards=args.shards)
+        try:
+            t0 = time.perf_counter()
+            setup_durable(hub, keys, args.initial_balance, timeout=min(args.timeout, 120.0))
+            log(f"setup: {args.accounts} accounts funded in {time.perf_counter() - t0:.3f} s")
+            run_ray(bank, warm_shares, initial)
+            run_durable(hub, warm_shares, args.timeout)
+            check_balances(read_balances(hub, keys), expected_total, "durable warm-up")
+            for run in range(args.runs):
+                order = ("ray", "durable") if run % 2 == 0 else ("durable", "ray")
+                for side in order:
+                    if side == "ray":
+                        seconds, done = run_ray(bank, shares, initial)
+                        ray_seconds.append(seconds)
+                        balances: dict[str, int] = ray.get(bank.snapshot.remote())
+                    else:
+                        seconds, done = run_durable(hub, shares, args.timeout)
+                        durable_seconds.append(seconds)
+                        balances = read_balances(hub, keys)
+                    check_balances(balances, expected_total, f"run {run + 1} {side}")
+                    log(f"run {run + 1}/{args.runs} {side}: {seconds:.3f} s "
+                        f"({args.transfers / seconds:.1f} transfers/s, {done} moved money)")
+        finally:
+            hub.close()
+    finally:
+        ray.shutdown()
+    ray_median = statistics.median(ray_seconds)
+    durable_median = statistics.median(durable_seconds)
+    return {
+        "benchmark": "bank",
+        "transfers": args.transfers,
+        "accounts": args.accounts,
+        "concurrency": args.concurrency,
+        "runs": args.runs,
+        "shards": args.shards,
+        "durable_seconds": [round(s, 4) for s in durable_seconds],
+        "ray_seconds": [round(s, 4) for s in ray_seconds],
+        "durable_transfers_per_second_median": round(args.transfers / durable_median, 2),
+        "ray_transfers_per_second_median": round(args.transfers / ray_median, 2),
+        "ratio_durable_over_ray_time": round(durable_median / ray_median, 3),
+        "total_conserved": True,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Keep stdout for the one JSON line: everything written to fd 1 from here on (Ray's
+    # worker log forwarding, child processes, stray prints) goes to stderr instead.
+    sys.stdout.flush()
+    result_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    temp_dir = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        temp_dir = data_dir = tempfile.mkdtemp(prefix="ray-durable-bank-")
+    try:
+        result = benchmark(args, data_dir)
+    except BenchmarkError as exc:
+        log(f"bank benchmark failed: {exc}")
+        return 1
+    finally:
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+    result_out.write(json.dumps(result) + "\n")
+    result_out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
