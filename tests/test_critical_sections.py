@@ -603,6 +603,20 @@ def test_termination_while_holding_locks_releases_them():
     inst.assert_replay_ends_where_it_ended(r)
 
 
+def test_termination_while_holding_a_handle_without_with_releases_the_locks():
+    def holds(ctx):
+        yield ctx.lock_entities([C, A])
+        yield ctx.call_entity(C, "get")
+
+    inst = Instance(holds)
+    inst.start()
+    inst.run(granted(1, KA, KC))
+    r = inst.run(terminated("stop"))
+    assert r.state is ExecutionState.TERMINATED
+    assert r.actions == [UnlockEntity(3, KA), UnlockEntity(4, KC)]
+    inst.assert_replay_ends_where_it_ended(r)
+
+
 def test_termination_while_suspended_and_holding_locks_releases_them():
     inst = Instance(waits_inside)
     inst.start()

@@ -179,6 +179,12 @@ def test_signals_get_no_answer_but_change_state():
     assert st.state == 7
 
 
+def test_a_signal_is_not_answered_even_when_it_names_a_sender():
+    st = EntityState()
+    sent = EntityRequest(T0, "get", None, ParentInfo("orch", 1, EXEC), True)
+    assert run(COUNTER, C1, st, sent) == []
+
+
 def test_a_failing_signal_is_not_answered_and_is_rolled_back():
     st = EntityState(exists=True, state=1)
     out = run(COUNTER, C1, st, signal("add_then_fail", 10))

@@ -34,6 +34,7 @@ def test_demo_runs_hello_sequence_and_fan_out(tmp_path):
     assert "output ['Hello Tokyo!', 'Hello Seattle!', 'Hello London!']" in out
     assert "| ExecutionStarted      |" in out and "| E1_SayHello      |" in out
     assert "sum 2646700 (expected 2646700)" in out
+    assert "total 2000 (expected 2000): conserved" in out
     assert (tmp_path / "demo" / "shard-00.sqlite").exists()
 
 
