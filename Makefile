@@ -35,6 +35,7 @@ test: lint unit integration
 
 bench: $(STAMP)
 	$(PY) benchmarks/fanout.py
+	$(PY) benchmarks/bank.py
 
 clean:
 	rm -rf $(VENV) .durable

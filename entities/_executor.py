@@ -97,8 +97,18 @@ class EntityExecutor:
         self._serve(message)
 
     def _drain(self) -> None:
-        while self.st.locked_by is None and self.st.queue:
-            self._serve(self.st.queue.pop(0))
+        """Serve the queue in order while unlocked; once a queued lock request re-locks the
+        entity, serve the new holder's queued messages (in order) and leave the rest waiting."""
+        queue = self.st.queue
+        while queue:
+            if self.st.locked_by is None:
+                self._serve(queue.pop(0))
+                continue
+            holder = self.st.locked_by
+            index = next((i for i, m in enumerate(queue) if _sender_id(m) == holder), None)
+            if index is None:
+                return
+            self._serve(queue.pop(index))
 
     def _serve(self, message: HistoryEvent) -> None:
         if isinstance(message, EntityLockMessage):
@@ -130,7 +140,8 @@ class EntityExecutor:
             failure = FailureDetails("EntityNotFound", f"no entity named {self.entity_id.name!r} is registered")
             self._answer(request, False, failure)
             return
-        before = (st.exists, copy.deepcopy(st.state) if spec.is_class else st.state)
+        # a deep copy: both styles may mutate the state in place before raising
+        before = (st.exists, copy.deepcopy(st.state))
         ctx = EntityContext(self.entity_id, request.name, request.input, st.state, st.exists)
         token = _current.set(ctx)
         try:

@@ -245,7 +245,7 @@ class OrchestrationContext:
         nested.
         """
         lock_set = canonical_lock_set(entity_ids)
-        self._section.begin(lock_set)
+        self._section.begin(lock_set, self._sequence + 1)
         task_id = self._next_id()
         return self._schedule(LockEntities(task_id, lock_set), CompletableTask(task_id))
 
@@ -311,11 +311,12 @@ class LockHandle:
     """What ``yield context.lock_entities(...)`` returns: leaving its ``with`` block ends the
     critical section (its unlock messages are recorded like any other action)."""
 
-    __slots__ = ("_context", "lock_set")
+    __slots__ = ("_context", "_section_id", "lock_set")
 
-    def __init__(self, context: OrchestrationContext, lock_set: tuple[str, ...]) -> None:
+    def __init__(self, context: OrchestrationContext, lock_set: tuple[str, ...], section_id: int) -> None:
         self._context = context
         self.lock_set = lock_set
+        self._section_id = section_id
 
     def __enter__(self) -> LockHandle:
         return self
@@ -324,8 +325,10 @@ class LockHandle:
         self.release()
 
     def release(self) -> None:
-        """End the critical section now (a second call does nothing)."""
-        if self._context._section.locked == self.lock_set:
+        """End the critical section now (a second call, or a call on the handle of a section
+        that already ended, does nothing)."""
+        section = self._context._section
+        if section.active and section.section_id == self._section_id:
             self._context._release_locks()
 
 

@@ -40,26 +40,28 @@ def canonical_lock_set(entity_ids: Iterable[object]) -> tuple[str, ...]:
 class CriticalSection:
     """The critical-section state of one orchestration execution."""
 
-    __slots__ = ("in_flight", "locked", "state")
+    __slots__ = ("in_flight", "locked", "section_id", "state")
 
     def __init__(self) -> None:
         self.state = SectionState.FREE
         self.locked: tuple[str, ...] = ()
         self.in_flight: set[str] = set()
+        #: the task id of the lock request that opened the current section (its identity)
+        self.section_id = 0
 
     @property
     def active(self) -> bool:
         """Whether a section is being acquired or is held."""
         return self.state is not SectionState.FREE
 
-    def begin(self, lock_set: tuple[str, ...]) -> None:
+    def begin(self, lock_set: tuple[str, ...], section_id: int) -> None:
         """``lock_entities`` was called: refuse nesting, then start acquiring."""
         if self.active:
             raise LockingRulesViolationError(
                 f"lock_entities({list(lock_set)}) inside a critical section on {list(self.locked)}: "
                 "critical sections cannot be nested"
             )
-        self.state, self.locked = SectionState.ACQUIRING, lock_set
+        self.state, self.locked, self.section_id = SectionState.ACQUIRING, lock_set, section_id
 
     def granted(self) -> None:
         """Every lock is held."""

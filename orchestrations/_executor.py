@@ -289,6 +289,10 @@ class OrchestrationExecutor:
         # afterwards (that is how returning early is caught); a failed or terminated
         # execution has nothing left to match.
         if self._final_recorded or self._state in (ExecutionState.FAILED, ExecutionState.TERMINATED):
+            # still match what the ending episode recorded (its unlocks), so replay adds nothing
+            action = self.context._pending_actions.get(event.event_id)
+            if action is not None and matches(action, event):
+                del self.context._pending_actions[event.event_id]
             return
         action = self.context._pending_actions.pop(event.event_id, None)
         if action is None:
@@ -336,7 +340,8 @@ class OrchestrationExecutor:
         if task is None:
             return
         self.context._section.granted()
-        task.complete(LockHandle(self.context, self.context._section.locked))
+        section = self.context._section
+        task.complete(LockHandle(self.context, section.locked, section.section_id))
         self._resume()
 
     def _on_timer_fired(self, event: TimerFired) -> None:

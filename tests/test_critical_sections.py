@@ -538,11 +538,6 @@ def test_plain_release_ends_the_section_once():
     assert r.actions == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: orchestrations/_context.py LockHandle.release compares lock sets by value, so a stale "
-    "handle ends a later section that locks the same entities",
-)
 def test_a_stale_handle_does_not_end_a_later_section_on_the_same_entities():
     def stale(ctx):
         old = yield ctx.lock_entities([A])
@@ -683,12 +678,6 @@ def terminated_inside():
     return inst, inst.run(terminated("stop"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: orchestrations/_executor.py _on_scheduled skips matching once the state is FAILED or "
-    "TERMINATED, so the EntityUnlockSent events of the final episode stay unmatched and a replay "
-    "emits (and records) the UnlockEntity actions a second time",
-)
 @pytest.mark.parametrize(
     "scenario", [failed_by_rule, failed_by_exception_in_with, failed_holding_handle, terminated_inside]
 )

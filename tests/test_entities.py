@@ -243,11 +243,6 @@ def ListLog(context):
         raise ValueError("bad item")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: entities/_executor.py _operate keeps only a reference (no deepcopy) of a "
-    "function-style entity's state for rollback, so an in-place mutation before the exception survives",
-)
 def test_function_entity_rollback_undoes_in_place_mutation_of_mutable_state():
     st = EntityState(exists=True, state=["a"])
     failure = only_failure(run(EntitySpec("ListLog", ListLog, False), EntityId("ListLog", "k"), st, call("x", "bad")))
@@ -532,11 +527,6 @@ def test_unlock_and_requests_in_one_batch_are_applied_in_order():
     assert out == [completed(None, to="B", task=1), completed(1, to="B", task=2)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: entities/_executor.py _drain stops as soon as a queued lock re-locks the entity, "
-    "so a request of the new holder queued behind its lock request is never served (deadlock)",
-)
 def test_relock_from_queue_serves_the_new_holders_queued_requests():
     # reachable: `t = ctx.lock_entities([e]); c = ctx.call_entity(e, "get"); yield ctx.task_all([t, c])`
     # is allowed by the rules (the call targets a locked entity) and sends lock, then call.

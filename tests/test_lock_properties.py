@@ -9,7 +9,6 @@ plus one, and leaves the section. Whatever the order: nobody deadlocks and no up
 
 from collections import deque
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -245,11 +244,6 @@ def test_opposite_lock_orders_are_acquired_in_one_global_order():
     assert world.value("zeta") == 2 and world.value("Alpha") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: entities/_executor.py _drain stops once a queued lock re-locks the entity, so the new "
-    "holder's call queued behind its lock request is never served and the orchestration hangs",
-)
 def test_call_sent_while_acquiring_a_contended_lock_is_served():
     world = World(call_while_acquiring, [["b"], ["b"]])
     # o0 takes the lock first and holds it while o1's lock request and call queue up behind it
