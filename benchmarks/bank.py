@@ -53,19 +53,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Generator
 from typing import Any
 
 import ray
+from _common import BenchmarkError, log, run_main  # benchmarks/ is on sys.path
 
 from entities import EntityId, entity
 from orchestrations import orchestrator
@@ -149,14 +146,6 @@ class Bank:
 
     async def snapshot(self) -> dict[str, int]:
         return dict(self.balances)
-
-
-class BenchmarkError(Exception):
-    """A run failed, or money was created, lost or went negative."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def account_keys(accounts: int) -> list[str]:
@@ -349,26 +338,7 @@ def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Keep stdout for the one JSON line: everything written to fd 1 from here on (Ray's
-    # worker log forwarding, child processes, stray prints) goes to stderr instead.
-    sys.stdout.flush()
-    result_out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    temp_dir = None
-    data_dir = args.data_dir
-    if data_dir is None:
-        temp_dir = data_dir = tempfile.mkdtemp(prefix="ray-durable-bank-")
-    try:
-        result = benchmark(args, data_dir)
-    except BenchmarkError as exc:
-        log(f"bank benchmark failed: {exc}")
-        return 1
-    finally:
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-    result_out.write(json.dumps(result) + "\n")
-    result_out.flush()
-    return 0
+    return run_main("bank", args.data_dir, lambda data_dir: benchmark(args, data_dir))
 
 
 if __name__ == "__main__":

@@ -32,18 +32,15 @@ Run it from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Generator
 from typing import Any
 
 import ray
+from _common import BenchmarkError, log, run_main  # benchmarks/ is on sys.path
 
 from orchestrations import activity, orchestrator
 from runtime import OrchestrationRuntimeStatus, TaskHub
@@ -66,14 +63,6 @@ def fanout(ctx: Any) -> Generator[Any, Any, int]:
     n = ctx.get_input()
     results = yield ctx.task_all([ctx.call_activity(double, i) for i in range(n)])
     return sum(results)
-
-
-class BenchmarkError(Exception):
-    """The durable result did not match the baseline."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def run_ray(n: int) -> tuple[float, int]:
@@ -157,26 +146,7 @@ def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Keep stdout for the one JSON line: everything written to fd 1 from here on (Ray's
-    # worker log forwarding, child processes, stray prints) goes to stderr instead.
-    sys.stdout.flush()
-    result_out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    temp_dir = None
-    data_dir = args.data_dir
-    if data_dir is None:
-        temp_dir = data_dir = tempfile.mkdtemp(prefix="ray-durable-fanout-")
-    try:
-        result = benchmark(args, data_dir)
-    except BenchmarkError as exc:
-        log(f"fanout benchmark failed: {exc}")
-        return 1
-    finally:
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-    result_out.write(json.dumps(result) + "\n")
-    result_out.flush()
-    return 0
+    return run_main("fanout", args.data_dir, lambda data_dir: benchmark(args, data_dir))
 
 
 if __name__ == "__main__":

@@ -224,31 +224,24 @@ class ShardStore:
 
     # -- reads used by the shard host (writer connection: sees its own last commit) -----------
 
-    async def load_instances(self, ids: Sequence[str]) -> dict[str, aiosqlite.Row]:
-        """The instance rows of ``ids`` that exist."""
-        found: dict[str, Any] = {}
+    async def _rows_with_ids(self, select: str, ids: Sequence[str]) -> list[Any]:
+        """``select ... WHERE <key> IN (ids)`` in chunks of 500 (SQLite's parameter limit)."""
+        rows: list[Any] = []
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            async with self.db.execute(
-                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id IN ({marks})", chunk
-            ) as cur:
-                for row in await cur.fetchall():
-                    found[row[0]] = row
-        return found
+            async with self.db.execute(f"{select} IN ({','.join('?' * len(chunk))})", chunk) as cur:
+                rows.extend(await cur.fetchall())
+        return rows
+
+    async def load_instances(self, ids: Sequence[str]) -> dict[str, Any]:
+        """The instance rows of ``ids`` that exist."""
+        rows = await self._rows_with_ids(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id", ids)
+        return {row[0]: row for row in rows}
 
     async def load_entities(self, ids: Sequence[str]) -> dict[str, Any]:
         """The entity rows of ``ids`` that exist."""
-        found: dict[str, Any] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            async with self.db.execute(
-                f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id IN ({marks})", chunk
-            ) as cur:
-                for row in await cur.fetchall():
-                    found[row[0]] = row
-        return found
+        rows = await self._rows_with_ids(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id", ids)
+        return {row[0]: row for row in rows}
 
     async def query_entities(self, name: str | None, locked_only: bool = False) -> list[Any]:
         """Committed entity rows, optionally of one entity name or only the locked ones."""
@@ -286,13 +279,7 @@ class ShardStore:
 
     async def seen_messages(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` were delivered before (duplicates to drop)."""
-        seen: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            async with self.db.execute(f"SELECT msg_id FROM delivered WHERE msg_id IN ({marks})", chunk) as cur:
-                seen.update(row[0] for row in await cur.fetchall())
-        return seen
+        return {row[0] for row in await self._rows_with_ids("SELECT msg_id FROM delivered WHERE msg_id", ids)}
 
     async def pending_work(self) -> tuple[list[Any], list[Any], list[Any]]:
         """Activities without a result, armed timers and undelivered outbox messages."""
