@@ -49,15 +49,13 @@ from orchestrations._registry import OrchestratorSpec
 from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
 from ._entity_host import EntityRecord, entity_action_message, outgoing_message, unlock_all
-from ._messages import Instance, Message, from_ts, status_from_row, to_ts
+from ._messages import Instance, Message, from_ts, to_ts
+from ._shard_queries import ShardQueries
 from ._status import (
     TERMINAL,
-    DurableOrchestrationStatus,
-    EntityMetadata,
-    EntityStateResponse,
     OrchestrationRuntimeStatus,
 )
-from ._store import ENTITY_COLUMNS, ShardStore, TurnWrites
+from ._store import ShardStore, TurnWrites
 
 log = logging.getLogger("ray_durable.shard")
 
@@ -101,7 +99,7 @@ class ShardConfig:
     synchronous: str = "FULL"
 
 
-class ShardHost:
+class ShardHost(ShardQueries):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     def __init__(self, config: ShardConfig) -> None:
@@ -179,117 +177,6 @@ class ShardHost:
     async def deliver(self, blobs: Sequence[bytes]) -> None:
         """Accept messages from another shard's outbox; returns once they are committed."""
         await self.submit([Message.from_bytes(b) for b in blobs])
-
-    async def get_status(
-        self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
-        show_input: bool = True,
-    ) -> DurableOrchestrationStatus | None:
-        """The committed status of an instance, or ``None``."""
-        row = await self._store.get_instance(instance_id)
-        if row is None:
-            return None
-        status = status_from_row(row, show_input)
-        if show_history:
-            history = [decode(b) for b in await self._store.load_history(instance_id, reader=True)]
-            if not show_history_output:
-                history = [_without_output(e) for e in history]
-            status = _with_history(status, history)
-        return status
-
-    async def get_history(self, instance_id: str) -> list[Any] | None:
-        """The committed history events of an instance, oldest first (``None`` if unknown)."""
-        if await self._store.get_instance(instance_id) is None:
-            return None
-        return [decode(b) for b in await self._store.load_history(instance_id, reader=True)]
-
-    async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
-        """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(instance_id, []).append(future)
-        try:
-            status = await self.get_status(instance_id)
-            if status is None:
-                raise InstanceNotFoundError(instance_id)
-            if status.runtime_status.is_terminal:
-                return status
-            try:
-                await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                return None
-            return await self.get_status(instance_id)
-        finally:
-            waiters = self._waiters.get(instance_id, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(instance_id, None)
-
-    async def progress(self, instance_id: str) -> tuple[int, int]:
-        """(activities finished, activities scheduled) of the current execution, from memory."""
-        inst = self._cache.get(instance_id)
-        return (inst.tasks_done, inst.tasks_scheduled) if inst is not None else (0, 0)
-
-    async def query(
-        self, created_from: float | None, created_to: float | None, statuses: list[str] | None,
-        after: tuple[float, str] | None, limit: int | None, show_input: bool = True,
-    ) -> list[tuple[float, str, DurableOrchestrationStatus]]:
-        """Committed instances ordered by (created time, id), after the key ``after``."""
-        rows = await self._store.query_instances(created_from, created_to, statuses, after, limit)
-        return [(row[9], row[0], status_from_row(row, show_input)) for row in rows]
-
-    async def purge(self, instance_ids: Sequence[str]) -> int:
-        """Delete terminal instances and their history; active ones are left alone."""
-        async with self._db_lock:
-            rows = await self._store.load_instances(list(instance_ids))
-            ids = [i for i, r in rows.items() if OrchestrationRuntimeStatus(r[3]) in TERMINAL]
-            count = await self._store.purge(ids)
-        for iid in ids:
-            self._evict(iid)
-        return count
-
-    async def purge_by(
-        self, created_from: float | None, created_to: float | None, statuses: list[str] | None
-    ) -> int:
-        """Purge the terminal instances that match the filters."""
-        allowed = [s.value for s in TERMINAL]
-        statuses = [s for s in statuses if s in allowed] if statuses is not None else allowed
-        rows = await self._store.query_instances(created_from, created_to, statuses, None, None)
-        return await self.purge([r[0] for r in rows])
-
-    async def read_entity(self, key: str) -> EntityStateResponse:
-        """An entity's committed state."""
-        rows = await self._store_read_entities(key)
-        if not rows or not rows[0][2]:
-            return EntityStateResponse(False, None)
-        return EntityStateResponse(True, decode(rows[0][3]))
-
-    async def _store_read_entities(self, key: str) -> list[Any]:
-        async with self._store.reader.execute(
-            f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)
-        ) as cur:
-            return list(await cur.fetchall())
-
-    async def list_entities(self, name: str | None, locked_only: bool = False) -> list[EntityMetadata]:
-        """Committed entities of this shard, optionally of one name or only locked ones."""
-        rows = await self._store.query_entities(name, locked_only)
-        out = []
-        for row in rows:
-            record = EntityRecord.from_row(row)
-            st = record.state
-            out.append(EntityMetadata(record.entity_id, st.exists, st.state, st.locked_by, len(st.queue),
-                                      from_ts(record.updated_at)))
-        return out
-
-    async def remove_empty_entities(self) -> int:
-        """Forget entities with no state, no lock and nothing queued."""
-        rows = await self._store.query_entities(None)
-        keys = [r[0] for r in rows if not r[2] and r[4] is None and r[5] is None]
-        keys = [k for k in keys if k not in self._entities or self._entities[k].state.is_empty]
-        async with self._db_lock:
-            count = await self._store.delete_entities(keys)
-        for key in keys:
-            self._entities.pop(key, None)
-        return count
 
     def get_config(self) -> ShardConfig:
         """This shard's settings (used by ``TaskHub.connect``)."""
@@ -721,18 +608,3 @@ class ShardHost:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _without_output(event: Any) -> Any:
-    from dataclasses import fields, replace
-
-    names = {f.name for f in fields(event)}
-    changes = {k: None for k in ("result", "input") if k in names}
-    return replace(event, **changes) if changes else event
-
-
-def _with_history(status: DurableOrchestrationStatus, history: list[Any]) -> DurableOrchestrationStatus:
-    from dataclasses import replace
-
-    return replace(status, history=history)
-
