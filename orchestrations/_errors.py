@@ -140,6 +140,19 @@ class ShardMismatchError(TerminalError):
         )
 
 
+class ShardFileError(TerminalError):
+    """A shard file cannot be used: another process owns it, it is corrupt or truncated, or it
+    is from a newer format version. Nothing is reset or overwritten."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"shard file {self.path}: {self.reason}"
+
+
 class PayloadError(DurableValueError):
     """A value could not be serialized (or deserialized) for durable storage."""
 

@@ -79,6 +79,7 @@ class TaskHub:
         detached: bool = False,
         cache_size: int = 10_000,
         durability: str = "full",
+        lock_timeout: float = 10.0,
         registry: Registry | None = None,
         ray_init_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -113,7 +114,7 @@ class TaskHub:
             config = ShardConfig(
                 hub=name, index=i, num_shards=num_shards,
                 path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
-                always_replay=always_replay, cache_size=cache_size, synchronous=sync,
+                always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
             )
             actor_name = _actor_name(name, i)
             try:

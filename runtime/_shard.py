@@ -97,6 +97,7 @@ class ShardConfig:
     always_replay: bool = False
     cache_size: int = 10_000
     synchronous: str = "FULL"
+    lock_timeout: float = 10.0
 
 
 class ShardHost(ShardQueries):
@@ -132,7 +133,7 @@ class ShardHost(ShardQueries):
         self._peers = list(peers)
         self.set_registry(registry_blob)
         self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        await self._store.open()
+        await self._store.open(self.config.lock_timeout)
         activities, timers, outbox = await self._store.pending_work()
         calls = [ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities]
         self._activity_out.dispatch(calls)

@@ -6,14 +6,18 @@ serves queries, so a status query sees committed state only and never waits for 
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
+import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
 
-from orchestrations import ShardMismatchError, TerminalError
+from orchestrations import ShardFileError, ShardMismatchError
 
 FORMAT_VERSION = 1
 
@@ -112,6 +116,7 @@ class ShardStore:
         self.synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -125,14 +130,35 @@ class ShardStore:
         assert self._reader is not None, "store is not open"
         return self._reader
 
-    async def open(self) -> None:
-        """Open (creating if needed) the file; refuse another hub's or another shard count's."""
+    async def open(self, lock_timeout: float = 10.0) -> None:
+        """Take the file's owner lock, then open (creating if needed) and check the file.
+
+        Refuses, naming the file, a file another process owns, a file that is not a SQLite
+        database (corrupt or truncated), one from a newer format version, and one created with
+        another shard count. Nothing is reset.
+        """
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
-        await self._db.executescript(_SCHEMA)
-        await self._check_meta()
+        await self._lock(lock_timeout)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+            async with self._db.execute("PRAGMA quick_check") as cur:
+                verdict = [row[0] for row in await cur.fetchall()]
+            if verdict != ["ok"]:
+                raise ShardFileError(self.path, f"failed its integrity check: {'; '.join(verdict[:3])}")
+            await self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            await self.close()
+            raise ShardFileError(self.path, f"is not a usable SQLite database ({exc}); refusing to open it") from None
+        except BaseException:
+            await self.close()
+            raise
+        try:
+            await self._check_meta()
+        except BaseException:
+            await self.close()
+            raise
         self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
 
     async def _check_meta(self) -> None:
@@ -150,19 +176,43 @@ class ShardStore:
             )
             return
         if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-            raise TerminalError(
-                f"shard file {self.path} has format version {meta['format_version']}, newer than "
-                f"this runtime's {FORMAT_VERSION}"
+            raise ShardFileError(
+                self.path,
+                f"has format version {meta['format_version']}, newer than this runtime's {FORMAT_VERSION}",
             )
         if int(meta.get("num_shards", "0")) != self.num_shards:
             raise ShardMismatchError(self.hub, int(meta.get("num_shards", "0")), self.num_shards)
 
+    async def _lock(self, timeout: float) -> None:
+        """Become the file's one owner (an OS lock on ``<file>.lock``, freed when the process
+        dies), waiting up to ``timeout`` seconds for a previous owner that is shutting down."""
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise ShardFileError(
+                        self.path, f"is in use by another process (pid {owner}); one owner per shard at a time"
+                    ) from None
+                await asyncio.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
     async def close(self) -> None:
-        """Close both connections."""
+        """Close both connections and give up ownership of the file."""
         for conn in (self._reader, self._db):
             if conn is not None:
                 await conn.close()
         self._db = self._reader = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     async def commit(self, w: TurnWrites) -> None:
         """Write one turn in one transaction (one fsync)."""

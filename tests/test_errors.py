@@ -16,6 +16,7 @@ from orchestrations import (
     OrchestrationFailedError,
     PayloadError,
     RetryableError,
+    ShardFileError,
     ShardMismatchError,
     TaskFailedError,
     TerminalError,
@@ -47,6 +48,10 @@ SAMPLES = {
         {"expected": "call_activity 'A' (task 1)", "actual": "create_timer (task 1)"},
     ),
     LockingRulesViolationError: (LockingRulesViolationError("nested critical section"), {}),
+    ShardFileError: (
+        ShardFileError("/data/demo/shard-00.sqlite", "is in use by another process (pid 42)"),
+        {"path": "/data/demo/shard-00.sqlite", "reason": "is in use by another process (pid 42)"},
+    ),
     ShardMismatchError: (
         ShardMismatchError("demo", 4, 8),
         {"hub": "demo", "recorded": 4, "requested": 8},
