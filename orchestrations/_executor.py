@@ -34,6 +34,7 @@ from ._history import (
     EventSent,
     ExecutionCompleted,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -155,6 +156,7 @@ class OrchestrationExecutor:
             ExecutionTerminated: self._on_terminated,
             ExecutionSuspended: self._on_suspended,
             ExecutionResumed: self._on_resumed,
+            ExecutionRewound: self._on_rewound,
             ExecutionCompleted: self._on_final_recorded,
             ContinueAsNew: self._on_final_recorded,
         }
@@ -182,7 +184,7 @@ class OrchestrationExecutor:
                     for incoming in held:
                         self._apply(incoming)
                     held.clear()
-                elif _is_incoming(event):
+                elif is_incoming(event):
                     held.append(event)  # recorded before its episode's OrchestratorStarted
                 else:
                     self._apply(event)
@@ -377,6 +379,9 @@ class OrchestrationExecutor:
         self.context._release_locks()
         self.close()
 
+    def _on_rewound(self, event: ExecutionRewound) -> None:
+        """A marker: the runtime cut the failing episode before re-delivering its events."""
+
     def _on_suspended(self, event: ExecutionSuspended) -> None:
         if not self._state.is_final:
             self._suspended = True
@@ -476,7 +481,19 @@ _ALWAYS_APPLIED = (
 )
 
 
-def _is_incoming(event: HistoryEvent) -> bool:
+def last_episode_start(history: Sequence[HistoryEvent]) -> int:
+    """The index where the last episode's records begin (its incoming events, recorded before
+    its OrchestratorStarted); ``len(history)`` if there is no episode."""
+    starts = [i for i, e in enumerate(history) if isinstance(e, OrchestratorStarted)]
+    if not starts:
+        return len(history)
+    cut = starts[-1]
+    while cut > 0 and is_incoming(history[cut - 1]):
+        cut -= 1
+    return cut
+
+
+def is_incoming(event: HistoryEvent) -> bool:
     """Events that arrive from outside (recorded before their episode's OrchestratorStarted)."""
     return not isinstance(event, _EPISODE_EVENTS) and not _is_scheduling(event)
 

@@ -215,6 +215,18 @@ class ExecutionResumed(HistoryEvent):
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ExecutionRewound(HistoryEvent):
+    """A client rewound the failed instance: its failing episode was cut from history and runs
+    again, with failed activities dispatched anew."""
+
+    reason: str | None = None
+
+    @property
+    def input(self) -> Any:
+        return self.reason
+
+
 # -- entities: what an orchestration records ------------------------------------------------------
 
 
@@ -339,6 +351,7 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
         ExecutionTerminated,
         ExecutionSuspended,
         ExecutionResumed,
+        ExecutionRewound,
         EntityOperationCalled,
         EntityOperationSignaled,
         EntityLockRequested,

@@ -26,6 +26,7 @@ from orchestrations import (
     EntityUnlockMessage,
     EventRaised,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -275,6 +276,24 @@ class TaskHub:
     def resume(self, instance_id: str, reason: str | None = None) -> None:
         """Resume a suspended instance and apply what arrived meanwhile."""
         self._control(instance_id, ExecutionResumed(_now(), reason))
+
+    def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Re-run a Failed instance from its last good state: the failing episode is cut from
+        history and runs again, and the activities that failed are dispatched anew.
+
+        Raises ``ValueError`` unless the instance is Failed.
+        """
+        self._control(instance_id, ExecutionRewound(_now(), reason))
+
+    def restart(self, instance_id: str, restart_with_new_instance_id: bool = True) -> str:
+        """Start the instance's orchestrator again with the same input; returns the new id
+        (the same id if ``restart_with_new_instance_id`` is false, which requires the old
+        instance to be Completed, Failed or Terminated)."""
+        status = self.get_status(instance_id)
+        if status is None:
+            raise InstanceNotFoundError(instance_id)
+        new_id = None if restart_with_new_instance_id else instance_id
+        return self.start_new(status.name, new_id, status.input_)
 
     def _control(self, instance_id: str, event: HistoryEvent) -> None:
         validate_instance_id(instance_id)

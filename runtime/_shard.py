@@ -24,10 +24,12 @@ from entities import EntityId, EntityState, run_entity
 from orchestrations import (
     CreateSubOrchestration,
     CreateTimer,
+    DurableValueError,
     EntityLockGranted,
     EventRaised,
     ExecutionCompleted,
     ExecutionResult,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionState,
     FailureDetails,
@@ -42,8 +44,11 @@ from orchestrations import (
     SubOrchestrationInstanceFailed,
     TaskCompleted,
     TaskFailed,
+    TaskScheduled,
+    TimerCreated,
     TimerFired,
 )
+from orchestrations._executor import is_incoming, last_episode_start
 from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
@@ -311,6 +316,12 @@ class ShardHost(ShardQueries):
         for msg in msgs:
             if msg.ack is not None:
                 after.acks.append((msg.ack, None))
+            if isinstance(msg.event, ExecutionRewound):
+                if inst is not None and pending:
+                    await self._episode(inst, pending, now, w, after)
+                pending = []
+                await self._rewind(inst, msg, now, w, after)
+                continue
             if isinstance(msg.event, ExecutionStarted):
                 if inst is not None and pending:
                     await self._episode(inst, pending, now, w, after)
@@ -382,6 +393,46 @@ class ShardHost(ShardQueries):
         )
         self._cache[iid] = fresh
         return fresh
+
+    async def _rewind(
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        """Cut a Failed instance's failing episode from history and run it again: its incoming
+        events are re-delivered without the activity failures, and every activity without an
+        answer is dispatched again (every timer not fired is armed again)."""
+        if inst is None or inst.status is not OrchestrationRuntimeStatus.Failed:
+            if msg.ack is not None:
+                after.acks[-1] = (msg.ack, _not_rewindable(msg.instance_id, inst))
+            return
+        iid = inst.instance_id
+        history = [decode(b) for b in await self._store.load_history(iid)]
+        cut = last_episode_start(history)
+        kept, failing = history[:cut], history[cut:]
+        redeliver = [e for e in failing if is_incoming(e) and not isinstance(e, TaskFailed)]
+        executor = OrchestrationExecutor(self._orchestrators.get, iid)
+        executor.replay(kept)
+        inst.executor, inst.history_len = executor, cut
+        inst.status, inst.output_blob, inst.failure_blob = OrchestrationRuntimeStatus.Running, None, None
+        w.truncate_history.append((iid, cut))
+        self._restage_unanswered(inst, [*kept, *redeliver], w, after)
+        rewound = Message(iid, ExecutionRewound(msg.event.timestamp, getattr(msg.event, "reason", None)))
+        await self._episode(inst, [rewound, *(Message(iid, e) for e in redeliver)], now, w, after)
+
+    def _restage_unanswered(self, inst: Instance, history: list[Any], w: TurnWrites, after: _AfterCommit) -> None:
+        """Dispatch again every activity ``history`` scheduled without an answer; arm again every
+        timer it created that has not fired."""
+        iid, exec_id = inst.instance_id, inst.execution_id
+        answered = {e.task_scheduled_id for e in history if isinstance(e, (TaskCompleted, TaskFailed))}
+        fired = {e.timer_id for e in history if isinstance(e, TimerFired)}
+        for e in history:
+            if isinstance(e, TaskScheduled) and e.event_id not in answered:
+                call = ActivityCall(iid, exec_id, e.event_id, e.name, encode(e.input, f"input of activity {e.name!r}"))
+                w.add_activities.append((iid, exec_id, call.task_id, call.name, call.input_blob))
+                after.activities.append(call)
+            elif isinstance(e, TimerCreated) and e.event_id not in fired:
+                timer = (iid, exec_id, e.event_id, to_ts(e.fire_at))
+                w.add_timers.append(timer)
+                after.timers.append(timer)
 
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
@@ -609,3 +660,9 @@ class ShardHost(ShardQueries):
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _not_rewindable(instance_id: str, inst: Instance | None) -> Exception:
+    if inst is None:
+        return InstanceNotFoundError(instance_id)
+    return DurableValueError(f"only a Failed instance can be rewound; {instance_id!r} is {inst.status.value}")

@@ -89,6 +89,7 @@ class TurnWrites:
 
     instances: list[tuple[Any, ...]] = field(default_factory=list)
     clear_history: list[str] = field(default_factory=list)
+    truncate_history: list[tuple[str, int]] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     add_activities: list[tuple[Any, ...]] = field(default_factory=list)
     done_activities: list[tuple[str, int]] = field(default_factory=list)
@@ -223,6 +224,8 @@ class ShardStore:
         try:
             if w.clear_history:
                 await db.executemany("DELETE FROM history WHERE instance_id = ?", [(i,) for i in w.clear_history])
+            if w.truncate_history:
+                await db.executemany("DELETE FROM history WHERE instance_id = ? AND seq >= ?", w.truncate_history)
             if w.clear_instance_work:
                 rows = [(i,) for i in w.clear_instance_work]
                 await db.executemany("DELETE FROM activities WHERE instance_id = ?", rows)

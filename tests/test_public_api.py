@@ -17,6 +17,7 @@ ORCHESTRATIONS = {
     "EntityOperationFailed", "EntityOperationSignaled", "EntityRequest", "EntityUnlockMessage", "EntityUnlockSent",
     "Action", "ContinueAsNew", "CreateSubOrchestration", "CreateTimer", "DurableError", "DurableTypeError",
     "DurableValueError", "EventRaised", "EventSent", "ExecutionCompleted", "ExecutionResult", "ExecutionResumed",
+    "ExecutionRewound",
     "ExecutionStarted", "ExecutionState", "ExecutionSuspended", "ExecutionTerminated", "FailureDetails",
     "HistoryEvent", "InstanceAlreadyExistsError", "InstanceNotFoundError", "LockingRulesViolationError",
     "NonDeterminismError", "OrchestrationContext", "OrchestrationExecutor", "OrchestrationFailedError",
@@ -41,7 +42,8 @@ CONTEXT_MEMBERS = {
 HUB_METHODS = {
     "connect", "start_new", "get_status", "get_status_by", "list_instances", "wait_for_completion",
     "raise_event", "terminate", "suspend", "resume", "purge_instance_history", "purge_instance_history_by",
-    "get_history", "close", "signal_entity", "read_entity_state", "list_entities", "clean_entity_storage",
+    "get_history", "close", "rewind", "restart", "signal_entity", "read_entity_state", "list_entities",
+    "clean_entity_storage",
 }
 STATUSES = {"Pending", "Running", "Completed", "ContinuedAsNew", "Failed", "Terminated", "Suspended"}
 
