@@ -41,7 +41,8 @@ from orchestrations._registry import Registry, function_name
 
 from ._codec import encode
 from ._messages import Message
-from ._shard import ShardConfig, ShardHost
+from ._shard import NAMESPACE, ShardConfig, ShardHost
+from ._shard import actor_name as _actor_name
 from ._status import (
     CleanEntityStorageResult,
     DurableOrchestrationStatus,
@@ -54,7 +55,6 @@ from ._status import (
 
 log = logging.getLogger("ray_durable")
 
-NAMESPACE = "ray_durable"
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ShardActor = ray.remote(ShardHost)
 T = TypeVar("T")
@@ -82,6 +82,8 @@ class TaskHub:
         durability: str = "full",
         lock_timeout: float = 10.0,
         registry: Registry | None = None,
+        _crash_points: tuple[str, ...] = (),
+        _crash_marker_dir: str | None = None,
         ray_init_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _HUB_NAME.match(name):
@@ -108,7 +110,15 @@ class TaskHub:
         self._closed = False
         self._registry_version = -1
         self._shards: list[Any] = []
-        options: dict[str, Any] = {"namespace": NAMESPACE, "num_cpus": 0, "max_concurrency": 100_000}
+        options: dict[str, Any] = {
+            "namespace": NAMESPACE,
+            "num_cpus": 0,
+            "max_concurrency": 100_000,
+            # Ray restarts a dead shard host, and retries the calls it was running on the new
+            # one (client messages carry ids, so a retried call is applied once).
+            "max_restarts": -1,
+            "max_task_retries": -1,
+        }
         if detached:
             options["lifetime"] = "detached"
         for i in range(num_shards):
@@ -116,6 +126,7 @@ class TaskHub:
                 hub=name, index=i, num_shards=num_shards,
                 path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
+                crash_points=_crash_points, crash_marker_dir=_crash_marker_dir,
             )
             actor_name = _actor_name(name, i)
             try:
@@ -128,7 +139,7 @@ class TaskHub:
             self._shards.append(_ShardActor.options(name=actor_name, **options).remote(config))
         blob = self._registry_blob()
         try:
-            self._call(lambda: [s.start.remote(self._shards, blob) for s in self._shards])
+            self._call(lambda: [s.start.remote(blob) for s in self._shards])
         except BaseException:
             self._kill()
             raise
@@ -445,6 +456,7 @@ class TaskHub:
     def _submit(self, msgs: list[Message]) -> None:
         by_shard: dict[int, list[Message]] = {}
         for msg in msgs:
+            msg.client, msg.msg_id = True, uuid.uuid4().hex
             by_shard.setdefault(shard_of(msg.instance_id, self.num_shards), []).append(msg)
         if self._closed:
             raise DurableValueError(f"task hub {self.name!r} is closed")
@@ -481,10 +493,6 @@ def _entity_key(entity_id: object) -> str:
 def _holds_locks(status: DurableOrchestrationStatus | None) -> bool:
     """Whether an instance with this status may still hold (or be granted) locks."""
     return status is not None and not status.runtime_status.is_terminal
-
-
-def _actor_name(hub: str, index: int) -> str:
-    return f"{hub}:shard-{index:02d}"
 
 
 def _now() -> datetime:

@@ -21,8 +21,10 @@ class Message:
     ``execution_id`` addresses a reply to one execution (a stale reply to an execution that
     continued as new is dropped). ``msg_id`` is set for messages that went through an outbox:
     the receiver drops a duplicate id, and a shard's message to itself is acknowledged by
-    deleting its outbox row in the turn that applies it. ``ack`` is resolved after the commit
-    that applied the message (or with the error that refused it).
+    deleting its outbox row in the turn that applies it. A ``client`` message carries an id too,
+    so a call Ray retries after a shard host restart is applied once; only a client is told
+    that its message was refused. ``ack`` is resolved after the commit that applied the
+    message (or with the error that refused it).
     """
 
     instance_id: str
@@ -31,6 +33,7 @@ class Message:
     msg_id: str | None = None
     from_self: bool = False
     continue_as_new: bool = False
+    client: bool = False
     carryover: list[EventRaised] = field(default_factory=list)
     input_blob: bytes | None = None
     ack: asyncio.Future[Any] | None = None

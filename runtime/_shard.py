@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -74,6 +75,14 @@ _STATE_TO_STATUS = {
 }
 
 
+NAMESPACE = "ray_durable"
+
+
+def actor_name(hub: str, index: int) -> str:
+    """The Ray actor name of a hub's shard host."""
+    return f"{hub}:shard-{index:02d}"
+
+
 def utcnow() -> datetime:
     """The current UTC time."""
     return datetime.now(UTC)
@@ -103,6 +112,9 @@ class ShardConfig:
     cache_size: int = 10_000
     synchronous: str = "FULL"
     lock_timeout: float = 10.0
+    #: fault injection for tests: points at which the host dies once ("before_commit", ...)
+    crash_points: tuple[str, ...] = ()
+    crash_marker_dir: str | None = None
 
 
 class ShardHost(ShardQueries):
@@ -111,7 +123,8 @@ class ShardHost(ShardQueries):
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
         self._store = ShardStore(config.path, config.hub, config.index, config.num_shards, config.synchronous)
-        self._peers: list[Any] = []
+        self._peers: dict[int, Any] = {}
+        self._start_lock = asyncio.Lock()
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()
         self._cache: OrderedDict[str, Instance] = OrderedDict()
@@ -130,29 +143,54 @@ class ShardHost(ShardQueries):
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self, peers: Sequence[Any], registry_blob: bytes) -> int:
-        """Open the store, recover pending work (activities without a result, timers, outbox)
-        and start the turn loop. Returns the shard index."""
-        if self._loop_task is not None:
-            return self.config.index
-        self._peers = list(peers)
-        self.set_registry(registry_blob)
-        self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        await self._store.open(self.config.lock_timeout)
-        activities, timers, outbox = await self._store.pending_work()
-        calls = [ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities]
-        self._activity_out.dispatch(calls)
-        for iid, exec_id, timer_id, fire_at in timers:
-            self._arm_timer(iid, exec_id, timer_id, fire_at)
-        self._deliver([(m, d, Message.from_bytes(b)) for m, d, b in outbox])
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+    async def start(self, registry_blob: bytes) -> int:
+        """Open the store, install and keep the registry, recover pending work and start the
+        turn loop. Returns the shard index. (A host Ray restarted starts by itself.)"""
+        await self._ensure_started()
+        await self.set_registry(registry_blob)
         return self.config.index
 
-    def set_registry(self, registry_blob: bytes) -> None:
-        """Install the orchestrators and activities (a cloudpickled registry snapshot)."""
+    async def _ensure_started(self) -> None:
+        """Open the store and recover, once: activities without a result are dispatched again,
+        timers armed again, the outbox sent again; instances are replayed when next needed."""
+        if self._loop_task is not None:
+            return
+        async with self._start_lock:
+            if self._loop_task is not None:
+                return
+            self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            await self._store.open(self.config.lock_timeout)
+            saved = await self._store.load_registry()
+            if saved is not None:
+                self._install_registry(saved)
+            activities, timers, outbox = await self._store.pending_work()
+            self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
+            for iid, exec_id, timer_id, fire_at in timers:
+                self._arm_timer(iid, exec_id, timer_id, fire_at)
+            self._deliver([(m, d, Message.from_bytes(b)) for m, d, b in outbox])
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def set_registry(self, registry_blob: bytes) -> None:
+        """Install the orchestrators, activities and entities (a cloudpickled registry
+        snapshot) and keep it in the shard file for a restart."""
+        await self._ensure_started()
+        self._install_registry(registry_blob)
+        async with self._db_lock:
+            await self._store.save_registry(registry_blob)
+
+    def _install_registry(self, registry_blob: bytes) -> None:
         orchestrators, activities, entity_specs, version = decode(registry_blob)
         self._orchestrators, self._entity_specs = orchestrators, entity_specs
         self._activity_out.set_registry(activities, version)
+
+    def _crash_point(self, point: str) -> None:
+        """Fault injection for tests: die here, once per shard and point (a marker file)."""
+        if point in self.config.crash_points and self.config.crash_marker_dir:
+            marker = os.path.join(self.config.crash_marker_dir, f"{point}-{self.config.index}")
+            if not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(str(os.getpid()))
+                os._exit(17)
 
     async def close(self) -> None:
         """Stop the loop and close the store (pending work stays on disk)."""
@@ -169,6 +207,7 @@ class ShardHost(ShardQueries):
     async def submit(self, messages: Sequence[Message]) -> None:
         """Apply client messages (start, raise, terminate, suspend, resume); returns once they
         are committed, raising the error that refused any of them."""
+        await self._ensure_started()
         loop = asyncio.get_running_loop()
         futures = []
         for msg in messages:
@@ -240,6 +279,7 @@ class ShardHost(ShardQueries):
                 log.exception("shard %s: instance %s failed in a turn", self.config.index, iid)
                 self._cache.pop(iid, None)
                 after.acks.extend((m.ack, exc) for m in msgs if m.ack is not None)
+        self._crash_point("before_commit")
         try:
             async with self._db_lock:
                 await self._store.commit(w)
@@ -248,6 +288,7 @@ class ShardHost(ShardQueries):
                 self._evict(iid)
                 self._entities.pop(iid, None)
             raise
+        self._crash_point("after_commit")
         self._after_commit(after)
 
     async def _load_missing(self, groups: dict[str, list[Message]]) -> None:
@@ -347,7 +388,7 @@ class ShardHost(ShardQueries):
         """A message for an instance that does not exist, is over, or is another execution:
         dropped. A client (not another shard, which would only retry) is told the instance
         does not exist; locks granted to a holder that can no longer use them are released."""
-        if not known and msg.ack is not None and msg.msg_id is None:
+        if not known and msg.ack is not None and msg.client:
             after.acks[-1] = (msg.ack, InstanceNotFoundError(msg.instance_id))
         if isinstance(msg.event, EntityLockGranted):
             for unlock in unlock_all(msg.event.lock_set, msg.instance_id, now):
@@ -366,7 +407,7 @@ class ShardHost(ShardQueries):
                 return None  # terminated (or replaced) while its restart was on the way
             if not restarting and inst.status not in TERMINAL:
                 error = InstanceAlreadyExistsError(iid, inst.status.value)
-                if msg.ack is not None and msg.msg_id is None:  # a client's start: refuse it
+                if msg.ack is not None and msg.client:  # a client's start: refuse it
                     after.acks[-1] = (msg.ack, error)
                 if event.parent is not None:
                     self._reply_to_parent(event.parent, None, failure_from_exception(error), now, w, after)
@@ -648,13 +689,21 @@ class ShardHost(ShardQueries):
         delay = 0.05
         while True:
             try:
-                await self._peers[dest].deliver.remote([m.to_bytes() for _, m in items])
+                await self._peer(dest).deliver.remote([m.to_bytes() for _, m in items])
                 break
             except Exception:
+                self._peers.pop(dest, None)  # restarting: look it up again
                 log.warning("shard %s: delivery to shard %s failed; retrying", self.config.index, dest)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self._acked_outbox.extend(msg_id for msg_id, _ in items)
+
+    def _peer(self, index: int) -> Any:
+        """The shard host of shard ``index`` (looked up by name, so a restarted one is found)."""
+        peer = self._peers.get(index)
+        if peer is None:
+            peer = self._peers[index] = ray.get_actor(actor_name(self.config.hub, index), namespace=NAMESPACE)
+        return peer
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -41,11 +41,15 @@ class ShardQueries:
     def _evict(self, iid: str) -> None:
         raise NotImplementedError
 
+    async def _ensure_started(self) -> None:
+        raise NotImplementedError
+
     async def get_status(
         self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
         show_input: bool = True,
     ) -> DurableOrchestrationStatus | None:
         """The committed status of an instance, or ``None``."""
+        await self._ensure_started()
         row = await self._store.get_instance(instance_id)
         if row is None:
             return None
@@ -59,12 +63,14 @@ class ShardQueries:
 
     async def get_history(self, instance_id: str) -> list[Any] | None:
         """The committed history events of an instance, oldest first (``None`` if unknown)."""
+        await self._ensure_started()
         if await self._store.get_instance(instance_id) is None:
             return None
         return [decode(b) for b in await self._store.load_history(instance_id, reader=True)]
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
+        await self._ensure_started()
         future = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(instance_id, []).append(future)
         try:
@@ -87,6 +93,7 @@ class ShardQueries:
 
     async def progress(self, instance_id: str) -> tuple[int, int]:
         """(activities finished, activities scheduled) of the current execution, from memory."""
+        await self._ensure_started()
         inst = self._cache.get(instance_id)
         return (inst.tasks_done, inst.tasks_scheduled) if inst is not None else (0, 0)
 
@@ -95,11 +102,13 @@ class ShardQueries:
         after: tuple[float, str] | None, limit: int | None, show_input: bool = True,
     ) -> list[tuple[float, str, DurableOrchestrationStatus]]:
         """Committed instances ordered by (created time, id), after the key ``after``."""
+        await self._ensure_started()
         rows = await self._store.query_instances(created_from, created_to, statuses, after, limit)
         return [(row[9], row[0], status_from_row(row, show_input)) for row in rows]
 
     async def purge(self, instance_ids: Sequence[str]) -> int:
         """Delete terminal instances and their history; active ones are left alone."""
+        await self._ensure_started()
         async with self._db_lock:
             rows = await self._store.load_instances(list(instance_ids))
             ids = [i for i, r in rows.items() if OrchestrationRuntimeStatus(r[3]) in TERMINAL]
@@ -112,6 +121,7 @@ class ShardQueries:
         self, created_from: float | None, created_to: float | None, statuses: list[str] | None
     ) -> int:
         """Purge the terminal instances that match the filters."""
+        await self._ensure_started()
         allowed = [s.value for s in TERMINAL]
         statuses = [s for s in statuses if s in allowed] if statuses is not None else allowed
         rows = await self._store.query_instances(created_from, created_to, statuses, None, None)
@@ -119,6 +129,7 @@ class ShardQueries:
 
     async def read_entity(self, key: str) -> EntityStateResponse:
         """An entity's committed state."""
+        await self._ensure_started()
         rows = await self._store_read_entities(key)
         if not rows or not rows[0][2]:
             return EntityStateResponse(False, None)
@@ -132,6 +143,7 @@ class ShardQueries:
 
     async def list_entities(self, name: str | None, locked_only: bool = False) -> list[EntityMetadata]:
         """Committed entities of this shard, optionally of one name or only locked ones."""
+        await self._ensure_started()
         rows = await self._store.query_entities(name, locked_only)
         out = []
         for row in rows:
@@ -143,6 +155,7 @@ class ShardQueries:
 
     async def remove_empty_entities(self) -> int:
         """Forget entities with no state, no lock and nothing queued."""
+        await self._ensure_started()
         rows = await self._store.query_entities(None)
         keys = [r[0] for r in rows if not r[2] and r[4] is None and r[5] is None]
         keys = [k for k in keys if k not in self._entities or self._entities[k].state.is_empty]

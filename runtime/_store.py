@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS entities(
 );
 CREATE INDEX IF NOT EXISTS entities_by_name ON entities(name);
 CREATE TABLE IF NOT EXISTS outbox(msg_id TEXT PRIMARY KEY, dest INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS registry(id INTEGER PRIMARY KEY CHECK (id = 0), blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS delivered(msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
@@ -333,6 +334,16 @@ class ShardStore:
     async def seen_messages(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` were delivered before (duplicates to drop)."""
         return {row[0] for row in await self._rows_with_ids("SELECT msg_id FROM delivered WHERE msg_id", ids)}
+
+    async def save_registry(self, blob: bytes) -> None:
+        """Keep the registry snapshot, so a restarted shard host can run what it hosts."""
+        await self.db.execute("INSERT OR REPLACE INTO registry(id, blob) VALUES (0, ?)", (blob,))
+
+    async def load_registry(self) -> bytes | None:
+        """The last registry snapshot saved, if any."""
+        async with self.db.execute("SELECT blob FROM registry WHERE id = 0") as cur:
+            row = await cur.fetchone()
+        return row[0] if row is not None else None
 
     async def pending_work(self) -> tuple[list[Any], list[Any], list[Any]]:
         """Activities without a result, armed timers and undelivered outbox messages."""

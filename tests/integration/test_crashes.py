@@ -1,0 +1,101 @@
+"""Kill tests: a process dies exactly once at a chosen point, and counters prove the promises.
+
+- every orchestration completes exactly once (one ExecutionCompleted, the right output);
+- every entity operation takes effect exactly once (counters equal the operations sent);
+- every activity runs at least once (a run log on disk counts executions);
+- nothing committed is lost (instances started before the kill finish).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from entities import EntityContext, EntityId, entity
+from orchestrations import activity, orchestrator
+from runtime import OrchestrationRuntimeStatus as S
+from runtime import TaskHub
+
+pytestmark = pytest.mark.integration
+
+INSTANCES, FAN_OUT, ADDS = 6, 5, 3
+
+
+@activity(name="cr_work")
+def work(args: tuple[str, str, int]) -> int:
+    """Logs every execution (a line per run) and returns its item doubled."""
+    log_dir, iid, item = args
+    with open(os.path.join(log_dir, f"{iid}-{item}"), "a") as f:
+        f.write("run\n")
+    return 2 * item
+
+
+@activity(name="cr_dies_once")
+def dies_once(args: tuple[str, int]) -> int:
+    """Kills its own worker process the first time it runs (marker file), then works."""
+    marker_dir, item = args
+    marker = Path(marker_dir) / "worker-killed"
+    if item == 0 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(9)
+    return 2 * item
+
+
+@entity(name="CrCounter")
+def counter(ctx: EntityContext) -> None:
+    value = ctx.get_state(lambda: 0)
+    if ctx.operation_name == "add":
+        value += ctx.get_input()
+    ctx.set_state(value)
+
+
+@orchestrator(name="cr_mixed")
+def mixed(ctx):
+    log_dir, key = ctx.get_input()
+    results = yield ctx.task_all([ctx.call_activity(work, (log_dir, ctx.instance_id, i)) for i in range(FAN_OUT)])
+    for _ in range(ADDS):
+        yield ctx.call_entity(EntityId("CrCounter", key), "add", 1)
+    return sum(results)
+
+
+@orchestrator(name="cr_worker_death")
+def worker_death(ctx):
+    marker_dir = ctx.get_input()
+    results = yield ctx.task_all([ctx.call_activity(dies_once, (marker_dir, i)) for i in range(4)])
+    return sum(results)
+
+
+def run_mixed_with_crash(tmp_path: Path, point: str) -> None:
+    log_dir, markers = tmp_path / "runs", tmp_path / "markers"
+    log_dir.mkdir()
+    markers.mkdir()
+    with TaskHub(f"crash-{point.replace('_', '-')}", data_dir=tmp_path, num_shards=2,
+                 _crash_points=(point,), _crash_marker_dir=str(markers)) as hub:
+        ids = [hub.start_new(mixed, client_input=(str(log_dir), f"k{i % 2}")) for i in range(INSTANCES)]
+        statuses = [hub.wait_for_completion(i, timeout=120) for i in ids]
+        assert sorted(p.name for p in markers.iterdir()) == [f"{point}-0", f"{point}-1"]  # both hosts died once
+        assert all(s.runtime_status is S.Completed for s in statuses), [s.failure_details for s in statuses]
+        assert all(s.output == 2 * sum(range(FAN_OUT)) for s in statuses)
+        for iid in ids:
+            assert [e.event_type for e in hub.get_history(iid)].count("ExecutionCompleted") == 1
+        total = sum(hub.read_entity_state(EntityId("CrCounter", k)).entity_state for k in ("k0", "k1"))
+        assert total == INSTANCES * ADDS  # exactly once
+        runs = {p.name: p.read_text().count("run") for p in log_dir.iterdir()}
+        assert len(runs) == INSTANCES * FAN_OUT and min(runs.values()) >= 1  # at least once
+
+
+def test_shard_hosts_killed_before_commit(ray_session, tmp_path):
+    run_mixed_with_crash(tmp_path, "before_commit")
+
+
+def test_shard_hosts_killed_after_commit_before_acknowledgement(ray_session, tmp_path):
+    run_mixed_with_crash(tmp_path, "after_commit")
+
+
+def test_activity_worker_killed_during_execution(ray_session, tmp_path):
+    with TaskHub("crash-worker", data_dir=tmp_path, num_shards=1) as hub:
+        status = hub.wait_for_completion(hub.start_new(worker_death, client_input=str(tmp_path)), timeout=120)
+        assert (tmp_path / "worker-killed").exists()
+        assert (status.runtime_status, status.output) == (S.Completed, 2 * sum(range(4)))
