@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: demo test unit integration lint bench clean
+.PHONY: demo test unit integration chaos-short chaos lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,18 @@ integration: $(STAMP)
 	$(PY) -m pytest -q -m integration
 	DURABLE_ALWAYS_REPLAY=1 $(PY) -m pytest -q -m integration
 
+# A short chaos run (random SIGKILLs of shard hosts and workers under a mixed workload).
+chaos-short: $(STAMP)
+	$(PY) -m pytest -q -s -m chaos
+
+# The long chaos run: 5 runs in a row, each >= 20 kills over 500 orchestrations and 1,000 transfers.
+chaos: $(STAMP)
+	CHAOS_RUNS=5 CHAOS_ORCHESTRATIONS=500 CHAOS_TRANSFERS=1000 CHAOS_KILLS=20 $(PY) -m pytest -q -s -m chaos
+
 # The whole suite: lint, pure tests, integration tests, then the integration tests again
-# with always_replay=True (every turn replays from history instead of a cached generator).
-test: lint unit integration
+# with always_replay=True (every turn replays from history instead of a cached generator),
+# then a short chaos run.
+test: lint unit integration chaos-short
 
 bench: $(STAMP)
 	$(PY) benchmarks/fanout.py

@@ -26,6 +26,9 @@ from ._messages import Message
 
 #: Most activities one Ray task runs.
 MAX_BATCH = 512
+#: How often Ray runs a batch again when its worker dies (activities run at least once), unless
+#: the activity's own ``max_retries`` says otherwise.
+DEFAULT_MAX_RETRIES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +110,8 @@ def submit_batch(
     registry_key: str, registry_ref: Any, calls: Sequence[tuple[str, bytes]], options: dict[str, Any]
 ) -> Any:
     """Start one Ray task for ``calls``; returns its ObjectRef."""
-    fn = _remote_run_batch.options(**options) if options else _remote_run_batch
-    return fn.remote(registry_key, registry_ref, list(calls))
+    options = {"max_retries": DEFAULT_MAX_RETRIES, **options}
+    return _remote_run_batch.options(**options).remote(registry_key, registry_ref, list(calls))
 
 
 class ActivityDispatcher:

@@ -223,6 +223,10 @@ class ShardHost(ShardQueries):
         """Accept messages from another shard's outbox; returns once they are committed."""
         await self.submit([Message.from_bytes(b) for b in blobs])
 
+    def pid(self) -> int:
+        """This host's process id (for fault-injection tests)."""
+        return os.getpid()
+
     def get_config(self) -> ShardConfig:
         """This shard's settings (used by ``TaskHub.connect``)."""
         return self.config
