@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ ACCOUNTS, WORKERS, INITIAL, FAN = 20, 16, 1000, 10
 
 @activity(name="ch_square")
 def square(x: int) -> int:
+    time.sleep(0.01)  # simulated work: long enough for a kill to land mid-batch
     return x * x
 
 
@@ -115,7 +117,7 @@ class Killer(threading.Thread):
 
         while len(self.kills) < self.target and not self.stop.wait(self.rng.uniform(0.3, 1.2)):
             workers = busy_workers()
-            if workers and self.rng.random() < 0.3:
+            if workers and self.rng.random() < 0.5:
                 pid, what = self.rng.choice(workers), "worker"
             else:
                 index = self.rng.randrange(self.hub.num_shards)
@@ -164,5 +166,7 @@ def test_mixed_workload_survives_random_kills(ray_session, tmp_path, run):
         ]
         assert sum(balances) == ACCOUNTS * INITIAL and min(balances) >= 0
         assert len(killer.kills) >= KILLS
+        if KILLS >= 20:  # the long run must hit workers as well as shard hosts
+            assert "worker" in killer.kills
         print(f"\nchaos run {run}: {len(killer.kills)} kills ({', '.join(killer.kills)}), "
               f"{len(statuses)} orchestrations completed, {TRANSFERS} transfers, total {sum(balances)} conserved")
