@@ -50,6 +50,7 @@ from orchestrations import (
     TimerFired,
 )
 from orchestrations._executor import is_incoming, last_episode_start
+from orchestrations._ids import shard_of
 from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
@@ -88,6 +89,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class _Out:
+    """A message leaving through the outbox: encoded once, for its row and for its receiver."""
+
+    msg_id: str
+    dest: int
+    msg: Message
+    blob: bytes
+
+
 @dataclass(slots=True)
 class _AfterCommit:
     """What a turn does once its commit is durable."""
@@ -95,7 +106,7 @@ class _AfterCommit:
     acks: list[tuple[asyncio.Future[Any], BaseException | None]] = field(default_factory=list)
     activities: list[ActivityCall] = field(default_factory=list)
     timers: list[tuple[str, str, int, float]] = field(default_factory=list)
-    outbox: list[tuple[str, int, Message]] = field(default_factory=list)
+    outbox: list[_Out] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
 
@@ -124,6 +135,11 @@ class ShardHost(ShardQueries):
         self.config = config
         self._store = ShardStore(config.path, config.hub, config.index, config.num_shards, config.synchronous)
         self._peers: dict[int, Any] = {}
+        self._send_queues: dict[int, list[_Out]] = {}
+        self._senders: dict[int, asyncio.Task[None]] = {}
+        #: message ids: unique per host process (a random prefix) and cheap (a counter)
+        self._msg_prefix = uuid.uuid4().hex[:16] + "-"
+        self._msg_counter = 0
         self._start_lock = asyncio.Lock()
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()
@@ -167,7 +183,7 @@ class ShardHost(ShardQueries):
             self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
             for iid, exec_id, timer_id, fire_at in timers:
                 self._arm_timer(iid, exec_id, timer_id, fire_at)
-            self._deliver([(m, d, Message.from_bytes(b)) for m, d, b in outbox])
+            self._deliver([_Out(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def set_registry(self, registry_blob: bytes) -> None:
@@ -325,9 +341,12 @@ class ShardHost(ShardQueries):
 
     def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
         """Put ``msg`` in the outbox of this turn (sent after the commit)."""
-        out = self._outgoing(msg)
-        w.add_outbox.append((out[0], out[1], msg.to_bytes()))
-        after.outbox.append(out)
+        self._stage_outs([self._outgoing(msg)], w, after)
+
+    @staticmethod
+    def _stage_outs(outs: list[_Out], w: TurnWrites, after: _AfterCommit) -> None:
+        w.add_outbox.extend((o.msg_id, o.dest, o.blob) for o in outs)
+        after.outbox.extend(outs)
 
     async def _group(self, batch: list[Message], w: TurnWrites, after: _AfterCommit) -> dict[str, list[Message]]:
         """Group by instance, dropping duplicates of messages delivered before."""
@@ -549,7 +568,7 @@ class ShardHost(ShardQueries):
         running = not result.state.is_final
         staged_activities: list[ActivityCall] = []
         staged_timers: list[tuple[str, str, int, float]] = []
-        staged_out: list[tuple[str, int, Message]] = []
+        staged_out: list[_Out] = []
         for action in result.actions:
             if isinstance(action, ScheduleTask):
                 if running:
@@ -571,15 +590,13 @@ class ShardHost(ShardQueries):
                 msg = entity_action_message(action, iid, exec_id, now)
                 if msg is not None:
                     staged_out.append(self._outgoing(msg))
-        for out in staged_out:
-            w.add_outbox.append((out[0], out[1], out[2].to_bytes()))
+        self._stage_outs(staged_out, w, after)
         for call in staged_activities:
             w.add_activities.append((iid, exec_id, call.task_id, call.name, call.input_blob))
         w.add_timers.extend(staged_timers)
         inst.tasks_scheduled += len(staged_activities)
         after.activities.extend(staged_activities)
         after.timers.extend(staged_timers)
-        after.outbox.extend(staged_out)
 
     def _stage_state(
         self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
@@ -621,11 +638,11 @@ class ShardHost(ShardQueries):
             event = SubOrchestrationInstanceFailed(now, parent.task_scheduled_id, failure)
         self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), w, after)
 
-    def _outgoing(self, msg: Message) -> tuple[str, int, Message]:
-        from orchestrations._ids import shard_of
-
-        msg.msg_id = uuid.uuid4().hex
-        return (msg.msg_id, shard_of(msg.instance_id, self.config.num_shards), msg)
+    def _outgoing(self, msg: Message) -> _Out:
+        """Give ``msg`` a unique id and its destination shard, and encode it (once)."""
+        self._msg_counter += 1
+        msg.msg_id = f"{self._msg_prefix}{self._msg_counter:x}"
+        return _Out(msg.msg_id, shard_of(msg.instance_id, self.config.num_shards), msg, msg.to_bytes())
 
     def _forget_work(self, iid: str) -> None:
         """The instance ended or was replaced: late activity results and timers are moot."""
@@ -677,30 +694,39 @@ class ShardHost(ShardQueries):
     def _timer_due(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
         self._enqueue(Message(iid, TimerFired(utcnow(), timer_id, from_ts(fire_at)), execution_id=exec_id))
 
-    def _deliver(self, outbox: Sequence[tuple[str, int, Message]]) -> None:
-        by_dest: dict[int, list[tuple[str, Message]]] = {}
-        for msg_id, dest, msg in outbox:
-            by_dest.setdefault(dest, []).append((msg_id, msg))
+    def _deliver(self, outbox: Sequence[_Out]) -> None:
+        by_dest: dict[int, list[_Out]] = {}
+        for out in outbox:
+            by_dest.setdefault(out.dest, []).append(out)
         for dest, items in by_dest.items():
             if dest == self.config.index:
-                for _, msg in items:
-                    msg.from_self = True
-                    self._enqueue(msg)
+                for out in items:
+                    out.msg.from_self = True
+                    self._enqueue(out.msg)
             else:
-                self._spawn(self._send(dest, items))
+                self._send_queues.setdefault(dest, []).extend(items)
+                if dest not in self._senders:
+                    self._senders[dest] = asyncio.get_running_loop().create_task(self._sender(dest))
 
-    async def _send(self, dest: int, items: list[tuple[str, Message]]) -> None:
-        delay = 0.05
-        while True:
-            try:
-                await self._peer(dest).deliver.remote([m.to_bytes() for _, m in items])
-                break
-            except Exception:
-                self._peers.pop(dest, None)  # restarting: look it up again
-                log.warning("shard %s: delivery to shard %s failed; retrying", self.config.index, dest)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        self._acked_outbox.extend(msg_id for msg_id, _ in items)
+    async def _sender(self, dest: int) -> None:
+        """Send queued messages to shard ``dest``, one call at a time: what queues while a call
+        is in flight goes in the next one (fewer Ray calls under load, FIFO per destination)."""
+        try:
+            while self._send_queues.get(dest):
+                items = self._send_queues.pop(dest)
+                delay = 0.05
+                while True:
+                    try:
+                        await self._peer(dest).deliver.remote([o.blob for o in items])
+                        break
+                    except Exception:
+                        self._peers.pop(dest, None)  # restarting: look it up again
+                        log.warning("shard %s: delivery to shard %s failed; retrying", self.config.index, dest)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+                self._acked_outbox.extend(o.msg_id for o in items)
+        finally:
+            del self._senders[dest]
 
     def _peer(self, index: int) -> Any:
         """The shard host of shard ``index`` (looked up by name, so a restarted one is found)."""
