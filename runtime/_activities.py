@@ -26,6 +26,8 @@ from ._messages import Message
 
 #: Most activities one Ray task runs.
 MAX_BATCH = 512
+#: Largest encoded activity table sent inline with every batch rather than through the object store.
+INLINE_REGISTRY_BYTES = 64 * 1024
 #: How often Ray runs a batch again when its worker dies (activities run at least once), unless
 #: the activity's own ``max_retries`` says otherwise.
 DEFAULT_MAX_RETRIES = 10
@@ -106,12 +108,20 @@ def batch_sizes(count: int, parallelism: int) -> int:
     return max(1, min(MAX_BATCH, math.ceil(count / max(1, 2 * parallelism))))
 
 
+#: the batch task with each option set, built once (``.options()`` is not free)
+_with_options: dict[tuple[tuple[str, Any], ...], Any] = {}
+
+
 def submit_batch(
-    registry_key: str, registry_ref: Any, calls: Sequence[tuple[str, bytes]], options: dict[str, Any]
+    registry_key: str, registry: Any, calls: Sequence[tuple[str, bytes]], options: tuple[tuple[str, Any], ...]
 ) -> Any:
-    """Start one Ray task for ``calls``; returns its ObjectRef."""
-    options = {"max_retries": DEFAULT_MAX_RETRIES, **options}
-    return _remote_run_batch.options(**options).remote(registry_key, registry_ref, list(calls))
+    """Start one Ray task for ``calls``; returns its ObjectRef. ``registry`` is the encoded
+    activity table (small ones travel inline in the task) or an ObjectRef to it."""
+    fn = _with_options.get(options)
+    if fn is None:
+        settings = {"max_retries": DEFAULT_MAX_RETRIES, **dict(options)}
+        fn = _with_options[options] = _remote_run_batch.options(**settings)
+    return fn.remote(registry_key, registry, list(calls))
 
 
 class ActivityDispatcher:
@@ -136,7 +146,10 @@ class ActivityDispatcher:
         """Use these activities from now on (shipped to workers once, through the object store)."""
         self.specs = specs
         self._registry_key = f"{self._hub}:{version}:{uuid.uuid4().hex}"
-        self._registry_ref = ray.put(encode(specs, "activity registry"))
+        blob = encode(specs, "activity registry")
+        # a small table rides inline in every task (no object fetch on the worker); a large one
+        # is put in the object store once
+        self._registry_ref = blob if len(blob) <= INLINE_REGISTRY_BYTES else ray.put(blob)
 
     def forget(self, instance_id: str) -> None:
         """The instance ended or was replaced: its late results are moot."""
@@ -168,9 +181,9 @@ class ActivityDispatcher:
         for options, group in groups.items():
             size = batch_sizes(len(group), self.parallelism)
             for start in range(0, len(group), size):
-                self._spawn(self._run_batch(group[start : start + size], dict(options)))
+                self._spawn(self._run_batch(group[start : start + size], options))
 
-    async def _run_batch(self, calls: list[ActivityCall], options: dict[str, Any]) -> None:
+    async def _run_batch(self, calls: list[ActivityCall], options: tuple[tuple[str, Any], ...]) -> None:
         try:
             blob_calls = [(c.name, c.input_blob) for c in calls]
             outcomes = decode(await submit_batch(self._registry_key, self._registry_ref, blob_calls, options))
