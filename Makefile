@@ -42,9 +42,12 @@ chaos: $(STAMP)
 # then a short chaos run.
 test: lint unit integration chaos-short
 
+# Every benchmark next to its plain-Ray baseline (10-20 minutes on 2 cores); writes
+# benchmarks/results/latest.{json,md} and chart.png. `make bench BENCH_ARGS=--quick` for a
+# scaled-down smoke run (writes quick.{json,md} and chart-quick.png). Not part of `test`.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) benchmarks/fanout.py
-	$(PY) benchmarks/bank.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .durable

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import random
 import statistics
 import sys
@@ -61,8 +60,9 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+import _common as common  # benchmarks/ is on sys.path
 import ray
-from _common import BenchmarkError, log, run_main  # benchmarks/ is on sys.path
+from _common import BenchmarkError, log, run_main
 
 from entities import EntityId, entity
 from orchestrations import orchestrator
@@ -258,20 +258,16 @@ def run_ray(bank: Any, shares: list[list[Transfer]], balances: dict[str, int]) -
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    """The command line (see the module docstring)."""
+    parser = common.make_parser(__doc__)
     parser.add_argument("--transfers", type=int, default=1000, metavar="T", help="transfers per run")
     parser.add_argument("--accounts", type=int, default=100, metavar="A", help="accounts (>= 2)")
     parser.add_argument("--concurrency", type=int, default=64, metavar="C", help="concurrent workers")
-    parser.add_argument("--runs", type=int, default=3, metavar="R", help="timed runs of each side")
-    parser.add_argument("--shards", type=int, default=4, metavar="S", help="task hub shards")
     parser.add_argument("--seed", type=int, default=0, help="RNG seed for account pairs and amounts")
     parser.add_argument("--initial-balance", type=int, default=1000, help="starting balance of every account")
     parser.add_argument("--max-amount", type=int, default=300, help="largest transfer amount")
-    parser.add_argument("--data-dir", default=None, help="hub data directory (default: a fresh temp dir, removed)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one orchestration")
     args = parser.parse_args(argv)
-    if min(args.transfers, args.concurrency, args.runs, args.shards, args.max_amount) < 1:
-        parser.error("--transfers, --concurrency, --runs, --shards and --max-amount must be positive")
+    common.require_positive(parser, args, "transfers", "concurrency", "runs", "shards", "max_amount")
     if args.accounts < 2:
         parser.error("--accounts must be at least 2")
     if args.initial_balance < 0:
@@ -287,39 +283,28 @@ def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     shares = split(make_transfers(keys, args.transfers, args.max_amount, rng), args.concurrency)
     initial = dict.fromkeys(keys, args.initial_balance)
     expected_total = args.initial_balance * args.accounts
-    ray_seconds: list[float] = []
-    durable_seconds: list[float] = []
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    try:
+    seconds: dict[str, list[float]] = {"ray": [], "durable": []}
+    with common.ray_session(), common.open_hub("bank-bench", data_dir, args.shards) as hub:
         bank = Bank.options(max_concurrency=100_000).remote()  # type: ignore[attr-defined]
-        hub = TaskHub("bank-bench", data_dir=data_dir, num_shards=args.shards)
-        try:
-            t0 = time.perf_counter()
-            setup_durable(hub, keys, args.initial_balance, timeout=min(args.timeout, 120.0))
-            log(f"setup: {args.accounts} accounts funded in {time.perf_counter() - t0:.3f} s")
-            run_ray(bank, warm_shares, initial)
-            run_durable(hub, warm_shares, args.timeout)
-            check_balances(read_balances(hub, keys), expected_total, "durable warm-up")
-            for run in range(args.runs):
-                order = ("ray", "durable") if run % 2 == 0 else ("durable", "ray")
-                for side in order:
-                    if side == "ray":
-                        seconds, done = run_ray(bank, shares, initial)
-                        ray_seconds.append(seconds)
-                        balances: dict[str, int] = ray.get(bank.snapshot.remote())
-                    else:
-                        seconds, done = run_durable(hub, shares, args.timeout)
-                        durable_seconds.append(seconds)
-                        balances = read_balances(hub, keys)
-                    check_balances(balances, expected_total, f"run {run + 1} {side}")
-                    log(f"run {run + 1}/{args.runs} {side}: {seconds:.3f} s "
-                        f"({args.transfers / seconds:.1f} transfers/s, {done} moved money)")
-        finally:
-            hub.close()
-    finally:
-        ray.shutdown()
-    ray_median = statistics.median(ray_seconds)
-    durable_median = statistics.median(durable_seconds)
+        t0 = time.perf_counter()
+        setup_durable(hub, keys, args.initial_balance, timeout=min(args.timeout, 120.0))
+        log(f"setup: {args.accounts} accounts funded in {time.perf_counter() - t0:.3f} s")
+        run_ray(bank, warm_shares, initial)
+        run_durable(hub, warm_shares, args.timeout)
+        check_balances(read_balances(hub, keys), expected_total, "durable warm-up")
+        for run, side in common.alternating(args.runs, ("ray", "durable")):
+            if side == "ray":
+                elapsed, done = run_ray(bank, shares, initial)
+                balances: dict[str, int] = ray.get(bank.snapshot.remote())
+            else:
+                elapsed, done = run_durable(hub, shares, args.timeout)
+                balances = read_balances(hub, keys)
+            seconds[side].append(elapsed)
+            check_balances(balances, expected_total, f"run {run + 1} {side}")
+            log(f"run {run + 1}/{args.runs} {side}: {elapsed:.3f} s "
+                f"({args.transfers / elapsed:.1f} transfers/s, {done} moved money)")
+    ray_median = statistics.median(seconds["ray"])
+    durable_median = statistics.median(seconds["durable"])
     return {
         "benchmark": "bank",
         "transfers": args.transfers,
@@ -327,11 +312,11 @@ def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "runs": args.runs,
         "shards": args.shards,
-        "durable_seconds": [round(s, 4) for s in durable_seconds],
-        "ray_seconds": [round(s, 4) for s in ray_seconds],
+        "durable_seconds": [round(s, 4) for s in seconds["durable"]],
+        "ray_seconds": [round(s, 4) for s in seconds["ray"]],
         "durable_transfers_per_second_median": round(args.transfers / durable_median, 2),
         "ray_transfers_per_second_median": round(args.transfers / ray_median, 2),
-        "ratio_durable_over_ray_time": round(durable_median / ray_median, 3),
+        "ratio_durable_over_ray_time": common.ratio(durable_median, ray_median),
         "total_conserved": True,
     }
 

@@ -15,32 +15,40 @@ The order of the two alternates from run to run (run 0: ray first, run 1: durabl
 to be fair on a noisy machine. Before the timed runs, one small untimed round of each warms
 up Ray's worker processes and the hub.
 
+Memory: while the runs go on, a background thread sums the resident memory (VmRSS) of the
+hub's shard host processes (``/proc/<pid>/cmdline`` starting with ``ray::ShardHost``, below this
+driver's Ray) every 0.25 s and keeps the largest sum; after the last run, before the hub
+closes, the peaks each host's kernel recorded (VmHWM) are summed. The hosts live for the whole
+script, so that sum covers the warm-up and every run.
+
 Output: exactly one JSON line on stdout::
 
     {"benchmark": "fanout", "activities": N, "runs": R, "shards": S,
      "ray_seconds": [...], "durable_seconds": [...], "ray_median": x, "durable_median": y,
-     "ratio_durable_over_ray": y / x, "always_replay": false}
+     "ratio_durable_over_ray": y / x, "always_replay": false,
+     "shard_hosts": S, "shard_hosts_peak_rss_bytes": sum of VmHWM,
+     "shard_hosts_peak_rss_sampled_bytes": largest sampled sum of VmRSS}
 
 Everything else (progress, Ray's own output) goes to stderr.
 
 Run it from the repository root::
 
     python benchmarks/fanout.py --activities 10000
+    python benchmarks/fanout.py --activities 100000
     python benchmarks/fanout.py --activities 1000 --runs 1 --shards 2 --always-replay --progress
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import statistics
 import sys
 import time
 from collections.abc import Generator
 from typing import Any
 
+import _common as common  # benchmarks/ is on sys.path
 import ray
-from _common import BenchmarkError, log, run_main  # benchmarks/ is on sys.path
+from _common import BenchmarkError, log, run_main
 
 from orchestrations import activity, orchestrator
 from runtime import OrchestrationRuntimeStatus, TaskHub
@@ -50,16 +58,19 @@ WARMUP_ACTIVITIES = 100
 
 @activity
 def double(x: int) -> int:
+    """The trivial activity."""
     return x * 2
 
 
 @ray.remote
 def ray_double(x: int) -> int:
+    """The same work as a plain Ray task."""
     return x * 2
 
 
 @orchestrator
 def fanout(ctx: Any) -> Generator[Any, Any, int]:
+    """Fan out ``input`` activities at once, fan in, return the sum."""
     n = ctx.get_input()
     results = yield ctx.task_all([ctx.call_activity(double, i) for i in range(n)])
     return sum(results)
@@ -85,62 +96,52 @@ def run_durable(hub: TaskHub, n: int, timeout: float, progress: bool) -> tuple[f
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    """The command line (see the module docstring)."""
+    parser = common.make_parser(__doc__)
     parser.add_argument("--activities", type=int, default=10_000, metavar="N", help="activities per run")
-    parser.add_argument("--runs", type=int, default=3, metavar="R", help="timed runs of each side")
-    parser.add_argument("--shards", type=int, default=4, metavar="S", help="task hub shards")
-    parser.add_argument("--data-dir", default=None, help="hub data directory (default: a fresh temp dir, removed)")
     parser.add_argument("--always-replay", action="store_true", help="open the hub with always_replay=True")
     parser.add_argument("--progress", action="store_true", help="draw the hub's progress bar on stderr")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one orchestration")
     args = parser.parse_args(argv)
-    if args.activities < 1 or args.runs < 1 or args.shards < 1:
-        parser.error("--activities, --runs and --shards must be positive")
+    common.require_positive(parser, args, "activities", "runs", "shards")
     return args
 
 
 def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
+    """Warm up, then the timed runs of both sides; returns the JSON line's fields."""
     n = args.activities
-    ray_seconds: list[float] = []
-    durable_seconds: list[float] = []
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        hub = TaskHub("fanout-bench", data_dir=data_dir, num_shards=args.shards, always_replay=args.always_replay)
-        try:
+    seconds: dict[str, list[float]] = {"ray": [], "durable": []}
+    results: dict[str, Any] = {}
+    with (
+        common.ray_session(),
+        common.open_hub("fanout-bench", data_dir, args.shards, always_replay=args.always_replay) as hub,
+    ):
+        with common.ShardHostMemory() as memory:
             warm = min(n, WARMUP_ACTIVITIES)
             run_ray(warm)
             run_durable(hub, warm, args.timeout, progress=False)
-            for run in range(args.runs):
-                order = ("ray", "durable") if run % 2 == 0 else ("durable", "ray")
-                expected: int | None = None
-                output: Any = None
-                for side in order:
-                    if side == "ray":
-                        seconds, expected = run_ray(n)
-                        ray_seconds.append(seconds)
-                    else:
-                        seconds, output = run_durable(hub, n, args.timeout, args.progress)
-                        durable_seconds.append(seconds)
-                    log(f"run {run + 1}/{args.runs} {side}: {seconds:.3f} s")
-                if output != expected:
-                    raise BenchmarkError(f"run {run + 1}: durable sum {output!r} != ray sum {expected!r}")
-        finally:
-            hub.close()
-    finally:
-        ray.shutdown()
-    ray_median = statistics.median(ray_seconds)
-    durable_median = statistics.median(durable_seconds)
+            for run, side in common.alternating(args.runs, ("ray", "durable")):
+                if side == "ray":
+                    elapsed, results[side] = run_ray(n)
+                else:
+                    elapsed, results[side] = run_durable(hub, n, args.timeout, args.progress)
+                seconds[side].append(elapsed)
+                log(f"run {run + 1}/{args.runs} {side}: {elapsed:.3f} s")
+                if len(results) == 2 and results["durable"] != results["ray"]:
+                    raise BenchmarkError(f"run {run + 1}: durable sum {results['durable']!r} "
+                                         f"!= ray sum {results['ray']!r}")
+            hosts, hwm = memory.peak_hwm()
+        log(f"shard hosts: {hosts}, peak RSS summed {hwm / 2**20:.1f} MiB "
+            f"(largest sampled sum {memory.peak_sampled / 2**20:.1f} MiB over {memory.samples} samples)")
     return {
         "benchmark": "fanout",
         "activities": n,
         "runs": args.runs,
         "shards": args.shards,
-        "ray_seconds": [round(s, 4) for s in ray_seconds],
-        "durable_seconds": [round(s, 4) for s in durable_seconds],
-        "ray_median": round(ray_median, 4),
-        "durable_median": round(durable_median, 4),
-        "ratio_durable_over_ray": round(durable_median / ray_median, 3),
+        **common.durable_vs_ray(seconds),
         "always_replay": args.always_replay,
+        "shard_hosts": hosts,
+        "shard_hosts_peak_rss_bytes": hwm,
+        "shard_hosts_peak_rss_sampled_bytes": memory.peak_sampled,
     }
 
 
