@@ -349,12 +349,15 @@ class ShardHost(ShardQueries):
         after.outbox.extend(outs)
 
     async def _group(self, batch: list[Message], w: TurnWrites, after: _AfterCommit) -> dict[str, list[Message]]:
-        """Group by instance, dropping duplicates of messages delivered before."""
-        remote = [m.msg_id for m in batch if m.msg_id is not None and not m.from_self]
+        """Group by instance, dropping duplicates of messages delivered before.
+
+        A client's start is de-duplicated by its execution id instead (see ``_start``), which
+        keeps the ``delivered`` table, and its random-key inserts, off the start path."""
+        remote = [m.msg_id for m in batch if m.msg_id is not None and not m.from_self and not _client_start(m)]
         seen = await self._store.seen_messages(remote) if remote else set()
         groups: dict[str, list[Message]] = {}
         for msg in batch:
-            if msg.msg_id is not None:
+            if msg.msg_id is not None and not _client_start(msg):
                 if msg.from_self:
                     w.done_outbox.append(msg.msg_id)
                 elif msg.msg_id in seen:
@@ -425,6 +428,8 @@ class ShardHost(ShardQueries):
         assert isinstance(event, ExecutionStarted)
         iid = msg.instance_id
         if inst is not None:
+            if msg.client and inst.execution_id == event.execution_id:
+                return None  # a retried start that was applied already: acknowledge, change nothing
             restarting = msg.continue_as_new and inst.status is OrchestrationRuntimeStatus.ContinuedAsNew
             if msg.continue_as_new and not restarting:
                 return None  # terminated (or replaced) while its restart was on the way
@@ -745,3 +750,7 @@ def _not_rewindable(instance_id: str, inst: Instance | None) -> Exception:
     if inst is None:
         return InstanceNotFoundError(instance_id)
     return DurableValueError(f"only a Failed instance can be rewound; {instance_id!r} is {inst.status.value}")
+
+
+def _client_start(msg: Message) -> bool:
+    return msg.client and isinstance(msg.event, ExecutionStarted)

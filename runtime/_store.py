@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS instances(
     parent BLOB,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at, instance_id);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
 CREATE TABLE IF NOT EXISTS history(

@@ -189,3 +189,14 @@ def test_queries_paging_and_purge(ray_session, tmp_path):
         assert [s.instance_id for s in hub.get_status_by()] == [waiting]
         with pytest.raises(DurableValueError, match="continuation token"):
             hub.list_instances(continuation_token="garbage")
+
+
+def test_a_retried_start_is_applied_once(hub):
+    """What Ray does when a shard host dies mid-call: the same start arrives again."""
+    msg = hub._start_message(wait_for_go, "retried-start", None)
+    hub._submit([msg])
+    history_before = [e.event_type for e in hub.get_history("retried-start")]
+    hub._submit([msg])  # same execution id: acknowledged, nothing changes
+    assert [e.event_type for e in hub.get_history("retried-start")] == history_before
+    hub.raise_event("retried-start", "go", "once")
+    assert hub.wait_for_completion("retried-start", timeout=30).output == "once"
