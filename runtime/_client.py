@@ -40,9 +40,10 @@ from orchestrations._ids import new_instance_id, shard_of
 from orchestrations._registry import Registry, function_name
 
 from ._codec import encode
+from ._delivery import NAMESPACE
+from ._delivery import actor_name as _actor_name
 from ._messages import Message
-from ._shard import NAMESPACE, ShardConfig, ShardHost
-from ._shard import actor_name as _actor_name
+from ._shard import ShardConfig, ShardHost
 from ._status import (
     CleanEntityStorageResult,
     DurableOrchestrationStatus,

@@ -50,11 +50,11 @@ from orchestrations import (
     TimerFired,
 )
 from orchestrations._executor import is_incoming, last_episode_start
-from orchestrations._ids import shard_of
 from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
+from ._delivery import Courier, Outgoing
 from ._entity_host import EntityRecord, entity_action_message, outgoing_message, unlock_all
 from ._messages import Instance, Message, from_ts, to_ts
 from ._shard_queries import ShardQueries
@@ -76,27 +76,9 @@ _STATE_TO_STATUS = {
 }
 
 
-NAMESPACE = "ray_durable"
-
-
-def actor_name(hub: str, index: int) -> str:
-    """The Ray actor name of a hub's shard host."""
-    return f"{hub}:shard-{index:02d}"
-
-
 def utcnow() -> datetime:
     """The current UTC time."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class _Out:
-    """A message leaving through the outbox: encoded once, for its row and for its receiver."""
-
-    msg_id: str
-    dest: int
-    msg: Message
-    blob: bytes
 
 
 @dataclass(slots=True)
@@ -106,7 +88,7 @@ class _AfterCommit:
     acks: list[tuple[asyncio.Future[Any], BaseException | None]] = field(default_factory=list)
     activities: list[ActivityCall] = field(default_factory=list)
     timers: list[tuple[str, str, int, float]] = field(default_factory=list)
-    outbox: list[_Out] = field(default_factory=list)
+    outbox: list[Outgoing] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
 
@@ -134,12 +116,6 @@ class ShardHost(ShardQueries):
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
         self._store = ShardStore(config.path, config.hub, config.index, config.num_shards, config.synchronous)
-        self._peers: dict[int, Any] = {}
-        self._send_queues: dict[int, list[_Out]] = {}
-        self._senders: dict[int, asyncio.Task[None]] = {}
-        #: message ids: unique per host process (a random prefix) and cheap (a counter)
-        self._msg_prefix = uuid.uuid4().hex[:16] + "-"
-        self._msg_counter = 0
         self._start_lock = asyncio.Lock()
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()
@@ -151,7 +127,7 @@ class ShardHost(ShardQueries):
         self._activity_out = ActivityDispatcher(config.hub, self._enqueue_many, self._spawn)
         #: armed timers: instance -> {timer id: handle}
         self._timer_handles: dict[str, dict[int, asyncio.TimerHandle]] = {}
-        self._acked_outbox: list[str] = []
+        self._courier = Courier(config.hub, config.index, config.num_shards, self._enqueue)
         self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
         self._db_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
@@ -183,7 +159,7 @@ class ShardHost(ShardQueries):
             self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
             for iid, exec_id, timer_id, fire_at in timers:
                 self._arm_timer(iid, exec_id, timer_id, fire_at)
-            self._deliver([_Out(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
+            self._courier.deliver([Outgoing(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def set_registry(self, registry_blob: bytes) -> None:
@@ -285,8 +261,7 @@ class ShardHost(ShardQueries):
         self.turns += 1
         now = utcnow()
         w, after = TurnWrites(), _AfterCommit()
-        w.done_outbox.extend(self._acked_outbox)
-        self._acked_outbox = []
+        w.done_outbox.extend(self._courier.take_acked())
         groups = await self._group(batch, w, after)
         await self._load_missing(groups)
         for iid, msgs in groups.items():
@@ -344,7 +319,7 @@ class ShardHost(ShardQueries):
         self._stage_outs([self._outgoing(msg)], w, after)
 
     @staticmethod
-    def _stage_outs(outs: list[_Out], w: TurnWrites, after: _AfterCommit) -> None:
+    def _stage_outs(outs: list[Outgoing], w: TurnWrites, after: _AfterCommit) -> None:
         w.add_outbox.extend((o.msg_id, o.dest, o.blob) for o in outs)
         after.outbox.extend(outs)
 
@@ -573,7 +548,7 @@ class ShardHost(ShardQueries):
         running = not result.state.is_final
         staged_activities: list[ActivityCall] = []
         staged_timers: list[tuple[str, str, int, float]] = []
-        staged_out: list[_Out] = []
+        staged_out: list[Outgoing] = []
         for action in result.actions:
             if isinstance(action, ScheduleTask):
                 if running:
@@ -643,11 +618,8 @@ class ShardHost(ShardQueries):
             event = SubOrchestrationInstanceFailed(now, parent.task_scheduled_id, failure)
         self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), w, after)
 
-    def _outgoing(self, msg: Message) -> _Out:
-        """Give ``msg`` a unique id and its destination shard, and encode it (once)."""
-        self._msg_counter += 1
-        msg.msg_id = f"{self._msg_prefix}{self._msg_counter:x}"
-        return _Out(msg.msg_id, shard_of(msg.instance_id, self.config.num_shards), msg, msg.to_bytes())
+    def _outgoing(self, msg: Message) -> Outgoing:
+        return self._courier.prepare(msg)
 
     def _forget_work(self, iid: str) -> None:
         """The instance ended or was replaced: late activity results and timers are moot."""
@@ -672,7 +644,7 @@ class ShardHost(ShardQueries):
         self._activity_out.dispatch(after.activities)
         for iid, exec_id, timer_id, fire_at in after.timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
-        self._deliver(after.outbox)
+        self._courier.deliver(after.outbox)
         for iid in after.finished:
             for future in self._waiters.get(iid, []):
                 if not future.done():
@@ -698,47 +670,6 @@ class ShardHost(ShardQueries):
 
     def _timer_due(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
         self._enqueue(Message(iid, TimerFired(utcnow(), timer_id, from_ts(fire_at)), execution_id=exec_id))
-
-    def _deliver(self, outbox: Sequence[_Out]) -> None:
-        by_dest: dict[int, list[_Out]] = {}
-        for out in outbox:
-            by_dest.setdefault(out.dest, []).append(out)
-        for dest, items in by_dest.items():
-            if dest == self.config.index:
-                for out in items:
-                    out.msg.from_self = True
-                    self._enqueue(out.msg)
-            else:
-                self._send_queues.setdefault(dest, []).extend(items)
-                if dest not in self._senders:
-                    self._senders[dest] = asyncio.get_running_loop().create_task(self._sender(dest))
-
-    async def _sender(self, dest: int) -> None:
-        """Send queued messages to shard ``dest``, one call at a time: what queues while a call
-        is in flight goes in the next one (fewer Ray calls under load, FIFO per destination)."""
-        try:
-            while self._send_queues.get(dest):
-                items = self._send_queues.pop(dest)
-                delay = 0.05
-                while True:
-                    try:
-                        await self._peer(dest).deliver.remote([o.blob for o in items])
-                        break
-                    except Exception:
-                        self._peers.pop(dest, None)  # restarting: look it up again
-                        log.warning("shard %s: delivery to shard %s failed; retrying", self.config.index, dest)
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 2.0)
-                self._acked_outbox.extend(o.msg_id for o in items)
-        finally:
-            del self._senders[dest]
-
-    def _peer(self, index: int) -> Any:
-        """The shard host of shard ``index`` (looked up by name, so a restarted one is found)."""
-        peer = self._peers.get(index)
-        if peer is None:
-            peer = self._peers[index] = ray.get_actor(actor_name(self.config.hub, index), namespace=NAMESPACE)
-        return peer
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
