@@ -79,6 +79,8 @@ class Instance:
     custom_status_blob: bytes | None = None
     failure_blob: bytes | None = None
     history_len: int = -1
+    #: the per-shard number its history rows are keyed by (new with every start or replace)
+    num: int = 0
     executor: OrchestrationExecutor | None = None
     tasks_scheduled: int = 0
     tasks_done: int = 0
@@ -98,6 +100,7 @@ class Instance:
             parent=decode(row[8]),
             created_at=row[9],
             updated_at=row[10],
+            num=row[11],
         )
 
     def to_row(self) -> tuple[Any, ...]:
@@ -114,6 +117,7 @@ class Instance:
             encode(self.parent) if self.parent is not None else None,
             self.created_at,
             self.updated_at,
+            self.num,
         )
 
 

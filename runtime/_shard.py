@@ -117,6 +117,7 @@ class ShardHost(ShardQueries):
         self.config = config
         self._store = ShardStore(config.path, config.hub, config.index, config.num_shards, config.synchronous)
         self._start_lock = asyncio.Lock()
+        self._last_num = 0
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()
         self._cache: OrderedDict[str, Instance] = OrderedDict()
@@ -152,6 +153,7 @@ class ShardHost(ShardQueries):
                 return
             self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
             await self._store.open(self.config.lock_timeout)
+            self._last_num = await self._store.last_instance_num()
             saved = await self._store.load_registry()
             if saved is not None:
                 self._install_registry(saved)
@@ -174,6 +176,12 @@ class ShardHost(ShardQueries):
         orchestrators, activities, entity_specs, version = decode(registry_blob)
         self._orchestrators, self._entity_specs = orchestrators, entity_specs
         self._activity_out.set_registry(activities, version)
+
+    def _next_num(self) -> int:
+        """A new instance number: history rows are keyed by it, so they are appended in order
+        rather than inserted at random places (instance ids are random)."""
+        self._last_num += 1
+        return self._last_num
 
     def _crash_point(self, point: str) -> None:
         """Fault injection for tests: die here, once per shard and point (a marker file)."""
@@ -417,9 +425,9 @@ class ShardHost(ShardQueries):
                 return None
             if inst.executor is not None:
                 inst.executor.close()
-            w.clear_history.append(iid)
+            w.clear_history.append(inst.num)
             w.clear_instance_work.append(iid)
-            w.history = [row for row in w.history if row[0] != iid]
+            w.history = [row for row in w.history if row[0] != inst.num]
             self._forget_work(iid)
         created = inst.created_at if inst is not None and msg.continue_as_new else to_ts(now)
         input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
@@ -433,6 +441,7 @@ class ShardHost(ShardQueries):
             updated_at=to_ts(now),
             parent=event.parent,
             history_len=0,
+            num=self._next_num(),
             executor=OrchestrationExecutor(self._orchestrators.get, iid),
         )
         self._cache[iid] = fresh
@@ -449,7 +458,7 @@ class ShardHost(ShardQueries):
                 after.acks[-1] = (msg.ack, _not_rewindable(msg.instance_id, inst))
             return
         iid = inst.instance_id
-        history = [decode(b) for b in await self._store.load_history(iid)]
+        history = [decode(b) for b in await self._store.load_history(inst.num)]
         cut = last_episode_start(history)
         kept, failing = history[:cut], history[cut:]
         redeliver = [e for e in failing if is_incoming(e) and not isinstance(e, TaskFailed)]
@@ -457,7 +466,7 @@ class ShardHost(ShardQueries):
         executor.replay(kept)
         inst.executor, inst.history_len = executor, cut
         inst.status, inst.output_blob, inst.failure_blob = OrchestrationRuntimeStatus.Running, None, None
-        w.truncate_history.append((iid, cut))
+        w.truncate_history.append((inst.num, cut))
         self._restage_unanswered(inst, [*kept, *redeliver], w, after)
         rewound = Message(iid, ExecutionRewound(msg.event.timestamp, getattr(msg.event, "reason", None)))
         await self._episode(inst, [rewound, *(Message(iid, e) for e in redeliver)], now, w, after)
@@ -480,7 +489,7 @@ class ShardHost(ShardQueries):
 
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
-            blobs = await self._store.load_history(inst.instance_id)
+            blobs = await self._store.load_history(inst.num)
             executor = OrchestrationExecutor(self._orchestrators.get, inst.instance_id)
             history = [decode(b) for b in blobs]
             executor.replay(history)
@@ -520,7 +529,7 @@ class ShardHost(ShardQueries):
     def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[tuple[Any, ...]]:
         base, iid = inst.history_len, inst.instance_id
         return [
-            (iid, base + i, e.event_type, to_ts(e.timestamp), e.name, encode(e, f"{e.event_type} of {iid!r}"))
+            (inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name, encode(e, f"{e.event_type} of {iid!r}"))
             for i, e in enumerate(result.new_events)
         ]
 

@@ -55,7 +55,7 @@ class ShardQueries:
             return None
         status = status_from_row(row, show_input)
         if show_history:
-            history = [decode(b) for b in await self._store.load_history(instance_id, reader=True)]
+            history = [decode(b) for b in await self._store.load_history(row[11], reader=True)]
             if not show_history_output:
                 history = [_without_output(e) for e in history]
             status = replace(status, history=history)
@@ -64,9 +64,10 @@ class ShardQueries:
     async def get_history(self, instance_id: str) -> list[Any] | None:
         """The committed history events of an instance, oldest first (``None`` if unknown)."""
         await self._ensure_started()
-        if await self._store.get_instance(instance_id) is None:
+        row = await self._store.get_instance(instance_id)
+        if row is None:
             return None
-        return [decode(b) for b in await self._store.load_history(instance_id, reader=True)]
+        return [decode(b) for b in await self._store.load_history(row[11], reader=True)]
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""

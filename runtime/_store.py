@@ -19,7 +19,8 @@ import aiosqlite
 
 from orchestrations import ShardFileError, ShardMismatchError
 
-FORMAT_VERSION = 1
+#: 2: history is keyed by a per-shard increasing instance number (appends, not random inserts)
+FORMAT_VERSION = 2
 
 #: A page cache and memory map large enough that a hub holding 100,000 instances does not read
 #: its B-trees from disk on every turn (SQLite's default cache is 2 MB).
@@ -38,18 +39,19 @@ CREATE TABLE IF NOT EXISTS instances(
     failure BLOB,
     parent BLOB,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    num INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at, instance_id);
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
 CREATE TABLE IF NOT EXISTS history(
-    instance_id TEXT NOT NULL,
+    num INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     event_type TEXT NOT NULL,
     timestamp REAL NOT NULL,
     name TEXT,
     data BLOB NOT NULL,
-    PRIMARY KEY(instance_id, seq)
+    PRIMARY KEY(num, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS activities(
     instance_id TEXT NOT NULL,
@@ -84,7 +86,7 @@ CREATE TABLE IF NOT EXISTS delivered(msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
 ENTITY_COLUMNS = "entity_id, name, has_state, state, locked_by, queue, updated_at"
 INSTANCE_COLUMNS = (
     "instance_id, name, execution_id, status, input, output, custom_status, failure, parent, "
-    "created_at, updated_at"
+    "created_at, updated_at, num"
 )
 
 
@@ -93,8 +95,9 @@ class TurnWrites:
     """Everything one turn writes, committed in one transaction."""
 
     instances: list[tuple[Any, ...]] = field(default_factory=list)
-    clear_history: list[str] = field(default_factory=list)
-    truncate_history: list[tuple[str, int]] = field(default_factory=list)
+    #: history rows are keyed by the instance's number (see ``Instance.num``)
+    clear_history: list[int] = field(default_factory=list)
+    truncate_history: list[tuple[int, int]] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     add_activities: list[tuple[Any, ...]] = field(default_factory=list)
     done_activities: list[tuple[str, int]] = field(default_factory=list)
@@ -155,15 +158,12 @@ class ShardStore:
                 verdict = [row[0] for row in await cur.fetchall()]
             if verdict != ["ok"]:
                 raise ShardFileError(self.path, f"failed its integrity check: {'; '.join(verdict[:3])}")
+            await self._db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            await self._check_meta()  # before the schema: an old or foreign file is refused untouched
             await self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             await self.close()
             raise ShardFileError(self.path, f"is not a usable SQLite database ({exc}); refusing to open it") from None
-        except BaseException:
-            await self.close()
-            raise
-        try:
-            await self._check_meta()
         except BaseException:
             await self.close()
             raise
@@ -185,6 +185,12 @@ class ShardStore:
                 ],
             )
             return
+        if int(meta.get("format_version", "0")) < FORMAT_VERSION:
+            raise ShardFileError(
+                self.path,
+                f"has format version {meta.get('format_version')}, older than this runtime's {FORMAT_VERSION} "
+                "(a pre-release layout with no migration); open it with the release that wrote it",
+            )
         if int(meta.get("format_version", "0")) > FORMAT_VERSION:
             raise ShardFileError(
                 self.path,
@@ -240,21 +246,21 @@ class ShardStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             if w.clear_history:
-                db.executemany("DELETE FROM history WHERE instance_id = ?", [(i,) for i in w.clear_history])
+                db.executemany("DELETE FROM history WHERE num = ?", [(n,) for n in w.clear_history])
             if w.truncate_history:
-                db.executemany("DELETE FROM history WHERE instance_id = ? AND seq >= ?", w.truncate_history)
+                db.executemany("DELETE FROM history WHERE num = ? AND seq >= ?", w.truncate_history)
             if w.clear_instance_work:
                 rows = [(i,) for i in w.clear_instance_work]
                 db.executemany("DELETE FROM activities WHERE instance_id = ?", rows)
                 db.executemany("DELETE FROM timers WHERE instance_id = ?", rows)
             if w.instances:
                 db.executemany(
-                    f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     w.instances,
                 )
             if w.history:
                 db.executemany(
-                    "INSERT OR REPLACE INTO history(instance_id, seq, event_type, timestamp, name, data) "
+                    "INSERT OR REPLACE INTO history(num, seq, event_type, timestamp, name, data) "
                     "VALUES (?,?,?,?,?,?)",
                     w.history,
                 )
@@ -333,17 +339,21 @@ class ShardStore:
             count += cur.rowcount
         return count
 
-    async def load_history(self, instance_id: str, reader: bool = False) -> list[bytes]:
-        """The encoded history events of ``instance_id``, oldest first."""
+    async def load_history(self, num: int, reader: bool = False) -> list[bytes]:
+        """The encoded history events of the instance numbered ``num``, oldest first."""
         conn = self.reader if reader else self.db
-        async with conn.execute(
-            "SELECT data FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,)
-        ) as cur:
+        async with conn.execute("SELECT data FROM history WHERE num = ? ORDER BY seq", (num,)) as cur:
             return [row[0] for row in await cur.fetchall()]
 
     async def seen_messages(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` were delivered before (duplicates to drop)."""
         return {row[0] for row in await self._rows_with_ids("SELECT msg_id FROM delivered WHERE msg_id", ids)}
+
+    async def last_instance_num(self) -> int:
+        """The highest instance number in use (numbers grow; history is keyed by them)."""
+        async with self.db.execute("SELECT COALESCE(MAX(num), 0) FROM instances") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row is not None else 0
 
     async def save_registry(self, blob: bytes) -> None:
         """Keep the registry snapshot, so a restarted shard host can run what it hosts."""
@@ -406,11 +416,14 @@ class ShardStore:
         await db.execute("BEGIN IMMEDIATE")
         try:
             rows = [(i,) for i in ids]
+            await db.executemany(
+                "DELETE FROM history WHERE num IN (SELECT num FROM instances WHERE instance_id = ?)", rows
+            )
             count = 0
             for row in rows:
                 cur = await db.execute("DELETE FROM instances WHERE instance_id = ?", row)
                 count += cur.rowcount
-            for table in ("history", "activities", "timers"):
+            for table in ("activities", "timers"):
                 await db.executemany(f"DELETE FROM {table} WHERE instance_id = ?", rows)
             await db.execute("COMMIT")
         except BaseException:

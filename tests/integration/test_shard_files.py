@@ -73,13 +73,19 @@ def test_a_truncated_shard_file_is_refused_by_name(ray_session, tmp_path):
         TaskHub("truncated", data_dir=tmp_path, num_shards=1, lock_timeout=1)
 
 
-def test_a_newer_format_version_is_refused_by_name(ray_session, tmp_path):
-    TaskHub("newer", data_dir=tmp_path, num_shards=1).close()
-    path = tmp_path / "newer" / "shard-00.sqlite"
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
-    with pytest.raises(ShardFileError, match=r"shard-00\.sqlite: has format version 99"):
-        TaskHub("newer", data_dir=tmp_path, num_shards=1, lock_timeout=1)
+@pytest.mark.parametrize(("version", "word"), [("99", "newer"), ("1", "older")])
+def test_another_format_version_is_refused_by_name(ray_session, tmp_path, version, word):
+    TaskHub("versions", data_dir=tmp_path, num_shards=1).close()
+    path = tmp_path / "versions" / "shard-00.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (version,))
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the change is in the file itself now
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(ShardFileError, match=rf"shard-00\.sqlite: has format version {version}, {word} than"):
+        TaskHub("versions", data_dir=tmp_path, num_shards=1, lock_timeout=1)
+    assert path.read_bytes() == before  # refused untouched
 
 
 def test_ten_megabyte_inputs_and_results(ray_session, tmp_path):
