@@ -59,14 +59,6 @@ class Outgoing:
     execution_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OperationRecord:
-    """What one operation did (for tests and observability)."""
-
-    name: str
-    ok: bool
-
-
 class EntityExecutor:
     """Runs the messages of one entity against its state."""
 
@@ -76,7 +68,6 @@ class EntityExecutor:
         self.st = state
         self.now = now
         self.out: list[Outgoing] = []
-        self.operations: list[OperationRecord] = []
 
     def run(self, messages: Sequence[HistoryEvent]) -> list[Outgoing]:
         """Apply ``messages`` in order; returns the messages to send after the commit."""
@@ -172,7 +163,6 @@ class EntityExecutor:
         self._answer(request, True, result)
 
     def _answer(self, request: EntityRequest, ok: bool, value: Any) -> None:
-        self.operations.append(OperationRecord(request.name, ok))
         sender = request.sender
         if request.is_signal or sender is None:
             return

@@ -175,7 +175,8 @@ class _ControlFlowSignal(BaseException):
 
 
 class OrchestratorExit(_ControlFlowSignal):
-    """Thrown into a cached orchestrator generator when the instance is terminated or evicted."""
+    """A control-flow signal user code must not swallow. Reserved: the runtime does not raise
+    it yet (an evicted or terminated orchestrator's generator is closed with GeneratorExit)."""
 
 
 def describe(value: Any, limit: int = 80) -> str:

@@ -131,7 +131,6 @@ class OrchestrationExecutor:
         self._held: list[HistoryEvent] = []
         self._started = False
         self._final_recorded = False
-        self.history_length = 0
         self._handlers: dict[type[HistoryEvent], Callable[[Any], None]] = {
             ExecutionStarted: self._on_execution_started,
             OrchestratorStarted: self._on_orchestrator_started,
@@ -178,7 +177,6 @@ class OrchestrationExecutor:
         held: list[HistoryEvent] = []
         try:
             for event in history:
-                self.history_length += 1
                 if isinstance(event, OrchestratorStarted):
                     self._apply(event)
                     for incoming in held:
@@ -218,7 +216,6 @@ class OrchestrationExecutor:
             out.append(self._final_event(now))
             if self._state is ExecutionState.CONTINUED_AS_NEW and self.context._continue_as_new[1]:  # type: ignore[index]
                 carryover = list(self.context._buffered_events)
-        self.history_length += len(out)
         return ExecutionResult(
             new_events=out,
             actions=actions,

@@ -53,6 +53,7 @@ from ._status import (
     OrchestrationRuntimeStatus,
     PurgeHistoryResult,
 )
+from ._store import FORMAT_VERSION
 
 log = logging.getLogger("ray_durable")
 
@@ -183,7 +184,7 @@ class TaskHub:
         if not os.path.exists(path):
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
-                json.dump({"name": self.name, "num_shards": self.num_shards, "format_version": 1}, f)
+                json.dump({"name": self.name, "num_shards": self.num_shards, "format_version": FORMAT_VERSION}, f)
             os.replace(tmp, path)
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ def actor_name(hub: str, index: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outbound:
     """A message leaving through the outbox: encoded once, for its row and for its receiver."""
 
     msg_id: str
@@ -49,25 +49,25 @@ class Courier:
         self._hub, self._index, self._num_shards = hub, index, num_shards
         self._to_self = to_self
         self._peers: dict[int, Any] = {}
-        self._queues: dict[int, list[Outgoing]] = {}
+        self._queues: dict[int, list[Outbound]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._acked: list[str] = []
         #: message ids: unique per host process (a random prefix) and cheap (a counter)
         self._prefix = uuid.uuid4().hex[:16] + "-"
         self._counter = 0
 
-    def prepare(self, msg: Message) -> Outgoing:
+    def prepare(self, msg: Message) -> Outbound:
         """Give ``msg`` a unique id and its destination shard, and encode it (once)."""
         self._counter += 1
         msg.msg_id = f"{self._prefix}{self._counter:x}"
-        return Outgoing(msg.msg_id, shard_of(msg.instance_id, self._num_shards), msg, msg.to_bytes())
+        return Outbound(msg.msg_id, shard_of(msg.instance_id, self._num_shards), msg, msg.to_bytes())
 
     def take_acked(self) -> list[str]:
         """The ids of messages their receivers have committed (their outbox rows can go)."""
         acked, self._acked = self._acked, []
         return acked
 
-    def deliver(self, outbox: Sequence[Outgoing]) -> None:
+    def deliver(self, outbox: Sequence[Outbound]) -> None:
         """Send committed outbox messages (call after the commit that wrote them)."""
         for out in outbox:
             if out.dest == self._index:

@@ -54,7 +54,7 @@ from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
-from ._delivery import Courier, Outgoing
+from ._delivery import Courier, Outbound
 from ._entity_host import EntityRecord, entity_action_message, outgoing_message, unlock_all
 from ._messages import Instance, Message, from_ts, to_ts
 from ._shard_queries import ShardQueries
@@ -83,14 +83,29 @@ def utcnow() -> datetime:
 
 @dataclass(slots=True)
 class _AfterCommit:
-    """What a turn does once its commit is durable."""
+    """What a turn does once its commit is durable. ``acks`` maps each message's future to
+    the error that refused it (``None``: applied); ``forgotten`` are instances that ended or
+    were replaced, whose outstanding activities and timers no longer matter."""
 
-    acks: list[tuple[asyncio.Future[Any], BaseException | None]] = field(default_factory=list)
+    acks: dict[asyncio.Future[Any], BaseException | None] = field(default_factory=dict)
+    forgotten: list[str] = field(default_factory=list)
     activities: list[ActivityCall] = field(default_factory=list)
     timers: list[tuple[str, str, int, float]] = field(default_factory=list)
-    outbox: list[Outgoing] = field(default_factory=list)
+    outbox: list[Outbound] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
+
+    def mark(self) -> tuple[int, ...]:
+        """A point to :meth:`rollback` to (acks are settled by the caller)."""
+        return tuple(len(getattr(self, name)) for name in _AFTER_LISTS)
+
+    def rollback(self, mark: tuple[int, ...]) -> None:
+        """Drop every side effect staged since ``mark``."""
+        for name, length in zip(_AFTER_LISTS, mark):
+            del getattr(self, name)[length:]
+
+
+_AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +176,7 @@ class ShardHost(ShardQueries):
             self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
             for iid, exec_id, timer_id, fire_at in timers:
                 self._arm_timer(iid, exec_id, timer_id, fire_at)
-            self._courier.deliver([Outgoing(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
+            self._courier.deliver([Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def set_registry(self, registry_blob: bytes) -> None:
@@ -273,15 +288,21 @@ class ShardHost(ShardQueries):
         groups = await self._group(batch, w, after)
         await self._load_missing(groups)
         for iid, msgs in groups.items():
+            w_mark, after_mark = w.mark(), after.mark()
             try:
                 if iid.startswith("@"):
                     self._run_entity(iid, msgs, now, w, after)
                 else:
                     await self._run_instance(iid, msgs, now, w, after)
             except Exception as exc:
-                log.exception("shard %s: instance %s failed in a turn", self.config.index, iid)
-                self._cache.pop(iid, None)
-                after.acks.extend((m.ack, exc) for m in msgs if m.ack is not None)
+                # A bug, not a user error (those fail the instance): stage nothing of this
+                # record, forget its in-memory state (it reloads from the file), refuse its
+                # messages; the rest of the turn commits.
+                log.exception("shard %s: %s failed in a turn", self.config.index, iid)
+                w.rollback(w_mark)
+                after.rollback(after_mark)
+                self._evict(iid)
+                after.acks.update((m.ack, exc) for m in msgs if m.ack is not None)
         self._crash_point("before_commit")
         try:
             async with self._db_lock:
@@ -289,7 +310,6 @@ class ShardHost(ShardQueries):
         except BaseException:
             for iid in groups:
                 self._evict(iid)
-                self._entities.pop(iid, None)
             raise
         self._crash_point("after_commit")
         self._after_commit(after)
@@ -314,7 +334,7 @@ class ShardHost(ShardQueries):
         self._entities.move_to_end(key)
         for msg in msgs:
             if msg.ack is not None:
-                after.acks.append((msg.ack, None))
+                after.acks[msg.ack] = None
         spec = self._entity_specs.get(record.entity_id.name)
         outgoing = run_entity(spec, record.entity_id, record.state, [m.event for m in msgs], now)
         record.updated_at = to_ts(now)
@@ -327,7 +347,7 @@ class ShardHost(ShardQueries):
         self._stage_outs([self._outgoing(msg)], w, after)
 
     @staticmethod
-    def _stage_outs(outs: list[Outgoing], w: TurnWrites, after: _AfterCommit) -> None:
+    def _stage_outs(outs: list[Outbound], w: TurnWrites, after: _AfterCommit) -> None:
         w.add_outbox.extend((o.msg_id, o.dest, o.blob) for o in outs)
         after.outbox.extend(outs)
 
@@ -345,7 +365,7 @@ class ShardHost(ShardQueries):
                     w.done_outbox.append(msg.msg_id)
                 elif msg.msg_id in seen:
                     if msg.ack is not None:
-                        after.acks.append((msg.ack, None))
+                        after.acks[msg.ack] = None
                     continue
                 else:
                     seen.add(msg.msg_id)
@@ -365,7 +385,7 @@ class ShardHost(ShardQueries):
         pending: list[Message] = []
         for msg in msgs:
             if msg.ack is not None:
-                after.acks.append((msg.ack, None))
+                after.acks[msg.ack] = None
             if isinstance(msg.event, ExecutionRewound):
                 if inst is not None and pending:
                     await self._episode(inst, pending, now, w, after)
@@ -398,7 +418,7 @@ class ShardHost(ShardQueries):
         dropped. A client (not another shard, which would only retry) is told the instance
         does not exist; locks granted to a holder that can no longer use them are released."""
         if not known and msg.ack is not None and msg.client:
-            after.acks[-1] = (msg.ack, InstanceNotFoundError(msg.instance_id))
+            after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
         if isinstance(msg.event, EntityLockGranted):
             for unlock in unlock_all(msg.event.lock_set, msg.instance_id, now):
                 self._stage_outgoing(unlock, w, after)
@@ -419,7 +439,7 @@ class ShardHost(ShardQueries):
             if not restarting and inst.status not in TERMINAL:
                 error = InstanceAlreadyExistsError(iid, inst.status.value)
                 if msg.ack is not None and msg.client:  # a client's start: refuse it
-                    after.acks[-1] = (msg.ack, error)
+                    after.acks[msg.ack] = error
                 if event.parent is not None:
                     self._reply_to_parent(event.parent, None, failure_from_exception(error), now, w, after)
                 return None
@@ -427,8 +447,8 @@ class ShardHost(ShardQueries):
                 inst.executor.close()
             w.clear_history.append(inst.num)
             w.clear_instance_work.append(iid)
-            w.history = [row for row in w.history if row[0] != inst.num]
-            self._forget_work(iid)
+            w.history[:] = [row for row in w.history if row[0] != inst.num]
+            after.forgotten.append(iid)
         created = inst.created_at if inst is not None and msg.continue_as_new else to_ts(now)
         input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
         fresh = Instance(
@@ -455,7 +475,7 @@ class ShardHost(ShardQueries):
         answer is dispatched again (every timer not fired is armed again)."""
         if inst is None or inst.status is not OrchestrationRuntimeStatus.Failed:
             if msg.ack is not None:
-                after.acks[-1] = (msg.ack, _not_rewindable(msg.instance_id, inst))
+                after.acks[msg.ack] = _not_rewindable(msg.instance_id, inst)
             return
         iid = inst.instance_id
         history = [decode(b) for b in await self._store.load_history(inst.num)]
@@ -477,15 +497,17 @@ class ShardHost(ShardQueries):
         iid, exec_id = inst.instance_id, inst.execution_id
         answered = {e.task_scheduled_id for e in history if isinstance(e, (TaskCompleted, TaskFailed))}
         fired = {e.timer_id for e in history if isinstance(e, TimerFired)}
-        for e in history:
-            if isinstance(e, TaskScheduled) and e.event_id not in answered:
-                call = ActivityCall(iid, exec_id, e.event_id, e.name, encode(e.input, f"input of activity {e.name!r}"))
-                w.add_activities.append((iid, exec_id, call.task_id, call.name, call.input_blob))
-                after.activities.append(call)
-            elif isinstance(e, TimerCreated) and e.event_id not in fired:
-                timer = (iid, exec_id, e.event_id, to_ts(e.fire_at))
-                w.add_timers.append(timer)
-                after.timers.append(timer)
+        activities = [
+            _activity_call(inst, e.event_id, e.name, e.input)
+            for e in history
+            if isinstance(e, TaskScheduled) and e.event_id not in answered
+        ]
+        timers = [
+            (iid, exec_id, e.event_id, to_ts(e.fire_at))
+            for e in history
+            if isinstance(e, TimerCreated) and e.event_id not in fired
+        ]
+        _stage_work(activities, timers, w, after)
 
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
@@ -557,12 +579,11 @@ class ShardHost(ShardQueries):
         running = not result.state.is_final
         staged_activities: list[ActivityCall] = []
         staged_timers: list[tuple[str, str, int, float]] = []
-        staged_out: list[Outgoing] = []
+        staged_out: list[Outbound] = []
         for action in result.actions:
             if isinstance(action, ScheduleTask):
                 if running:
-                    blob = encode(action.input, f"input of activity {action.name!r}")
-                    staged_activities.append(ActivityCall(iid, exec_id, action.task_id, action.name, blob))
+                    staged_activities.append(_activity_call(inst, action.task_id, action.name, action.input))
             elif isinstance(action, CreateTimer):
                 if running:
                     staged_timers.append((iid, exec_id, action.task_id, to_ts(action.fire_at)))
@@ -580,12 +601,8 @@ class ShardHost(ShardQueries):
                 if msg is not None:
                     staged_out.append(self._outgoing(msg))
         self._stage_outs(staged_out, w, after)
-        for call in staged_activities:
-            w.add_activities.append((iid, exec_id, call.task_id, call.name, call.input_blob))
-        w.add_timers.extend(staged_timers)
+        _stage_work(staged_activities, staged_timers, w, after)
         inst.tasks_scheduled += len(staged_activities)
-        after.activities.extend(staged_activities)
-        after.timers.extend(staged_timers)
 
     def _stage_state(
         self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
@@ -597,7 +614,7 @@ class ShardHost(ShardQueries):
             inst.custom_status_blob = encode(result.custom_status, "custom status")
         if result.state.is_final:
             w.clear_instance_work.append(iid)
-            self._forget_work(iid)
+            after.forgotten.append(iid)
             if inst.executor is not None:
                 inst.executor.close()
             inst.executor = None
@@ -627,7 +644,7 @@ class ShardHost(ShardQueries):
             event = SubOrchestrationInstanceFailed(now, parent.task_scheduled_id, failure)
         self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), w, after)
 
-    def _outgoing(self, msg: Message) -> Outgoing:
+    def _outgoing(self, msg: Message) -> Outbound:
         return self._courier.prepare(msg)
 
     def _forget_work(self, iid: str) -> None:
@@ -636,15 +653,19 @@ class ShardHost(ShardQueries):
         for handle in self._timer_handles.pop(iid, {}).values():
             handle.cancel()
 
-    def _evict(self, iid: str) -> None:
-        inst = self._cache.pop(iid, None)
+    def _evict(self, key: str) -> None:
+        """Forget an instance's or entity's in-memory state; it reloads from the file."""
+        self._entities.pop(key, None)
+        inst = self._cache.pop(key, None)
         if inst is not None and inst.executor is not None:
             inst.executor.close()
 
     # -- after the commit ----------------------------------------------------------------------------
 
     def _after_commit(self, after: _AfterCommit) -> None:
-        for future, error in after.acks:
+        for iid in after.forgotten:
+            self._forget_work(iid)
+        for future, error in after.acks.items():
             if not future.done():
                 if error is None:
                     future.set_result(None)
@@ -684,6 +705,22 @@ class ShardHost(ShardQueries):
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> ActivityCall:
+    """An activity of ``inst``'s current execution, its input encoded for table and worker."""
+    blob = encode(input_, f"input of activity {name!r}")
+    return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
+
+
+def _stage_work(
+    activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: _AfterCommit
+) -> None:
+    """Record activities and timers in this turn's commit; dispatch and arm them after it."""
+    w.add_activities.extend((c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities)
+    w.add_timers.extend(timers)
+    after.activities.extend(activities)
+    after.timers.extend(timers)
 
 
 def _not_rewindable(instance_id: str, inst: Instance | None) -> Exception:

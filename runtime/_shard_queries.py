@@ -23,7 +23,6 @@ from ._status import (
     EntityStateResponse,
     OrchestrationRuntimeStatus,
 )
-from ._store import ENTITY_COLUMNS
 
 if TYPE_CHECKING:
     from ._store import ShardStore
@@ -131,16 +130,10 @@ class ShardQueries:
     async def read_entity(self, key: str) -> EntityStateResponse:
         """An entity's committed state."""
         await self._ensure_started()
-        rows = await self._store_read_entities(key)
-        if not rows or not rows[0][2]:
+        row = await self._store.get_entity(key)
+        if row is None or not row[2]:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(True, decode(rows[0][3]))
-
-    async def _store_read_entities(self, key: str) -> list[Any]:
-        async with self._store.reader.execute(
-            f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)
-        ) as cur:
-            return list(await cur.fetchall())
+        return EntityStateResponse(True, decode(row[3]))
 
     async def list_entities(self, name: str | None, locked_only: bool = False) -> list[EntityMetadata]:
         """Committed entities of this shard, optionally of one name or only locked ones."""

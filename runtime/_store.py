@@ -113,6 +113,15 @@ class TurnWrites:
         """Whether there is nothing to commit."""
         return not any(getattr(self, name) for name in self.__slots__)  # type: ignore[attr-defined]
 
+    def mark(self) -> tuple[int, ...]:
+        """A point to :meth:`rollback` to (the lists are only ever appended to)."""
+        return tuple(len(getattr(self, name)) for name in self.__slots__)  # type: ignore[attr-defined]
+
+    def rollback(self, mark: tuple[int, ...]) -> None:
+        """Drop everything staged since ``mark``."""
+        for name, length in zip(self.__slots__, mark):  # type: ignore[attr-defined]
+            del getattr(self, name)[length:]
+
 
 class ShardStore:
     """The SQLite file of one shard."""
@@ -384,6 +393,11 @@ class ShardStore:
         async with self.reader.execute(
             f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,)
         ) as cur:
+            return await cur.fetchone()
+
+    async def get_entity(self, key: str) -> Any:
+        """The committed row of entity ``key`` or ``None``."""
+        async with self.reader.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)) as cur:
             return await cur.fetchone()
 
     async def query_instances(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -30,6 +31,9 @@ def counter(ctx: EntityContext) -> None:
     elif ctx.operation_name == "fan":
         for key in ctx.get_input():
             ctx.signal_entity(EntityId("EtCounter", key), "add", 1)
+    elif ctx.operation_name == "unstorable":
+        ctx.set_state(threading.Lock())  # cannot be encoded: the turn must not store it
+        return
     elif ctx.operation_name == "start":
         ctx.set_result(ctx.start_new_orchestration("et_echo", ctx.get_input()))
     ctx.set_state(value)
@@ -299,3 +303,12 @@ def test_clean_entity_storage_frees_a_lock_whose_holder_was_purged(hub):
     assert result.empty_entities_removed >= 1
     assert hub.wait_for_completion(waiter, timeout=30).output == 1
     assert C("empty") not in [m.entity_id for m in hub.list_entities("EtCounter")]
+
+
+def test_a_state_that_cannot_be_stored_is_refused_and_nothing_half_commits(hub):
+    hub.signal_entity(C("unstorable"), "add", 5)
+    with pytest.raises(ValueError, match=r"state of entity @EtCounter@unstorable .*cannot be serialized"):
+        hub.signal_entity(C("unstorable"), "unstorable")
+    assert hub.read_entity_state(C("unstorable")).entity_state == 5  # the committed state is intact
+    hub.signal_entity(C("unstorable"), "add", 1)  # reloaded from the file, it goes on
+    assert wait_until(lambda: hub.read_entity_state(C("unstorable")).entity_state == 6)
