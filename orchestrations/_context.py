@@ -25,7 +25,7 @@ from ._actions import (
     SignalEntity,
     UnlockEntity,
 )
-from ._critical import CriticalSection, canonical_lock_set
+from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError
 from ._history import EventRaised
 from ._ids import validate_instance_id
@@ -252,7 +252,7 @@ class OrchestrationContext:
     @property
     def is_locked(self) -> bool:
         """Whether this orchestration holds the locks of a critical section."""
-        return bool(self._section.locked) and self._section.active
+        return self._section.state is SectionState.HELD
 
     def _release_locks(self) -> None:
         """End the critical section: one unlock message per locked entity."""

@@ -727,3 +727,24 @@ def test_replay_without_the_unlocks_history_recorded_is_nondeterministic():
     assert r.failure.error_type == "orchestrations.NonDeterminismError"
     assert f"unlock {KA!r}" in r.failure.message
     assert "call_entity" in r.failure.message
+
+
+def test_is_locked_only_while_the_locks_are_held():
+    from orchestrations import EntityLockGranted, OrchestrationExecutor, Registry
+
+    seen = []
+
+    def orch(ctx):
+        lock = ctx.lock_entities([EntityId("Acct", "a")])
+        seen.append(ctx.is_locked)  # requested, not yet granted
+        with (yield lock):
+            seen.append(ctx.is_locked)
+        seen.append(ctx.is_locked)
+        return None
+
+    reg = Registry()
+    reg.add_orchestrator(orch)
+    executor = OrchestrationExecutor(reg.orchestrators.get, "i")
+    executor.process([started("orch")], at(1))
+    executor.process([EntityLockGranted(at(2), 1, ("@Acct@a",))], at(2))
+    assert seen == [False, True, False]
