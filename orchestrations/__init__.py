@@ -17,6 +17,7 @@ from ._errors import (
     DurableError,
     DurableTypeError,
     DurableValueError,
+    HttpTimeoutError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     LockingRulesViolationError,
@@ -64,6 +65,7 @@ from ._history import (
     TimerCreated,
     TimerFired,
 )
+from ._http import DurableHttpRequest, DurableHttpResponse
 from ._ids import validate_instance_id
 from ._registry import Registry, activity, default_registry, orchestrator
 from ._retry import RetryOptions
@@ -76,6 +78,8 @@ __all__ = [
     "CreateSubOrchestration",
     "CreateTimer",
     "DurableError",
+    "DurableHttpRequest",
+    "DurableHttpResponse",
     "DurableTypeError",
     "DurableValueError",
     "EntityLockGranted",
@@ -100,6 +104,7 @@ __all__ = [
     "ExecutionTerminated",
     "FailureDetails",
     "HistoryEvent",
+    "HttpTimeoutError",
     "InstanceAlreadyExistsError",
     "InstanceNotFoundError",
     "LockEntities",

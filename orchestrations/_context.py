@@ -28,6 +28,7 @@ from ._actions import (
 from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError
 from ._history import EventRaised
+from ._http import HttpTask, build_request
 from ._ids import validate_instance_id
 from ._registry import function_name
 from ._retry import RetryOptions
@@ -54,8 +55,9 @@ class OrchestrationContext:
         self._pending_actions: dict[int, Action] = {}
         #: tasks waiting for a completion event, by task id
         self._open_tasks: dict[int, CompletableTask] = {}
-        #: retryable tasks waiting for their back-off timer, by timer id
-        self._retry_timers: dict[int, RetryableTask] = {}
+        #: tasks waiting for a timer before their action is scheduled again (retry back-off,
+        #: HTTP 202 polling), by timer id
+        self._retry_timers: dict[int, RetryableTask | HttpTask] = {}
         #: external events that arrived before anyone waited, in arrival order
         self._buffered_events: list[EventRaised] = []
         #: waiters for external events, by name, first come first served
@@ -171,6 +173,38 @@ class OrchestrationContext:
         task_id = self._next_id()
         task = RetryableTask(task_id, factory, retry_options, self._now)
         return self._schedule(factory(task_id), task)
+
+    def call_http(
+        self,
+        method: str,
+        uri: str,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: timedelta | float | None = None,
+    ) -> Task:
+        """Make an HTTP request; the task's result is a :class:`DurableHttpResponse`.
+
+        A response with a status of 400 or more is returned, not raised; a request that
+        cannot be made (connection refused, DNS, ...) fails the task with
+        :class:`TaskFailedError`. ``content`` that is not ``str`` or ``bytes`` is sent as JSON.
+        The 202 pattern is followed: a ``202 Accepted`` with a ``Location`` header starts a
+        durable timer for its ``Retry-After`` (integer seconds or an HTTP date; 30 s if absent),
+        then sends a ``GET`` to the location (with the original headers), and so on until
+        another response arrives, which completes the task. ``timeout`` (a ``timedelta`` or
+        seconds) bounds the whole exchange on the orchestration's clock: a poll that would
+        start at or past it fails the task with :class:`HttpTimeoutError`; each request is
+        also given the budget left as its own timeout.
+
+        Each request is the built-in activity ``"ray_durable.http"`` (run at least once, as
+        every activity) and each wait a durable timer, so replay re-reads every response from
+        history and makes no request again. Bad arguments raise ``TypeError``/``ValueError``
+        (:class:`DurableTypeError`/:class:`DurableValueError`) here, at the call.
+        """
+        request, budget = build_request(method, uri, content, headers, timeout)
+        task_id = self._next_id()
+        task = HttpTask(task_id, request, budget, self._now)
+        return self._schedule(task.action_factory(task_id), task)
 
     def create_timer(self, fire_at: datetime | timedelta) -> TimerTask:
         """A durable timer that fires at ``fire_at`` (UTC; a naive datetime is taken as UTC, a

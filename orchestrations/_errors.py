@@ -89,6 +89,15 @@ class TaskFailedError(TerminalError):
         return f"{self.error_type}: {self.message}" if self.error_type else self.message
 
 
+class HttpTimeoutError(TaskFailedError):
+    """``call_http`` ran out of its ``timeout`` while polling a ``202 Accepted`` response.
+
+    Raised at the ``yield`` of the HTTP task (catch it as :class:`TaskFailedError` or by its
+    own type); ``error_type`` is ``"TimeoutError"``. The budget is measured with the
+    orchestration's deterministic clock, so replay times out at the same poll.
+    """
+
+
 class OrchestrationFailedError(TerminalError):
     """An orchestration ended in the Failed state (raised by client helpers that want a result)."""
 

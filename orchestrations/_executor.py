@@ -14,13 +14,13 @@ import contextlib
 import traceback
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from ._actions import SCHEDULING_EVENTS, Action, UnlockEntity, describe_event, matches
 from ._context import LockHandle, OrchestrationContext
-from ._errors import DurableTypeError, NonDeterminismError, TaskFailedError
+from ._errors import DurableTypeError, HttpTimeoutError, NonDeterminismError, TaskFailedError
 from ._history import (
     ContinueAsNew,
     EntityLockGranted,
@@ -51,6 +51,7 @@ from ._history import (
     TimerCreated,
     TimerFired,
 )
+from ._http import HttpTask
 from ._registry import OrchestratorSpec
 from ._task import RetryableTask, Task, TimerTask
 
@@ -303,9 +304,35 @@ class OrchestrationExecutor:
         self, event: TaskCompleted | SubOrchestrationInstanceCompleted | EntityOperationCompleted
     ) -> None:
         task = self.context._open_tasks.pop(event.task_scheduled_id, None)
-        if task is not None:
-            task.complete(event.result)
+        if task is None:
+            return
+        if isinstance(task, HttpTask):
+            self._on_http_response(task, event.result)
+            return
+        task.complete(event.result)
+        self._resume()
+
+    def _on_http_response(self, task: HttpTask, response: Any) -> None:
+        """A 202 + Location waits on a durable timer and then polls (or fails the task past its
+        deadline); any other response completes the task."""
+        try:
+            delay = task.next_poll(response, self.context._now)
+        except HttpTimeoutError as exc:
+            task.fail(exc)
             self._resume()
+            return
+        if delay is not None:
+            self._reschedule_after(task, delay)
+            return
+        task.complete(response)
+        self._resume()
+
+    def _reschedule_after(self, task: RetryableTask | HttpTask, delay: timedelta) -> None:
+        """Start a durable timer; when it fires, ``task``'s action is scheduled again under a
+        new task id (see :meth:`_on_timer_fired`)."""
+        timer = self.context.create_timer(self.context._now + delay)
+        self.context._open_tasks.pop(timer.task_id)
+        self.context._retry_timers[timer.task_id] = task
 
     def _on_task_failed(self, event: TaskFailed | SubOrchestrationInstanceFailed | EntityOperationFailed) -> None:
         task = self.context._open_tasks.pop(event.task_scheduled_id, None)
@@ -318,9 +345,7 @@ class OrchestrationExecutor:
                 task.attempts_failed, task.first_attempt_at, self.context._now, error
             )
             if delay is not None:
-                timer = self.context.create_timer(self.context._now + delay)
-                self.context._open_tasks.pop(timer.task_id)
-                self.context._retry_timers[timer.task_id] = task
+                self._reschedule_after(task, delay)
                 return
         task.fail(error)
         self._resume()

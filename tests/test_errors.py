@@ -9,6 +9,7 @@ from orchestrations import (
     DurableError,
     DurableTypeError,
     DurableValueError,
+    HttpTimeoutError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     LockingRulesViolationError,
@@ -38,6 +39,10 @@ SAMPLES = {
     TaskFailedError: (
         TaskFailedError("disk full", "OSError", "Traceback ...", None),
         {"message": "disk full", "error_type": "OSError", "details": "Traceback ...", "cause": None},
+    ),
+    HttpTimeoutError: (
+        HttpTimeoutError("call_http GET http://x/ timed out", "TimeoutError"),
+        {"message": "call_http GET http://x/ timed out", "error_type": "TimeoutError", "cause": None},
     ),
     OrchestrationFailedError: (
         OrchestrationFailedError("order-1", "ValueError: boom"),

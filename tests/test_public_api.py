@@ -27,6 +27,7 @@ ORCHESTRATIONS = {
     "SubOrchestrationInstanceCreated", "SubOrchestrationInstanceFailed", "Task", "TaskCompleted", "TaskFailed",
     "TaskFailedError", "TaskScheduled", "TerminalError", "TimerCreated", "TimerFired", "TimerTask", "activity",
     "default_registry", "execute", "orchestrator", "validate_instance_id",
+    "DurableHttpRequest", "DurableHttpResponse", "HttpTimeoutError",
 }
 RUNTIME = {
     "CleanEntityStorageResult", "EntityMetadata", "EntityStateResponse",
@@ -37,7 +38,7 @@ CONTEXT_MEMBERS = {
     "instance_id", "parent_instance_id", "is_replaying", "current_utc_datetime", "get_input", "call_activity",
     "call_activity_with_retry", "call_sub_orchestrator", "call_sub_orchestrator_with_retry", "create_timer",
     "wait_for_external_event", "task_all", "task_any", "continue_as_new", "set_custom_status", "new_uuid",
-    "create_replay_safe_logger", "call_entity", "signal_entity", "lock_entities",
+    "create_replay_safe_logger", "call_entity", "signal_entity", "lock_entities", "call_http",
 }
 HUB_METHODS = {
     "connect", "start_new", "get_status", "get_status_by", "list_instances", "wait_for_completion",
