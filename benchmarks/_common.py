@@ -69,9 +69,14 @@ def run_main(name: str, data_dir: str | None, benchmark: Callable[[str], dict[st
 # -- options -----------------------------------------------------------------------------------
 
 
-def make_parser(doc: str | None, *, runs: int = 3, shards: int = 4) -> argparse.ArgumentParser:
-    """An argument parser with the options every script has: --runs, --shards, --data-dir,
-    --timeout (its description is the first line of ``doc``)."""
+#: Shard hosts per hub by default: one per CPU core of this machine. More shard hosts than
+#: cores only adds processes that compete for the cores (and Ray calls between them).
+DEFAULT_SHARDS = max(1, os.cpu_count() or 1)
+
+
+def make_parser(doc: str | None, *, runs: int = 3, shards: int = DEFAULT_SHARDS) -> argparse.ArgumentParser:
+    """An argument parser with the options every script has: --runs, --shards (default: one
+    per CPU core), --data-dir, --timeout (its description is the first line of ``doc``)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--runs", type=int, default=runs, metavar="R", help="timed runs of each side")
     parser.add_argument("--shards", type=int, default=shards, metavar="S", help="task hub shards")
@@ -92,8 +97,9 @@ def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 @contextlib.contextmanager
 def ray_session() -> Iterator[None]:
-    """A local Ray instance (no dashboard, quiet) for the duration of the block."""
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    """A new local Ray instance (no dashboard, quiet) for the duration of the block; never
+    one that is already running on this machine (its load would skew the figures)."""
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield
     finally:

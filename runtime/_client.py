@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from entities import EntityId
 from orchestrations import (
@@ -42,6 +43,7 @@ from orchestrations._registry import Registry, function_name
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
+from ._http import BUILTIN_ACTIVITIES
 from ._messages import Message
 from ._shard import ShardConfig, ShardHost
 from ._status import (
@@ -83,6 +85,7 @@ class TaskHub:
         cache_size: int = 10_000,
         durability: str = "full",
         lock_timeout: float = 10.0,
+        warm_worker: bool = True,
         registry: Registry | None = None,
         _crash_points: tuple[str, ...] = (),
         _crash_marker_dir: str | None = None,
@@ -123,11 +126,13 @@ class TaskHub:
         }
         if detached:
             options["lifetime"] = "detached"
+        placement = _placement(num_shards)
         for i in range(num_shards):
             config = ShardConfig(
                 hub=name, index=i, num_shards=num_shards,
                 path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
+                warm_worker=warm_worker,
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir,
             )
             actor_name = _actor_name(name, i)
@@ -138,7 +143,7 @@ class TaskHub:
             else:
                 self._shards = []
                 raise DurableValueError(f"task hub {name!r} is already open in this Ray cluster (connect to it)")
-            self._shards.append(_ShardActor.options(name=actor_name, **options).remote(config))
+            self._shards.append(_ShardActor.options(name=actor_name, **options, **placement[i]).remote(config))
         blob = self._registry_blob()
         try:
             self._call(lambda: [s.start.remote(blob) for s in self._shards])
@@ -258,9 +263,7 @@ class TaskHub:
 
     def _start_message(self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any) -> Message:
         name = function_name(fn, "orchestrator")
-        self._sync_registry()
-        if name not in self._registry.orchestrators:
-            raise DurableValueError(f"no orchestrator named {name!r} is registered")
+        self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
         blob = encode(client_input, "client_input")
         event = ExecutionStarted(_now(), name, client_input, iid, uuid.uuid4().hex)
@@ -371,23 +374,16 @@ class TaskHub:
         show_input: bool = True,
     ) -> InstancePage:
         """One page of instances ordered by creation time; pass the token back for the next."""
-        if page_size is not None and (not isinstance(page_size, int) or page_size < 1):
-            raise DurableValueError(f"page_size must be a positive int, got {page_size!r}")
-        after = _parse_token(continuation_token)
-        statuses = _statuses(runtime_status)
-        lo, hi = _ts(created_time_from), _ts(created_time_to)
-        parts = self._call(
-            lambda: [s.query.remote(lo, hi, statuses, after, page_size, show_input) for s in self._shards]
+
+        def query_shards(lo: float | None, hi: float | None, statuses: list[str] | None,
+                         after: tuple[float, str] | None, limit: int | None) -> list[list[ShardRow]]:
+            return self._call(
+                lambda: [s.query.remote(lo, hi, statuses, after, limit, show_input) for s in self._shards]
+            )
+
+        return query_page(
+            query_shards, created_time_from, created_time_to, runtime_status, page_size, continuation_token
         )
-        merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
-        if page_size is not None and len(merged) > page_size:
-            merged = merged[:page_size]
-            token: str | None = json.dumps([merged[-1][0], merged[-1][1]])
-        elif page_size is not None and len(merged) == page_size and merged:
-            token = json.dumps([merged[-1][0], merged[-1][1]])
-        else:
-            token = None
-        return InstancePage([t[2] for t in merged], token)
 
     def purge_instance_history(self, instance_id: str) -> PurgeHistoryResult:
         """Delete a Completed, Failed or Terminated instance and its history."""
@@ -448,6 +444,14 @@ class TaskHub:
         """Per-shard counters (turns, cached instances, outstanding activities)."""
         return self._call(lambda: [s.stats.remote() for s in self._shards])
 
+    def shard_nodes(self) -> list[str]:
+        """The id (hex) of the Ray node each shard host runs on, by shard index.
+
+        Asks the hosts themselves, so a host Ray is restarting after losing its node answers
+        from its new node once it is up.
+        """
+        return self._call(lambda: [s.__ray_call__.remote(_node_of_host) for s in self._shards])
+
     # -- plumbing ----------------------------------------------------------------------------------
 
     def _shard(self, instance_id: str) -> Any:
@@ -465,12 +469,20 @@ class TaskHub:
         self._call(lambda: [self._shards[i].submit.remote(m) for i, m in by_shard.items()])
 
     def _registry_blob(self) -> bytes:
+        """The registry shipped to the shards, with the built-in activities (``call_http``'s)
+        merged in, so they exist whatever registry the hub was given."""
         orchestrators, activities, entity_specs, version = self._registry.snapshot()
         self._registry_version = version
+        activities = {**activities, **BUILTIN_ACTIVITIES}
         return encode((orchestrators, activities, entity_specs, version), "registry")
 
     def _sync_registry(self) -> None:
-        if self._registry.version != self._registry_version:
+        """Install this driver's registry on the shards if it changed since the last install.
+
+        A registry with nothing registered is never installed: a driver that only watches or
+        controls (the CLI, a monitor) must not wipe out the code the hub runs.
+        """
+        if self._registry.version != self._registry_version and not _is_empty(self._registry):
             blob = self._registry_blob()
             self._call(lambda: [s.set_registry.remote(blob) for s in self._shards])
 
@@ -484,6 +496,73 @@ class TaskHub:
             if isinstance(cause, DurableError):
                 raise cause from None
             raise
+
+
+def _placement(num_shards: int) -> list[dict[str, Any]]:
+    """Scheduling options per shard host: on a cluster of N > 1 alive nodes (sorted by id),
+    shard i prefers node i mod N, so hosts and their files spread over the nodes.
+
+    The affinity is soft: when that node is lost, Ray restarts the host on another node, which
+    reopens the file at the same path (the data survives if ``data_dir`` is shared storage).
+    On a single node this adds nothing.
+    """
+    nodes = sorted(node["NodeID"] for node in ray.nodes() if node.get("Alive"))
+    if len(nodes) <= 1:
+        return [{} for _ in range(num_shards)]
+    # Ray places a task that asks for no resource at all on a random node, ignoring a soft
+    # affinity (only a hard one is honoured; ray-project/ray#25360): one byte of memory makes
+    # the request non-empty at no cost (activities ask for CPU, not memory).
+    return [
+        {"scheduling_strategy": NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True), "memory": 1}
+        for i in range(num_shards)
+    ]
+
+
+def _node_of_host(host: object) -> str:
+    """Run inside a shard host (through ``__ray_call__``): the id of the node it runs on."""
+    return ray.get_runtime_context().get_node_id()
+
+
+#: One instance as a shard's query returns it: (created timestamp, instance id, status).
+ShardRow = tuple[float, str, DurableOrchestrationStatus]
+
+
+def query_page(
+    query_shards: Callable[
+        [float | None, float | None, list[str] | None, tuple[float, str] | None, int | None], list[list[ShardRow]]
+    ],
+    created_time_from: datetime | None,
+    created_time_to: datetime | None,
+    runtime_status: StatusFilter,
+    page_size: int | None,
+    continuation_token: str | None,
+) -> InstancePage:
+    """The paging rules of :meth:`TaskHub.list_instances` over any set of shards.
+
+    ``query_shards(created_from, created_to, statuses, after, limit)`` returns each shard's rows
+    in (created time, id) order; they are merged in that order and cut at ``page_size``, and
+    the token names the last row returned. Raises ``ValueError``/``TypeError`` on bad filters.
+    """
+    if page_size is not None and (not isinstance(page_size, int) or page_size < 1):
+        raise DurableValueError(f"page_size must be a positive int, got {page_size!r}")
+    after = _parse_token(continuation_token)
+    statuses = _statuses(runtime_status)
+    parts = query_shards(_ts(created_time_from), _ts(created_time_to), statuses, after, page_size)
+    merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
+    if page_size is not None and len(merged) > page_size:
+        merged = merged[:page_size]
+        token: str | None = json.dumps([merged[-1][0], merged[-1][1]])
+    elif page_size is not None and len(merged) == page_size and merged:
+        token = json.dumps([merged[-1][0], merged[-1][1]])
+    else:
+        token = None
+    return InstancePage([t[2] for t in merged], token)
+
+
+def _is_empty(registry: Registry) -> bool:
+    """Whether nothing at all is registered in ``registry``."""
+    orchestrators, activities, entity_specs, _ = registry.snapshot()
+    return not (orchestrators or activities or entity_specs)
 
 
 def _entity_key(entity_id: object) -> str:

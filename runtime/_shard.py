@@ -83,9 +83,11 @@ def utcnow() -> datetime:
 
 @dataclass(slots=True)
 class _AfterCommit:
-    """What a turn does once its commit is durable. ``acks`` maps each message's future to
-    the error that refused it (``None``: applied); ``forgotten`` are instances that ended or
-    were replaced, whose outstanding activities and timers no longer matter."""
+    """What a turn does around its commit. ``forgotten`` (instances that ended or were
+    replaced: their outstanding activities and timers no longer matter) and ``activities``
+    are handled just before the commit (activities start early: they run at least once);
+    everything else once the commit is durable. ``acks`` maps each message's future to the
+    error that refused it (``None``: applied)."""
 
     acks: dict[asyncio.Future[Any], BaseException | None] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
@@ -94,6 +96,8 @@ class _AfterCommit:
     outbox: list[Outbound] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
+    #: messages to records of this shard, applied in the turn's next round
+    local: list[Outbound] = field(default_factory=list)
 
     def mark(self) -> tuple[int, ...]:
         """A point to :meth:`rollback` to (acks are settled by the caller)."""
@@ -105,7 +109,11 @@ class _AfterCommit:
             del getattr(self, name)[length:]
 
 
-_AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched")
+_AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched", "local")
+
+#: Most rounds of same-shard messages one turn applies (an entity signalling itself forever
+#: must not starve the shard); what is left goes through the outbox to a later turn.
+MAX_LOCAL_ROUNDS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,8 @@ class ShardConfig:
     cache_size: int = 10_000
     synchronous: str = "FULL"
     lock_timeout: float = 10.0
+    #: keep one long-lived activity worker actor for light load (see ``WarmWorker``)
+    warm_worker: bool = True
     #: fault injection for tests: points at which the host dies once ("before_commit", ...)
     crash_points: tuple[str, ...] = ()
     crash_marker_dir: str | None = None
@@ -147,7 +157,9 @@ class ShardHost(ShardQueries):
         self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
         self._db_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
-        self.turns = 0
+        #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
+        #: ones), calls received (client submits and peer deliveries)
+        self.turns = self.messages = self.local_messages = self.calls = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -167,6 +179,8 @@ class ShardHost(ShardQueries):
             if self._loop_task is not None:
                 return
             self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            if self.config.warm_worker:
+                self._activity_out.start_warm_worker()
             await self._store.open(self.config.lock_timeout)
             self._last_num = await self._store.last_instance_num()
             saved = await self._store.load_registry()
@@ -180,17 +194,30 @@ class ShardHost(ShardQueries):
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def set_registry(self, registry_blob: bytes) -> None:
-        """Install the orchestrators, activities and entities (a cloudpickled registry
-        snapshot) and keep it in the shard file for a restart."""
-        await self._ensure_started()
-        self._install_registry(registry_blob)
-        async with self._db_lock:
-            await self._store.save_registry(registry_blob)
+        """Add the orchestrators, activities and entities of a cloudpickled registry snapshot
+        to what this host runs, and keep the result in the shard file for a restart.
 
-    def _install_registry(self, registry_blob: bytes) -> None:
+        Registries merge by name (a name registered again takes the new code); nothing is
+        removed, so a driver that registers only part of the code, or none (a monitor, the
+        CLI), cannot take away what running instances need.
+        """
+        await self._ensure_started()
+        merged = self._install_registry(registry_blob, merge=True)
+        async with self._db_lock:
+            await self._store.save_registry(merged)
+
+    def _install_registry(self, registry_blob: bytes, merge: bool = False) -> bytes:
+        """Install a registry snapshot (merged into the current one if ``merge``); returns
+        the snapshot now installed, encoded."""
         orchestrators, activities, entity_specs, version = decode(registry_blob)
+        if merge:
+            orchestrators = {**self._orchestrators, **orchestrators}
+            activities = {**self._activity_out.specs, **activities}
+            entity_specs = {**self._entity_specs, **entity_specs}
+            registry_blob = encode((orchestrators, activities, entity_specs, version), "registry")
         self._orchestrators, self._entity_specs = orchestrators, entity_specs
         self._activity_out.set_registry(activities, version)
+        return registry_blob
 
     def _next_num(self) -> int:
         """A new instance number: history rows are keyed by it, so they are appended in order
@@ -223,6 +250,7 @@ class ShardHost(ShardQueries):
         """Apply client messages (start, raise, terminate, suspend, resume); returns once they
         are committed, raising the error that refused any of them."""
         await self._ensure_started()
+        self.calls += 1
         loop = asyncio.get_running_loop()
         futures = []
         for msg in messages:
@@ -250,6 +278,9 @@ class ShardHost(ShardQueries):
         """Counters for tests and benchmarks."""
         return {
             "turns": self.turns,
+            "messages": self.messages,
+            "local_messages": self.local_messages,
+            "calls": self.calls,
             "cached": len(self._cache),
             "entities_cached": len(self._entities),
             "outstanding": self._activity_out.count(),
@@ -281,11 +312,56 @@ class ShardHost(ShardQueries):
                         msg.ack.set_exception(exc)
 
     async def _turn(self, batch: list[Message]) -> None:
+        """Apply ``batch`` and commit it in one transaction.
+
+        Messages the turn sends to records of this same shard are applied in the same turn,
+        in further rounds (up to ``MAX_LOCAL_ROUNDS``), rather than through the outbox and a
+        later turn with its own commit: a lock request passing two entities of one shard, or
+        an entity answering an orchestration next to it, costs no extra commit. Each round
+        stages its own writes and the commit applies them in round order, so the file ends up
+        exactly as if every round had been a turn of its own; the messages of the last round
+        that still stay local go through the outbox as before.
+        """
         self.turns += 1
         now = utcnow()
-        w, after = TurnWrites(), _AfterCommit()
-        w.done_outbox.extend(self._courier.take_acked())
-        groups = await self._group(batch, w, after)
+        after = _AfterCommit()
+        rounds: list[TurnWrites] = []
+        groups: dict[str, list[Message]] = {}
+        touched: set[str] = set()
+        while True:
+            w = TurnWrites()
+            if not rounds:
+                w.done_outbox.extend(self._courier.take_acked())
+                groups = await self._group(batch, w, after)
+            rounds.append(w)
+            touched.update(groups)
+            self.messages += sum(map(len, groups.values()))
+            await self._apply(groups, now, w, after)
+            self._start_activities_early(after)
+            local, after.local = after.local, []
+            if not local:
+                break
+            if len(rounds) >= MAX_LOCAL_ROUNDS:
+                self._stage_outs(local, w, after, keep_local=False)
+                break
+            groups = {}
+            self.local_messages += len(local)
+            for out in local:
+                groups.setdefault(out.msg.instance_id, []).append(out.msg)
+        self._crash_point("before_commit")
+        try:
+            async with self._db_lock:
+                await self._store.commit(rounds)
+        except BaseException:
+            for iid in touched:
+                self._evict(iid)
+                self._activity_out.forget(iid)  # started early; replay schedules them again
+            raise
+        self._crash_point("after_commit")
+        self._after_commit(after)
+
+    async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
+        """Run each record's messages and stage what they write in ``w``."""
         await self._load_missing(groups)
         for iid, msgs in groups.items():
             w_mark, after_mark = w.mark(), after.mark()
@@ -303,16 +379,21 @@ class ShardHost(ShardQueries):
                 after.rollback(after_mark)
                 self._evict(iid)
                 after.acks.update((m.ack, exc) for m in msgs if m.ack is not None)
-        self._crash_point("before_commit")
-        try:
-            async with self._db_lock:
-                await self._store.commit(w)
-        except BaseException:
-            for iid in groups:
-                self._evict(iid)
-            raise
-        self._crash_point("after_commit")
-        self._after_commit(after)
+
+    def _start_activities_early(self, after: _AfterCommit) -> None:
+        """Dispatch the turn's activities while its commit is being written, not after it.
+
+        Activities run at least once: one started by a turn whose commit is then lost is
+        simply scheduled again when its instance replays, and its result cannot overtake the
+        commit (the next turn starts after this one). So the activity's run and the fsync
+        overlap instead of adding up. Instances that ended or were replaced this turn drop
+        their outstanding work first, so a new execution's activities are not forgotten.
+        """
+        for iid in after.forgotten:
+            self._forget_work(iid)
+        after.forgotten.clear()
+        self._activity_out.dispatch(after.activities)
+        after.activities.clear()
 
     async def _load_missing(self, groups: dict[str, list[Message]]) -> None:
         """Load the records of the turn's instances and entities that are not in memory."""
@@ -326,7 +407,8 @@ class ShardHost(ShardQueries):
             for key in missing:
                 found = rows.get(key)
                 fresh = EntityRecord(EntityId.parse(key), EntityState())
-                self._entities[key] = EntityRecord.from_row(found) if found is not None else fresh
+                spec = self._entity_specs.get(fresh.entity_id.name)
+                self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
 
     def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
         """Run an entity's messages in order and stage its new state and outgoing messages."""
@@ -338,18 +420,22 @@ class ShardHost(ShardQueries):
         spec = self._entity_specs.get(record.entity_id.name)
         outgoing = run_entity(spec, record.entity_id, record.state, [m.event for m in msgs], now)
         record.updated_at = to_ts(now)
-        w.entities.append(record.to_row())
+        w.entities.append(record.to_row(spec))
         for out in outgoing:
             self._stage_outgoing(outgoing_message(out), w, after)
 
     def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
-        """Put ``msg`` in the outbox of this turn (sent after the commit)."""
+        """Send ``msg``: to a record of this shard in the turn's next round, otherwise through
+        the outbox of this turn (sent after the commit)."""
         self._stage_outs([self._outgoing(msg)], w, after)
 
-    @staticmethod
-    def _stage_outs(outs: list[Outbound], w: TurnWrites, after: _AfterCommit) -> None:
-        w.add_outbox.extend((o.msg_id, o.dest, o.blob) for o in outs)
-        after.outbox.extend(outs)
+    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: _AfterCommit, keep_local: bool = True) -> None:
+        for out in outs:
+            if keep_local and out.dest == self.config.index:
+                after.local.append(out)
+            else:
+                w.add_outbox.append((out.msg_id, out.dest, out.blob))
+                after.outbox.append(out)
 
     async def _group(self, batch: list[Message], w: TurnWrites, after: _AfterCommit) -> dict[str, list[Message]]:
         """Group by instance, dropping duplicates of messages delivered before.
@@ -430,6 +516,11 @@ class ShardHost(ShardQueries):
         event = msg.event
         assert isinstance(event, ExecutionStarted)
         iid = msg.instance_id
+        if msg.client and event.name not in self._orchestrators:
+            # a driver may start by name code it does not have itself, but not unknown code
+            if msg.ack is not None:
+                after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered")
+            return None
         if inst is not None:
             if msg.client and inst.execution_id == event.execution_id:
                 return None  # a retried start that was applied already: acknowledge, change nothing
@@ -663,15 +754,12 @@ class ShardHost(ShardQueries):
     # -- after the commit ----------------------------------------------------------------------------
 
     def _after_commit(self, after: _AfterCommit) -> None:
-        for iid in after.forgotten:
-            self._forget_work(iid)
         for future, error in after.acks.items():
             if not future.done():
                 if error is None:
                     future.set_result(None)
                 else:
                     future.set_exception(error)
-        self._activity_out.dispatch(after.activities)
         for iid, exec_id, timer_id, fire_at in after.timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
         self._courier.deliver(after.outbox)

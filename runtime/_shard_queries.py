@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from orchestrations import InstanceNotFoundError
 
 from ._codec import decode
-from ._entity_host import EntityRecord
-from ._messages import from_ts, status_from_row
+from ._entity_host import EntityRecord, unpack_state
+from ._messages import status_from_row
 from ._status import (
     TERMINAL,
     DurableOrchestrationStatus,
@@ -35,6 +35,7 @@ class ShardQueries:
     _db_lock: asyncio.Lock
     _cache: Any
     _entities: Any
+    _entity_specs: dict[str, Any]
     _waiters: dict[str, list[asyncio.Future[Any]]]
 
     def _evict(self, iid: str) -> None:
@@ -133,19 +134,13 @@ class ShardQueries:
         row = await self._store.get_entity(key)
         if row is None or not row[2]:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(True, decode(row[3]))
+        return EntityStateResponse(True, unpack_state(decode(row[3]), self._entity_specs.get(row[1])))
 
     async def list_entities(self, name: str | None, locked_only: bool = False) -> list[EntityMetadata]:
         """Committed entities of this shard, optionally of one name or only locked ones."""
         await self._ensure_started()
         rows = await self._store.query_entities(name, locked_only)
-        out = []
-        for row in rows:
-            record = EntityRecord.from_row(row)
-            st = record.state
-            out.append(EntityMetadata(record.entity_id, st.exists, st.state, st.locked_by, len(st.queue),
-                                      from_ts(record.updated_at)))
-        return out
+        return [EntityRecord.from_row(row, self._entity_specs.get(row[1])).metadata() for row in rows]
 
     async def remove_empty_entities(self) -> int:
         """Forget entities with no state, no lock and nothing queued."""

@@ -239,67 +239,75 @@ class ShardStore:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
             self._lock_fd = None
 
-    async def commit(self, w: TurnWrites) -> None:
-        """Write one turn in one transaction (one fsync).
+    async def commit(self, rounds: Sequence[TurnWrites]) -> None:
+        """Write one turn in one transaction (one fsync): its rounds' writes in order, each
+        round's as :meth:`_apply` orders them.
 
         The whole transaction runs in one call on aiosqlite's connection thread (its
         ``_execute``), not one thread hop per statement: a turn's commit is on the latency
         path of every step of every orchestration.
         """
-        if w.is_empty():
-            return
-        await self.db._execute(self._commit_on_thread, w)
+        rounds = [w for w in rounds if not w.is_empty()]
+        if rounds:
+            await self.db._execute(self._commit_on_thread, rounds)
 
-    def _commit_on_thread(self, w: TurnWrites) -> None:
+    def _commit_on_thread(self, rounds: list[TurnWrites]) -> None:
         db = self.db._conn
         db.execute("BEGIN IMMEDIATE")
         try:
-            if w.clear_history:
-                db.executemany("DELETE FROM history WHERE num = ?", [(n,) for n in w.clear_history])
-            if w.truncate_history:
-                db.executemany("DELETE FROM history WHERE num = ? AND seq >= ?", w.truncate_history)
-            if w.clear_instance_work:
-                rows = [(i,) for i in w.clear_instance_work]
-                db.executemany("DELETE FROM activities WHERE instance_id = ?", rows)
-                db.executemany("DELETE FROM timers WHERE instance_id = ?", rows)
-            if w.instances:
-                db.executemany(
-                    f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    w.instances,
-                )
-            if w.history:
-                db.executemany(
-                    "INSERT OR REPLACE INTO history(num, seq, event_type, timestamp, name, data) "
-                    "VALUES (?,?,?,?,?,?)",
-                    w.history,
-                )
-            if w.done_activities:
-                db.executemany("DELETE FROM activities WHERE instance_id = ? AND task_id = ?", w.done_activities)
-            if w.add_activities:
-                db.executemany(
-                    "INSERT OR REPLACE INTO activities(instance_id, execution_id, task_id, name, input) "
-                    "VALUES (?,?,?,?,?)",
-                    w.add_activities,
-                )
-            if w.done_timers:
-                db.executemany("DELETE FROM timers WHERE instance_id = ? AND timer_id = ?", w.done_timers)
-            if w.add_timers:
-                db.executemany(
-                    "INSERT OR REPLACE INTO timers(instance_id, execution_id, timer_id, fire_at) VALUES (?,?,?,?)",
-                    w.add_timers,
-                )
-            if w.done_outbox:
-                db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in w.done_outbox])
-            if w.add_outbox:
-                db.executemany("INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", w.add_outbox)
-            if w.entities:
-                db.executemany(f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", w.entities)
-            if w.delivered:
-                db.executemany("INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered])
+            for w in rounds:
+                self._apply(db, w)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _apply(db: Any, w: TurnWrites) -> None:
+        """One round's writes: deletions before insertions, so a record cleared and written
+        again in the round keeps its new rows."""
+        if w.clear_history:
+            db.executemany("DELETE FROM history WHERE num = ?", [(n,) for n in w.clear_history])
+        if w.truncate_history:
+            db.executemany("DELETE FROM history WHERE num = ? AND seq >= ?", w.truncate_history)
+        if w.clear_instance_work:
+            rows = [(i,) for i in w.clear_instance_work]
+            db.executemany("DELETE FROM activities WHERE instance_id = ?", rows)
+            db.executemany("DELETE FROM timers WHERE instance_id = ?", rows)
+        if w.instances:
+            db.executemany(
+                f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                w.instances,
+            )
+        if w.history:
+            db.executemany(
+                "INSERT OR REPLACE INTO history(num, seq, event_type, timestamp, name, data) "
+                "VALUES (?,?,?,?,?,?)",
+                w.history,
+            )
+        if w.done_activities:
+            db.executemany("DELETE FROM activities WHERE instance_id = ? AND task_id = ?", w.done_activities)
+        if w.add_activities:
+            db.executemany(
+                "INSERT OR REPLACE INTO activities(instance_id, execution_id, task_id, name, input) "
+                "VALUES (?,?,?,?,?)",
+                w.add_activities,
+            )
+        if w.done_timers:
+            db.executemany("DELETE FROM timers WHERE instance_id = ? AND timer_id = ?", w.done_timers)
+        if w.add_timers:
+            db.executemany(
+                "INSERT OR REPLACE INTO timers(instance_id, execution_id, timer_id, fire_at) VALUES (?,?,?,?)",
+                w.add_timers,
+            )
+        if w.done_outbox:
+            db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in w.done_outbox])
+        if w.add_outbox:
+            db.executemany("INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", w.add_outbox)
+        if w.entities:
+            db.executemany(f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", w.entities)
+        if w.delivered:
+            db.executemany("INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered])
 
     # -- reads used by the shard host (writer connection: sees its own last commit) -----------
 

@@ -1,0 +1,181 @@
+"""A task hub's files read without its shard hosts: every shard file opened read-only.
+
+What the CLI reads when no hub of that name runs in a reachable Ray cluster. Each file is
+opened with SQLite's ``mode=ro``, so reading never writes, never takes the shard's owner lock
+and never disturbs a hub that has the files open in another process: it sees committed state
+only. Rows become the very records a shard host returns (``status_from_row``,
+``EntityRecord``), and listing pages through :func:`query_page` as ``TaskHub`` does, so both
+ways of reading print alike. The column lists come from ``_store``; the schema is not
+repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from entities import EntityId
+from orchestrations import (
+    DurableValueError,
+    HistoryEvent,
+    InstanceNotFoundError,
+    ShardFileError,
+    validate_instance_id,
+)
+from orchestrations._ids import shard_of
+from orchestrations._registry import Registry
+
+from ._client import ShardRow, StatusFilter, query_page
+from ._codec import decode
+from ._entity_host import EntityRecord
+from ._messages import status_from_row
+from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
+from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
+
+_INSTANCE_FIELDS = INSTANCE_COLUMNS.replace(" ", "").split(",")
+#: where an ``INSTANCE_COLUMNS`` row holds its creation time and ``num`` (its history rows' key)
+_CREATED, _NUM = _INSTANCE_FIELDS.index("created_at"), _INSTANCE_FIELDS.index("num")
+
+
+class HubFiles:
+    """The files of hub ``name`` under ``data_dir``, read-only; the query methods answer as the
+    ``TaskHub`` methods of the same names do. Files open on first use, until :meth:`close`.
+
+    Raises ``ValueError`` if there is no hub there (no ``hub.json``) or it was written in
+    another format version.
+    """
+
+    def __init__(self, name: str, data_dir: str | os.PathLike[str]) -> None:
+        self.name = name
+        self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
+        try:
+            with open(os.path.join(self.directory, "hub.json")) as f:
+                info = json.load(f)
+        except FileNotFoundError:
+            raise DurableValueError(f"no task hub {name!r} in {os.path.dirname(self.directory)}") from None
+        if info.get("format_version") != FORMAT_VERSION:
+            raise DurableValueError(
+                f"task hub {name!r} has format version {info.get('format_version')}; "
+                f"this version of ray-durable reads {FORMAT_VERSION}"
+            )
+        self.num_shards = int(info["num_shards"])
+        self._conns: dict[int, sqlite3.Connection] = {}
+
+    def close(self) -> None:
+        """Close every file opened so far."""
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+    @contextmanager
+    def _snapshot(self, shard: int) -> Iterator[sqlite3.Connection]:
+        """Shard ``shard``'s file in one read transaction (the statements inside see one commit)."""
+        conn = self._conns.get(shard)
+        if conn is None:
+            path = Path(self.directory, f"shard-{shard:02d}.sqlite")
+            if not path.exists():
+                raise ShardFileError(str(path), "is missing")
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self._conns[shard] = conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _instance_row(conn: sqlite3.Connection, instance_id: str) -> Any:
+        sql = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
+        return conn.execute(sql, (instance_id,)).fetchone()
+
+    # -- orchestrations ---------------------------------------------------------------------------
+
+    def get_status(self, instance_id: str) -> DurableOrchestrationStatus | None:
+        """The committed status of an instance, or ``None`` if there is none."""
+        validate_instance_id(instance_id)
+        with self._snapshot(shard_of(instance_id, self.num_shards)) as conn:
+            row = self._instance_row(conn, instance_id)
+        return None if row is None else status_from_row(row)
+
+    def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The instance's committed history events, oldest first. Raises for an unknown id."""
+        validate_instance_id(instance_id)
+        with self._snapshot(shard_of(instance_id, self.num_shards)) as conn:
+            row = self._instance_row(conn, instance_id)
+            if row is None:
+                raise InstanceNotFoundError(instance_id)
+            blobs = conn.execute("SELECT data FROM history WHERE num = ? ORDER BY seq", (row[_NUM],)).fetchall()
+        return [decode(blob) for (blob,) in blobs]
+
+    def list_instances(
+        self,
+        created_time_from: datetime | None = None,
+        created_time_to: datetime | None = None,
+        runtime_status: StatusFilter = None,
+        page_size: int | None = 100,
+        continuation_token: str | None = None,
+    ) -> InstancePage:
+        """One page of instances ordered by creation time, as ``TaskHub.list_instances``."""
+
+        def query_shards(
+            lo: float | None, hi: float | None, statuses: list[str] | None, after: tuple[float, str] | None,
+            limit: int | None,
+        ) -> list[list[ShardRow]]:
+            where, args = _filters(lo, hi, statuses)
+            if after is not None:
+                where.append("(created_at, instance_id) > (?, ?)")
+                args += list(after)
+            sql = f"SELECT {INSTANCE_COLUMNS} FROM instances {'WHERE ' + ' AND '.join(where) if where else ''}"
+            sql += " ORDER BY created_at, instance_id LIMIT ?"  # a negative limit is no limit
+            parts = []
+            for shard in range(self.num_shards):
+                with self._snapshot(shard) as conn:
+                    rows = conn.execute(sql, [*args, -1 if limit is None else limit]).fetchall()
+                parts.append([(row[_CREATED], row[0], status_from_row(row)) for row in rows])
+            return parts
+
+        return query_page(
+            query_shards, created_time_from, created_time_to, runtime_status, page_size, continuation_token
+        )
+
+    # -- entities ---------------------------------------------------------------------------------
+
+    def read_entity_state(self, entity_id: EntityId) -> EntityStateResponse:
+        """An entity's committed state."""
+        key = str(entity_id)
+        with self._snapshot(shard_of(key, self.num_shards)) as conn:
+            row = conn.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)).fetchone()
+        if row is None:
+            return EntityStateResponse(False, None)
+        state = EntityRecord.from_row(row).state
+        return EntityStateResponse(state.exists, state.state)
+
+    def list_entities(self, name: str | None = None) -> list[EntityMetadata]:
+        """Every entity (or every entity named ``name``), ordered by id."""
+        sql, args = f"SELECT {ENTITY_COLUMNS} FROM entities", []
+        if name is not None:
+            sql, args = sql + " WHERE name = ?", [name]
+        found = []
+        for shard in range(self.num_shards):
+            with self._snapshot(shard) as conn:
+                found += [EntityRecord.from_row(row).metadata() for row in conn.execute(sql, args).fetchall()]
+        return sorted(found, key=lambda m: str(m.entity_id).encode())
+
+    # -- the hub's code ---------------------------------------------------------------------------
+
+    def saved_registry(self) -> Registry:
+        """The registry the shard hosts last installed (kept in every shard file): the code to
+        open the hub with, so that opening it from a process that registered nothing (the CLI)
+        does not replace the hub's code. Decoding imports the modules the code lives in."""
+        with self._snapshot(0) as conn:
+            row = conn.execute("SELECT blob FROM registry WHERE id = 0").fetchone()
+        if row is None:
+            return Registry()
+        orchestrators, activities, entity_specs, version = decode(row[0])
+        return Registry(orchestrators=orchestrators, activities=activities, entities=entity_specs, version=version)

@@ -1,0 +1,123 @@
+"""A hub on a simulated multi-node Ray cluster (head + 2 workers, one machine, one shared disk).
+
+- shard hosts spread over the nodes (soft node affinity, shard i on node i mod N);
+- a fan-out's activities run on several nodes and the result is right;
+- losing a worker node that hosts a shard, mid-work, loses nothing: Ray restarts the host on
+  another node, it reopens its file (shared storage) and every orchestration completes.
+
+This module runs its own cluster, not the shared ``ray_session``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from orchestrations import activity, orchestrator
+from runtime import OrchestrationRuntimeStatus as S
+from runtime import TaskHub
+
+from ..conftest import ALWAYS_REPLAY
+from ..helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+FAN_OUT = 200
+INSTANCES, WORK_ITEMS = 6, 6
+
+
+@activity(name="mn_where")
+def where(item: int) -> tuple[int, str]:
+    """Returns its item and the node it ran on."""
+    time.sleep(0.005)  # simulated work, so batches overlap and spill over to other nodes
+    return item, ray.get_runtime_context().get_node_id()
+
+
+@activity(name="mn_slow_double")
+def slow_double(item: int) -> int:
+    time.sleep(0.2)  # still running when the node goes
+    return 2 * item
+
+
+@orchestrator(name="mn_fan")
+def fan(ctx):
+    return (yield ctx.task_all([ctx.call_activity(where, i) for i in range(ctx.get_input())]))
+
+
+@orchestrator(name="mn_work")
+def work(ctx):
+    first = yield ctx.task_all([ctx.call_activity(slow_double, i) for i in range(WORK_ITEMS)])
+    second = yield ctx.task_all([ctx.call_activity(slow_double, x) for x in first])
+    return sum(second)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """Head (1 CPU, runs the driver) plus two 1-CPU worker nodes; torn down at module end."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
+    c.wait_for_nodes()
+    try:
+        yield c, workers
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hub(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskHub]:
+    """A 4-shard hub (every node hosts at least one shard); its files sit on the shared disk."""
+    data_dir = tmp_path_factory.mktemp("durable")
+    with TaskHub("multinode", data_dir=data_dir, num_shards=4, always_replay=ALWAYS_REPLAY) as h:
+        yield h
+
+
+def test_shard_hosts_spread_over_nodes(hub: TaskHub) -> None:
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    assert len(alive) == 3
+    assert hub.shard_nodes() == [alive[i % 3] for i in range(4)]
+
+
+def test_fan_out_runs_on_several_nodes(hub: TaskHub) -> None:
+    iid = hub.start_new(fan, client_input=FAN_OUT)
+    status = hub.wait_for_completion(iid, timeout=60)
+    assert status.runtime_status is S.Completed, status.failure_details
+    assert [item for item, _ in status.output] == list(range(FAN_OUT))
+    assert len({node for _, node in status.output}) >= 2
+
+
+def test_losing_a_node_that_hosts_a_shard_loses_nothing(cluster: Any, hub: TaskHub) -> None:
+    c, workers = cluster
+    before = hub.shard_nodes()
+    doomed = next(w for w in workers if w.node_id in before)
+    ids = [hub.start_new(work) for _ in range(INSTANCES)]
+    # until some activity results are committed: the node goes with work half done
+    wait_until(lambda: any(hub.get_status(i).runtime_status is S.Running for i in ids), timeout=30)
+    assert not any(hub.get_status(i).runtime_status.is_terminal for i in ids)
+    c.remove_node(doomed)
+    statuses = [hub.wait_for_completion(i, timeout=60) for i in ids]
+    assert [s.runtime_status for s in statuses] == [S.Completed] * INSTANCES, [s.failure_details for s in statuses]
+    assert [s.output for s in statuses] == [4 * sum(range(WORK_ITEMS))] * INSTANCES
+    after = hub.shard_nodes()
+    assert doomed.node_id not in after
+    moved = [i for i, node in enumerate(before) if node == doomed.node_id]
+    assert moved and all(after[i] != before[i] for i in moved)  # restarted elsewhere, same file
+    assert all(after[i] == before[i] for i in range(len(before)) if i not in moved)
+    for i in ids:  # every history is whole: both rounds scheduled once each
+        assert [e.event_type for e in hub.get_history(i)].count("TaskScheduled") == 2 * WORK_ITEMS
+
+
+def test_shard_files_stay_on_the_shared_disk(hub: TaskHub) -> None:
+    assert sorted(p.name for p in Path(hub.directory).glob("shard-*.sqlite")) == [
+        f"shard-{i:02d}.sqlite" for i in range(4)
+    ]

@@ -1,0 +1,197 @@
+"""The shard host's fast paths on a real local Ray with real SQLite: same-shard messages applied
+in the same turn (and what overflows to the outbox), activities on the warm worker, class
+entities stored as their attributes, registries that merge rather than replace."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+
+import pytest
+import ray
+
+from entities import EntityContext, EntityId, entity
+from orchestrations import Registry, activity, orchestrator
+from runtime import OrchestrationRuntimeStatus as S
+from runtime import TaskHub
+from runtime._codec import decode
+from runtime._entity_host import ObjectState
+from runtime._shard import MAX_LOCAL_ROUNDS
+
+from ..conftest import ALWAYS_REPLAY
+from ..helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@entity(name="TnAccount")
+class Account:
+    def __init__(self) -> None:
+        self.balance = 0
+        self.history: list[int] = []
+
+    def deposit(self, amount: int) -> int:
+        self.balance += amount
+        self.history.append(amount)
+        return self.balance
+
+    def get(self) -> int:
+        return self.balance
+
+
+@entity(name="TnSlotted")
+class Slotted:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, amount: int) -> int:
+        self.value += amount
+        return self.value
+
+
+@entity(name="TnCountdown")
+def countdown(ctx: EntityContext) -> None:
+    """``start(n)``: signals itself ``tick`` n times in a chain, counting the ticks."""
+    state = ctx.get_state(lambda: {"left": 0, "ticks": 0})
+    if ctx.operation_name == "start":
+        state["left"] = ctx.get_input()
+    else:
+        state["ticks"] += 1
+        state["left"] -= 1
+    if state["left"] > 0:
+        ctx.signal_entity(ctx.entity_id, "tick")
+    ctx.set_state(state)
+
+
+@orchestrator(name="tn_transfer")
+def transfer(ctx):
+    a, b = (EntityId("TnAccount", k) for k in ctx.get_input())
+    with (yield ctx.lock_entities([a, b])):
+        yield ctx.call_entity(a, "deposit", -5)
+        yield ctx.call_entity(b, "deposit", 5)
+        balance_a = yield ctx.call_entity(a, "get")
+        balance_b = yield ctx.call_entity(b, "get")
+        return [balance_a, balance_b]
+
+
+@activity(name="tn_where")
+def where(_: object) -> bool:
+    """Whether this activity ran in an actor (the warm worker) rather than a Ray task."""
+    return ray.get_runtime_context().get_actor_id() is not None
+
+
+@orchestrator(name="tn_sequence")
+def sequence(ctx):
+    out = []
+    for i in range(5):
+        out.append((yield ctx.call_activity(where, i)))
+    return out
+
+
+@orchestrator(name="tn_rounds")
+def rounds(ctx):
+    n = ctx.get_input()
+    total = yield ctx.call_activity(where, n)
+    if n < 4:
+        ctx.continue_as_new(n + 1)
+        return None
+    return [n, total]
+
+
+@pytest.fixture(scope="module")
+def one_shard(ray_session, data_dir):
+    """A one-shard hub: every message is a same-shard message."""
+    with TaskHub("turns-one", data_dir=data_dir, num_shards=1, always_replay=ALWAYS_REPLAY) as hub:
+        yield hub
+
+
+def test_same_shard_messages_are_applied_in_the_same_turn(one_shard):
+    before = one_shard.stats()[0]
+    iid = one_shard.start_new(transfer, client_input=["x", "y"])
+    status = one_shard.wait_for_completion(iid, timeout=30)
+    assert status.runtime_status is S.Completed and status.output == [-5, 5]
+    after = one_shard.stats()[0]
+    # the lock request passes both entities and comes back, then four calls and answers and
+    # two unlocks: all of it without a Ray call between shards
+    assert after["local_messages"] - before["local_messages"] >= 10
+    assert not any(r.locked_by for r in one_shard.list_entities("TnAccount"))
+
+
+def test_a_chain_longer_than_one_turn_overflows_to_the_outbox_and_finishes(one_shard):
+    n = 3 * MAX_LOCAL_ROUNDS + 1
+    one_shard.signal_entity(EntityId("TnCountdown", "c"), "start", n)
+
+    def done():
+        state = one_shard.read_entity_state(EntityId("TnCountdown", "c")).entity_state
+        return state if state and state["left"] == 0 else None
+
+    assert wait_until(done) == {"left": 0, "ticks": n}
+
+
+def test_continue_as_new_within_one_turn_keeps_only_the_last_execution(one_shard, data_dir):
+    iid = one_shard.start_new(rounds, client_input=0)
+    status = one_shard.wait_for_completion(iid, timeout=30)
+    assert status.runtime_status is S.Completed and status.output[0] == 4
+    history = one_shard.get_history(iid)
+    kinds = [e.event_type for e in history]
+    assert kinds.count("ExecutionStarted") == 1 and kinds.count("TaskScheduled") == 1
+    assert history[0].input == 4
+
+
+def test_class_entity_state_is_stored_as_attributes_and_rebuilt(one_shard, data_dir):
+    key = EntityId("TnAccount", "kept")
+    one_shard.signal_entity(key, "deposit", 7)
+    one_shard.signal_entity(key, "deposit", 3)
+    slotted = EntityId("TnSlotted", "s")
+    one_shard.signal_entity(slotted, "add", 4)
+
+    state = wait_until(lambda: (s := one_shard.read_entity_state(key).entity_state) and s.balance == 10 and s)
+    assert isinstance(state, Account) and state.history == [7, 3]
+    value = wait_until(lambda: (s := one_shard.read_entity_state(slotted).entity_state) and s.value == 4 and s)
+    assert isinstance(value, Slotted)
+    # what the file holds: the attributes, named after the class (no class pickled by value)
+    path = data_dir / "turns-one" / "shard-00.sqlite"
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        (blob,) = db.execute("SELECT state FROM entities WHERE entity_id = ?", (str(key),)).fetchone()
+    stored = decode(blob)
+    assert isinstance(stored, ObjectState) and stored.attributes == {"balance": 10, "history": [7, 3]}
+    assert repr(stored) == "Account(balance=10, history=[7, 3])"
+
+
+def test_activities_use_the_warm_worker_unless_it_is_turned_off(ray_session, data_dir, one_shard):
+    iid = one_shard.start_new(sequence)
+    warm = one_shard.wait_for_completion(iid, timeout=30).output
+    assert any(warm)  # sequential single activities: the warm worker takes them once it is up
+    with TaskHub("turns-cold", data_dir=data_dir, num_shards=1, warm_worker=False,
+                 always_replay=ALWAYS_REPLAY) as cold:
+        iid = cold.start_new(sequence)
+        status = cold.wait_for_completion(iid, timeout=30)
+    assert status.runtime_status is S.Completed and status.output == [False] * 5
+
+
+def test_registries_merge_so_a_partial_one_takes_nothing_away(ray_session, data_dir):
+    first, second = Registry(), Registry()
+
+    def one(ctx):
+        return "one"
+
+    def two(ctx):
+        return "two"
+
+    first.add_orchestrator(one, "tn_one")
+    second.add_orchestrator(two, "tn_two")
+    hub = TaskHub("turns-merge", data_dir=data_dir, num_shards=2, detached=True, registry=first,
+                  always_replay=ALWAYS_REPLAY)
+    try:
+        other = TaskHub.connect("turns-merge", registry=second)
+        ids = [other.start_new("tn_two"), other.start_new("tn_one")]
+        assert [other.wait_for_completion(i, timeout=30).output for i in ids] == ["two", "one"]
+    finally:
+        hub.shutdown()
+    # reopened with a registry that has neither: the saved one still runs both
+    with TaskHub("turns-merge", data_dir=data_dir, num_shards=2, registry=Registry(),
+                 always_replay=ALWAYS_REPLAY) as again:
+        ids = [again.start_new("tn_one"), again.start_new("tn_two")]
+        assert [again.wait_for_completion(i, timeout=30).output for i in ids] == ["one", "two"]
