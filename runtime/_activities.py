@@ -233,21 +233,29 @@ class ActivityDispatcher:
         for options, group in groups.items():
             if self._warm_idle and not options and len(group) <= WARM_MAX_CALLS:
                 self._warm_idle = False
-                self._spawn(self._run_batch(group, options, warm=True))
+                self._submit(group, options, warm=True)
                 continue
             size = batch_sizes(len(group), self.parallelism)
             for start in range(0, len(group), size):
-                self._spawn(self._run_batch(group[start : start + size], options))
+                self._submit(group[start : start + size], options)
 
-    async def _run_batch(
-        self, calls: list[ActivityCall], options: tuple[tuple[str, Any], ...], warm: bool = False
-    ) -> None:
+    def _submit(self, calls: list[ActivityCall], options: tuple[tuple[str, Any], ...], warm: bool = False) -> None:
+        """Hand ``calls`` to Ray now (in the caller's step, so a turn's activities are on their
+        way before its commit starts) and await the outcome in the background."""
+        blob_calls = [(c.name, c.input_blob) for c in calls]
         try:
-            blob_calls = [(c.name, c.input_blob) for c in calls]
             if warm:
-                ref = self._warm.run.remote(self._registry_key, self._registry_ref, blob_calls)
+                ref: Any = self._warm.run.remote(self._registry_key, self._registry_ref, blob_calls)
             else:
                 ref = submit_batch(self._registry_key, self._registry_ref, blob_calls, options)
+        except Exception as exc:  # could not even submit: every call fails
+            ref = exc
+        self._spawn(self._run_batch(calls, ref, warm))
+
+    async def _run_batch(self, calls: list[ActivityCall], ref: Any, warm: bool) -> None:
+        try:
+            if isinstance(ref, Exception):
+                raise ref
             outcomes = decode(await ref)
         except Exception as exc:
             failure = failure_from_exception(exc)

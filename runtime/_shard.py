@@ -94,7 +94,8 @@ class _AfterCommit:
     activities: list[ActivityCall] = field(default_factory=list)
     timers: list[tuple[str, str, int, float]] = field(default_factory=list)
     outbox: list[Outbound] = field(default_factory=list)
-    finished: list[str] = field(default_factory=list)
+    #: instances that reached a terminal state, with their committed ``instances`` row
+    finished: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
     #: messages to records of this shard, applied in the turn's next round
     local: list[Outbound] = field(default_factory=list)
@@ -716,14 +717,16 @@ class ShardHost(ShardQueries):
         elif result.state.is_final:
             inst.output_blob = encode(result.output, "orchestration output")
             inst.failure_blob = encode(result.failure) if result.failure is not None else None
-            after.finished.append(iid)
             if inst.parent is not None:
                 failure = result.failure
                 if result.state is ExecutionState.TERMINATED:
                     failure = FailureDetails("Terminated", f"sub-orchestration {iid!r} was terminated: {result.output}")
                 output = result.output if result.state is ExecutionState.COMPLETED else None
                 self._reply_to_parent(inst.parent, output, failure, now, w, after)
-        w.instances.append(inst.to_row())
+        row = inst.to_row()
+        w.instances.append(row)
+        if result.state.is_final and result.state is not ExecutionState.CONTINUED_AS_NEW:
+            after.finished.append((iid, row))
 
     def _reply_to_parent(
         self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
@@ -763,10 +766,10 @@ class ShardHost(ShardQueries):
         for iid, exec_id, timer_id, fire_at in after.timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
         self._courier.deliver(after.outbox)
-        for iid in after.finished:
+        for iid, row in after.finished:
             for future in self._waiters.get(iid, []):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(row)  # the committed row: waiters answer without a read
         if self.config.always_replay:
             for iid in after.touched:
                 inst = self._cache.get(iid)

@@ -81,10 +81,11 @@ class ShardQueries:
             if status.runtime_status.is_terminal:
                 return status
             try:
-                await asyncio.wait_for(future, timeout)
+                row = await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 return None
-            return await self.get_status(instance_id)
+            # the row the finishing turn committed (no read on the latency path)
+            return status_from_row(row, True) if row is not None else await self.get_status(instance_id)
         finally:
             waiters = self._waiters.get(instance_id, [])
             if future in waiters:
