@@ -9,7 +9,6 @@ lets a fan-out beat one-Ray-task-per-call: scheduling cost is paid per batch, no
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,15 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrations import FailureDetails, TaskCompleted, TaskFailed
 from orchestrations._registry import ActivitySpec
 
 from ._codec import decode, encode, failure_from_exception
 from ._messages import Message
-
-log = logging.getLogger("ray_durable.activities")
+from ._warm import WarmLane, WarmWorkerLostError
 
 #: Most activities one Ray task runs.
 MAX_BATCH = 512
@@ -109,28 +106,6 @@ _remote_run_batch = ray.remote(run_batch)
 WARM_MAX_CALLS = 16
 
 
-class WarmWorker:
-    """A long-lived activity worker owned by one shard host (a Ray actor, ``num_cpus=0``).
-
-    Light load goes here: an actor call skips Ray's task scheduling (about 1 ms less per
-    activity on a 2-core machine than a task), which is most of a short sequence's latency.
-    It runs one batch at a time; while it is busy, or for activities with Ray options, or
-    for big dispatches, batches go to Ray tasks as usual, so Ray's CPU accounting is bypassed
-    by at most one small batch per shard host.
-    """
-
-    def ready(self) -> bool:
-        """True once the worker process is up (the host uses it only then)."""
-        return True
-
-    def run(self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]) -> bytes:
-        """:func:`run_batch` in this worker."""
-        return run_batch(registry_key, registry_blob, calls)
-
-
-_WarmWorkerActor = ray.remote(WarmWorker)
-
-
 def batch_sizes(count: int, parallelism: int) -> int:
     """How many calls one Ray task takes when ``count`` are ready and ``parallelism`` CPUs run
     them: enough batches to keep every CPU busy twice over, none larger than MAX_BATCH."""
@@ -170,29 +145,12 @@ class ActivityDispatcher:
         self._registry_ref: Any = None
         self.parallelism = 1
         self.outstanding: dict[str, set[tuple[str, int]]] = {}
-        self._warm: Any = None
-        self._warm_idle = False
+        self._warm = WarmLane(spawn)
 
     def start_warm_worker(self) -> None:
-        """Create this host's warm worker on its node; it takes work once it is up (until
-        then, and whenever it is busy, Ray tasks do). It lives as long as its host."""
-        node = ray.get_runtime_context().get_node_id()
-        self._warm = _WarmWorkerActor.options(
-            num_cpus=0,
-            max_restarts=-1,
-            max_task_retries=DEFAULT_MAX_RETRIES,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
-        ).remote()
-        self._spawn(self._await_warm())
-
-    async def _await_warm(self) -> None:
-        try:
-            await self._warm.ready.remote()
-        except Exception:  # no warm worker: Ray tasks do everything
-            log.warning("activity warm worker did not start; using Ray tasks only")
-            self._warm = None
-            return
-        self._warm_idle = True
+        """Start this host's warm worker (see ``runtime._warm``); it takes small batches once
+        it is up and idle (until then, and whenever it is busy, Ray tasks do)."""
+        self._warm.start()
 
     def set_registry(self, specs: dict[str, ActivitySpec], version: int) -> None:
         """Use these activities from now on (shipped to workers once, through the object store)."""
@@ -231,8 +189,10 @@ class ActivityDispatcher:
             ]
             self._spawn(self._answer(unknown, outcomes))
         for options, group in groups.items():
-            if self._warm_idle and not options and len(group) <= WARM_MAX_CALLS:
-                self._warm_idle = False
+            if (
+                not options and len(group) <= WARM_MAX_CALLS
+                and isinstance(self._registry_ref, bytes) and self._warm.available()
+            ):
                 self._submit(group, options, warm=True)
                 continue
             size = batch_sizes(len(group), self.parallelism)
@@ -245,24 +205,27 @@ class ActivityDispatcher:
         blob_calls = [(c.name, c.input_blob) for c in calls]
         try:
             if warm:
-                ref: Any = self._warm.run.remote(self._registry_key, self._registry_ref, blob_calls)
+                ref: Any = self._warm.submit(self._registry_key, self._registry_ref, blob_calls)
             else:
                 ref = submit_batch(self._registry_key, self._registry_ref, blob_calls, options)
         except Exception as exc:  # could not even submit: every call fails
             ref = exc
-        self._spawn(self._run_batch(calls, ref, warm))
+        self._spawn(self._run_batch(calls, ref, options))
 
-    async def _run_batch(self, calls: list[ActivityCall], ref: Any, warm: bool) -> None:
+    async def _run_batch(self, calls: list[ActivityCall], ref: Any, options: tuple[tuple[str, Any], ...]) -> None:
         try:
             if isinstance(ref, Exception):
                 raise ref
-            outcomes = decode(await ref)
+            try:
+                blob = await ref
+            except WarmWorkerLostError:  # the warm worker died running it: run it on a Ray task
+                blob = await submit_batch(
+                    self._registry_key, self._registry_ref, [(c.name, c.input_blob) for c in calls], options
+                )
+            outcomes = decode(blob)
         except Exception as exc:
             failure = failure_from_exception(exc)
             outcomes = [(False, failure)] * len(calls)
-        finally:
-            if warm:
-                self._warm_idle = True
         await self._answer(calls, outcomes)
 
     async def _answer(self, calls: Sequence[ActivityCall], outcomes: Sequence[tuple[bool, Any]]) -> None:

@@ -91,13 +91,13 @@ def transfers(ctx):
 
 
 def busy_workers() -> list[int]:
-    """Ray worker processes running an activity batch right now (a Ray task or a shard
-    host's warm worker actor)."""
+    """Ray worker processes running an activity batch right now (a Ray task), and the shard
+    hosts' warm workers (busy or not: they take batches over their own connection)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith((b"ray::run_batch", b"ray::WarmWorker.run")):
+                if (entry / "cmdline").read_bytes().startswith((b"ray::run_batch", b"ray::WarmWorker")):
                     pids.append(int(entry.name))
             except OSError:
                 continue

@@ -18,6 +18,8 @@ from orchestrations import activity, orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 
+from ..helpers import wait_until
+
 pytestmark = pytest.mark.integration
 
 INSTANCES, FAN_OUT, ADDS = 6, 5, 3
@@ -41,6 +43,31 @@ def dies_once(args: tuple[str, int]) -> int:
         marker.write_text(str(os.getpid()))
         os._exit(9)
     return 2 * item
+
+
+@activity(name="cr_in_actor")
+def in_actor(_: object) -> bool:
+    """Whether this activity runs in an actor (the shard host's warm worker)."""
+    import ray
+
+    return ray.get_runtime_context().get_actor_id() is not None
+
+
+@activity(name="cr_warm_dies_once")
+def warm_dies_once(marker_dir: str) -> bool:
+    """Kills its process the first time it runs on the warm worker, then reports where it ran."""
+    marker = Path(marker_dir) / "warm-killed"
+    warm = in_actor(None)
+    if warm and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(9)
+    return warm
+
+
+@orchestrator(name="cr_one")
+def one(ctx):
+    name, arg = ctx.get_input()
+    return (yield ctx.call_activity(name, arg))
 
 
 @entity(name="CrCounter")
@@ -99,3 +126,14 @@ def test_activity_worker_killed_during_execution(ray_session, tmp_path):
         status = hub.wait_for_completion(hub.start_new(worker_death, client_input=str(tmp_path)), timeout=120)
         assert (tmp_path / "worker-killed").exists()
         assert (status.runtime_status, status.output) == (S.Completed, 2 * sum(range(4)))
+
+
+def test_warm_worker_killed_during_execution(ray_session, tmp_path):
+    with TaskHub("crash-warm", data_dir=tmp_path, num_shards=1) as hub:
+        # once the warm worker is up, a lone activity runs there
+        wait_until(lambda: hub.wait_for_completion(hub.start_new(one, client_input=("cr_in_actor", None))).output)
+        status = hub.wait_for_completion(hub.start_new(one, client_input=("cr_warm_dies_once", str(tmp_path))), 120)
+        assert (tmp_path / "warm-killed").exists()  # it died on the warm worker ...
+        assert status.runtime_status is S.Completed  # ... and ran again elsewhere
+        # Ray restarts the warm worker and the host reconnects to it
+        wait_until(lambda: hub.wait_for_completion(hub.start_new(one, client_input=("cr_in_actor", None))).output)
