@@ -334,11 +334,9 @@ class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         self._context = context
 
     def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+        # every LoggerAdapter method asks this first; not overriding log() keeps the record's
+        # source line the caller's
         return not self._context.is_replaying and self.logger.isEnabledFor(level)
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not self._context.is_replaying:
-            super().log(level, msg, *args, **kwargs)
 
 
 class LockHandle:

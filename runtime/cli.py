@@ -526,3 +526,7 @@ def purge(
     raise click.ClickException(
         f"{instance_id} is {now.runtime_status.value}: only Completed, Failed or Terminated instances are purged"
     )
+
+
+if __name__ == "__main__":  # python -m runtime.cli
+    main()

@@ -904,6 +904,7 @@ def test_replay_safe_logger_is_silent_during_replay(caplog):
     records = [r for r in caplog.records if r.name == "tests.chatty"]
     assert [r.getMessage() for r in records] == ["step 1", "step 2", "step 3"]
     assert {r.instance_id for r in records} == {"log-me"}
+    assert {r.pathname for r in records} == {__file__}  # the caller's line, not the adapter's
     assert enabled == [True, False, False]  # the first episode, then two replays of it
 
 

@@ -31,7 +31,12 @@ from runtime.cli import main
 
 from ..conftest import ALWAYS_REPLAY
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # the CLI is a client: what always_replay changes (the shard hosts' turns) every other
+    # integration module covers; running these twice would only double ~90 s of Ray start-ups
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="the CLI runs once; always_replay is a shard-host mode"),
+]
 
 REGISTRY = Registry()
 
