@@ -23,7 +23,8 @@ from orchestrations._registry import ActivitySpec
 
 from ._codec import decode, encode, failure_from_exception
 from ._messages import Message
-from ._warm import WarmLane, WarmWorkerLostError
+from ._warm import WarmLane
+from ._wire import ConnectionLostError
 
 #: Most activities one Ray task runs.
 MAX_BATCH = 512
@@ -218,7 +219,9 @@ class ActivityDispatcher:
                 raise ref
             try:
                 blob = await ref
-            except WarmWorkerLostError:  # the warm worker died running it: run it on a Ray task
+                if isinstance(blob, tuple):  # the warm worker's reply
+                    blob = blob[1]
+            except ConnectionLostError:  # the warm worker died running it: run it on a Ray task
                 blob = await submit_batch(
                     self._registry_key, self._registry_ref, [(c.name, c.input_blob) for c in calls], options
                 )

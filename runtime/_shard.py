@@ -63,6 +63,7 @@ from ._status import (
     OrchestrationRuntimeStatus,
 )
 from ._store import ShardStore, TurnWrites
+from ._wire import new_token, serve
 
 log = logging.getLogger("ray_durable.shard")
 
@@ -157,10 +158,14 @@ class ShardHost(ShardQueries):
         self._courier = Courier(config.hub, config.index, config.num_shards, self._enqueue)
         self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
         self._db_lock = asyncio.Lock()
+        self._peer_server: asyncio.Server | None = None
+        self._peer_addr: tuple[str, int] = ("", 0)
+        self._peer_token = b""
         self._loop_task: asyncio.Task[None] | None = None
         #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
-        #: ones), calls received (client submits and peer deliveries)
-        self.turns = self.messages = self.local_messages = self.calls = 0
+        #: ones), calls received (client submits and peer batches), peer batches that came
+        #: through a Ray call rather than a connection
+        self.turns = self.messages = self.local_messages = self.calls = self.ray_deliveries = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -183,6 +188,8 @@ class ShardHost(ShardQueries):
             if self.config.warm_worker:
                 self._activity_out.start_warm_worker()
             await self._store.open(self.config.lock_timeout)
+            self._peer_token = new_token()
+            self._peer_server, self._peer_addr = await serve(self._peer_token, self._on_peer_batch)
             self._last_num = await self._store.last_instance_num()
             saved = await self._store.load_registry()
             if saved is not None:
@@ -239,6 +246,9 @@ class ShardHost(ShardQueries):
         """Stop the loop and close the store (pending work stays on disk)."""
         if self._loop_task is not None:
             self._loop_task.cancel()
+        if self._peer_server is not None:
+            self._peer_server.close()
+        self._courier.close()
         for handles in self._timer_handles.values():
             for handle in handles.values():
                 handle.cancel()
@@ -264,7 +274,18 @@ class ShardHost(ShardQueries):
                 raise result
 
     async def deliver(self, blobs: Sequence[bytes]) -> None:
-        """Accept messages from another shard's outbox; returns once they are committed."""
+        """Accept messages from another shard's outbox through a Ray call (when no connection
+        could be opened); returns once they are committed."""
+        self.ray_deliveries += 1
+        await self.submit([Message.from_bytes(b) for b in blobs])
+
+    async def peer_address(self) -> tuple[str, int, bytes]:
+        """Where other shard hosts send their outbox batches: (host, port, token)."""
+        await self._ensure_started()
+        return (*self._peer_addr, self._peer_token)
+
+    async def _on_peer_batch(self, blobs: Sequence[bytes]) -> None:
+        """A batch from another shard's outbox, over its connection; answered once committed."""
         await self.submit([Message.from_bytes(b) for b in blobs])
 
     def pid(self) -> int:
@@ -282,6 +303,7 @@ class ShardHost(ShardQueries):
             "messages": self.messages,
             "local_messages": self.local_messages,
             "calls": self.calls,
+            "ray_deliveries": self.ray_deliveries,
             "cached": len(self._cache),
             "entities_cached": len(self._entities),
             "outstanding": self._activity_out.count(),
