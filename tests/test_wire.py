@@ -13,12 +13,14 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def _echo_server(token: bytes, handle=None):
+async def _echo_server(token: bytes, handle=None, started: asyncio.Event | None = None):
     async def default(payload):
         if payload == "boom":
             raise ValueError("bad payload")
-        if payload == "slow":
-            await asyncio.sleep(60)
+        if payload == "never":  # a request that is being handled and never answered
+            if started is not None:
+                started.set()
+            await asyncio.Event().wait()
         return ("echo", payload)
 
     return await serve(token, handle or default, host="127.0.0.1")
@@ -73,11 +75,11 @@ def test_a_wrong_token_is_refused_before_anything_is_read():
 
 def test_a_lost_connection_fails_what_is_in_flight():
     async def main():
-        token = new_token()
-        server, (host, port) = await _echo_server(token)
+        token, started = new_token(), asyncio.Event()
+        server, (host, port) = await _echo_server(token, started=started)
         client = await FrameClient.connect(host, port, token)
-        pending = client.request("slow")
-        await asyncio.sleep(0.05)
+        pending = client.request("never")
+        await asyncio.wait_for(started.wait(), 10)  # the server is handling it
         client._writer.transport.abort()  # the peer's process died, as far as this side can tell
         with pytest.raises(ConnectionLostError):
             await asyncio.wait_for(pending, 10)
