@@ -219,8 +219,6 @@ class ActivityDispatcher:
                 raise ref
             try:
                 blob = await ref
-                if isinstance(blob, tuple):  # the warm worker's reply
-                    blob = blob[1]
             except ConnectionLostError:  # the warm worker died running it: run it on a Ray task
                 blob = await submit_batch(
                     self._registry_key, self._registry_ref, [(c.name, c.input_blob) for c in calls], options

@@ -477,12 +477,10 @@ class TaskHub:
         return encode((orchestrators, activities, entity_specs, version), "registry")
 
     def _sync_registry(self) -> None:
-        """Install this driver's registry on the shards if it changed since the last install.
-
-        A registry with nothing registered is never installed: a driver that only watches or
-        controls (the CLI, a monitor) must not wipe out the code the hub runs.
-        """
-        if self._registry.version != self._registry_version and not _is_empty(self._registry):
+        """Install this driver's registry on the shards if it changed since the last install
+        (the shards merge it by name into what they run, so a partial or empty one takes
+        nothing away)."""
+        if self._registry.version != self._registry_version:
             blob = self._registry_blob()
             self._call(lambda: [s.set_registry.remote(blob) for s in self._shards])
 
@@ -557,12 +555,6 @@ def query_page(
     else:
         token = None
     return InstancePage([t[2] for t in merged], token)
-
-
-def _is_empty(registry: Registry) -> bool:
-    """Whether nothing at all is registered in ``registry``."""
-    orchestrators, activities, entity_specs, _ = registry.snapshot()
-    return not (orchestrators or activities or entity_specs)
 
 
 def _entity_key(entity_id: object) -> str:

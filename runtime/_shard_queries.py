@@ -84,8 +84,7 @@ class ShardQueries:
                 row = await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 return None
-            # the row the finishing turn committed (no read on the latency path)
-            return status_from_row(row, True) if row is not None else await self.get_status(instance_id)
+            return status_from_row(row, True)  # the row the finishing turn committed: no read
         finally:
             waiters = self._waiters.get(instance_id, [])
             if future in waiters:

@@ -62,7 +62,7 @@ class WarmWorker:
                 if len(head) < HEADER.size:
                     return
                 request_id, (registry_key, registry_blob, calls) = pickle.loads(stream.read(HEADER.unpack(head)[0]))
-                conn.sendall(frame((request_id, (True, run_batch(registry_key, registry_blob, calls)))))
+                conn.sendall(frame((request_id, run_batch(registry_key, registry_blob, calls))))
 
 
 _WarmWorkerActor = ray.remote(WarmWorker)
@@ -96,7 +96,7 @@ class WarmLane:
     def submit(
         self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]
     ) -> asyncio.Future[Any]:
-        """Send one batch; the future gets ``(True, encoded outcomes)``, or
+        """Send one batch; the future gets the encoded outcomes (what a Ray task returns), or
         ``ConnectionLostError`` if the worker died (then the lane reconnects)."""
         assert self._client is not None
         self._busy = True
@@ -106,7 +106,7 @@ class WarmLane:
 
     def _done(self, future: asyncio.Future[Any]) -> None:
         self._busy = False
-        if future.exception() is not None:
+        if future.cancelled() or future.exception() is not None:
             self._client = None
             self._spawn(self._connect())
 
