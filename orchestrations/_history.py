@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._compat import tolerate_new_fields
+
 
 @dataclass(frozen=True, slots=True)
 class FailureDetails:
@@ -364,3 +366,7 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
         EntityUnlockMessage,
     )
 }
+
+# A field appended (with a default) to any of these keeps older shard files readable.
+for _cls in (FailureDetails, ParentInfo, *EVENT_TYPES.values()):
+    tolerate_new_fields(_cls)

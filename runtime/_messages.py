@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrations import EventRaised, HistoryEvent, OrchestrationExecutor, ParentInfo
+from orchestrations._compat import tolerate_new_fields
 
 from ._codec import decode, encode
 from ._status import DurableOrchestrationStatus, OrchestrationRuntimeStatus
 
 
+@tolerate_new_fields
 @dataclass(slots=True)
 class Message:
     """One event for one instance.
