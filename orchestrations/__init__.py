@@ -14,6 +14,7 @@ from ._actions import (
 )
 from ._context import LockHandle, OrchestrationContext
 from ._errors import (
+    DeterminismWarning,
     DurableError,
     DurableTypeError,
     DurableValueError,
@@ -21,6 +22,7 @@ from ._errors import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     LockingRulesViolationError,
+    EventTimeoutError,
     NonDeterminismError,
     OrchestrationFailedError,
     PayloadError,
@@ -69,7 +71,7 @@ from ._http import DurableHttpRequest, DurableHttpResponse
 from ._ids import validate_instance_id
 from ._registry import Registry, activity, default_registry, orchestrator
 from ._retry import RetryOptions
-from ._task import Task, TimerTask
+from ._task import EventTask, Task, TimerTask
 
 __all__ = [
     "Action",
@@ -77,6 +79,7 @@ __all__ = [
     "ContinueAsNew",
     "CreateSubOrchestration",
     "CreateTimer",
+    "DeterminismWarning",
     "DurableError",
     "DurableHttpRequest",
     "DurableHttpResponse",
@@ -94,6 +97,8 @@ __all__ = [
     "EntityUnlockSent",
     "EventRaised",
     "EventSent",
+    "EventTask",
+    "EventTimeoutError",
     "ExecutionCompleted",
     "ExecutionResult",
     "ExecutionResumed",

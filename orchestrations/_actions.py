@@ -207,6 +207,10 @@ def matches(action: Action, event: HistoryEvent) -> bool:
             and action.name == event.name
             and action.instance_id == event.instance_id
         )
-    if isinstance(event, EventSent):
-        return isinstance(action, SendEvent) and action.name == event.name
+    if isinstance(event, EventSent):  # event names are case-insensitive; the target must match
+        return (
+            isinstance(action, SendEvent)
+            and action.name.casefold() == event.name.casefold()
+            and action.instance_id == event.instance_id
+        )
     return False

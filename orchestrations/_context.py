@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,13 +25,23 @@ from ._actions import (
     UnlockEntity,
 )
 from ._critical import CriticalSection, SectionState, canonical_lock_set
-from ._errors import DurableTypeError, DurableValueError
+from ._errors import DurableTypeError, DurableValueError, EventTimeoutError
 from ._history import EventRaised
 from ._http import HttpTask, build_request
 from ._ids import validate_instance_id
 from ._registry import function_name
 from ._retry import RetryOptions
-from ._task import CompletableTask, RetryableTask, Task, TimerTask, WhenAllTask, WhenAnyTask
+from ._task import (
+    _NO_DEFAULT,
+    CompletableTask,
+    EventTask,
+    RetryableTask,
+    Task,
+    TimedEventTask,
+    TimerTask,
+    WhenAllTask,
+    WhenAnyTask,
+)
 
 _UUID_NAMESPACE = uuid.UUID("9e952958-5e33-4daf-827f-2fa12937b875")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,6 +60,8 @@ class OrchestrationContext:
         self._sequence = 0
         self._uuid_counter = 0
         self._custom_status: Any = None
+        #: set_custom_status was called outside replay since the last episode was recorded
+        self._custom_status_changed = False
         #: actions created but not yet matched with history / committed, by task id
         self._pending_actions: dict[int, Action] = {}
         #: tasks waiting for a completion event, by task id
@@ -60,13 +71,16 @@ class OrchestrationContext:
         self._retry_timers: dict[int, RetryableTask | HttpTask] = {}
         #: external events that arrived before anyone waited, in arrival order
         self._buffered_events: list[EventRaised] = []
-        #: waiters for external events, by name, first come first served
-        self._event_waiters: dict[str, deque[CompletableTask]] = {}
+        #: waiters for external events, by case-folded name; an event goes to the newest
+        self._event_waiters: dict[str, list[EventTask]] = {}
         self._continue_as_new: tuple[Any, bool] | None = None
         #: the critical-section state machine
         self._section = CriticalSection()
-        #: entity calls waiting for an answer: task id -> entity id
-        self._entity_calls: dict[int, str] = {}
+        #: entity calls waiting for an answer: task id -> (entity id, operation)
+        self._entity_calls: dict[int, tuple[str, str]] = {}
+        #: entities whose lock history says this execution holds (granted, not yet unlocked),
+        #: whatever the code's critical-section state says (it can diverge on replay)
+        self._granted: set[str] = set()
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -220,26 +234,69 @@ class OrchestrationContext:
         self._schedule(CreateTimer(task_id, when), task)
         return task
 
-    def wait_for_external_event(self, name: str) -> Task:
-        """A task of the data of the next event called ``name``.
+    def wait_for_external_event(
+        self, name: str, timeout: timedelta | float | None = None, default: Any = _NO_DEFAULT
+    ) -> Task:
+        """A task of the data of the next event called ``name`` (names are case-insensitive, as
+        in Durable Functions).
 
-        Events that arrived before anyone waited are buffered, first in first out per name.
-        Records nothing in history by itself: the EventRaised event is the record.
+        Events that arrived before anyone waited are buffered, first in first out per name. An
+        event goes to the newest task still waiting for its name, so a loop that races
+        ``task_any([wait("a"), wait("b")])`` each round is served by this round's tasks, not by
+        an abandoned one (as the Durable Functions extension does); ``cancel()`` withdraws a
+        task. With ``timeout`` (a ``timedelta`` or seconds), a durable timer races the event:
+        if it fires first, the task completes with ``default`` when one is given and otherwise
+        fails with :class:`EventTimeoutError`. Records nothing in history by itself (the
+        EventRaised event is the record; a timeout records its timer).
         """
-        if not isinstance(name, str) or not name:
-            raise DurableTypeError(f"event name must be a non-empty str, got {name!r}")
-        task = CompletableTask()
+        if not isinstance(name, str) or not name.strip():
+            raise DurableValueError(f"event name must be a non-empty str, got {name!r}")
+        fire_in = _timeout_delta(timeout) if timeout is not None else None
+        task = EventTask(name, self._withdraw_waiter)
+        key = name.casefold()
         for i, event in enumerate(self._buffered_events):
-            if event.name == name:
+            if event.name.casefold() == key:
                 del self._buffered_events[i]
                 task.complete(event.input)
-                return task
-        self._event_waiters.setdefault(name, deque()).append(task)
-        return task
+                break
+        else:
+            self._event_waiters.setdefault(key, []).append(task)
+        if fire_in is None:
+            return task
+        timer = self.create_timer(fire_in)
+        return TimedEventTask(task, timer, default, EventTimeoutError.waiting_for(name, fire_in))
+
+    def _withdraw_waiter(self, task: EventTask) -> None:
+        waiters = self._event_waiters.get(task.name.casefold())
+        if waiters and task in waiters:
+            waiters.remove(task)
+
+    def _deliver_event(self, event: EventRaised) -> bool:
+        """Give ``event`` to the newest task waiting for its name; ``False`` (the caller
+        buffers it) if none waits."""
+        waiters = self._event_waiters.get(event.name.casefold())
+        if not waiters:
+            return False
+        waiters.pop().complete(event.input)
+        return True
 
     def send_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
-        """Raise ``event_name`` on another instance (one-way; recorded as EventSent)."""
+        """Raise ``event_name`` on another instance (one-way; recorded as EventSent). The target
+        and the name must be the same on replay; an instance that does not exist drops it.
+
+        A blank ``instance_id`` or ``event_name``, or an entity id as target, raises
+        ``ValueError`` here (failing the orchestration unless caught).
+        """
+        if not isinstance(instance_id, str) or not instance_id.strip():
+            raise DurableValueError(f"send_event: instance_id must be a non-empty str, got {instance_id!r}")
+        if instance_id.startswith("@"):
+            raise DurableValueError(
+                f"send_event: instance_id {instance_id!r} is reserved for entities (ids starting with '@'); "
+                "use signal_entity to send an operation to an entity"
+            )
         validate_instance_id(instance_id)
+        if not isinstance(event_name, str) or not event_name.strip():
+            raise DurableValueError(f"send_event: event_name must be a non-empty str, got {event_name!r}")
         task_id = self._next_id()
         self._pending_actions[task_id] = SendEvent(task_id, instance_id, event_name, event_data)
 
@@ -255,7 +312,7 @@ class OrchestrationContext:
         _check_operation(operation_name)
         self._section.check_call(key)
         task_id = self._next_id()
-        self._entity_calls[task_id] = key
+        self._entity_calls[task_id] = (key, operation_name)
         return self._schedule(CallEntity(task_id, key, operation_name, operation_input), CompletableTask(task_id))
 
     def signal_entity(self, entity_id: object, operation_name: str, operation_input: Any = None) -> None:
@@ -290,17 +347,32 @@ class OrchestrationContext:
 
     def _release_locks(self) -> None:
         """End the critical section: one unlock message per locked entity."""
-        for key in self._section.end():
+        self._unlock(self._section.end())
+
+    def _release_all_locks(self) -> None:
+        """The execution ends: end the critical section, and release every other lock its
+        history says it holds (after a nondeterminism failure the code's section state may
+        never have seen a lock that was granted)."""
+        self._release_locks()
+        self._unlock(sorted(self._granted, key=lambda k: k.encode("utf-8")))
+
+    def _unlock(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._granted.discard(key)
             task_id = self._next_id()
             self._pending_actions[task_id] = UnlockEntity(task_id, key)
 
     def task_all(self, tasks: Sequence[Task]) -> Task:
-        """A task of the list of results of ``tasks`` (fails with the first failure)."""
-        return WhenAllTask(tasks)
+        """A task of the list of results of ``tasks``, in their order, once every one has
+        finished; if any failed, it then fails with the first failure (the others still ran to
+        the end). ``task_all([])`` completes at once with ``[]``."""
+        return WhenAllTask(_task_list(tasks, "task_all"))
 
     def task_any(self, tasks: Sequence[Task]) -> Task:
-        """A task whose result is the first of ``tasks`` to finish (the task itself)."""
-        return WhenAnyTask(tasks)
+        """A task whose result is the first of ``tasks`` to finish (the task itself, which
+        may have failed: read its ``result``). ``task_any([])`` completes at once with
+        ``None``."""
+        return WhenAnyTask(_task_list(tasks, "task_any"))
 
     # -- other ---------------------------------------------------------------------------------
 
@@ -313,8 +385,14 @@ class OrchestrationContext:
         self._continue_as_new = (input_, bool(preserve_unprocessed_events))
 
     def set_custom_status(self, value: Any) -> None:
-        """Set the value shown as ``custom_status`` in status queries (re-set on replay)."""
+        """Set the value shown as ``custom_status`` in status queries; ``None`` clears it.
+
+        The value is stored when the episode commits; replay sets it again without storing it.
+        It is carried over by ``continue_as_new`` until the new execution sets another.
+        """
         self._custom_status = value
+        if not self._is_replaying:
+            self._custom_status_changed = True
 
     def new_uuid(self) -> str:
         """A UUID that is the same on every replay (derived from id, time and a counter)."""
@@ -341,7 +419,8 @@ class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 class LockHandle:
     """What ``yield context.lock_entities(...)`` returns: leaving its ``with`` block ends the
-    critical section (its unlock messages are recorded like any other action)."""
+    critical section (its unlock messages are recorded like any other action). In an
+    ``async def`` orchestrator, ``async with await context.lock_entities(...)`` does the same."""
 
     __slots__ = ("_context", "_section_id", "lock_set")
 
@@ -354,6 +433,12 @@ class LockHandle:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    async def __aenter__(self) -> LockHandle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
     def release(self) -> None:
@@ -369,6 +454,36 @@ def _entity_key(entity_id: object) -> str:
     if not key.startswith("@") or key.count("@") < 2 or isinstance(entity_id, (bytes, int)):
         raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
     return key
+
+
+def _timeout_delta(timeout: object) -> timedelta:
+    if isinstance(timeout, bool) or not isinstance(timeout, (timedelta, int, float)):
+        raise DurableTypeError(f"timeout must be a timedelta or a number of seconds, got {timeout!r}")
+    if not isinstance(timeout, timedelta) and not timeout >= 0:  # refuses NaN too
+        raise DurableValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    delta = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+    if delta < timedelta(0):
+        raise DurableValueError(f"timeout must not be negative, got {timeout!r}")
+    return delta
+
+
+def _task_list(tasks: object, what: str) -> list[Task]:
+    """``tasks`` as a list of Tasks, or a TypeError that says what was passed instead."""
+    if isinstance(tasks, (Task, str, bytes, dict)) or not hasattr(tasks, "__iter__"):
+        raise DurableTypeError(f"{what} takes a list of tasks, got {_describe(tasks)}")
+    items = list(tasks)  # type: ignore[call-overload]
+    for item in items:
+        if not isinstance(item, Task):
+            raise DurableTypeError(
+                f"{what} takes a list of tasks, and {_describe(item)} is not a Task "
+                "(pass the tasks themselves: no yield inside the list)"
+            )
+    return items
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_operation(name: object) -> None:

@@ -66,8 +66,12 @@ class TaskFailedError(TerminalError):
     """An activity, sub-orchestration or entity operation failed.
 
     Raised at the ``yield`` of the failed task inside the orchestrator. ``error_type`` is the
-    qualified name of the original exception type, ``details`` its formatted traceback, and
-    ``cause`` the original exception where it could be rebuilt (else ``None``).
+    qualified name of the original exception type, ``message`` its message, ``details`` its
+    formatted traceback, ``cause`` the original exception where it could be rebuilt (else
+    ``None``), and ``task`` names the task (``"Activity task #3"``). An orchestration that lets
+    it escape fails with ``error_type`` ``"TaskFailedError"`` and the message
+    ``"<task> failed: <message>"`` (the cause's type and traceback stay in the details), as in
+    durabletask.
     """
 
     def __init__(
@@ -76,12 +80,14 @@ class TaskFailedError(TerminalError):
         error_type: str = "",
         details: str | None = None,
         cause: BaseException | None = None,
+        task: str | None = None,
     ) -> None:
-        super().__init__(message, error_type, details, cause)
+        super().__init__(message, error_type, details, cause, task)
         self.message = message
         self.error_type = error_type
         self.details = details
         self.cause = cause
+        self.task = task
         if cause is not None:
             self.__cause__ = cause
 
@@ -96,6 +102,20 @@ class HttpTimeoutError(TaskFailedError):
     own type); ``error_type`` is ``"TimeoutError"``. The budget is measured with the
     orchestration's deterministic clock, so replay times out at the same poll.
     """
+
+
+class EventTimeoutError(TaskFailedError):
+    """``wait_for_external_event(name, timeout=...)`` saw its timeout pass before the event.
+
+    Raised at the ``yield`` of the event task (catch it as :class:`TaskFailedError` or by its
+    own type); ``error_type`` is ``"TimeoutError"``. The timeout is a durable timer, so replay
+    times out at the same point.
+    """
+
+    @classmethod
+    def waiting_for(cls, name: str, timeout: object) -> EventTimeoutError:
+        """The error for event ``name`` not arriving within ``timeout``."""
+        return cls(f"external event {name!r} did not arrive within {timeout}", "TimeoutError")
 
 
 class OrchestrationFailedError(TerminalError):
@@ -173,6 +193,11 @@ class PayloadError(DurableValueError):
 
     def __str__(self) -> str:
         return f"{self.what} {self.value_repr} cannot be serialized: {self.reason}"
+
+
+class DeterminismWarning(UserWarning):
+    """Orchestrator code calls something whose result differs on every replay (the clock,
+    ``time.sleep``, random numbers): found at registration, before any instance runs."""
 
 
 class _ControlFlowSignal(BaseException):

@@ -11,16 +11,20 @@ replays. Both paths give the same result, which ``always_replay=True`` checks.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import traceback
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from types import TracebackType
 from typing import Any
 
 from ._actions import SCHEDULING_EVENTS, Action, UnlockEntity, describe_event, matches
 from ._context import LockHandle, OrchestrationContext
 from ._errors import DurableTypeError, HttpTimeoutError, NonDeterminismError, TaskFailedError
+from ._guards import check_output, explain_failure, explain_yielded, running_orchestrator_code
 from ._history import (
     ContinueAsNew,
     EntityLockGranted,
@@ -52,8 +56,8 @@ from ._history import (
     TimerFired,
 )
 from ._http import HttpTask
-from ._registry import OrchestratorSpec
-from ._task import RetryableTask, Task, TimerTask
+from ._registry import OrchestratorSpec, did_you_mean
+from ._task import CompletableTask, RetryableTask, Task, TimerTask
 
 
 class ExecutionState(StrEnum):
@@ -88,6 +92,9 @@ class ExecutionResult:
     failure: FailureDetails | None = None
     custom_status: Any = None
     carryover: list[EventRaised] = field(default_factory=list)
+    #: the episode called ``set_custom_status`` (``custom_status`` is then to be stored,
+    #: ``None`` clearing it)
+    custom_status_changed: bool = False
 
 
 def error_type_name(cls: type[BaseException]) -> str:
@@ -102,28 +109,55 @@ def error_type_name(cls: type[BaseException]) -> str:
 
 
 def failure_of(exc: BaseException) -> FailureDetails:
-    """The :class:`FailureDetails` of an exception raised by user code."""
+    """The :class:`FailureDetails` of an exception raised by user code.
+
+    A :class:`TaskFailedError` that names its task (a failed activity, sub-orchestration or
+    entity operation nobody caught) is reported as durabletask reports it: ``error_type``
+    ``"TaskFailedError"`` and the message ``"<task> failed: <cause message>"``; the cause's type,
+    message and traceback open the details.
+    """
+    details = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+    if isinstance(exc, TaskFailedError) and exc.task:
+        cause = f"{exc.error_type}: {exc.message}" if exc.error_type else exc.message
+        details = f"Caused by {cause}\n{exc.details or ''}\n{details}"
+        return FailureDetails("TaskFailedError", f"{exc.task} failed: {exc.message}", details, None)
     if isinstance(exc, TaskFailedError) and exc.error_type:
-        error_type = exc.error_type  # a failure passed on keeps its original type
-    else:
-        error_type = error_type_name(type(exc))
+        return FailureDetails(exc.error_type, exc.message, details, None)  # passed on: keeps its type
     message = exc.message if isinstance(exc, TaskFailedError) else str(exc)
-    details = "".join(traceback.format_exception(exc))
-    return FailureDetails(error_type, message, details, None)
+    return FailureDetails(error_type_name(type(exc)), message, details, None)
 
 
-def task_failed_error(failure: FailureDetails) -> TaskFailedError:
-    """The exception a failed task raises at its ``yield``."""
-    return TaskFailedError(failure.message, failure.error_type, failure.details, failure.cause)
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without its leading frames in this package (the engine that drove the user's
+    code), so a failure's details start at the user's own line."""
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return tb
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def task_failed_error(failure: FailureDetails, task: str | None = None) -> TaskFailedError:
+    """The exception a failed task raises at its ``yield`` (``task`` names the task)."""
+    return TaskFailedError(failure.message, failure.error_type, failure.details, failure.cause, task)
 
 
 class OrchestrationExecutor:
     """Runs one orchestration execution's generator over its history. Pure: no I/O."""
 
-    def __init__(self, lookup: Callable[[str], OrchestratorSpec | None], instance_id: str) -> None:
-        self._lookup = lookup
+    def __init__(
+        self,
+        lookup: Callable[[str], OrchestratorSpec | None] | Mapping[str, OrchestratorSpec],
+        instance_id: str,
+    ) -> None:
+        #: the registered orchestrators (a mapping also names the closest ones when one is missing)
+        self._known: Mapping[str, OrchestratorSpec] | None = lookup if isinstance(lookup, Mapping) else None
+        self._lookup: Callable[[str], OrchestratorSpec | None] = (
+            lookup.get if isinstance(lookup, Mapping) else lookup
+        )
         self.context = OrchestrationContext(instance_id)
-        self._generator: Generator[Any, Any, Any] | None = None
+        self._generator: Generator[Any, Any, Any] | Coroutine[Any, Any, Any] | None = None
         self._current: Task | None = None
         self._state = ExecutionState.RUNNING
         self._output: Any = None
@@ -132,6 +166,8 @@ class OrchestrationExecutor:
         self._held: list[HistoryEvent] = []
         self._started = False
         self._final_recorded = False
+        #: the orchestrator is an ``async def`` (its coroutine is driven like a generator)
+        self._is_async = False
         self._handlers: dict[type[HistoryEvent], Callable[[Any], None]] = {
             ExecutionStarted: self._on_execution_started,
             OrchestratorStarted: self._on_orchestrator_started,
@@ -217,6 +253,7 @@ class OrchestrationExecutor:
             out.append(self._final_event(now))
             if self._state is ExecutionState.CONTINUED_AS_NEW and self.context._continue_as_new[1]:  # type: ignore[index]
                 carryover = list(self.context._buffered_events)
+        changed, self.context._custom_status_changed = self.context._custom_status_changed, False
         return ExecutionResult(
             new_events=out,
             actions=actions,
@@ -225,6 +262,7 @@ class OrchestrationExecutor:
             failure=self._failure,
             custom_status=self.context._custom_status,
             carryover=carryover,
+            custom_status_changed=changed,
         )
 
     def close(self) -> None:
@@ -260,18 +298,20 @@ class OrchestrationExecutor:
         ctx._parent_instance_id = event.parent.instance_id if event.parent else None
         spec = self._lookup(event.name)
         if spec is None:
-            self._fail(
-                FailureDetails("OrchestratorNotFound", f"no orchestrator named {event.name!r} is registered")
-            )
+            known = self._known.keys() if self._known is not None else ()
+            message = f"no orchestrator named {event.name!r} is registered{did_you_mean(event.name, known)}"
+            self._fail(FailureDetails("OrchestratorNotFound", message))
             return
         try:
-            result = spec.fn(ctx)
+            with running_orchestrator_code():
+                result = spec.fn(ctx)
         except BaseException as exc:
             self._fail_with(exc)
             return
-        if spec.is_generator:
+        if inspect.isgenerator(result) or inspect.iscoroutine(result):
             self._generator = result
-            self._step(next, result)
+            self._is_async = inspect.iscoroutine(result)
+            self._step(result.send, None)
         else:
             self._finish_returned(result)
 
@@ -293,7 +333,11 @@ class OrchestrationExecutor:
             action = self.context._pending_actions.get(event.event_id)
             if action is not None and matches(action, event):
                 del self.context._pending_actions[event.event_id]
+            if isinstance(event, EntityUnlockSent):
+                self.context._granted.discard(event.instance_id)
             return
+        if isinstance(event, EntityUnlockSent):
+            self.context._granted.discard(event.instance_id)
         action = self.context._pending_actions.pop(event.event_id, None)
         if action is None:
             self._nondeterminism(describe_event(event), "no action with that task number")
@@ -318,7 +362,7 @@ class OrchestrationExecutor:
         try:
             delay = task.next_poll(response, self.context._now)
         except HttpTimeoutError as exc:
-            task.fail(exc)
+            task.fail(HttpTimeoutError(exc.message, exc.error_type, exc.details, None, _task_label(task, None)))
             self._resume()
             return
         if delay is not None:
@@ -334,11 +378,13 @@ class OrchestrationExecutor:
         self.context._open_tasks.pop(timer.task_id)
         self.context._retry_timers[timer.task_id] = task
 
-    def _on_task_failed(self, event: TaskFailed | SubOrchestrationInstanceFailed | EntityOperationFailed) -> None:
+    def _on_task_failed(
+        self, event: TaskFailed | SubOrchestrationInstanceFailed | EntityOperationFailed, label: str | None = None
+    ) -> None:
         task = self.context._open_tasks.pop(event.task_scheduled_id, None)
         if task is None:
             return
-        error = task_failed_error(event.failure)
+        error = task_failed_error(event.failure, label or _task_label(task, event))
         if isinstance(task, RetryableTask):
             task.attempts_failed += 1
             delay = task.retry_options.next_delay(
@@ -351,21 +397,29 @@ class OrchestrationExecutor:
         self._resume()
 
     def _on_entity_answered(self, event: EntityOperationCompleted | EntityOperationFailed) -> None:
-        key = self.context._entity_calls.pop(event.task_scheduled_id, None)
-        if key is not None:
-            self.context._section.call_done(key)
+        call = self.context._entity_calls.pop(event.task_scheduled_id, None)
+        if call is not None:
+            self.context._section.call_done(call[0])
         if isinstance(event, EntityOperationCompleted):
             self._on_task_completed(event)
         else:
-            self._on_task_failed(event)
+            label = f"Operation {call[1]!r} on entity {call[0]!r}" if call is not None else None
+            self._on_task_failed(event, label)
 
     def _on_lock_granted(self, event: EntityLockGranted) -> None:
-        task = self.context._open_tasks.pop(event.task_scheduled_id, None)
+        ctx = self.context
+        if self._state.is_final:
+            # granted to an execution that already ended (it failed, or replay diverged
+            # before it saw its own request): hand the locks straight back
+            ctx._unlock([k for k in event.lock_set])
+            return
+        ctx._granted.update(event.lock_set)
+        task = ctx._open_tasks.pop(event.task_scheduled_id, None)
         if task is None:
             return
-        self.context._section.granted()
-        section = self.context._section
-        task.complete(LockHandle(self.context, section.locked, section.section_id))
+        ctx._section.granted()
+        section = ctx._section
+        task.complete(LockHandle(ctx, section.locked, section.section_id))
         self._resume()
 
     def _on_timer_fired(self, event: TimerFired) -> None:
@@ -384,9 +438,7 @@ class OrchestrationExecutor:
         self._resume()
 
     def _on_event_raised(self, event: EventRaised) -> None:
-        waiters = self.context._event_waiters.get(event.name)
-        if waiters:
-            waiters.popleft().complete(event.input)
+        if self.context._deliver_event(event):
             self._resume()
         else:
             self.context._buffered_events.append(event)
@@ -398,7 +450,7 @@ class OrchestrationExecutor:
         self._output = event.reason
         self._suspended = False
         self.context._pending_actions.clear()  # nothing scheduled before it in the batch runs
-        self.context._release_locks()
+        self.context._release_all_locks()
         self.close()
 
     def _on_rewound(self, event: ExecutionRewound) -> None:
@@ -438,9 +490,11 @@ class OrchestrationExecutor:
                 self._step(gen.send, task._result)
 
     def _step(self, advance: Callable[[Any], Any], arg: Any) -> None:
-        """Advance the generator by ``advance(arg)`` and handle what it yields or raises."""
+        """Advance the generator (or coroutine) by ``advance(arg)`` and handle what it yields
+        or raises."""
         try:
-            yielded = advance(arg)
+            with running_orchestrator_code():
+                yielded = advance(arg)
         except StopIteration as stop:
             self._finish_returned(stop.value)
             return
@@ -451,9 +505,7 @@ class OrchestrationExecutor:
             self._finish_returned(None)
             return
         if not isinstance(yielded, Task):
-            self._fail_with(
-                DurableTypeError(f"an orchestrator must yield a Task, it yielded {yielded!r}")
-            )
+            self._fail_with(DurableTypeError(explain_yielded(yielded, self._is_async)))
             return
         self._current = yielded
         self._resume()
@@ -461,16 +513,21 @@ class OrchestrationExecutor:
     def _finish_returned(self, value: Any) -> None:
         self._current = None
         if self.context._continue_as_new is not None:
+            value = self.context._continue_as_new[0]
+        problem = check_output(value, self._is_async)
+        if problem is not None:
+            self._fail_with(DurableTypeError(problem))
+            return
+        if self.context._continue_as_new is not None:
             self._state = ExecutionState.CONTINUED_AS_NEW
-            self._output = self.context._continue_as_new[0]
         else:
             self._state = ExecutionState.COMPLETED
-            self._output = value
-        self.context._release_locks()
+        self._output = value
+        self.context._release_all_locks()
         self.close()
 
     def _fail_with(self, exc: BaseException) -> None:
-        self._fail(failure_of(exc))
+        self._fail(explain_failure(failure_of(exc), exc, self._is_async))
 
     def _fail(self, failure: FailureDetails) -> None:
         self._state = ExecutionState.FAILED
@@ -480,7 +537,7 @@ class OrchestrationExecutor:
         # (by a `with` block the exception left, or now).
         pending = self.context._pending_actions
         self.context._pending_actions = {k: a for k, a in pending.items() if isinstance(a, UnlockEntity)}
-        self.context._release_locks()
+        self.context._release_all_locks()
         self.close()
 
     def _nondeterminism(self, expected: str, actual: str) -> None:
@@ -501,6 +558,16 @@ class OrchestrationExecutor:
 _ALWAYS_APPLIED = (
     ExecutionResumed, ExecutionTerminated, ExecutionSuspended, OrchestratorStarted, OrchestratorCompleted
 )
+
+
+def _task_label(task: CompletableTask, event: HistoryEvent | None) -> str:
+    """How failure messages name a task: ``"Activity task #1"`` (its first attempt's number)."""
+    number = task.first_id if isinstance(task, RetryableTask) else task.task_id
+    if isinstance(task, HttpTask):
+        return f"HTTP request task #{number}"
+    if isinstance(event, SubOrchestrationInstanceFailed):
+        return f"Sub-orchestration task #{number}"
+    return f"Activity task #{number}"
 
 
 def last_episode_start(history: Sequence[HistoryEvent]) -> int:

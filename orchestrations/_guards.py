@@ -10,13 +10,22 @@ says what to write instead. Pure: no I/O.
 from __future__ import annotations
 
 import contextlib
+import datetime as _datetime
+import dis
 import inspect
+import os
+import random
+import secrets
 import threading
-from collections.abc import Iterator
+import time
+import types
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from ._errors import describe
+from ._errors import DeterminismWarning, describe
 from ._history import FailureDetails
 from ._task import Task
 
@@ -46,7 +55,7 @@ def explain_yielded(value: object, is_async: bool) -> str:
     verb = "await" if is_async else "yield"
     if is_async and (value is None or hasattr(value, "_asyncio_future_blocking")):
         return (
-            f"an async orchestrator awaited something that is not a durable task ({describe(value)}): "
+            f"an async orchestrator awaited something that is not a durable task ({type(value).__name__}): "
             "orchestrators run on the durable engine, not on an asyncio event loop; await only "
             "context methods (use context.create_timer instead of asyncio.sleep, context.task_all "
             "instead of asyncio.gather)"
@@ -58,14 +67,14 @@ def explain_yielded(value: object, is_async: bool) -> str:
         )
     if inspect.isgenerator(value):
         return (
-            f"an orchestrator must {verb} a Task, it {verb}ed a generator ({describe(value)}): "
+            f"an orchestrator must {verb} a Task, it {verb}ed a generator ({value.__qualname__}): "
             "to run another orchestrator, use context.call_sub_orchestrator(...) "
             "(or `yield from` it to run its steps inline)"
         )
     if inspect.iscoroutine(value):
         value.close()
         return (
-            f"an orchestrator must {verb} a Task, it {verb}ed a coroutine ({describe(value)}): "
+            f"an orchestrator must {verb} a Task, it {verb}ed a coroutine ({value.__qualname__}): "
             "call activities with context.call_activity(...), not directly"
         )
     if value is None:
@@ -92,7 +101,7 @@ def check_output(value: Any, is_async: bool, budget: int = 100_000) -> str | Non
             if inspect.iscoroutine(item):
                 item.close()
             return (
-                f"{where} is a {kind} ({describe(item)}), not a value: an orchestrator or async function "
+                f"{where} is a {kind} ({item.__qualname__}), not a value: an orchestrator or async function "
                 "was called directly; use context.call_sub_orchestrator(...) or context.call_activity(...)"
             )
         if isinstance(item, (list, tuple)):
@@ -113,3 +122,95 @@ def explain_failure(failure: FailureDetails, exc: BaseException, is_async: bool)
         )
         return replace(failure, message=failure.message + hint)
     return failure
+
+
+#: What a call of each non-deterministic function should become in orchestrator code.
+_USE_INSTEAD = {
+    "sleep": "wait with `yield context.create_timer(timedelta(...))`",
+    "clock": "use context.current_utc_datetime (the same on every replay)",
+    "random": "use context.new_uuid(), or draw the value in an activity",
+}
+#: functions whose result (or effect) differs on every replay, by what to use instead
+_NONDETERMINISTIC: dict[int, tuple[str, str]] = {}
+
+
+def _register_banned() -> None:
+    found: list[tuple[str, Any, str]] = [
+        ("time.sleep", time.sleep, "sleep"),
+        *((f"time.{n}", getattr(time, n), "clock") for n in (
+            "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns")),
+        *((f"datetime.{n}", getattr(_datetime.datetime, n), "clock") for n in ("now", "utcnow", "today")),
+        ("date.today", _datetime.date.today, "clock"),
+        ("uuid.uuid1", uuid.uuid1, "random"),
+        ("uuid.uuid4", uuid.uuid4, "random"),
+        ("os.urandom", os.urandom, "random"),
+        *((f"random.{n}", getattr(random, n), "random") for n in dir(random)
+          if not n.startswith("_") and callable(getattr(random, n)) and not isinstance(getattr(random, n), type)),
+        *((f"secrets.{n}", getattr(secrets, n), "random") for n in ("token_bytes", "token_hex", "token_urlsafe",
+                                                                     "randbelow", "choice", "randbits")),
+    ]
+    for label, fn, kind in found:
+        _NONDETERMINISTIC[_identity(fn)] = (label, kind)
+
+
+def _identity(obj: Any) -> int:
+    """A key for a function that is the same however it was reached (a method bound to a
+    class is a new object each time: key it by its class and name)."""
+    owner = getattr(obj, "__self__", None)
+    if isinstance(owner, type):
+        return hash((id(owner), obj.__name__))
+    return id(obj)
+
+
+_register_banned()
+
+
+def nondeterministic_calls(fn: Callable[..., Any]) -> list[tuple[str, str, int | None]]:
+    """The non-deterministic functions ``fn`` (and the functions and comprehensions nested in
+    it) reach through a global name: ``(label, what to use instead, line)``. A static look at
+    the bytecode, cheap and without false alarms for names that are not those functions; calls
+    made through other objects are not seen."""
+    code = getattr(fn, "__code__", None)
+    fn_globals = getattr(fn, "__globals__", None)
+    if not isinstance(code, types.CodeType) or not isinstance(fn_globals, dict):
+        return []
+    names: dict[str, Any] = dict(fn_globals)
+    for var, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
+        with contextlib.suppress(ValueError):  # an empty cell
+            names[var] = cell.cell_contents
+    found: list[tuple[str, str, int | None]] = []
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        pending.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+        target: Any = None
+        for ins in dis.get_instructions(current):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_DEREF"):
+                target = names.get(ins.argval)
+            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(target, (types.ModuleType, type)):
+                target = getattr(target, ins.argval, None)
+            else:
+                target = None
+                continue
+            hit = _NONDETERMINISTIC.get(_identity(target)) if target is not None else None
+            if hit is not None:
+                found.append((hit[0], _USE_INSTEAD[hit[1]], ins.positions.lineno if ins.positions else None))
+                target = None
+    return found
+
+
+def warn_nondeterministic_calls(fn: Callable[..., Any], name: str) -> None:
+    """Warn (:class:`DeterminismWarning`, at the offending line) about each call
+    :func:`nondeterministic_calls` finds in orchestrator ``fn``."""
+    code = getattr(fn, "__code__", None)
+    for label, instead, line in nondeterministic_calls(fn):
+        message = (
+            f"orchestrator {name!r} calls {label}: orchestrator code is replayed and must give the same "
+            f"result every time; {instead}"
+        )
+        if code is not None and line is not None:
+            warnings.warn_explicit(
+                message, DeterminismWarning, code.co_filename, line, module=getattr(fn, "__module__", None)
+            )
+        else:
+            warnings.warn(message, DeterminismWarning, stacklevel=3)

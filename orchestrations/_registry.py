@@ -7,13 +7,17 @@ snapshot of the registry to shard hosts and workers with cloudpickle, so functio
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from ._errors import DurableTypeError, DurableValueError
+from ._guards import in_orchestrator_code, warn_nondeterministic_calls
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,12 +72,15 @@ class Registry:
         """Register ``fn`` as an orchestrator; a name already in use raises ``ValueError``."""
         if not callable(fn):
             raise DurableTypeError(f"an orchestrator must be a function, got {fn!r}")
-        spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, inspect.isgeneratorfunction(fn))
+        _check_parameters(fn, "orchestrator", 1, 1, "def {name}(context): ...")
+        is_stepwise = inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn)
+        spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, is_stepwise)
         with self._lock:
             if spec.name in self.orchestrators:
                 raise DurableValueError(f"an orchestrator named {spec.name!r} is already registered")
             self.orchestrators[spec.name] = spec
             self.version += 1
+        warn_nondeterministic_calls(fn, spec.name)
         return spec
 
     def add_activity(
@@ -82,6 +89,9 @@ class Registry:
         """Register ``fn`` as an activity; unknown Ray options or a duplicate name raise."""
         if not callable(fn):
             raise DurableTypeError(f"an activity must be a function, got {fn!r}")
+        _check_parameters(
+            fn, "activity", 0, 1, "def {name}(input): ... (pass several values as one tuple or dict)"
+        )
         unknown = sorted(set(ray_options) - ACTIVITY_OPTION_NAMES)
         if unknown:
             raise DurableValueError(f"unknown activity option(s) {unknown}")
@@ -122,6 +132,35 @@ class Registry:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
+
+
+def _check_parameters(fn: Callable[..., Any], kind: str, least: int, most: int, shape: str) -> None:
+    """Refuse, at decoration, a function that cannot be called with ``least`` to ``most``
+    positional arguments the way the runtime calls it (``shape`` shows the right form)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    required_kw = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    takes_more = any(p.kind is p.VAR_POSITIONAL for p in params)
+    name = getattr(fn, "__name__", "fn")
+    if len(required) > most or required_kw or (len(positional) < least and not takes_more):
+        count = "one parameter" if most == 1 and least == 1 else f"at most {most} parameter"
+        raise DurableTypeError(
+            f"{kind} {name!r} must take {count}, but its signature is {name}{inspect.signature(fn)}: "
+            f"write {shape.format(name=name)}"
+        )
+
+
+def did_you_mean(name: str, known: Any) -> str:
+    """``"; did you mean 'x' or 'y'?"`` naming the registered names closest to ``name``
+    (``""`` if none is close), for "not registered" errors."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 def _check_name(name: str) -> str:
@@ -182,7 +221,27 @@ def activity(fn: Any = None, /, *, name: str | None = None, **ray_options: Any) 
 
     def register(f: F) -> F:
         spec = default_registry.add_activity(f, name, **ray_options)
-        f.__durable_name__ = spec.name  # type: ignore[attr-defined]
-        return f
+        guarded = _guard(f, spec.name)
+        guarded.__durable_name__ = spec.name  # type: ignore[attr-defined]
+        return guarded  # type: ignore[return-value]
 
     return register(fn) if fn is not None else register
+
+
+def _guard(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn``, refusing to run inside orchestrator code: there a direct call would run the
+    activity inline on the shard host, on every replay, outside any history."""
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if in_orchestrator_code():
+            raise DurableTypeError(
+                f"activity {name!r} was called directly inside an orchestrator: write "
+                f"`result = yield context.call_activity({name!r}, input)` (`await` in an async "
+                "orchestrator); a direct call would run it inline, again on every replay"
+            )
+        return fn(*args, **kwargs)
+
+    if inspect.iscoroutinefunction(fn) and sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(guarded)  # type: ignore[attr-defined]
+    return guarded

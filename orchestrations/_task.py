@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from ._errors import DurableTypeError, DurableValueError
+from ._errors import DurableTypeError
 
 
 class Task:
@@ -23,6 +23,10 @@ class Task:
         self._exception: BaseException | None = None
         self._done = False
         self._parents: list[CompositeTask] = []
+
+    def __repr__(self) -> str:
+        number = getattr(self, "task_id", -1)
+        return f"<{type(self).__name__} #{number}>" if number >= 0 else f"<{type(self).__name__}>"
 
     @property
     def is_completed(self) -> bool:
@@ -45,6 +49,10 @@ class Task:
     def exception(self) -> BaseException | None:
         """The exception of a faulted task, else ``None``."""
         return self._exception
+
+    def __await__(self) -> Generator[Task, Any, Any]:
+        """``await task`` in an ``async def`` orchestrator: the same as ``yield task``."""
+        return (yield self)
 
     def _finish(self, result: Any = None, exception: BaseException | None = None) -> None:
         if self._done:
@@ -82,9 +90,13 @@ class TimerTask(CompletableTask):
         self.fire_at = fire_at
         self.is_cancelled = False
 
-    def cancel(self) -> None:
-        """Cancel the timer (deterministic: nothing is recorded, the firing is ignored)."""
+    def cancel(self) -> bool:
+        """Cancel the timer (deterministic: nothing is recorded, the firing is ignored).
+        Returns ``False`` if it already fired."""
+        if self._done or self.is_cancelled:
+            return False
         self.is_cancelled = True
+        return True
 
 
 class CompositeTask(Task):
@@ -107,26 +119,31 @@ class CompositeTask(Task):
 
 
 class WhenAllTask(CompositeTask):
-    """Completes with the list of results once every child completed; fails with the first
-    child failure (in completion order)."""
+    """Completes with the list of results (in the order of the children) once every child has
+    finished. If any child failed, it fails, but only then, with the first failure (in
+    completion order): as .NET's ``Task.WhenAll`` and durabletask-python's ``when_all``, the
+    other children run to the end and the orchestration moves on once, with everything known.
+    An empty list completes at once with ``[]``."""
 
-    __slots__ = ()
+    __slots__ = ("_first_failure",)
 
     def __init__(self, children: Sequence[Task]) -> None:
         super().__init__(children)
-        failed = next((c for c in self.children if c.is_faulted), None)
-        if failed is not None:
-            self._finish(exception=failed.exception)
-        elif self._pending == 0:
-            self._finish(result=[c._result for c in self.children])
+        self._first_failure = next((c.exception for c in self.children if c.is_faulted), None)
+        if self._pending == 0:
+            self._settle()
 
     def _on_child_done(self, child: Task) -> None:
         self._pending -= 1
-        if self._done:
-            return
-        if child._exception is not None:
-            self._finish(exception=child._exception)
-        elif self._pending == 0:
+        if child._exception is not None and self._first_failure is None:
+            self._first_failure = child._exception
+        if self._pending == 0:
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._first_failure is not None:
+            self._finish(exception=self._first_failure)
+        else:
             self._finish(result=[c._result for c in self.children])
 
     @property
@@ -136,14 +153,17 @@ class WhenAllTask(CompositeTask):
 
 
 class WhenAnyTask(CompositeTask):
-    """Completes with the first child *task* to finish (success or failure)."""
+    """Completes with the first child *task* to finish (success or failure); the others keep
+    running and their outcomes change nothing. An empty list completes at once with ``None``
+    (as the Durable Functions Python SDK does)."""
 
     __slots__ = ()
 
     def __init__(self, children: Sequence[Task]) -> None:
-        if not children:
-            raise DurableValueError("task_any needs at least one task (it would never complete)")
         super().__init__(children)
+        if not self.children:
+            self._finish(result=None)
+            return
         first = next((c for c in self.children if c.is_completed), None)
         if first is not None:
             self._finish(result=first)
@@ -154,6 +174,67 @@ class WhenAnyTask(CompositeTask):
             self._finish(result=child)
 
 
+class EventTask(CompletableTask):
+    """The task of ``wait_for_external_event``: completes with the data of an event of its
+    name. ``cancel()`` withdraws it: it never completes, and a later event of its name goes to
+    another waiter or is buffered."""
+
+    __slots__ = ("_withdraw", "is_cancelled", "name")
+
+    def __init__(self, name: str, withdraw: Callable[[EventTask], None]) -> None:
+        super().__init__()
+        self.name = name
+        self.is_cancelled = False
+        self._withdraw = withdraw
+
+    def cancel(self) -> bool:
+        """Stop waiting (deterministic: nothing is recorded). Returns ``False`` if the event
+        already arrived."""
+        if self._done or self.is_cancelled:
+            return False
+        self.is_cancelled = True
+        self._withdraw(self)
+        return True
+
+
+class TimedEventTask(CompositeTask):
+    """``wait_for_external_event(name, timeout=...)``: the event's data, or, once the durable
+    timer fires first, ``default`` (if given) or an :class:`EventTimeoutError`. Whichever
+    comes second is ignored (the timer is cancelled, or the waiter withdrawn)."""
+
+    __slots__ = ("_default", "_event", "_timeout_error", "_timer")
+
+    def __init__(self, event: EventTask, timer: TimerTask, default: Any, timeout_error: BaseException) -> None:
+        super().__init__([event, timer])
+        self._event, self._timer = event, timer
+        self._default, self._timeout_error = default, timeout_error
+        if event.is_completed:
+            self._on_child_done(event)
+
+    def _on_child_done(self, child: Task) -> None:
+        self._pending -= 1
+        if self._done:
+            return
+        if child is self._event:
+            self._timer.cancel()
+            self._finish(result=child._result)
+        else:
+            self._event.cancel()
+            if self._default is _NO_DEFAULT:
+                self._finish(exception=self._timeout_error)
+            else:
+                self._finish(result=self._default)
+
+    def cancel(self) -> bool:
+        """Stop waiting for the event and its timer."""
+        self._timer.cancel()
+        return self._event.cancel()
+
+
+#: ``wait_for_external_event(..., default=...)`` was not given
+_NO_DEFAULT: Any = object()
+
+
 class RetryableTask(CompletableTask):
     """An activity or sub-orchestration call with a retry policy.
 
@@ -161,10 +242,12 @@ class RetryableTask(CompletableTask):
     timer each time an attempt fails and the policy allows another.
     """
 
-    __slots__ = ("action_factory", "attempts_failed", "first_attempt_at", "retry_options")
+    __slots__ = ("action_factory", "attempts_failed", "first_attempt_at", "first_id", "retry_options")
 
     def __init__(self, task_id: int, action_factory: Any, retry_options: Any, now: Any) -> None:
         super().__init__(task_id)
+        #: the task id of the first attempt (failure messages name the task by it)
+        self.first_id = task_id
         self.action_factory = action_factory
         self.retry_options = retry_options
         self.attempts_failed = 0

@@ -9,6 +9,7 @@ lets a fan-out beat one-Ray-task-per-call: scheduling cost is paid per batch, no
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 import ray
 
 from orchestrations import FailureDetails, TaskCompleted, TaskFailed
-from orchestrations._registry import ActivitySpec
+from orchestrations._registry import ActivitySpec, did_you_mean
 
 from ._codec import decode, encode, failure_from_exception
 from ._messages import Message
@@ -71,9 +72,9 @@ def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str
         try:
             arg = decode(input_blob)
             if spec.is_async:
-                pending_async.append((i, spec.fn(arg)))
+                pending_async.append((i, _call(spec.fn, arg)))
                 continue
-            outcomes[i] = (True, spec.fn(arg))
+            outcomes[i] = (True, _call(spec.fn, arg))
         except Exception as exc:
             outcomes[i] = (False, failure_from_exception(exc))
     if pending_async:
@@ -82,6 +83,22 @@ def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str
         return encode(outcomes, "activity results")
     except Exception:
         return encode([_encodable(o) for o in outcomes], "activity results")
+
+
+_takes_input: dict[Any, bool] = {}
+
+
+def _call(fn: Callable[..., Any], arg: Any) -> Any:
+    """Call an activity with its input, or with nothing if it takes no parameter."""
+    takes = _takes_input.get(fn)
+    if takes is None:
+        try:
+            params = inspect.signature(fn).parameters.values()
+            takes = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+        except (TypeError, ValueError):
+            takes = True
+        _takes_input[fn] = takes
+    return fn(arg) if takes else fn()
 
 
 async def _gather_into(outcomes: list[tuple[bool, Any]], pending: list[tuple[int, Any]]) -> None:
@@ -185,7 +202,10 @@ class ActivityDispatcher:
                 groups.setdefault(spec.ray_options, []).append(call)
         if unknown:
             outcomes = [
-                (False, FailureDetails("ActivityNotFound", f"no activity named {c.name!r} is registered"))
+                (False, FailureDetails(
+                    "ActivityNotFound",
+                    f"no activity named {c.name!r} is registered{did_you_mean(c.name, self.specs)}",
+                ))
                 for c in unknown
             ]
             self._spawn(self._answer(unknown, outcomes))

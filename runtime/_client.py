@@ -86,6 +86,7 @@ class TaskHub:
         durability: str = "full",
         lock_timeout: float = 10.0,
         warm_worker: bool = True,
+        slow_episode_warning: float | None = 1.0,
         registry: Registry | None = None,
         _crash_points: tuple[str, ...] = (),
         _crash_marker_dir: str | None = None,
@@ -99,6 +100,14 @@ class TaskHub:
             raise DurableValueError(f"num_shards must be an int from 1 to 256, got {num_shards!r}")
         if not isinstance(cache_size, int) or cache_size < 1:
             raise DurableValueError(f"cache_size must be a positive int, got {cache_size!r}")
+        if slow_episode_warning is not None and (
+            isinstance(slow_episode_warning, bool)
+            or not isinstance(slow_episode_warning, (int, float))
+            or not slow_episode_warning > 0
+        ):
+            raise DurableValueError(
+                f"slow_episode_warning must be a positive number of seconds or None, got {slow_episode_warning!r}"
+            )
         sync = {"full": "FULL", "normal": "NORMAL"}.get(durability)
         if sync is None:
             raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
@@ -132,7 +141,7 @@ class TaskHub:
                 hub=name, index=i, num_shards=num_shards,
                 path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
-                warm_worker=warm_worker,
+                warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir,
             )
             actor_name = _actor_name(name, i)

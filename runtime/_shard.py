@@ -9,12 +9,13 @@ answer clients. See DESIGN.md, "One turn of a shard host".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +51,7 @@ from orchestrations import (
     TimerFired,
 )
 from orchestrations._executor import is_incoming, last_episode_start
-from orchestrations._registry import OrchestratorSpec
+from orchestrations._registry import OrchestratorSpec, did_you_mean
 
 from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
@@ -63,6 +64,7 @@ from ._status import (
     OrchestrationRuntimeStatus,
 )
 from ._store import ShardStore, TurnWrites
+from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
 
 log = logging.getLogger("ray_durable.shard")
@@ -132,6 +134,8 @@ class ShardConfig:
     lock_timeout: float = 10.0
     #: keep one long-lived activity worker actor for light load (see ``WarmWorker``)
     warm_worker: bool = True
+    #: warn about an episode of orchestrator code that runs longer than this (None: never)
+    slow_episode_seconds: float | None = 1.0
     #: fault injection for tests: points at which the host dies once ("before_commit", ...)
     crash_points: tuple[str, ...] = ()
     crash_marker_dir: str | None = None
@@ -166,6 +170,8 @@ class ShardHost(ShardQueries):
         #: ones), calls received (client submits and peer batches), peer batches that came
         #: through a Ray call rather than a connection
         self.turns = self.messages = self.local_messages = self.calls = self.ray_deliveries = 0
+        seconds = config.slow_episode_seconds
+        self._watch = EpisodeWatch(seconds) if seconds is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -307,6 +313,7 @@ class ShardHost(ShardQueries):
             "cached": len(self._cache),
             "entities_cached": len(self._entities),
             "outstanding": self._activity_out.count(),
+            "slow_episodes": self._watch.slow_episodes if self._watch is not None else 0,
         }
 
     # -- the turn loop -----------------------------------------------------------------------------
@@ -542,7 +549,8 @@ class ShardHost(ShardQueries):
         if msg.client and event.name not in self._orchestrators:
             # a driver may start by name code it does not have itself, but not unknown code
             if msg.ack is not None:
-                after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered")
+                known = did_you_mean(event.name, self._orchestrators)
+                after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered{known}")
             return None
         if inst is not None:
             if msg.client and inst.execution_id == event.execution_id:
@@ -563,7 +571,8 @@ class ShardHost(ShardQueries):
             w.clear_instance_work.append(iid)
             w.history[:] = [row for row in w.history if row[0] != inst.num]
             after.forgotten.append(iid)
-        created = inst.created_at if inst is not None and msg.continue_as_new else to_ts(now)
+        carried = inst is not None and msg.continue_as_new  # the same instance, a new execution
+        created = inst.created_at if carried and inst is not None else to_ts(now)
         input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
         fresh = Instance(
             instance_id=iid,
@@ -576,7 +585,9 @@ class ShardHost(ShardQueries):
             parent=event.parent,
             history_len=0,
             num=self._next_num(),
-            executor=OrchestrationExecutor(self._orchestrators.get, iid),
+            executor=OrchestrationExecutor(self._orchestrators, iid),
+            # DurableTask.Core carries the custom status over continue-as-new
+            custom_status_blob=inst.custom_status_blob if carried and inst is not None else None,
         )
         self._cache[iid] = fresh
         return fresh
@@ -596,8 +607,9 @@ class ShardHost(ShardQueries):
         cut = last_episode_start(history)
         kept, failing = history[:cut], history[cut:]
         redeliver = [e for e in failing if is_incoming(e) and not isinstance(e, TaskFailed)]
-        executor = OrchestrationExecutor(self._orchestrators.get, iid)
-        executor.replay(kept)
+        executor = OrchestrationExecutor(self._orchestrators, iid)
+        with self._watching(inst):
+            executor.replay(kept)
         inst.executor, inst.history_len = executor, cut
         inst.status, inst.output_blob, inst.failure_blob = OrchestrationRuntimeStatus.Running, None, None
         w.truncate_history.append((inst.num, cut))
@@ -626,9 +638,10 @@ class ShardHost(ShardQueries):
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
             blobs = await self._store.load_history(inst.num)
-            executor = OrchestrationExecutor(self._orchestrators.get, inst.instance_id)
+            executor = OrchestrationExecutor(self._orchestrators, inst.instance_id)
             history = [decode(b) for b in blobs]
-            executor.replay(history)
+            with self._watching(inst):
+                executor.replay(history)
             inst.executor = executor
             inst.history_len = len(blobs)
             inst.tasks_scheduled = sum(1 for e in history if e.event_type == "TaskScheduled")
@@ -651,16 +664,34 @@ class ShardHost(ShardQueries):
                 w.done_timers.append((iid, event.timer_id))
                 self._timer_handles.get(iid, {}).pop(event.timer_id, None)
             events.append(event)
-        result = executor.process(events, now)
+        with self._watching(inst):
+            result = executor.process(events, now)
         try:
             rows = self._history_rows(inst, result)
             self._stage_actions(inst, result, now, w, after)
+            if result.custom_status_changed:
+                status = result.custom_status
+                inst.custom_status_blob = None if status is None else encode(status, "custom status")
         except PayloadError as exc:
             result = self._fail_unencodable(inst, executor, result, events, exc, now)
             rows = self._history_rows(inst, result)
         w.history.extend(rows)
         inst.history_len += len(result.new_events)
         self._stage_state(inst, result, now, w, after)
+
+    @contextlib.contextmanager
+    def _watching(self, inst: Instance) -> Iterator[None]:
+        """Run orchestrator code of ``inst`` under the slow-episode watchdog."""
+        watch = self._watch
+        if watch is None:
+            yield
+            return
+        spec = self._orchestrators.get(inst.name)
+        watch.begin(inst.instance_id, inst.name, getattr(spec.fn, "__code__", None) if spec else None)
+        try:
+            yield
+        finally:
+            watch.end()
 
     def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[tuple[Any, ...]]:
         base, iid = inst.history_len, inst.instance_id
@@ -724,8 +755,6 @@ class ShardHost(ShardQueries):
         iid = inst.instance_id
         inst.status = _STATE_TO_STATUS[result.state]
         inst.updated_at = to_ts(now)
-        if result.custom_status is not None:
-            inst.custom_status_blob = encode(result.custom_status, "custom status")
         if result.state.is_final:
             w.clear_instance_work.append(iid)
             after.forgotten.append(iid)

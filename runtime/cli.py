@@ -244,8 +244,12 @@ def _status_table(s: DurableOrchestrationStatus) -> Table:
         ("Input", cell(s.input_, None)), ("Output", cell(s.output, None)),
         ("Custom status", cell(s.custom_status, None)),
     ]
-    if s.failure_details is not None:
-        rows.append(("Failure", s.failure_details.describe()))
+    failure = s.failure_details
+    if failure is not None:
+        rows.append(("Failure", failure.describe()))
+        first = (failure.details or "").split("\n", 1)[0]
+        if first.startswith("Caused by "):  # a task failure nobody caught: show its cause too
+            rows.append(("Cause", first.removeprefix("Caused by ")))
     return _key_value_table(rows)
 
 

@@ -474,7 +474,7 @@ def test_failed_entity_call_escaping_the_block_releases_the_locks():
     inst.run(granted(1, KA))
     r = inst.run(failed(2, "insufficient funds"))
     assert r.state is ExecutionState.FAILED
-    assert r.failure.message == "insufficient funds"
+    assert r.failure.message == f"Operation 'withdraw' on entity {KA!r} failed: insufficient funds"
     assert unlocks(r) == [KA]
 
 

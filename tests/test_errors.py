@@ -9,6 +9,7 @@ from orchestrations import (
     DurableError,
     DurableTypeError,
     DurableValueError,
+    EventTimeoutError,
     HttpTimeoutError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
@@ -37,8 +38,13 @@ SAMPLES = {
         {"instance_id": "order-1", "status": "Running"},
     ),
     TaskFailedError: (
-        TaskFailedError("disk full", "OSError", "Traceback ...", None),
-        {"message": "disk full", "error_type": "OSError", "details": "Traceback ...", "cause": None},
+        TaskFailedError("disk full", "OSError", "Traceback ...", None, "Activity task #3"),
+        {"message": "disk full", "error_type": "OSError", "details": "Traceback ...", "cause": None,
+         "task": "Activity task #3"},
+    ),
+    EventTimeoutError: (
+        EventTimeoutError.waiting_for("Approval", "0:00:03"),
+        {"message": "external event 'Approval' did not arrive within 0:00:03", "error_type": "TimeoutError"},
     ),
     HttpTimeoutError: (
         HttpTimeoutError("call_http GET http://x/ timed out", "TimeoutError"),

@@ -386,14 +386,16 @@ def test_task_all_and_task_any_over_tasks_that_already_finished():
     assert inst.run(task_completed(1, "a"), task_completed(2, "b"), now=at(2)).output == [["a", "b"], True]
 
 
-def test_task_any_of_nothing_fails_instead_of_waiting_forever():
+def test_task_any_of_nothing_completes_at_once_with_none():
+    # Azure/azure-functions-durable-python: a CompoundTask with no children is done at once
+    # (durabletask-python's when_any([]) completes too); waiting would never end.
     def empty(ctx):
         winner = yield ctx.task_any([])
-        return winner
+        return ["any", winner]
 
     result = Instance(empty).start()
-    assert result.state is ExecutionState.FAILED
-    assert "task_any" in result.failure.message
+    assert result.state is ExecutionState.COMPLETED
+    assert result.output == ["any", None]
 
 
 # -- failures -------------------------------------------------------------------------------------
@@ -419,8 +421,13 @@ def test_uncaught_activity_failure_fails_the_instance_with_its_details():
     inst.start()
     result = inst.run(task_failed(1, "no greeting", "ValueError"), now=at(2))
     assert result.state is ExecutionState.FAILED
-    assert result.failure.error_type == "ValueError"
-    assert result.failure.message == "no greeting"
+    # durabletask-python test_orchestration_executor.py::test_activity_task_failed: the instance
+    # fails with TaskFailedError naming the task; the cause's type and message stay visible
+    assert result.failure.error_type == "TaskFailedError"
+    assert result.failure.message == "Activity task #1 failed: no greeting"
+    assert result.failure.details.startswith("Caused by ValueError: no greeting")
+    assert "call_activity(\"E1_SayHello\", \"Tokyo\")" in result.failure.details  # the orchestrator's line
+    assert "orchestrations/_executor.py" not in result.failure.details  # starts at user code
     assert result.output is None
     final = result.new_events[-1]
     assert isinstance(final, ExecutionCompleted)
@@ -432,7 +439,7 @@ def test_failed_execution_completed_shows_the_error_in_the_result_column():
     inst = Instance(E1_HelloSequence)
     inst.start()
     final = inst.run(task_failed(1, "no greeting", "ValueError"), now=at(2)).new_events[-1]
-    assert final.result == "ValueError: no greeting"
+    assert final.result == "TaskFailedError: Activity task #1 failed: no greeting"
 
 
 def test_exception_raised_by_orchestrator_code_fails_the_instance():
@@ -500,7 +507,9 @@ def test_retry_gives_up_after_max_number_of_attempts():
     last = inst.run(task_failed(5, "three", "ConnectionError"), now=at(30))
     assert last.actions == []
     assert last.state is ExecutionState.FAILED
-    assert (last.failure.error_type, last.failure.message) == ("ConnectionError", "three")
+    # durabletask-python test_activity_retry_policies: the first attempt names the task
+    assert (last.failure.error_type, last.failure.message) == ("TaskFailedError", "Activity task #1 failed: three")
+    assert "Caused by ConnectionError: three" in last.failure.details
     attempts = [e for e in inst.history if isinstance(e, TaskScheduled)]
     assert [e.event_id for e in attempts] == [1, 3, 5]
 
@@ -672,20 +681,22 @@ def test_early_events_are_buffered_fifo_per_name():
     assert done.output == [1, 2, 3]
 
 
-def test_events_are_delivered_to_waiters_in_order():
+def test_an_event_goes_to_the_newest_waiter_of_its_name():
+    # As the Durable Functions extension does: an event completes the most recent
+    # wait_for_external_event of its name, so an abandoned earlier waiter does not swallow it.
     def waits(ctx):
         first = ctx.wait_for_external_event("x")
         second = ctx.wait_for_external_event("x")
-        winner = yield ctx.task_any([second, first])
+        winner = yield ctx.task_any([first, second])
         rest = yield ctx.task_all([first, second])
-        return [winner is first, rest]
+        return [winner is second, rest]
 
     inst = Instance(waits)
     inst.start()
     one = inst.run(event_raised("x", "one"), now=at(2))
     assert one.state is ExecutionState.RUNNING
     done = inst.run(event_raised("x", "two"), now=at(3))
-    assert done.output == [True, ["one", "two"]]
+    assert done.output == [True, ["two", "one"]]
 
 
 def test_event_with_other_name_does_not_wake_a_waiter():

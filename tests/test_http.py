@@ -282,8 +282,10 @@ def test_an_uncaught_timeout_fails_the_orchestration():
     inst.start(now=at(1))
     failed = inst.run(task_completed(1, accepted()), now=at(2))  # 30 s default wait > 10 s budget
     assert failed.state is ExecutionState.FAILED
-    assert failed.failure.error_type == "TimeoutError"
+    assert failed.failure.error_type == "TaskFailedError"  # as any uncaught task failure
+    assert failed.failure.message.startswith("HTTP request task #1 failed:")
     assert "timed out" in failed.failure.message
+    assert "Caused by TimeoutError" in failed.failure.details
     assert failed.actions == []
 
 

@@ -12,6 +12,7 @@ import runtime
 ROOT = Path(__file__).resolve().parent.parent
 
 ORCHESTRATIONS = {
+    "DeterminismWarning", "EventTask", "EventTimeoutError",
     "CallEntity", "LockEntities", "SignalEntity", "UnlockEntity", "LockHandle", "EntityLockGranted",
     "EntityLockMessage", "EntityLockRequested", "EntityOperationCalled", "EntityOperationCompleted",
     "EntityOperationFailed", "EntityOperationSignaled", "EntityRequest", "EntityUnlockMessage", "EntityUnlockSent",
