@@ -408,15 +408,14 @@ class OrchestrationExecutor:
 
     def _on_lock_granted(self, event: EntityLockGranted) -> None:
         ctx = self.context
-        if self._state.is_final:
-            # granted to an execution that already ended (it failed, or replay diverged
-            # before it saw its own request): hand the locks straight back
-            ctx._unlock([k for k in event.lock_set])
+        task = ctx._open_tasks.pop(event.task_scheduled_id, None) if not self._state.is_final else None
+        if task is None:
+            # a grant nobody waits for: the execution already ended (it failed, or replay
+            # diverged before it saw its own request) or the grant is stale: hand the locks
+            # straight back, so none is held by an execution that cannot release it
+            ctx._unlock(list(event.lock_set))
             return
         ctx._granted.update(event.lock_set)
-        task = ctx._open_tasks.pop(event.task_scheduled_id, None)
-        if task is None:
-            return
         ctx._section.granted()
         section = ctx._section
         task.complete(LockHandle(ctx, section.locked, section.section_id))

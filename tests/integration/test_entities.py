@@ -283,12 +283,13 @@ def test_a_grant_for_a_purged_holder_is_answered_with_unlocks(hub):
 
 
 def test_clean_entity_storage_frees_a_lock_whose_holder_was_purged(hub):
-    # A lock the protocol itself never leaks: a grant its running holder does not expect (as a
-    # lost unlock or a bug would leave behind), then the holder is terminated and purged.
+    # A lock the protocol itself never leaks: a bogus lock message (as a bug would leave
+    # behind) locks "orphan" but grants its holder another entity, so the holder never learns
+    # it holds "orphan"; then the holder is terminated and purged.
     holder = hub.start_new(hold, client_input=["orphan-other"])
     wait_until(lambda: entity_lock(hub, L("orphan-other")) == holder)
     execution = hub.get_history(holder)[0].execution_id
-    stale = EntityLockMessage(_now(), ParentInfo(holder, 999, execution), (str(L("orphan")),), 0)
+    stale = EntityLockMessage(_now(), ParentInfo(holder, 999, execution), (str(L("orphan-elsewhere")),), 0)
     hub._submit([Message(str(L("orphan")), stale)])
     assert wait_until(lambda: entity_lock(hub, L("orphan")) == holder)
     hub.terminate(holder)

@@ -43,7 +43,8 @@ def echo(ctx):
 def test_rewind_reruns_the_failed_activity_and_completes(hub, tmp_path):
     iid = hub.start_new(pipeline, client_input=str(tmp_path / "once"))
     failed = hub.wait_for_completion(iid, timeout=30)
-    assert failed.runtime_status is S.Failed and failed.failure_details.error_type == "ConnectionError"
+    assert failed.runtime_status is S.Failed and failed.failure_details.error_type == "TaskFailedError"
+    assert "Caused by ConnectionError" in failed.failure_details.details
     hub.rewind(iid, "the service is back")
     status = hub.wait_for_completion(iid, timeout=30)
     assert (status.runtime_status, status.output) == (S.Completed, (2, ["ok after 2 runs", 3]))
