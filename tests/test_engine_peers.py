@@ -197,17 +197,6 @@ def test_a_caught_task_failure_still_carries_the_cause():
     assert out == ["RuntimeError", "Kah-BOOOOM!!!", "Activity task #1"]
 
 
-def test_an_error_the_orchestrator_raises_itself_keeps_its_own_type():
-    def orchestrator(ctx):
-        yield ctx.call_activity("x")
-        raise KeyError("mine")
-
-    inst = Instance(orchestrator)
-    inst.start()
-    done = inst.run(task_completed(1), now=at(2))
-    assert (done.failure.error_type, done.failure.message) == ("KeyError", "'mine'")
-
-
 # -- events: newest waiter, cancel, timeout, names --------------------------------------------------
 
 

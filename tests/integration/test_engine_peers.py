@@ -20,6 +20,7 @@ from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 
 from ..helpers import wait_until
+from ..test_engine_peers import counter_actor
 
 pytestmark = pytest.mark.integration
 
@@ -94,17 +95,8 @@ def retry_parent(ctx):
     yield ctx.call_sub_orchestrator_with_retry(retry_child, RETRY, ctx.get_input())
 
 
-@orchestrator(name="ep_counter")
-def counter(ctx):
-    """Azure/azure-functions-durable-extension test/Common/TestOrchestrations.cs Counter."""
-    value = ctx.get_input() or 0
-    while True:
-        incr = ctx.wait_for_external_event("incr")
-        done = ctx.wait_for_external_event("done")
-        winner = yield ctx.task_any([incr, done])
-        if winner is done:
-            return value
-        value += 1
+#: Azure/azure-functions-durable-extension's counter orchestration (the pure test's copy)
+counter = orchestrator(name="ep_counter")(counter_actor)
 
 
 @orchestrator(name="ep_approval")
