@@ -50,7 +50,9 @@ class ActivitySpec:
 
 @dataclass(frozen=True, slots=True)
 class OrchestratorSpec:
-    """A registered orchestrator: its name and function (a generator function or a plain one)."""
+    """A registered orchestrator: its name and function. ``is_generator``: a generator function
+    or an ``async def`` (driven step by step); otherwise a plain function (one episode). The
+    executor decides by what the call returns, so a wrapper that returns a generator works too."""
 
     name: str
     fn: Callable[..., Any]
@@ -194,8 +196,10 @@ def orchestrator(*, name: str | None = None) -> Callable[[F], F]: ...
 def orchestrator(fn: Any = None, /, *, name: str | None = None) -> Any:
     """Register an orchestrator function (``@orchestrator`` or ``@orchestrator(name=...)``).
 
-    The function takes one argument, the :class:`OrchestrationContext`. A generator function
-    yields tasks; it is replayed from history after a restart, so it must be deterministic.
+    The function takes one argument, the :class:`OrchestrationContext` (checked here). A
+    generator function yields tasks, an ``async def`` awaits them; either is replayed from
+    history after a restart, so it must be deterministic: calls of the clock, ``time.sleep``
+    and random numbers found in its code are reported here with a :class:`DeterminismWarning`.
     A plain function completes in one episode.
     """
 
@@ -214,9 +218,11 @@ def activity(*, name: str | None = None, **ray_options: Any) -> Callable[[F], F]
 def activity(fn: Any = None, /, *, name: str | None = None, **ray_options: Any) -> Any:
     """Register an activity (``@activity`` or ``@activity(name=..., num_cpus=...)``).
 
-    An activity takes one argument, its input, and may be sync or async. It runs on a Ray
-    worker with the given Ray resource options, at least once (again after a crash).
-    The decorated function stays callable as a plain function.
+    An activity takes at most one argument, its input (checked here), and may be sync or
+    async. It runs on a Ray worker with the given Ray resource options, at least once (again
+    after a crash). The decorated function stays callable as a plain function, except inside
+    orchestrator code, where a direct call raises :class:`DurableTypeError` (it would run
+    inline, on every replay): use ``context.call_activity``.
     """
 
     def register(f: F) -> F:
