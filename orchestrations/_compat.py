@@ -1,11 +1,10 @@
 """Stored records that outlive their code: new fields may be appended to a persisted dataclass.
 
-History events, failure details and messages are stored as pickles of slotted dataclasses,
-whose state is the list of field values in field order. Unpickling a record written before a
-field was appended leaves that field unset (``AttributeError`` on first use). Every class
-passed to :func:`tolerate_new_fields` fills such trailing fields with their defaults instead,
-so a field may be appended, with a default, without making older files unreadable. Renaming,
-removing or reordering fields is still a format change.
+History events, failure details and messages are stored as pickles of slotted dataclasses.
+Unpickling a record written before a field was appended leaves that field unset
+(``AttributeError`` on first use). Every class passed to :func:`tolerate_new_fields` fills
+such fields with their defaults instead, so a field may be appended, with a default, without
+making older files unreadable. Renaming, removing or reordering fields is still a format change.
 """
 
 from __future__ import annotations
@@ -18,18 +17,23 @@ C = TypeVar("C", bound=type)
 
 
 def tolerate_new_fields(cls: C) -> C:
-    """Make ``cls`` (a slotted dataclass) unpickle records that lack its trailing fields."""
-    original: Callable[[Any, Any], None] = cls.__setstate__  # type: ignore[attr-defined]
-    all_fields = fields(cls)
+    """Make ``cls`` (a slotted dataclass, frozen or not) unpickle records that lack some of its
+    fields, giving those their defaults."""
+    original: Callable[[Any, Any], None] | None = getattr(cls, "__setstate__", None)
+    defaults = [f for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING]
 
     def __setstate__(self: Any, state: Any) -> None:  # noqa: N807 (pickle's name)
-        original(self, state)
-        if isinstance(state, (list, tuple)) and len(state) < len(all_fields):
-            for f in all_fields[len(state) :]:
-                if f.default is not MISSING:
-                    object.__setattr__(self, f.name, f.default)
-                elif f.default_factory is not MISSING:
-                    object.__setattr__(self, f.name, f.default_factory())
+        if original is not None:
+            original(self, state)  # a frozen dataclass: the list of field values
+        else:
+            # the default protocol for __slots__ objects: (instance dict, slot values)
+            dict_state, slot_state = state if isinstance(state, tuple) and len(state) == 2 else (state, None)
+            for name, value in {**(dict_state or {}), **(slot_state or {})}.items():
+                object.__setattr__(self, name, value)
+        for f in defaults:
+            if not hasattr(self, f.name):
+                value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+                object.__setattr__(self, f.name, value)
 
     cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
     return cls

@@ -33,3 +33,30 @@ def test_a_record_written_before_fields_were_appended_gets_their_defaults():
 def test_history_events_round_trip_unchanged():
     event = task_scheduled(3, "say_hello", {"x": 1}, ts=at(5))
     assert pickle.loads(pickle.dumps(event)) == event
+
+
+@dataclass(slots=True)
+class _OldMutable:
+    a: int
+
+
+@tolerate_new_fields
+@dataclass(slots=True)
+class _NewMutable:
+    a: int
+    b: int = 7
+
+
+def test_a_mutable_slotted_record_gets_the_defaults_of_appended_fields_too():
+    blob = pickle.dumps(_OldMutable(1)).replace(b"_OldMutable", b"_NewMutable")
+    record = pickle.loads(blob)
+    assert (record.a, record.b) == (1, 7)
+    assert pickle.loads(pickle.dumps(_NewMutable(2, 3))) == _NewMutable(2, 3)
+
+
+def test_runtime_messages_round_trip():
+    from runtime._messages import Message
+
+    msg = Message("i", task_scheduled(1, "x"), msg_id="m1", client=True)
+    back = pickle.loads(pickle.dumps(msg))
+    assert (back.instance_id, back.msg_id, back.client, back.event) == ("i", "m1", True, msg.event)
