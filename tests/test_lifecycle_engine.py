@@ -1,0 +1,218 @@
+"""Pure tests of the lifecycle questions the engine answers from history: which children are
+open (recursive terminate), which children exist (recursive purge), and the rewind plan
+(recursive rewind). No Ray, no SQLite: histories are produced by running the engine."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from orchestrations import (
+    ExecutionRewound,
+    ExecutionState,
+    Registry,
+    RetryOptions,
+    SubOrchestrationInstanceCreated,
+    TaskFailed,
+    execute,
+)
+from orchestrations._children import children_of, open_children, unanswered_children
+from orchestrations._rewind import plan_rewind
+from orchestrations.testing import (
+    at,
+    started,
+    sub_completed,
+    sub_created,
+    sub_failed,
+    task_completed,
+    task_failed,
+    timer_fired,
+)
+
+
+def lookup_of(*fns):
+    reg = Registry()
+    for fn in fns:
+        reg.add_orchestrator(fn)
+    return reg.orchestrators.get
+
+
+class Run:
+    """One instance driven episode by episode through the pure engine (``execute``)."""
+
+    def __init__(self, fn, iid="parent"):
+        self.lookup, self.name, self.iid = lookup_of(fn), fn.__name__, iid
+        self.history = []
+
+    def episode(self, *events, now):
+        result = execute(self.lookup, self.iid, self.history, list(events), now)
+        self.history.extend(result.new_events)
+        return result
+
+    def start(self, input=None):
+        return self.episode(started(self.name, input, instance_id=self.iid), now=at(1))
+
+
+def rewound(run, plan, now):
+    """What running the rewound history gives: the kept history replayed, then the episode of
+    ExecutionRewound plus the events delivered again."""
+    return execute(run.lookup, run.iid, run.history[: plan.cut], [ExecutionRewound(now), *plan.redeliver], now)
+
+
+# -- open and all children ----------------------------------------------------------------------
+
+
+def fan_out_to_children(ctx):
+    first = ctx.call_sub_orchestrator("child", 1)
+    second = ctx.call_sub_orchestrator("child", 2, instance_id="named-child")
+    yield ctx.task_all([first, second])
+    yield ctx.wait_for_external_event("never")
+
+
+def test_open_children_are_those_without_an_answer():
+    # durabletask-python tests/durabletask/test_orchestration_e2e.py::test_terminate_recursive:
+    # terminating the root stops the child still waiting; this is the engine's half (which child)
+    run = Run(fan_out_to_children)
+    run.start()
+    assert open_children(run.history) == ["parent:1", "named-child"]
+    run.episode(sub_completed(1, "one", ts=at(2)), now=at(2))
+    assert open_children(run.history) == ["named-child"]
+    run.episode(sub_completed(2, "two", ts=at(3)), now=at(3))
+    assert open_children(run.history) == []
+    # the purge of a finished parent reaches every child it started, answered or not
+    assert children_of(run.history) == ["parent:1", "named-child"]
+
+
+def retried_child(ctx):
+    options = RetryOptions(first_retry_interval=timedelta(seconds=1), max_number_of_attempts=3)
+    return (yield ctx.call_sub_orchestrator_with_retry("child", options, None, instance_id="retried"))
+
+
+def test_a_child_retried_under_one_id_is_listed_once_and_open_only_while_its_attempt_runs():
+    run = Run(retried_child)
+    run.start()
+    run.episode(sub_failed(1, ts=at(2)), now=at(2))  # first attempt failed: a retry timer starts
+    assert open_children(run.history) == []
+    timer = [e for e in run.history if e.event_type == "TimerCreated"][-1]
+    run.episode(timer_fired(timer.event_id, timer.fire_at), now=timer.fire_at)
+    assert open_children(run.history) == ["retried"]
+    assert children_of(run.history) == ["retried"]
+    assert [e.event_id for e in unanswered_children(run.history)] == [3]
+
+
+# -- the rewind plan -----------------------------------------------------------------------------
+
+
+def parent_of_child(ctx):
+    result = yield ctx.call_sub_orchestrator("child_orchestrator", ctx.get_input(), instance_id="the-child")
+    return f"parent:{result}"
+
+
+def test_rewind_of_a_failed_sub_orchestration_keeps_its_creation_and_asks_the_child_again():
+    # Azure/durabletask test/DurableTask.Core.Tests/RewindTests.cs
+    #   ::Rewind_FailedSubOrchestration_RetainsCreationAndEmitsChildRewindMessage
+    # microsoft/durabletask-python tests/durabletask/test_build_rewind_result.py
+    #   ::test_rewind_removes_failed_sub_orch_events
+    run = Run(parent_of_child)
+    run.start("data")
+    failed = run.episode(sub_failed(1, "Child failure", "RuntimeError", ts=at(2)), now=at(2))
+    assert failed.state is ExecutionState.FAILED
+
+    plan = plan_rewind(run.history)
+    kept = run.history[: plan.cut]
+    assert [e.instance_id for e in kept if isinstance(e, SubOrchestrationInstanceCreated)] == ["the-child"]
+    assert not any(e.event_type in ("SubOrchestrationInstanceFailed", "ExecutionCompleted") for e in kept)
+    assert plan.redeliver == []
+    assert [(c.instance_id, c.name, c.input, c.event_id) for c in plan.children] == [
+        ("the-child", "child_orchestrator", "data", 1)
+    ]
+    # the parent replays up to the child and waits for it: no new action, no failure
+    again = rewound(run, plan, at(3))
+    assert (again.state, again.actions) == (ExecutionState.RUNNING, [])
+    assert again.new_events[0].event_type == "ExecutionRewound"
+    # the child's new answer completes it
+    history = [*kept, *again.new_events]
+    done = execute(run.lookup, run.iid, history, [sub_completed(1, "child:data", ts=at(4))], at(4))
+    assert (done.state, done.output) == (ExecutionState.COMPLETED, "parent:child:data")
+
+
+def two_steps(ctx):
+    first = yield ctx.call_activity("first_activity", ctx.get_input())
+    second = yield ctx.call_activity("second_activity", ctx.get_input())
+    return [first, second]
+
+
+def test_rewind_keeps_successful_results_and_drops_the_failure():
+    # microsoft/durabletask-python tests/durabletask/test_build_rewind_result.py
+    #   ::test_rewind_preserves_successful_activity, ::test_rewind_removes_execution_completed,
+    #   ::test_rewind_removes_failed_activity_events
+    # (here the failed activity's TaskScheduled stays: the runtime dispatches it again as an
+    # activity without an answer, so the code is not asked to schedule it anew)
+    run = Run(two_steps)
+    run.start("test")
+    run.episode(task_completed(1, "first:test", ts=at(2)), now=at(2))
+    run.episode(task_failed(2, "Temporary failure", "RuntimeError", ts=at(3)), now=at(3))
+    plan = plan_rewind(run.history)
+    kept = run.history[: plan.cut]
+    assert [e.event_type for e in kept].count("TaskCompleted") == 1
+    assert not any(isinstance(e, TaskFailed) for e in [*kept, *plan.redeliver])
+    assert "ExecutionCompleted" not in [e.event_type for e in kept]
+    assert plan.children == []
+    again = rewound(run, plan, at(4))
+    assert (again.state, again.actions) == (ExecutionState.RUNNING, [])
+    done = execute(run.lookup, run.iid, [*kept, *again.new_events], [task_completed(2, "second:test")], at(5))
+    assert (done.state, done.output) == (ExecutionState.COMPLETED, ["first:test", "second:test"])
+
+
+def mixed(ctx):
+    good = yield ctx.call_activity("good_activity")
+    ok_child = yield ctx.call_sub_orchestrator("child_ok", instance_id="child-ok-id")
+    late = ctx.call_sub_orchestrator("child_late", instance_id="child-late-id")
+    results = yield ctx.task_all([
+        ctx.call_activity("bad_activity"),
+        ctx.call_sub_orchestrator("child_fail", instance_id="child-fail-id"),
+    ])
+    return [good, ok_child, *results, (yield late)]
+
+
+def test_rewind_of_a_mixed_fan_out_asks_again_only_the_children_without_a_kept_answer():
+    # microsoft/durabletask-python tests/durabletask/test_build_rewind_result.py
+    #   ::test_rewind_mixed_activities_and_sub_orchestrations,
+    #   ::test_rewind_preserves_successful_sub_orchestration
+    # Azure/durabletask RewindTests.cs::Rewind_FanOutFanIn_RetainsSuccessfulBranches
+    run = Run(mixed)
+    run.start()
+    run.episode(task_completed(1, "good", ts=at(2)), now=at(2))
+    run.episode(sub_completed(2, "child ok result", ts=at(3)), now=at(3))
+    # the fan-out's activity and child fail in one episode; the child started before them has
+    # not answered (an answer arriving while the parent is Failed is dropped): asked again too
+    failed = run.episode(task_failed(4, "act fail", ts=at(4)), sub_failed(5, "sub orch fail", ts=at(4)), now=at(4))
+    assert failed.state is ExecutionState.FAILED
+
+    plan = plan_rewind(run.history)
+    kept = run.history[: plan.cut]
+    assert [e.event_type for e in kept].count("SubOrchestrationInstanceCompleted") == 1  # child-ok kept
+    assert [c.instance_id for c in plan.children] == ["child-late-id", "child-fail-id"]
+    again = rewound(run, plan, at(5))
+    assert (again.state, again.actions) == (ExecutionState.RUNNING, [])
+    history = [*kept, *again.new_events]
+    answers = [task_completed(4, "bad ok"), sub_completed(5, "fail ok"), sub_completed(3, "late ok")]
+    done = execute(run.lookup, run.iid, history, answers, at(6))
+    assert done.state is ExecutionState.COMPLETED
+    assert done.output == ["good", "child ok result", "bad ok", "fail ok", "late ok"]
+
+
+def test_a_first_episode_that_failed_is_run_again_from_its_start():
+    def fails_at_once(ctx):
+        raise RuntimeError("Boom")
+
+    run = Run(fails_at_once)
+    assert run.start().state is ExecutionState.FAILED
+    plan = plan_rewind(run.history)
+    assert plan.cut == 0 and [e.event_type for e in plan.redeliver] == ["ExecutionStarted"]
+    assert plan.children == []
+
+
+def test_created_events_of_children_are_kept_by_the_factories_too():
+    # the factories the other pure tests use agree with what the engine records
+    history = [sub_created(1, "c", "kid"), sub_failed(1)]
+    assert open_children(history) == [] and children_of(history) == ["kid"]
