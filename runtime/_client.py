@@ -668,23 +668,22 @@ def query_page(
 
     ``query_shards(created_from, created_to, statuses, after, limit, prefix)`` returns each
     shard's rows in (created time, id) order; they are merged in that order and cut at
-    ``page_size``, and the token names the last row returned. Raises ``ValueError``/
-    ``TypeError`` on bad filters.
+    ``page_size``. Each shard is asked for one row more than a page, so the token (naming the
+    last row returned) is given only when there is more to read: the last page has none, as
+    in DurableTask's queries. Raises ``ValueError``/``TypeError`` on bad filters.
     """
-    if page_size is not None and (not isinstance(page_size, int) or page_size < 1):
+    if page_size is not None and (isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1):
         raise DurableValueError(f"page_size must be a positive int, got {page_size!r}")
     after = _parse_token(continuation_token)
     statuses = _statuses(runtime_status)
     prefix = check_prefix(instance_id_prefix)
-    parts = query_shards(_ts(created_time_from), _ts(created_time_to), statuses, after, page_size, prefix)
+    limit = page_size + 1 if page_size is not None else None
+    parts = query_shards(_ts(created_time_from), _ts(created_time_to), statuses, after, limit, prefix)
     merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
+    token: str | None = None
     if page_size is not None and len(merged) > page_size:
         merged = merged[:page_size]
-        token: str | None = json.dumps([merged[-1][0], merged[-1][1]])
-    elif page_size is not None and len(merged) == page_size and merged:
         token = json.dumps([merged[-1][0], merged[-1][1]])
-    else:
-        token = None
     return InstancePage([t[2] for t in merged], token)
 
 
