@@ -4,13 +4,16 @@ open (recursive terminate), which children exist (recursive purge), and the rewi
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from entities import EntityId
 from orchestrations import (
+    EntityOperationSignaled,
     ExecutionRewound,
     ExecutionState,
     Registry,
     RetryOptions,
+    SignalEntity,
     SubOrchestrationInstanceCreated,
     TaskFailed,
     execute,
@@ -216,3 +219,34 @@ def test_created_events_of_children_are_kept_by_the_factories_too():
     # the factories the other pure tests use agree with what the engine records
     history = [sub_created(1, "c", "kid"), sub_failed(1)]
     assert open_children(history) == [] and children_of(history) == ["kid"]
+
+
+# -- scheduled signals from an orchestration --------------------------------------------------------
+
+
+def signals_at(ctx):
+    when = ctx.get_input()
+    ctx.signal_entity(EntityId("Recorder", "k"), "ping", scheduled_time=when)
+    return None
+
+
+def test_signal_time_naive_is_taken_as_utc_and_recorded():
+    # microsoft/durabletask-python tests/durabletask/test_delayed_signal_normalization.py
+    #   ::TestSignalTimeNormalization::test_new_signal_entity_action_naive_matches_aware
+    naive, aware = datetime(2030, 1, 1, 12, 0, 0), datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    actions = [Run(signals_at).start(when).actions for when in (naive, aware)]
+    assert actions[0] == actions[1]
+    assert [(type(a), a.scheduled_time) for a in actions[0]] == [(SignalEntity, aware)]
+    # recorded with the signal, so replay matches it and does not send it again
+    run = Run(signals_at)
+    run.start(aware)
+    signaled = [e for e in run.history if isinstance(e, EntityOperationSignaled)]
+    assert [e.scheduled_time for e in signaled] == [aware]
+
+
+def test_signal_time_must_be_a_datetime():
+    # written from the mistake: a number or a string is refused at the call, naming it
+    run = Run(signals_at)
+    result = run.start(5)
+    assert result.state is ExecutionState.FAILED
+    assert "scheduled_time must be a datetime" in result.failure.message and "5" in result.failure.message
