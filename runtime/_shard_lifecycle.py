@@ -173,6 +173,9 @@ class ShardLifecycle:
         inst.executor, inst.history_len = executor, plan.cut
         inst.status, inst.output_blob, inst.failure_blob = S.Running, None, None
         w.truncate_history.append((inst.num, plan.cut))
+        for staged in self._rounds:  # rows this turn staged past the cut go too (the commit
+            # deletes before it inserts, so a staged row would otherwise outlive the cut)
+            staged.history[:] = [row for row in staged.history if row[0] != inst.num or row[1] < plan.cut]
         self._restage_unanswered(inst, [*kept, *plan.redeliver], w, after)
         self._ask_children(inst, plan.children, event.reason, now, w, after)
         rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))
