@@ -382,7 +382,10 @@ class ShardHost(ShardLifecycle, ShardQueries):
             groups = {}
             self.local_messages += len(local)
             for out in local:
-                groups.setdefault(out.msg.instance_id, []).append(out.msg)
+                if out.msg.due is not None and _due_later(out.msg, to_ts(now)):
+                    self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
+                else:
+                    groups.setdefault(out.msg.instance_id, []).append(out.msg)
         self._crash_point("before_commit")
         try:
             async with self._db_lock:

@@ -240,16 +240,20 @@ def test_client_immediate_and_past_signals_run_at_once(hub):
 def test_orchestration_delayed_signal_is_deferred(hub):
     # microsoft/durabletask-python tests/durabletask/entities/test_delayed_signals_e2e.py
     #   ::test_orchestration_delayed_signal_is_deferred
-    iid = hub.start_new(signal_later, client_input="orch-delay")
-    status = hub.wait_for_completion(iid, timeout=30)
-    signal_at = status.output
-    assert status.runtime_status is S.Completed  # completes at once; the signal waits
-    if time.time() < signal_at.timestamp():
+    # Two senders, one on each shard: one signal reaches the entity's shard through the outbox,
+    # the other within the sender's own turn (a same-shard message); both must wait.
+    ids = [hub.start_new(signal_later, on_shard("lp-signal-later", shard), "orch-delay") for shard in (0, 1)]
+    outputs = []
+    for iid in ids:
+        status = hub.wait_for_completion(iid, timeout=30)
+        assert status.runtime_status is S.Completed  # completes at once; the signal waits
+        outputs.append(status.output)
+        sent = [e for e in hub.get_history(iid) if e.event_type == "EntityOperationSignaled"]
+        assert [e.scheduled_time for e in sent] == [status.output]  # recorded, so replay keeps it
+    if time.time() < min(outputs).timestamp():
         assert recorded(hub, "orch-delay") == []
-    times = wait_until(lambda: recorded(hub, "orch-delay"))
-    assert times[0] >= signal_at.timestamp()
-    sent = [e for e in hub.get_history(iid) if e.event_type == "EntityOperationSignaled"]
-    assert [e.scheduled_time for e in sent] == [signal_at]  # recorded, so replay keeps it
+    times = wait_until(lambda: (found := recorded(hub, "orch-delay")) and len(found) == 2 and found)
+    assert sorted(times) == times and all(t >= at.timestamp() for t, at in zip(times, sorted(outputs)))
 
 
 # -- scheduled starts and waiting for a start ---------------------------------------------------------
