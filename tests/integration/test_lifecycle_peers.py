@@ -86,6 +86,14 @@ def rw_leaf(ctx):
     return (yield ctx.call_activity(flaky, ctx.get_input()))
 
 
+@orchestrator(name="lp_rw_late")
+def rw_late(ctx):
+    args = ctx.get_input()
+    late = ctx.call_sub_orchestrator(leaf, None, instance_id=args["child"])
+    first = yield ctx.call_activity(flaky, args)  # fails its first run: the parent fails, the child runs on
+    return [first, (yield late)]
+
+
 @entity(name="LpRecorder")
 def recorder(ctx: EntityContext) -> None:
     """Records when each ``ping`` ran (wall clock: entities are not replayed)."""
@@ -206,6 +214,20 @@ def test_rewind_starts_a_purged_child_again_with_its_recorded_input(hub, tmp_pat
     child = hub.get_status(tree["child"])
     assert child.runtime_status is S.Completed and child.input_["data"] == "data"
     assert Path(tree["path"]).read_text() == "2"
+
+
+def test_rewind_asks_again_a_child_that_finished_while_the_parent_was_failed(hub, tmp_path):
+    # microsoft/durabletask-python tests/durabletask/test_build_rewind_result.py
+    #   ::test_rewind_preserves_successful_sub_orchestration, for a child whose answer came while
+    #   the parent was Failed (dropped then): rewinding must not leave the parent waiting forever
+    args = {"path": str(tmp_path / "rl-runs"), "data": "data", "child": on_shard("rl-child", 1)}
+    parent = hub.start_new(rw_late, on_shard("rl-parent", 0), args)
+    assert hub.wait_for_completion(parent, timeout=30).runtime_status is S.Failed
+    hub.raise_event(args["child"], "my_event", "late answer")
+    assert hub.wait_for_completion(args["child"], timeout=30).output == "late answer"
+    hub.rewind(parent)
+    status = hub.wait_for_completion(parent, timeout=30)
+    assert (status.runtime_status, status.output) == (S.Completed, ["child:data", "late answer"])
 
 
 # -- scheduled signals -------------------------------------------------------------------------------
