@@ -201,6 +201,9 @@ def test_rewind_with_sub_orchestration(hub, tmp_path):
         types = [e.event_type for e in hub.get_history(iid)]
         assert types.count("ExecutionStarted") == 1 and "ExecutionRewound" in types
         assert "SubOrchestrationInstanceFailed" not in types and "TaskFailed" not in types
+    # a purge by filter reaches the children too, though their ids do not match the filter
+    assert hub.purge_instance_history_by(instance_id_prefix="rw-parent").instances_deleted == 3
+    assert hub.get_status([tree["parent"], tree["child"], tree["grandchild"]]) == [None, None, None]
 
 
 def test_rewind_starts_a_purged_child_again_with_its_recorded_input(hub, tmp_path):
