@@ -4,6 +4,7 @@ open (recursive terminate), which children exist (recursive purge), and the rewi
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 
 from entities import EntityId
@@ -250,3 +251,28 @@ def test_signal_time_must_be_a_datetime():
     result = run.start(5)
     assert result.state is ExecutionState.FAILED
     assert "scheduled_time must be a datetime" in result.failure.message and "5" in result.failure.message
+
+
+# -- records written before the new fields ----------------------------------------------------------
+
+
+def test_a_signal_recorded_before_scheduled_time_existed_loads_as_immediate():
+    # the stored-format rule: EntityOperationSignaled gained a trailing scheduled_time=None
+    aware = datetime(2030, 1, 1, tzinfo=UTC)
+    event = EntityOperationSignaled(at(1), 4, "@Recorder@k", "ping", 1, aware)
+    old_state = event.__getstate__()[:-1]  # the field values as a record from before was pickled
+    old = object.__new__(EntityOperationSignaled)
+    old.__setstate__(old_state)
+    assert (old.name, old.input, old.scheduled_time) == ("ping", 1, None)
+    assert pickle.loads(pickle.dumps(event)).scheduled_time == aware
+
+
+def test_an_outbox_message_written_before_the_lifecycle_fields_loads_with_their_defaults():
+    from runtime._messages import Message
+
+    msg = Message("i", task_completed(1, "x"), msg_id="m1")
+    _, state = msg.__getstate__()
+    old_state = {k: v for k, v in state.items() if k not in ("due", "parked", "recursive", "restart")}
+    old = object.__new__(Message)
+    old.__setstate__((None, old_state))
+    assert (old.msg_id, old.due, old.parked, old.recursive, old.restart) == ("m1", None, False, False, None)
