@@ -276,3 +276,25 @@ def test_an_outbox_message_written_before_the_lifecycle_fields_loads_with_their_
     old = object.__new__(Message)
     old.__setstate__((None, old_state))
     assert (old.msg_id, old.due, old.parked, old.recursive, old.restart) == ("m1", None, False, False, None)
+
+
+# -- instance-id prefix as a key range --------------------------------------------------------------
+
+
+def test_prefix_bounds_select_exactly_the_ids_with_the_prefix():
+    # Azure/durabletask AzureStorageScenarioTests.cs::GetInstanceIdsByPrefix, the range behind it:
+    # SQLite compares TEXT as UTF-8 bytes, so the check here compares encoded bytes too
+    from runtime._store import prefix_bounds
+
+    assert prefix_bounds("abc") == ("abc", "abd")
+    assert prefix_bounds("a\U0010ffff") == ("a\U0010ffff", "b")
+    assert prefix_bounds("\U0010ffff") == ("\U0010ffff", None)
+    assert prefix_bounds("x\ud7ff") == ("x\ud7ff", "x\ue000")  # past the surrogates
+    ids = ["abc", "abc_0_Foo", "abd", "ab", "abc\U0010ffff", "abb\U0010ffff", "x\ud7ffz", "x\ue000", "Foo_abc"]
+    for prefix in ("abc", "ab", "x\ud7ff", "a"):
+        low, high = prefix_bounds(prefix)
+        in_range = [
+            i for i in ids
+            if low.encode() <= i.encode() and (high is None or i.encode() < high.encode())
+        ]
+        assert in_range == [i for i in ids if i.startswith(prefix)], prefix
