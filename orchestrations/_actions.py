@@ -112,14 +112,16 @@ class CallEntity(Action):
 
 @dataclass(frozen=True, slots=True)
 class SignalEntity(Action):
-    """Run operation ``name`` of entity ``entity_id``, one-way."""
+    """Run operation ``name`` of entity ``entity_id``, one-way; at ``scheduled_time`` (UTC, not
+    before) if given."""
 
     entity_id: str
     name: str
     input: Any = None
+    scheduled_time: datetime | None = None
 
     def to_event(self, now: datetime) -> HistoryEvent:
-        return EntityOperationSignaled(now, self.task_id, self.entity_id, self.name, self.input)
+        return EntityOperationSignaled(now, self.task_id, self.entity_id, self.name, self.input, self.scheduled_time)
 
     def describe(self) -> str:
         return f"signal_entity {self.entity_id!r} {self.name!r} (task {self.task_id})"

@@ -315,16 +315,31 @@ class OrchestrationContext:
         self._entity_calls[task_id] = (key, operation_name)
         return self._schedule(CallEntity(task_id, key, operation_name, operation_input), CompletableTask(task_id))
 
-    def signal_entity(self, entity_id: object, operation_name: str, operation_input: Any = None) -> None:
+    def signal_entity(
+        self, entity_id: object, operation_name: str, operation_input: Any = None, *,
+        scheduled_time: datetime | None = None,
+    ) -> None:
         """Run ``operation_name`` on entity ``entity_id`` one-way (no yield needed).
+
+        With ``scheduled_time`` (a UTC ``datetime``; naive is taken as UTC) the operation runs at
+        that time, not before; a time that has passed runs it at once. The time is recorded in
+        history with the signal, so replay neither sends it again nor changes it; compute it
+        from :attr:`current_utc_datetime`, not the wall clock.
 
         Inside a critical section, only entities that are not locked may be signalled.
         """
         key = _entity_key(entity_id)
         _check_operation(operation_name)
+        if scheduled_time is not None:
+            if not isinstance(scheduled_time, datetime):
+                raise DurableTypeError(
+                    f"scheduled_time must be a datetime (UTC; naive is taken as UTC), got {scheduled_time!r}"
+                )
+            if scheduled_time.tzinfo is None:
+                scheduled_time = scheduled_time.replace(tzinfo=UTC)
         self._section.check_signal(key)
         task_id = self._next_id()
-        self._pending_actions[task_id] = SignalEntity(task_id, key, operation_name, operation_input)
+        self._pending_actions[task_id] = SignalEntity(task_id, key, operation_name, operation_input, scheduled_time)
 
     def lock_entities(self, entity_ids: Sequence[object]) -> Task:
         """Lock every entity of ``entity_ids``; the task's result is a lock handle, so

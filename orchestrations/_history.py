@@ -244,12 +244,14 @@ class EntityOperationCalled(HistoryEvent):
 
 @dataclass(frozen=True, slots=True)
 class EntityOperationSignaled(HistoryEvent):
-    """The orchestration signalled (one-way) operation ``name`` of entity ``instance_id``."""
+    """The orchestration signalled (one-way) operation ``name`` of entity ``instance_id``, to
+    run at ``scheduled_time`` (UTC) if given."""
 
     event_id: int
     instance_id: str
     name: str = field()  # field(): the base class has a `name` property
     input: Any = None
+    scheduled_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,10 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import ray
 from ray.exceptions import RayTaskError
@@ -40,6 +40,7 @@ from orchestrations import (
 from orchestrations._ids import new_instance_id, shard_of
 from orchestrations._registry import Registry, function_name
 
+from ._client_args import check_bool, check_prefix, check_timeout, instance_ids, utc_timestamp
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
@@ -251,14 +252,24 @@ class TaskHub:
         orchestration_function_name: str | Callable[..., Any],
         instance_id: str | None = None,
         client_input: Any = None,
+        *,
+        start_at: datetime | None = None,
     ) -> str:
         """Start an orchestration; returns its instance id once the start is committed.
+
+        With ``start_at`` (a UTC ``datetime``; naive is taken as UTC) the instance exists at
+        once, Pending (its status and created time are visible), and runs its first episode at
+        that time, not before, even across a restart of its shard host. Events sent to it
+        meanwhile are held and delivered when it starts; terminating it ends it without it ever
+        running. A time that has passed starts it now. (durabletask's ``start_at``.)
 
         Raises ``ValueError`` (nothing written) for an unknown orchestrator, a bad instance id
         or an input that cannot be serialized, and :class:`InstanceAlreadyExistsError` when the
         id is Pending, Running or Suspended. A Completed, Failed or Terminated id is replaced.
         """
+        due = utc_timestamp(start_at, "start_at") if start_at is not None else None
         msg = self._start_message(orchestration_function_name, instance_id, client_input)
+        msg.due = due
         self._submit([msg])
         return msg.instance_id
 
@@ -290,9 +301,16 @@ class TaskHub:
         encode(event_data, "event_data")
         self._submit([Message(instance_id, EventRaised(_now(), event_name, event_data))])
 
-    def terminate(self, instance_id: str, reason: str | None = None) -> None:
-        """Terminate a running or suspended instance (no effect on a finished one)."""
-        self._control(instance_id, ExecutionTerminated(_now(), reason))
+    def terminate(self, instance_id: str, reason: str | None = None, recursive: bool = True) -> None:
+        """Terminate a Pending, Running or Suspended instance (no effect on a finished one).
+
+        With ``recursive`` (the default, as in durabletask), the sub-orchestrations it is still
+        waiting for are terminated too, and theirs, on whatever shard they live; ``False``
+        terminates this instance only (its children run on, and their results are dropped).
+        """
+        validate_instance_id(instance_id)
+        msg = Message(instance_id, ExecutionTerminated(_now(), reason), recursive=check_bool(recursive, "recursive"))
+        self._submit([msg])
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
         """Suspend an instance: events are held (durably, in order) until it resumes."""
@@ -305,6 +323,11 @@ class TaskHub:
     def rewind(self, instance_id: str, reason: str | None = None) -> None:
         """Re-run a Failed instance from its last good state: the failing episode is cut from
         history and runs again, and the activities that failed are dispatched anew.
+
+        Sub-orchestrations it has no answer from are asked again, recursively (as
+        DurableTask.Core does): a Failed child is rewound the same way and the parent waits for
+        its new result instead of receiving the old failure; a child that was purged is started
+        again with its recorded input; a finished child answers again.
 
         Raises ``ValueError`` unless the instance is Failed.
         """
@@ -326,14 +349,37 @@ class TaskHub:
 
     # -- queries -----------------------------------------------------------------------------------
 
+    @overload
     def get_status(
         self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
         show_input: bool = True,
-    ) -> DurableOrchestrationStatus | None:
-        """The committed status of an instance, or ``None`` if there is none."""
-        validate_instance_id(instance_id)
-        shard = self._shard(instance_id)
-        return self._call(lambda: shard.get_status.remote(instance_id, show_history, show_history_output, show_input))
+    ) -> DurableOrchestrationStatus | None: ...
+
+    @overload
+    def get_status(
+        self, instance_id: list[str] | tuple[str, ...], show_history: bool = False, show_history_output: bool = False,
+        show_input: bool = True,
+    ) -> list[DurableOrchestrationStatus | None]: ...
+
+    def get_status(
+        self, instance_id: str | list[str] | tuple[str, ...], show_history: bool = False,
+        show_history_output: bool = False, show_input: bool = True,
+    ) -> DurableOrchestrationStatus | list[DurableOrchestrationStatus | None] | None:
+        """The committed status of an instance, or ``None`` if there is none.
+
+        Given a list (or tuple) of ids, returns a list of the same length and order, each a
+        status or ``None``, read with one call per shard (DF .NET's
+        ``GetStatusAsync(IEnumerable<string>)``).
+        """
+        ids = instance_ids(instance_id)
+        if ids is None:
+            iid = validate_instance_id(instance_id)
+            shard = self._shard(iid)
+            return self._call(lambda: shard.get_status.remote(iid, show_history, show_history_output, show_input))
+        by_shard = self._by_shard(ids, lambda iid: iid)
+        parts = self._on_shards("get_statuses", by_shard, show_history, show_history_output, show_input)
+        found = {iid: status for part, statuses in zip(by_shard.values(), parts) for iid, status in zip(part, statuses)}
+        return [found[iid] for iid in ids]
 
     def get_history(self, instance_id: str) -> list[HistoryEvent]:
         """The instance's history events, oldest first. Raises for an unknown id."""
@@ -352,8 +398,7 @@ class TaskHub:
         past ``timeout`` seconds. ``show_progress`` draws a progress bar of its activities.
         """
         validate_instance_id(instance_id)
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise DurableValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        check_timeout(timeout)
         shard = self._shard(instance_id)
         ref = shard.wait.remote(instance_id, timeout)
         if show_progress:
@@ -363,14 +408,36 @@ class TaskHub:
             raise TimeoutError(f"orchestration {instance_id!r} did not finish within {timeout} s")
         return status
 
+    def wait_for_orchestration_start(
+        self, instance_id: str, timeout: float | None = None
+    ) -> DurableOrchestrationStatus:
+        """Block until the instance is no longer Pending (it started running, or ended before)
+        and return its status (durabletask's ``wait_for_orchestration_start``).
+
+        Only an instance started with ``start_at`` is ever Pending: any other returns at once.
+        The shard host answers when the start commits (no polling). Raises ``TimeoutError``
+        past ``timeout`` seconds and :class:`InstanceNotFoundError` for an unknown id.
+        """
+        validate_instance_id(instance_id)
+        check_timeout(timeout)
+        shard = self._shard(instance_id)
+        status = self._call(lambda: shard.wait_start.remote(instance_id, timeout))
+        if status is None:
+            raise TimeoutError(f"orchestration {instance_id!r} did not start within {timeout} s")
+        return status
+
     def get_status_by(
         self,
         created_time_from: datetime | None = None,
         created_time_to: datetime | None = None,
         runtime_status: StatusFilter = None,
+        instance_id_prefix: str | None = None,
     ) -> list[DurableOrchestrationStatus]:
-        """Every instance matching the filters, oldest first."""
-        page = self.list_instances(created_time_from, created_time_to, runtime_status, page_size=None)
+        """Every instance matching the filters, oldest first (``instance_id_prefix``: only ids
+        that start with it)."""
+        page = self.list_instances(
+            created_time_from, created_time_to, runtime_status, page_size=None, instance_id_prefix=instance_id_prefix
+        )
         return page.instances
 
     def list_instances(
@@ -381,50 +448,95 @@ class TaskHub:
         page_size: int | None = 100,
         continuation_token: str | None = None,
         show_input: bool = True,
+        instance_id_prefix: str | None = None,
     ) -> InstancePage:
-        """One page of instances ordered by creation time; pass the token back for the next."""
+        """One page of instances ordered by creation time; pass the token back for the next.
+
+        ``instance_id_prefix`` keeps only the ids that start with it (each shard reads just
+        that range of its primary key); paging works the same with it.
+        """
 
         def query_shards(lo: float | None, hi: float | None, statuses: list[str] | None,
-                         after: tuple[float, str] | None, limit: int | None) -> list[list[ShardRow]]:
+                         after: tuple[float, str] | None, limit: int | None, prefix: str | None,
+                         ) -> list[list[ShardRow]]:
             return self._call(
-                lambda: [s.query.remote(lo, hi, statuses, after, limit, show_input) for s in self._shards]
+                lambda: [s.query.remote(lo, hi, statuses, after, limit, show_input, prefix) for s in self._shards]
             )
 
         return query_page(
-            query_shards, created_time_from, created_time_to, runtime_status, page_size, continuation_token
+            query_shards, created_time_from, created_time_to, runtime_status, page_size, continuation_token,
+            instance_id_prefix,
         )
 
-    def purge_instance_history(self, instance_id: str) -> PurgeHistoryResult:
-        """Delete a Completed, Failed or Terminated instance and its history."""
-        validate_instance_id(instance_id)
-        count = self._call(lambda: self._shard(instance_id).purge.remote([instance_id]))
-        return PurgeHistoryResult(count)
+    def purge_instance_history(self, instance_id: str | Sequence[str], recursive: bool = True) -> PurgeHistoryResult:
+        """Delete a Completed, Failed or Terminated instance and its history (a Pending,
+        Running or Suspended one is left alone and not counted).
+
+        Given a list (or tuple) of ids, purges each of them (one call per shard) and returns
+        the total. With ``recursive`` (the default, as in durabletask), the sub-orchestrations
+        a purged instance started are purged too, and theirs, under the same rule: only the
+        finished ones. A purge is not one transaction across shards: a crash midway leaves the
+        rest to purge again.
+        """
+        ids = instance_ids(instance_id)
+        if ids is None:
+            ids = [validate_instance_id(instance_id)]
+        return self._purge_tree([(iid, None) for iid in ids], check_bool(recursive, "recursive"))
 
     def purge_instance_history_by(
         self,
         created_time_from: datetime | None = None,
         created_time_to: datetime | None = None,
         runtime_status: StatusFilter = None,
+        instance_id_prefix: str | None = None,
+        recursive: bool = True,
     ) -> PurgeHistoryResult:
-        """Delete every finished instance matching the filters; returns how many."""
+        """Delete every finished instance matching the filters (and, with ``recursive``, the
+        sub-orchestrations they started, as :meth:`purge_instance_history`); returns how many."""
         statuses = _statuses(runtime_status)
         lo, hi = _ts(created_time_from), _ts(created_time_to)
-        counts = self._call(lambda: [s.purge_by.remote(lo, hi, statuses) for s in self._shards])
-        return PurgeHistoryResult(sum(counts))
+        prefix, recursive = check_prefix(instance_id_prefix), check_bool(recursive, "recursive")
+        parts = self._call(lambda: [s.purge_by.remote(lo, hi, statuses, prefix, recursive) for s in self._shards])
+        deleted = sum(count for count, _ in parts)
+        children = [child for _, found in parts for child in found]
+        return PurgeHistoryResult(deleted + self._purge_tree(children, recursive).instances_deleted)
+
+    def _purge_tree(self, targets: list[tuple[str, str | None]], recursive: bool) -> PurgeHistoryResult:
+        """Purge ``targets`` ((id, required parent id or None)), then, level by level, the
+        children the shards report, each level with one call per shard."""
+        deleted, seen = 0, {iid for iid, _ in targets}
+        while targets:
+            parts = self._on_shards("purge", self._by_shard(targets, lambda target: target[0]), recursive)
+            deleted += sum(count for count, _ in parts)
+            targets = []
+            for _, children in parts:
+                for child, parent in children:
+                    if child not in seen:
+                        seen.add(child)
+                        targets.append((child, parent))
+        return PurgeHistoryResult(deleted)
 
     # -- entities -----------------------------------------------------------------------------------
 
-    def signal_entity(self, entity_id: EntityId, operation_name: str, operation_input: Any = None) -> None:
+    def signal_entity(
+        self, entity_id: EntityId, operation_name: str, operation_input: Any = None, *,
+        scheduled_time: datetime | None = None,
+    ) -> None:
         """Run ``operation_name`` on an entity, one-way; returns once the signal is committed.
 
         The entity is created on first use. Signals from one client run in the order sent.
+        With ``scheduled_time`` (a UTC ``datetime``; naive is taken as UTC) the operation runs
+        at that time, not before, even across a restart of the entity's shard host (the signal
+        is kept in its shard file meanwhile); a time that has passed runs it now.
         """
         key = _entity_key(entity_id)
         if not isinstance(operation_name, str) or not operation_name:
             raise DurableValueError(f"operation name must be a non-empty string, got {operation_name!r}")
+        due = utc_timestamp(scheduled_time, "scheduled_time") if scheduled_time is not None else None
         encode(operation_input, "operation_input")
         self._sync_registry()
-        self._submit([Message(key, EntityRequest(_now(), operation_name, operation_input, None, True))])
+        request = EntityRequest(_now(), operation_name, operation_input, None, True)
+        self._submit([Message(key, request, due=due)])
 
     def read_entity_state(self, entity_id: EntityId) -> EntityStateResponse:
         """An entity's committed state (never a state an operation is still changing)."""
@@ -467,6 +579,21 @@ class TaskHub:
         if self._closed:
             raise DurableValueError(f"task hub {self.name!r} is closed")
         return self._shards[shard_of(instance_id, self.num_shards)]
+
+    def _by_shard(self, items: list[T], key: Callable[[T], str]) -> dict[int, list[T]]:
+        """``items`` grouped by the shard of their id ``key(item)``, each group in given order."""
+        groups: dict[int, list[T]] = {}
+        for item in items:
+            groups.setdefault(shard_of(key(item), self.num_shards), []).append(item)
+        return groups
+
+    def _on_shards(self, method: str, by_shard: dict[int, list[Any]], *args: Any) -> list[Any]:
+        """Call shard method ``method(part, *args)`` on each shard of ``by_shard``, all at once;
+        the answers in ``by_shard``'s order."""
+        if self._closed:
+            raise DurableValueError(f"task hub {self.name!r} is closed")
+        shards = self._shards
+        return self._call(lambda: [getattr(shards[i], method).remote(part, *args) for i, part in by_shard.items()])
 
     def _submit(self, msgs: list[Message]) -> None:
         by_shard: dict[int, list[Message]] = {}
@@ -536,33 +663,36 @@ ShardRow = tuple[float, str, DurableOrchestrationStatus]
 
 def query_page(
     query_shards: Callable[
-        [float | None, float | None, list[str] | None, tuple[float, str] | None, int | None], list[list[ShardRow]]
+        [float | None, float | None, list[str] | None, tuple[float, str] | None, int | None, str | None],
+        list[list[ShardRow]],
     ],
     created_time_from: datetime | None,
     created_time_to: datetime | None,
     runtime_status: StatusFilter,
     page_size: int | None,
     continuation_token: str | None,
+    instance_id_prefix: str | None = None,
 ) -> InstancePage:
     """The paging rules of :meth:`TaskHub.list_instances` over any set of shards.
 
-    ``query_shards(created_from, created_to, statuses, after, limit)`` returns each shard's rows
-    in (created time, id) order; they are merged in that order and cut at ``page_size``, and
-    the token names the last row returned. Raises ``ValueError``/``TypeError`` on bad filters.
+    ``query_shards(created_from, created_to, statuses, after, limit, prefix)`` returns each
+    shard's rows in (created time, id) order; they are merged in that order and cut at
+    ``page_size``. Each shard is asked for one row more than a page, so the token (naming the
+    last row returned) is given only when there is more to read: the last page has none, as
+    in DurableTask's queries. Raises ``ValueError``/``TypeError`` on bad filters.
     """
-    if page_size is not None and (not isinstance(page_size, int) or page_size < 1):
+    if page_size is not None and (isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1):
         raise DurableValueError(f"page_size must be a positive int, got {page_size!r}")
     after = _parse_token(continuation_token)
     statuses = _statuses(runtime_status)
-    parts = query_shards(_ts(created_time_from), _ts(created_time_to), statuses, after, page_size)
+    prefix = check_prefix(instance_id_prefix)
+    limit = page_size + 1 if page_size is not None else None
+    parts = query_shards(_ts(created_time_from), _ts(created_time_to), statuses, after, limit, prefix)
     merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
+    token: str | None = None
     if page_size is not None and len(merged) > page_size:
         merged = merged[:page_size]
-        token: str | None = json.dumps([merged[-1][0], merged[-1][1]])
-    elif page_size is not None and len(merged) == page_size and merged:
         token = json.dumps([merged[-1][0], merged[-1][1]])
-    else:
-        token = None
     return InstancePage([t[2] for t in merged], token)
 
 

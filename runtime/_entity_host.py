@@ -115,7 +115,8 @@ def entity_action_message(action: Action, instance_id: str, execution_id: str, n
     if isinstance(action, CallEntity):
         return Message(action.entity_id, EntityRequest(now, action.name, action.input, sender, False))
     if isinstance(action, SignalEntity):
-        return Message(action.entity_id, EntityRequest(now, action.name, action.input, None, True))
+        due = action.scheduled_time.timestamp() if action.scheduled_time is not None else None
+        return Message(action.entity_id, EntityRequest(now, action.name, action.input, None, True), due=due)
     if isinstance(action, LockEntities):
         return Message(action.lock_set[0], EntityLockMessage(now, sender, action.lock_set, 0))
     if isinstance(action, UnlockEntity):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrations import EventRaised, HistoryEvent, OrchestrationExecutor, ParentInfo
+from orchestrations import EventRaised, ExecutionStarted, HistoryEvent, OrchestrationExecutor, ParentInfo
 from orchestrations._compat import tolerate_new_fields
 
 from ._codec import decode, encode
@@ -27,6 +27,13 @@ class Message:
     so a call Ray retries after a shard host restart is applied once; only a client is told
     that its message was refused. ``ack`` is resolved after the commit that applied the
     message (or with the error that refused it).
+
+    Fields after ``ack`` were appended later (stored messages written before them load with
+    their defaults). ``due`` (epoch seconds) asks the receiving shard to apply the message not
+    before that time: it parks it durably until then, and ``parked`` marks it when it comes
+    back to be applied. ``recursive`` makes a terminate stop the instance's open
+    sub-orchestrations too. ``restart`` is set on the rewind a parent sends its child: the
+    child's start, to run it again if it was purged.
     """
 
     instance_id: str
@@ -39,10 +46,15 @@ class Message:
     carryover: list[EventRaised] = field(default_factory=list)
     input_blob: bytes | None = None
     ack: asyncio.Future[Any] | None = None
+    due: float | None = None
+    parked: bool = False
+    recursive: bool = False
+    restart: ExecutionStarted | None = None
 
     def to_bytes(self) -> bytes:
-        """The message without its ack future, encoded for an outbox or another shard."""
-        return encode(replace(self, ack=None, from_self=False), "message")
+        """The message without its ack future, encoded for an outbox, a parked row or another
+        shard."""
+        return encode(replace(self, ack=None, from_self=False, parked=False), "message")
 
     @staticmethod
     def from_bytes(blob: bytes) -> Message:

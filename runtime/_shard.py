@@ -46,11 +46,8 @@ from orchestrations import (
     SubOrchestrationInstanceFailed,
     TaskCompleted,
     TaskFailed,
-    TaskScheduled,
-    TimerCreated,
     TimerFired,
 )
-from orchestrations._executor import is_incoming, last_episode_start
 from orchestrations._registry import OrchestratorSpec, did_you_mean
 
 from ._activities import ActivityCall, ActivityDispatcher
@@ -58,6 +55,8 @@ from ._codec import decode, encode, failure_from_exception
 from ._delivery import Courier, Outbound
 from ._entity_host import EntityRecord, entity_action_message, outgoing_message, unlock_all
 from ._messages import Instance, Message, from_ts, to_ts
+from ._parking import Parking
+from ._shard_lifecycle import ShardLifecycle, activity_call, stage_work, terminated_failure
 from ._shard_queries import ShardQueries
 from ._status import (
     TERMINAL,
@@ -102,6 +101,9 @@ class _AfterCommit:
     touched: list[str] = field(default_factory=list)
     #: messages to records of this shard, applied in the turn's next round
     local: list[Outbound] = field(default_factory=list)
+    #: messages parked in this turn (held once committed), and parked ones whose rows it deleted
+    parked: list[Message] = field(default_factory=list)
+    unparked: list[str] = field(default_factory=list)
 
     def mark(self) -> tuple[int, ...]:
         """A point to :meth:`rollback` to (acks are settled by the caller)."""
@@ -113,7 +115,7 @@ class _AfterCommit:
             del getattr(self, name)[length:]
 
 
-_AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched", "local")
+_AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched", "local", "parked", "unparked")
 
 #: Most rounds of same-shard messages one turn applies (an entity signalling itself forever
 #: must not starve the shard); what is left goes through the outbox to a later turn.
@@ -141,7 +143,7 @@ class ShardConfig:
     crash_marker_dir: str | None = None
 
 
-class ShardHost(ShardQueries):
+class ShardHost(ShardLifecycle, ShardQueries):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     def __init__(self, config: ShardConfig) -> None:
@@ -161,6 +163,11 @@ class ShardHost(ShardQueries):
         self._timer_handles: dict[str, dict[int, asyncio.TimerHandle]] = {}
         self._courier = Courier(config.hub, config.index, config.num_shards, self._enqueue)
         self._waiters: dict[str, list[asyncio.Future[Any]]] = {}
+        #: ``wait_for_orchestration_start`` callers, by instance
+        self._start_waiters: dict[str, list[asyncio.Future[Any]]] = {}
+        self._parking = Parking(self._enqueue_many)
+        #: the writes of the turn being run, by round (see ``_current_history``)
+        self._rounds: list[TurnWrites] = []
         self._db_lock = asyncio.Lock()
         self._peer_server: asyncio.Server | None = None
         self._peer_addr: tuple[str, int] = ("", 0)
@@ -184,7 +191,8 @@ class ShardHost(ShardQueries):
 
     async def _ensure_started(self) -> None:
         """Open the store and recover, once: activities without a result are dispatched again,
-        timers armed again, the outbox sent again; instances are replayed when next needed."""
+        timers armed again, the outbox sent again, parked messages held again; instances are
+        replayed when next needed."""
         if self._loop_task is not None:
             return
         async with self._start_lock:
@@ -205,6 +213,7 @@ class ShardHost(ShardQueries):
             for iid, exec_id, timer_id, fire_at in timers:
                 self._arm_timer(iid, exec_id, timer_id, fire_at)
             self._courier.deliver([Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
+            await self._load_parked()
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def set_registry(self, registry_blob: bytes) -> None:
@@ -255,6 +264,7 @@ class ShardHost(ShardQueries):
         if self._peer_server is not None:
             self._peer_server.close()
         self._courier.close()
+        self._parking.close()
         for handles in self._timer_handles.values():
             for handle in handles.values():
                 handle.cancel()
@@ -314,6 +324,7 @@ class ShardHost(ShardQueries):
             "entities_cached": len(self._entities),
             "outstanding": self._activity_out.count(),
             "slow_episodes": self._watch.slow_episodes if self._watch is not None else 0,
+            "parked": len(self._parking),
         }
 
     # -- the turn loop -----------------------------------------------------------------------------
@@ -356,13 +367,14 @@ class ShardHost(ShardQueries):
         now = utcnow()
         after = _AfterCommit()
         rounds: list[TurnWrites] = []
+        self._rounds = rounds
         groups: dict[str, list[Message]] = {}
         touched: set[str] = set()
         while True:
             w = TurnWrites()
             if not rounds:
                 w.done_outbox.extend(self._courier.take_acked())
-                groups = await self._group(batch, w, after)
+                groups = await self._group(batch, now, w, after)
             rounds.append(w)
             touched.update(groups)
             self.messages += sum(map(len, groups.values()))
@@ -377,7 +389,10 @@ class ShardHost(ShardQueries):
             groups = {}
             self.local_messages += len(local)
             for out in local:
-                groups.setdefault(out.msg.instance_id, []).append(out.msg)
+                if out.msg.due is not None and _due_later(out.msg, to_ts(now)):
+                    self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
+                else:
+                    groups.setdefault(out.msg.instance_id, []).append(out.msg)
         self._crash_point("before_commit")
         try:
             async with self._db_lock:
@@ -467,16 +482,23 @@ class ShardHost(ShardQueries):
                 w.add_outbox.append((out.msg_id, out.dest, out.blob))
                 after.outbox.append(out)
 
-    async def _group(self, batch: list[Message], w: TurnWrites, after: _AfterCommit) -> dict[str, list[Message]]:
-        """Group by instance, dropping duplicates of messages delivered before.
+    async def _group(
+        self, batch: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> dict[str, list[Message]]:
+        """Group by instance, dropping duplicates of messages delivered before, and parking
+        those due later (a start due later is parked by ``_run_instance``, which also makes its
+        instance Pending).
 
         A client's start is de-duplicated by its execution id instead (see ``_start``), which
         keeps the ``delivered`` table, and its random-key inserts, off the start path."""
-        remote = [m.msg_id for m in batch if m.msg_id is not None and not m.from_self and not _client_start(m)]
+        remote = [m.msg_id for m in batch if m.msg_id is not None and not (m.from_self or m.parked or _client_start(m))]
         seen = await self._store.seen_messages(remote) if remote else set()
         groups: dict[str, list[Message]] = {}
+        now_ts = to_ts(now)
         for msg in batch:
-            if msg.msg_id is not None and not _client_start(msg):
+            if msg.parked and msg.msg_id is not None:
+                w.done_scheduled.append(msg.msg_id)
+            elif msg.msg_id is not None and not _client_start(msg):
                 if msg.from_self:
                     w.done_outbox.append(msg.msg_id)
                 elif msg.msg_id in seen:
@@ -486,6 +508,11 @@ class ShardHost(ShardQueries):
                 else:
                     seen.add(msg.msg_id)
                     w.delivered.append(msg.msg_id)
+            if msg.due is not None and _due_later(msg, now_ts) and not isinstance(msg.event, ExecutionStarted):
+                self._park(msg, msg.due, w, after)
+                if msg.ack is not None:
+                    after.acks[msg.ack] = None
+                continue
             groups.setdefault(msg.instance_id, []).append(msg)
         return groups
 
@@ -504,18 +531,31 @@ class ShardHost(ShardQueries):
                 after.acks[msg.ack] = None
             if isinstance(msg.event, ExecutionRewound):
                 if inst is not None and pending:
-                    await self._episode(inst, pending, now, w, after)
+                    await self._run_episode(inst, pending, now, w, after)
                 pending = []
-                await self._rewind(inst, msg, now, w, after)
+                restart = await self._rewind(inst, msg, now, w, after)
+                if restart is not None:  # a purged child its rewinding parent starts again
+                    started = self._start(inst, restart, now, w, after)
+                    if started is not None:
+                        inst, pending = started, [restart]
                 continue
             if isinstance(msg.event, ExecutionStarted):
                 if inst is not None and pending:
-                    await self._episode(inst, pending, now, w, after)
+                    await self._run_episode(inst, pending, now, w, after)
                 pending = []
-                started = self._start(inst, msg, now, w, after)
+                if msg.parked:
+                    started = self._begin_scheduled(inst, msg)
+                else:
+                    started = self._start(inst, msg, now, w, after)
                 if started is not None:
                     inst = started
-                    pending = [msg, *(Message(iid, e) for e in msg.carryover)]
+                    if _due_later(msg, to_ts(now)):
+                        self._hold_start(inst, msg, w, after)
+                    else:
+                        pending = [msg, *(Message(iid, e) for e in msg.carryover)]
+                continue
+            if inst is not None and inst.status is OrchestrationRuntimeStatus.Pending:
+                self._while_pending(inst, msg, now, w, after)
                 continue
             if inst is None or inst.status in TERMINAL or inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
                 self._drop(msg, inst is not None, now, w, after)
@@ -525,7 +565,7 @@ class ShardHost(ShardQueries):
                 continue
             pending.append(msg)
         if inst is not None and pending:
-            await self._episode(inst, pending, now, w, after)
+            await self._run_episode(inst, pending, now, w, after)
         if inst is not None:
             after.touched.append(iid)
 
@@ -591,49 +631,6 @@ class ShardHost(ShardQueries):
         )
         self._cache[iid] = fresh
         return fresh
-
-    async def _rewind(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
-    ) -> None:
-        """Cut a Failed instance's failing episode from history and run it again: its incoming
-        events are re-delivered without the activity failures, and every activity without an
-        answer is dispatched again (every timer not fired is armed again)."""
-        if inst is None or inst.status is not OrchestrationRuntimeStatus.Failed:
-            if msg.ack is not None:
-                after.acks[msg.ack] = _not_rewindable(msg.instance_id, inst)
-            return
-        iid = inst.instance_id
-        history = [decode(b) for b in await self._store.load_history(inst.num)]
-        cut = last_episode_start(history)
-        kept, failing = history[:cut], history[cut:]
-        redeliver = [e for e in failing if is_incoming(e) and not isinstance(e, TaskFailed)]
-        executor = OrchestrationExecutor(self._orchestrators, iid)
-        with self._watching(inst):
-            executor.replay(kept)
-        inst.executor, inst.history_len = executor, cut
-        inst.status, inst.output_blob, inst.failure_blob = OrchestrationRuntimeStatus.Running, None, None
-        w.truncate_history.append((inst.num, cut))
-        self._restage_unanswered(inst, [*kept, *redeliver], w, after)
-        rewound = Message(iid, ExecutionRewound(msg.event.timestamp, getattr(msg.event, "reason", None)))
-        await self._episode(inst, [rewound, *(Message(iid, e) for e in redeliver)], now, w, after)
-
-    def _restage_unanswered(self, inst: Instance, history: list[Any], w: TurnWrites, after: _AfterCommit) -> None:
-        """Dispatch again every activity ``history`` scheduled without an answer; arm again every
-        timer it created that has not fired."""
-        iid, exec_id = inst.instance_id, inst.execution_id
-        answered = {e.task_scheduled_id for e in history if isinstance(e, (TaskCompleted, TaskFailed))}
-        fired = {e.timer_id for e in history if isinstance(e, TimerFired)}
-        activities = [
-            _activity_call(inst, e.event_id, e.name, e.input)
-            for e in history
-            if isinstance(e, TaskScheduled) and e.event_id not in answered
-        ]
-        timers = [
-            (iid, exec_id, e.event_id, to_ts(e.fire_at))
-            for e in history
-            if isinstance(e, TimerCreated) and e.event_id not in fired
-        ]
-        _stage_work(activities, timers, w, after)
 
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
@@ -728,7 +725,7 @@ class ShardHost(ShardQueries):
         for action in result.actions:
             if isinstance(action, ScheduleTask):
                 if running:
-                    staged_activities.append(_activity_call(inst, action.task_id, action.name, action.input))
+                    staged_activities.append(activity_call(inst, action.task_id, action.name, action.input))
             elif isinstance(action, CreateTimer):
                 if running:
                     staged_timers.append((iid, exec_id, action.task_id, to_ts(action.fire_at)))
@@ -746,7 +743,7 @@ class ShardHost(ShardQueries):
                 if msg is not None:
                     staged_out.append(self._outgoing(msg))
         self._stage_outs(staged_out, w, after)
-        _stage_work(staged_activities, staged_timers, w, after)
+        stage_work(staged_activities, staged_timers, w, after)
         inst.tasks_scheduled += len(staged_activities)
 
     def _stage_state(
@@ -771,7 +768,7 @@ class ShardHost(ShardQueries):
             if inst.parent is not None:
                 failure = result.failure
                 if result.state is ExecutionState.TERMINATED:
-                    failure = FailureDetails("Terminated", f"sub-orchestration {iid!r} was terminated: {result.output}")
+                    failure = terminated_failure(iid, result.output)
                 output = result.output if result.state is ExecutionState.COMPLETED else None
                 self._reply_to_parent(inst.parent, output, failure, now, w, after)
         row = inst.to_row()
@@ -817,6 +814,11 @@ class ShardHost(ShardQueries):
         for iid, exec_id, timer_id, fire_at in after.timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
         self._courier.deliver(after.outbox)
+        if after.parked or after.unparked:
+            self._parking.discard(after.unparked)
+            self._parking.add(after.parked)
+        if self._start_waiters:
+            self._answer_start_waiters(after.touched)
         for iid, row in after.finished:
             for future in self._waiters.get(iid, []):
                 if not future.done():
@@ -849,27 +851,10 @@ class ShardHost(ShardQueries):
         task.add_done_callback(self._background.discard)
 
 
-def _activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> ActivityCall:
-    """An activity of ``inst``'s current execution, its input encoded for table and worker."""
-    blob = encode(input_, f"input of activity {name!r}")
-    return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
-
-
-def _stage_work(
-    activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: _AfterCommit
-) -> None:
-    """Record activities and timers in this turn's commit; dispatch and arm them after it."""
-    w.add_activities.extend((c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities)
-    w.add_timers.extend(timers)
-    after.activities.extend(activities)
-    after.timers.extend(timers)
-
-
-def _not_rewindable(instance_id: str, inst: Instance | None) -> Exception:
-    if inst is None:
-        return InstanceNotFoundError(instance_id)
-    return DurableValueError(f"only a Failed instance can be rewound; {instance_id!r} is {inst.status.value}")
-
-
 def _client_start(msg: Message) -> bool:
     return msg.client and isinstance(msg.event, ExecutionStarted)
+
+
+def _due_later(msg: Message, now_ts: float) -> bool:
+    """Whether ``msg`` asks to be applied after ``now_ts`` (a parked one is due: never again)."""
+    return msg.due is not None and not msg.parked and msg.due > now_ts

@@ -7,15 +7,16 @@ wait for a turn.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from orchestrations import InstanceNotFoundError
+from orchestrations import InstanceNotFoundError, SubOrchestrationInstanceCreated
+from orchestrations._children import children_of
 
 from ._codec import decode
 from ._entity_host import EntityRecord, unpack_state
-from ._messages import status_from_row
+from ._messages import Instance, status_from_row
 from ._status import (
     TERMINAL,
     DurableOrchestrationStatus,
@@ -37,6 +38,7 @@ class ShardQueries:
     _entities: Any
     _entity_specs: dict[str, Any]
     _waiters: dict[str, list[asyncio.Future[Any]]]
+    _start_waiters: dict[str, list[asyncio.Future[Any]]]
 
     def _evict(self, iid: str) -> None:
         raise NotImplementedError
@@ -51,8 +53,24 @@ class ShardQueries:
         """The committed status of an instance, or ``None``."""
         await self._ensure_started()
         row = await self._store.get_instance(instance_id)
-        if row is None:
-            return None
+        return None if row is None else await self._status(row, show_history, show_history_output, show_input)
+
+    async def get_statuses(
+        self, instance_ids: Sequence[str], show_history: bool = False, show_history_output: bool = False,
+        show_input: bool = True,
+    ) -> list[DurableOrchestrationStatus | None]:
+        """The committed status of each instance of ``instance_ids`` (``None`` for an unknown
+        one), in the same order; one read for all of them."""
+        await self._ensure_started()
+        rows = await self._store.load_instances(list(dict.fromkeys(instance_ids)), reader=True)
+        found = {
+            iid: await self._status(row, show_history, show_history_output, show_input) for iid, row in rows.items()
+        }
+        return [found.get(iid) for iid in instance_ids]
+
+    async def _status(
+        self, row: Any, show_history: bool, show_history_output: bool, show_input: bool
+    ) -> DurableOrchestrationStatus:
         status = status_from_row(row, show_input)
         if show_history:
             history = [decode(b) for b in await self._store.load_history(row[11], reader=True)]
@@ -71,26 +89,42 @@ class ShardQueries:
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
+        return await self._wait_until(self._waiters, instance_id, timeout, lambda s: s.is_terminal)
+
+    async def wait_start(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
+        """Wait until the instance is no longer Pending (it started, or was terminated before
+        it did); ``None`` on timeout."""
+        return await self._wait_until(
+            self._start_waiters, instance_id, timeout, lambda s: s is not OrchestrationRuntimeStatus.Pending
+        )
+
+    async def _wait_until(
+        self, registry: dict[str, list[asyncio.Future[Any]]], instance_id: str, timeout: float | None,
+        reached: Callable[[OrchestrationRuntimeStatus], bool],
+    ) -> DurableOrchestrationStatus | None:
+        """Answer once the instance's status is ``reached``: at once if it is already, else
+        when a turn commits it (the turn resolves the future ``registry`` holds with the row it
+        committed). Raises :class:`InstanceNotFoundError` for an unknown instance."""
         await self._ensure_started()
         future = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(instance_id, []).append(future)
+        registry.setdefault(instance_id, []).append(future)
         try:
             status = await self.get_status(instance_id)
             if status is None:
                 raise InstanceNotFoundError(instance_id)
-            if status.runtime_status.is_terminal:
+            if reached(status.runtime_status):
                 return status
             try:
                 row = await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 return None
-            return status_from_row(row, True)  # the row the finishing turn committed: no read
+            return status_from_row(row, True)  # the row the turn committed: no read
         finally:
-            waiters = self._waiters.get(instance_id, [])
+            waiters = registry.get(instance_id, [])
             if future in waiters:
                 waiters.remove(future)
             if not waiters:
-                self._waiters.pop(instance_id, None)
+                registry.pop(instance_id, None)
 
     async def progress(self, instance_id: str) -> tuple[int, int]:
         """(activities finished, activities scheduled) of the current execution, from memory."""
@@ -100,33 +134,54 @@ class ShardQueries:
 
     async def query(
         self, created_from: float | None, created_to: float | None, statuses: list[str] | None,
-        after: tuple[float, str] | None, limit: int | None, show_input: bool = True,
+        after: tuple[float, str] | None, limit: int | None, show_input: bool = True, prefix: str | None = None,
     ) -> list[tuple[float, str, DurableOrchestrationStatus]]:
-        """Committed instances ordered by (created time, id), after the key ``after``."""
+        """Committed instances ordered by (created time, id), after the key ``after``; only the
+        ids that start with ``prefix``, if given (a range scan of the primary key)."""
         await self._ensure_started()
-        rows = await self._store.query_instances(created_from, created_to, statuses, after, limit)
+        rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix)
         return [(row[9], row[0], status_from_row(row, show_input)) for row in rows]
 
-    async def purge(self, instance_ids: Sequence[str]) -> int:
-        """Delete terminal instances and their history; active ones are left alone."""
+    async def purge(
+        self, targets: Sequence[tuple[str, str | None]], recursive: bool = False
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Delete the terminal instances of ``targets`` and their history; active ones are left
+        alone. A target is ``(instance id, parent id or None)``: with a parent id, the instance
+        is purged only if that instance started it (an id reused since is left alone).
+
+        Returns how many were deleted and, with ``recursive``, ``(child id, parent id)`` for
+        every sub-orchestration the deleted ones started: the caller purges those next, on
+        their own shards.
+        """
         await self._ensure_started()
         async with self._db_lock:
-            rows = await self._store.load_instances(list(instance_ids))
-            ids = [i for i, r in rows.items() if OrchestrationRuntimeStatus(r[3]) in TERMINAL]
+            rows = await self._store.load_instances([t[0] for t in targets])
+            insts = {iid: Instance.from_row(row) for iid, row in rows.items()}
+            ids = [
+                iid for iid, parent in dict(targets).items()
+                if (inst := insts.get(iid)) is not None and inst.status in TERMINAL
+                and (parent is None or (inst.parent is not None and inst.parent.instance_id == parent))
+            ]
+            children: list[tuple[str, str]] = []
+            if recursive:
+                for iid in ids:
+                    created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
+                    children += [(child, iid) for child in children_of(decode(blob) for _, blob in created)]
             count = await self._store.purge(ids)
         for iid in ids:
             self._evict(iid)
-        return count
+        return count, children
 
     async def purge_by(
-        self, created_from: float | None, created_to: float | None, statuses: list[str] | None
-    ) -> int:
-        """Purge the terminal instances that match the filters."""
+        self, created_from: float | None, created_to: float | None, statuses: list[str] | None,
+        prefix: str | None = None, recursive: bool = False,
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Purge the terminal instances that match the filters (see :meth:`purge`)."""
         await self._ensure_started()
         allowed = [s.value for s in TERMINAL]
         statuses = [s for s in statuses if s in allowed] if statuses is not None else allowed
-        rows = await self._store.query_instances(created_from, created_to, statuses, None, None)
-        return await self.purge([r[0] for r in rows])
+        rows = await self._store.query_instances(created_from, created_to, statuses, None, None, prefix)
+        return await self.purge([(r[0], None) for r in rows], recursive)
 
     async def read_entity(self, key: str) -> EntityStateResponse:
         """An entity's committed state."""

@@ -81,6 +81,7 @@ CREATE INDEX IF NOT EXISTS entities_by_name ON entities(name);
 CREATE TABLE IF NOT EXISTS outbox(msg_id TEXT PRIMARY KEY, dest INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS registry(id INTEGER PRIMARY KEY CHECK (id = 0), blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS delivered(msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scheduled(msg_id TEXT PRIMARY KEY, due REAL NOT NULL, data BLOB NOT NULL);
 """
 
 ENTITY_COLUMNS = "entity_id, name, has_state, state, locked_by, queue, updated_at"
@@ -108,6 +109,9 @@ class TurnWrites:
     done_outbox: list[str] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
     entities: list[tuple[Any, ...]] = field(default_factory=list)
+    #: messages parked until their due time: (msg_id, due, encoded message), and those applied
+    add_scheduled: list[tuple[str, float, bytes]] = field(default_factory=list)
+    done_scheduled: list[str] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         """Whether there is nothing to commit."""
@@ -308,21 +312,26 @@ class ShardStore:
             db.executemany(f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", w.entities)
         if w.delivered:
             db.executemany("INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered])
+        if w.done_scheduled:
+            db.executemany("DELETE FROM scheduled WHERE msg_id = ?", [(m,) for m in w.done_scheduled])
+        if w.add_scheduled:
+            db.executemany("INSERT OR REPLACE INTO scheduled(msg_id, due, data) VALUES (?,?,?)", w.add_scheduled)
 
     # -- reads used by the shard host (writer connection: sees its own last commit) -----------
 
-    async def _rows_with_ids(self, select: str, ids: Sequence[str]) -> list[Any]:
+    async def _rows_with_ids(self, select: str, ids: Sequence[str], reader: bool = False) -> list[Any]:
         """``select ... WHERE <key> IN (ids)`` in chunks of 500 (SQLite's parameter limit)."""
+        conn = self.reader if reader else self.db
         rows: list[Any] = []
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
-            async with self.db.execute(f"{select} IN ({','.join('?' * len(chunk))})", chunk) as cur:
+            async with conn.execute(f"{select} IN ({','.join('?' * len(chunk))})", chunk) as cur:
                 rows.extend(await cur.fetchall())
         return rows
 
-    async def load_instances(self, ids: Sequence[str]) -> dict[str, Any]:
-        """The instance rows of ``ids`` that exist."""
-        rows = await self._rows_with_ids(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id", ids)
+    async def load_instances(self, ids: Sequence[str], reader: bool = False) -> dict[str, Any]:
+        """The instance rows of ``ids`` that exist (committed ones only, with ``reader``)."""
+        rows = await self._rows_with_ids(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id", ids, reader)
         return {row[0]: row for row in rows}
 
     async def load_entities(self, ids: Sequence[str]) -> dict[str, Any]:
@@ -362,6 +371,14 @@ class ShardStore:
         async with conn.execute("SELECT data FROM history WHERE num = ? ORDER BY seq", (num,)) as cur:
             return [row[0] for row in await cur.fetchall()]
 
+    async def load_events(self, num: int, event_types: Sequence[str]) -> list[tuple[int, bytes]]:
+        """(seq, encoded event) of the history events of the instance numbered ``num`` whose type
+        is one of ``event_types``, oldest first (a scan of that instance's rows only)."""
+        marks = ",".join("?" * len(event_types))
+        sql = f"SELECT seq, data FROM history WHERE num = ? AND event_type IN ({marks}) ORDER BY seq"
+        async with self.db.execute(sql, (num, *event_types)) as cur:
+            return [(row[0], row[1]) for row in await cur.fetchall()]
+
     async def seen_messages(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` were delivered before (duplicates to drop)."""
         return {row[0] for row in await self._rows_with_ids("SELECT msg_id FROM delivered WHERE msg_id", ids)}
@@ -394,6 +411,12 @@ class ShardStore:
             outbox = list(await cur.fetchall())
         return activities, timers, outbox
 
+    async def load_scheduled(self) -> list[tuple[str, float, bytes]]:
+        """The parked messages (msg_id, due, encoded message), by due time, then in the order
+        they were parked."""
+        async with self.db.execute("SELECT msg_id, due, data FROM scheduled ORDER BY due, rowid") as cur:
+            return [(row[0], row[1], row[2]) for row in await cur.fetchall()]
+
     # -- queries (reader connection: committed state only) ------------------------------------
 
     async def get_instance(self, instance_id: str) -> Any:
@@ -415,9 +438,10 @@ class ShardStore:
         statuses: Iterable[str] | None,
         after: tuple[float, str] | None,
         limit: int | None,
+        prefix: str | None = None,
     ) -> list[Any]:
         """Rows by (created_at, instance_id), filtered, after the ``after`` key."""
-        where, args = _filters(created_from, created_to, statuses)
+        where, args = _filters(created_from, created_to, statuses, prefix)
         if after is not None:
             where.append("(created_at > ? OR (created_at = ? AND instance_id > ?))")
             args += [after[0], after[0], after[1]]
@@ -455,10 +479,19 @@ class ShardStore:
 
 
 def _filters(
-    created_from: float | None, created_to: float | None, statuses: Iterable[str] | None
+    created_from: float | None, created_to: float | None, statuses: Iterable[str] | None,
+    prefix: str | None = None,
 ) -> tuple[list[str], list[Any]]:
+    """The WHERE terms and arguments of an instance query (shared with the read-only path)."""
     where: list[str] = []
     args: list[Any] = []
+    if prefix is not None:
+        low, high = prefix_bounds(prefix)
+        where.append("instance_id >= ?")
+        args.append(low)
+        if high is not None:
+            where.append("instance_id < ?")
+            args.append(high)
     if created_from is not None:
         where.append("created_at >= ?")
         args.append(created_from)
@@ -470,3 +503,25 @@ def _filters(
         where.append(f"status IN ({','.join('?' * len(statuses))})")
         args += statuses
     return where, args
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str | None]:
+    """``(low, high)`` such that a string starts with ``prefix`` exactly when ``low <= s < high``
+    in SQLite's text order (``high`` is ``None``: no upper bound).
+
+    A range on the primary key instead of ``LIKE 'prefix%'`` (whose ``%`` and ``_`` would need
+    escaping and which SQLite only turns into a range under conditions): TEXT compares as UTF-8
+    bytes, which orders like code points, so the bound is the prefix with its last character
+    raised by one (past the surrogates, which UTF-8 cannot hold; a last character that cannot
+    be raised is dropped and the one before it raised).
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return prefix, "".join(chars)
+        chars.pop()
+    return prefix, None

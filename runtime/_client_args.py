@@ -1,0 +1,54 @@
+"""Checks of the task hub client's arguments: each names the bad value and raises before
+anything is sent (``DurableTypeError``/``DurableValueError``, also ``TypeError``/``ValueError``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from orchestrations import DurableTypeError, DurableValueError, validate_instance_id
+
+
+def utc_timestamp(value: object, name: str) -> float:
+    """A point in time as epoch seconds: a ``datetime``, naive taken as UTC."""
+    if not isinstance(value, datetime):
+        raise DurableTypeError(f"{name} must be a datetime (UTC; naive is taken as UTC), got {value!r}")
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is a bool (an int or a string is a mistake, not a flag)."""
+    if not isinstance(value, bool):
+        raise DurableTypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` if it is ``None`` or a number of seconds >= 0."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise DurableValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    return timeout
+
+
+def check_prefix(prefix: object) -> str | None:
+    """An instance-id prefix: ``None`` (every id), or the start of a valid instance id."""
+    if prefix is None:
+        return None
+    if not isinstance(prefix, str):
+        raise DurableTypeError(f"instance_id_prefix must be a str or None, got {prefix!r}")
+    if not prefix:
+        raise DurableValueError("instance_id_prefix must not be empty (pass None for every instance)")
+    try:
+        return validate_instance_id(prefix)  # a prefix of a valid id is a valid id
+    except ValueError as exc:
+        raise DurableValueError(f"instance_id_prefix {prefix!r} matches no instance id: {exc}") from None
+
+
+def instance_ids(value: object) -> list[str] | None:
+    """The ids of a list or tuple of instance ids, each checked; ``None`` if ``value`` is one
+    id (a ``str``). Any other type is refused: a set or a generator has no order to answer in."""
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise DurableTypeError(f"expected an instance id or a list of them, got {value!r}")
+    return [validate_instance_id(item) for item in value]
+

@@ -1,0 +1,322 @@
+"""The lifecycle transitions of a shard host's instances that reach beyond one instance or one
+turn: recursive terminate and rewind (children, on any shard, through the outbox), scheduled
+starts and the Pending state, and parked messages.
+
+What is decided here is decided by the engine (``orchestrations._children``,
+``orchestrations._rewind``); the host only loads history, stages rows and sends messages, all in
+the turn's one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from orchestrations import (
+    DurableValueError,
+    ExecutionRewound,
+    ExecutionStarted,
+    ExecutionTerminated,
+    FailureDetails,
+    HistoryEvent,
+    InstanceNotFoundError,
+    OrchestrationExecutor,
+    ParentInfo,
+    SubOrchestrationInstanceCreated,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+)
+from orchestrations._children import CHILD_EVENT_TYPES, open_children
+from orchestrations._registry import OrchestratorSpec
+from orchestrations._rewind import plan_rewind
+
+from ._activities import ActivityCall
+from ._codec import decode, encode
+from ._messages import Instance, Message, to_ts
+from ._parking import Parking
+from ._status import TERMINAL, OrchestrationRuntimeStatus
+
+if TYPE_CHECKING:
+    from ._shard import _AfterCommit
+    from ._store import ShardStore, TurnWrites
+
+S = OrchestrationRuntimeStatus
+
+
+def terminated_failure(instance_id: str, reason: Any) -> FailureDetails:
+    """What a parent receives from a sub-orchestration that was terminated."""
+    return FailureDetails("Terminated", f"sub-orchestration {instance_id!r} was terminated: {reason}")
+
+
+def activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> ActivityCall:
+    """An activity of ``inst``'s current execution, its input encoded for table and worker."""
+    blob = encode(input_, f"input of activity {name!r}")
+    return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
+
+
+def stage_work(
+    activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: _AfterCommit
+) -> None:
+    """Record activities and timers in this turn's commit; dispatch and arm them after it."""
+    w.add_activities.extend((c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities)
+    w.add_timers.extend(timers)
+    after.activities.extend(activities)
+    after.timers.extend(timers)
+
+
+class ShardLifecycle:
+    """Mixed into :class:`ShardHost`: terminate and rewind across children, Pending instances,
+    parked messages."""
+
+    _store: ShardStore
+    _orchestrators: dict[str, OrchestratorSpec]
+    _parking: Parking
+    _rounds: list[TurnWrites]
+    _cache: Any
+    _start_waiters: dict[str, list[asyncio.Future[Any]]]
+
+    # -- provided by ShardHost --------------------------------------------------------------------
+
+    def _watching(self, inst: Instance) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    async def _episode(
+        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        raise NotImplementedError
+
+    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
+        raise NotImplementedError
+
+    def _reply_to_parent(
+        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
+        w: TurnWrites, after: _AfterCommit,
+    ) -> None:
+        raise NotImplementedError
+
+    # -- history as the turn leaves it ----------------------------------------------------------
+
+    async def _current_history(self, inst: Instance, event_types: tuple[str, ...] | None = None) -> list[HistoryEvent]:
+        """``inst``'s history as this turn leaves it: the committed rows, then what earlier
+        rounds and episodes of the turn staged (a start, or a rewind's cut, may be in this same
+        turn). Only the events of ``event_types``, if given."""
+        if event_types is None:
+            rows = dict(enumerate(await self._store.load_history(inst.num)))
+        else:
+            rows = dict(await self._store.load_events(inst.num, event_types))
+        for staged in self._rounds:
+            for num, cut in staged.truncate_history:
+                if num == inst.num:
+                    rows = {seq: blob for seq, blob in rows.items() if seq < cut}
+            rows.update(
+                (row[1], row[5])
+                for row in staged.history
+                if row[0] == inst.num and (event_types is None or row[2] in event_types)
+            )
+        return [decode(rows[seq]) for seq in sorted(rows)]
+
+    # -- terminate ------------------------------------------------------------------------------
+
+    async def _run_episode(
+        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        """Run one episode; if a recursive terminate ended the instance in it, terminate the
+        sub-orchestrations it left open too (on whatever shard they live, through the outbox)."""
+        was_open = inst.status not in TERMINAL
+        await self._episode(inst, msgs, now, w, after)
+        if was_open and inst.status is S.Terminated:
+            for msg in msgs:  # the first terminate is the one that took effect
+                if isinstance(msg.event, ExecutionTerminated):
+                    if msg.recursive:
+                        await self._terminate_children(inst, msg.event.reason, now, w, after)
+                    break
+
+    async def _terminate_children(
+        self, inst: Instance, reason: str | None, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        for child in open_children(await self._current_history(inst, CHILD_EVENT_TYPES)):
+            self._stage_outgoing(Message(child, ExecutionTerminated(now, reason), recursive=True), w, after)
+
+    # -- rewind ---------------------------------------------------------------------------------
+
+    async def _rewind(
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> Message | None:
+        """A client's rewind of a Failed instance, or a parent's rewind reaching its child
+        (``msg.restart``). Returns the start to run when the child was purged."""
+        if msg.restart is not None:
+            return await self._rewind_for_parent(inst, msg, now, w, after)
+        if inst is None or inst.status is not S.Failed:
+            if msg.ack is not None:
+                after.acks[msg.ack] = _not_rewindable(msg.instance_id, inst)
+            return None
+        assert isinstance(msg.event, ExecutionRewound)
+        await self._rewind_failed(inst, msg.event, now, w, after)
+        return None
+
+    async def _rewind_failed(
+        self, inst: Instance, event: ExecutionRewound, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        """Cut a Failed instance's failing episode from history and run it again (see
+        :func:`orchestrations._rewind.plan_rewind`): its incoming events are delivered again
+        without the failures, every activity without an answer is dispatched again, every timer
+        not fired armed again, and every sub-orchestration without an answer asked again."""
+        iid = inst.instance_id
+        history = await self._current_history(inst)
+        plan = plan_rewind(history)
+        kept = history[: plan.cut]
+        executor = OrchestrationExecutor(self._orchestrators, iid)
+        with self._watching(inst):
+            executor.replay(kept)
+        inst.executor, inst.history_len = executor, plan.cut
+        inst.status, inst.output_blob, inst.failure_blob = S.Running, None, None
+        w.truncate_history.append((inst.num, plan.cut))
+        for staged in self._rounds:  # rows this turn staged past the cut go too (the commit
+            # deletes before it inserts, so a staged row would otherwise outlive the cut)
+            staged.history[:] = [row for row in staged.history if row[0] != inst.num or row[1] < plan.cut]
+        self._restage_unanswered(inst, [*kept, *plan.redeliver], w, after)
+        self._ask_children(inst, plan.children, event.reason, now, w, after)
+        rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))
+        await self._episode(inst, [rewound, *(Message(iid, e) for e in plan.redeliver)], now, w, after)
+
+    def _restage_unanswered(self, inst: Instance, history: list[Any], w: TurnWrites, after: _AfterCommit) -> None:
+        """Dispatch again every activity ``history`` scheduled without an answer; arm again every
+        timer it created that has not fired."""
+        iid, exec_id = inst.instance_id, inst.execution_id
+        answered = {e.task_scheduled_id for e in history if isinstance(e, (TaskCompleted, TaskFailed))}
+        fired = {e.timer_id for e in history if isinstance(e, TimerFired)}
+        activities = [
+            activity_call(inst, e.event_id, e.name, e.input)
+            for e in history
+            if isinstance(e, TaskScheduled) and e.event_id not in answered
+        ]
+        timers = [
+            (iid, exec_id, e.event_id, to_ts(e.fire_at))
+            for e in history
+            if isinstance(e, TimerCreated) and e.event_id not in fired
+        ]
+        stage_work(activities, timers, w, after)
+
+    def _ask_children(
+        self, inst: Instance, children: list[SubOrchestrationInstanceCreated], reason: str | None, now: datetime,
+        w: TurnWrites, after: _AfterCommit,
+    ) -> None:
+        """Send each unanswered child a rewind carrying its start (to run it again if purged)."""
+        for created in children:
+            parent = ParentInfo(inst.instance_id, created.event_id, inst.execution_id)
+            start = ExecutionStarted(now, created.name, created.input, created.instance_id, uuid.uuid4().hex, parent)
+            msg = Message(created.instance_id, ExecutionRewound(now, reason), restart=start)
+            self._stage_outgoing(msg, w, after)
+
+    async def _rewind_for_parent(
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> Message | None:
+        """A rewinding parent asks this child for its result: a Failed child is rewound (and so
+        on down), a purged one is started again (the start is returned), a finished one answers
+        again; a running one answers when it ends."""
+        start, event = msg.restart, msg.event
+        assert start is not None and start.parent is not None and isinstance(event, ExecutionRewound)
+        if inst is None:
+            return Message(msg.instance_id, start)
+        if inst.status is S.Failed:
+            await self._rewind_failed(inst, event, now, w, after)
+        elif inst.status is S.Completed:
+            self._reply_to_parent(start.parent, decode(inst.output_blob), None, now, w, after)
+        elif inst.status is S.Terminated:
+            failure = terminated_failure(inst.instance_id, decode(inst.output_blob))
+            self._reply_to_parent(start.parent, None, failure, now, w, after)
+        return None
+
+    # -- scheduled starts and Pending instances -------------------------------------------------
+
+    def _hold_start(self, inst: Instance, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
+        """A start due later: the instance exists now, Pending, and its start waits parked."""
+        assert msg.due is not None
+        if inst.executor is not None:
+            inst.executor.close()
+        inst.status, inst.executor = S.Pending, None
+        w.instances.append(inst.to_row())
+        self._parking.note_start(inst.instance_id, msg.due)
+        self._park(msg, msg.due, w, after)
+
+    def _begin_scheduled(self, inst: Instance | None, msg: Message) -> Instance | None:
+        """A parked start that is due: the Pending instance starts running (``None``: it was
+        terminated or replaced while it waited, so the start is dropped)."""
+        event = msg.event
+        assert isinstance(event, ExecutionStarted)
+        if inst is None or inst.status is not S.Pending or inst.execution_id != event.execution_id:
+            return None
+        self._parking.forget_start(inst.instance_id)
+        inst.status, inst.history_len = S.Running, 0
+        inst.executor = OrchestrationExecutor(self._orchestrators, inst.instance_id)
+        return inst
+
+    def _while_pending(
+        self, inst: Instance, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        """A message for a Pending instance: a terminate ends it; anything else is held (parked)
+        until it starts, then delivered to that execution only."""
+        if isinstance(msg.event, ExecutionTerminated):
+            self._terminate_pending(inst, msg.event, now, w, after)
+            return
+        if msg.execution_id is None:
+            msg.execution_id = inst.execution_id
+        due = self._parking.start_due(inst.instance_id)
+        self._park(msg, due if due is not None else to_ts(now) + 1.0, w, after)
+
+    def _terminate_pending(
+        self, inst: Instance, event: ExecutionTerminated, now: datetime, w: TurnWrites, after: _AfterCommit
+    ) -> None:
+        """Terminate an instance that never started: its parked start and held messages go."""
+        iid = inst.instance_id
+        inst.status, inst.updated_at = S.Terminated, to_ts(now)
+        inst.output_blob = encode(event.reason, "termination reason")
+        self._parking.forget_start(iid)
+        stale = self._parking.of_instance(iid)
+        w.done_scheduled.extend(stale)
+        after.unparked.extend(stale)
+        row = inst.to_row()
+        w.instances.append(row)
+        after.finished.append((iid, row))
+
+    def _park(self, msg: Message, due: float, w: TurnWrites, after: _AfterCommit) -> None:
+        """Keep ``msg`` in this turn's commit until ``due`` (a ``scheduled`` row), then apply it."""
+        if msg.msg_id is None:
+            msg.msg_id = uuid.uuid4().hex
+        msg.due = due
+        w.add_scheduled.append((msg.msg_id, due, msg.to_bytes()))
+        after.parked.append(replace(msg, ack=None))
+
+    async def _load_parked(self) -> None:
+        """On start: hold again every message parked before a restart."""
+        parked = []
+        for msg_id, due, blob in await self._store.load_scheduled():
+            msg = Message.from_bytes(blob)
+            msg.msg_id, msg.due = msg_id, due
+            parked.append(msg)
+        self._parking.add(parked)
+
+    def _answer_start_waiters(self, touched: list[str]) -> None:
+        """Answer ``wait_for_orchestration_start`` callers whose instance left Pending (call
+        after the commit, with the committed in-memory records)."""
+        for iid in touched:
+            futures = self._start_waiters.get(iid)
+            inst = self._cache.get(iid)
+            if futures and inst is not None and inst.status is not S.Pending:
+                row = inst.to_row()
+                for future in futures:
+                    if not future.done():
+                        future.set_result(row)
+
+
+def _not_rewindable(instance_id: str, inst: Instance | None) -> Exception:
+    if inst is None:
+        return InstanceNotFoundError(instance_id)
+    return DurableValueError(f"only a Failed instance can be rewound; {instance_id!r} is {inst.status.value}")
