@@ -19,17 +19,29 @@ C = TypeVar("C", bound=type)
 
 def tolerate_new_fields(cls: C) -> C:
     """Make ``cls`` (a slotted dataclass) unpickle records that lack its trailing fields."""
-    original: Callable[[Any, Any], None] = cls.__setstate__  # type: ignore[attr-defined]
+    # A frozen slotted dataclass has its own __setstate__ (a list of field values); a mutable
+    # one (``Message``) has none on Python 3.11 and is restored from ``(None, {slot: value})``.
+    original: Callable[[Any, Any], None] = getattr(cls, "__setstate__", None) or _set_slots
     all_fields = fields(cls)
 
     def __setstate__(self: Any, state: Any) -> None:  # noqa: N807 (pickle's name)
         original(self, state)
-        if isinstance(state, (list, tuple)) and len(state) < len(all_fields):
-            for f in all_fields[len(state) :]:
-                if f.default is not MISSING:
-                    object.__setattr__(self, f.name, f.default)
-                elif f.default_factory is not MISSING:
-                    object.__setattr__(self, f.name, f.default_factory())
+        for f in all_fields:
+            if hasattr(self, f.name):
+                continue
+            if f.default is not MISSING:
+                object.__setattr__(self, f.name, f.default)
+            elif f.default_factory is not MISSING:
+                object.__setattr__(self, f.name, f.default_factory())
 
     cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
     return cls
+
+
+def _set_slots(obj: Any, state: Any) -> None:
+    """What pickle does without a ``__setstate__``: ``state`` is a dict, or a pair of the
+    ``__dict__`` (or ``None``) and a dict of slot values."""
+    parts = state if isinstance(state, tuple) else (state, None)
+    for part in parts:
+        for name, value in (part or {}).items():
+            object.__setattr__(obj, name, value)
