@@ -29,7 +29,7 @@ from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError
 from ._history import EventRaised
 from ._http import HttpTask, build_request
-from ._ids import validate_instance_id
+from ._ids import entity_key, validate_instance_id
 from ._registry import function_name
 from ._retry import RetryOptions
 from ._task import CompletableTask, RetryableTask, Task, TimerTask, WhenAllTask, WhenAnyTask
@@ -368,7 +368,7 @@ def _entity_key(entity_id: object) -> str:
     key = str(entity_id)
     if not key.startswith("@") or key.count("@") < 2 or isinstance(entity_id, (bytes, int)):
         raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
-    return key
+    return entity_key(key)  # names are case-insensitive: one canonical string per entity
 
 
 def _check_operation(name: object) -> None:

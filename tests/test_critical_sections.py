@@ -124,16 +124,19 @@ def lock_these(ctx):
 @pytest.mark.parametrize(
     ("ids", "expected"),
     [
-        ([("Counter", "b"), ("Counter", "a")], ["@Counter@a", "@Counter@b"]),
+        # entity names are lower-cased (case-insensitive, as in Durable Functions)
+        ([("Counter", "b"), ("Counter", "a")], ["@counter@a", "@counter@b"]),
         ([("b", "1"), ("a", "2"), ("b", "1")], ["@a@2", "@b@1"]),
+        # one entity, written in two cases, is locked once
+        ([("Counter", "a"), ("COUNTER", "a")], ["@counter@a"]),
         # by (name, key) "a" < "a-b", but as a string "@a-b@a" < "@a@z" ('-' < '@')
         ([("a", "z"), ("a-b", "a")], ["@a-b@a", "@a@z"]),
-        # bytes, not case-folded: 'Z' (0x5a) < 'a' (0x61)
-        ([("E", "a"), ("E", "Z")], ["@E@Z", "@E@a"]),
+        # keys are bytes, not case-folded: 'Z' (0x5a) < 'a' (0x61)
+        ([("E", "a"), ("E", "Z")], ["@e@Z", "@e@a"]),
         # non-ASCII as UTF-8: 'z' < 'é' (c3 a9) < U+E000 (ee 80 80) < U+10000 (f0 90 80 80);
         # UTF-16 code units would put U+10000 (d800 dc00) before U+E000
         ([("E", "\U00010000"), ("E", "\ue000"), ("E", "é"), ("E", "z")],
-         ["@E@z", "@E@é", "@E@\ue000", "@E@\U00010000"]),
+         ["@e@z", "@e@é", "@e@\ue000", "@e@\U00010000"]),
     ],
 )
 def test_lock_set_is_sorted_as_utf8_bytes_and_deduplicated(ids, expected):
