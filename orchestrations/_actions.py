@@ -142,9 +142,11 @@ class LockEntities(Action):
 
 @dataclass(frozen=True, slots=True)
 class UnlockEntity(Action):
-    """Release this orchestration's lock on ``entity_id``."""
+    """Release this orchestration's lock on ``entity_id``, taken by the lock request of task
+    ``section_id`` (the critical section's id: the unlock names exactly that lock)."""
 
     entity_id: str
+    section_id: int = 0
 
     def to_event(self, now: datetime) -> HistoryEvent:
         return EntityUnlockSent(now, self.task_id, self.entity_id)

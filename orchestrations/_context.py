@@ -67,6 +67,8 @@ class OrchestrationContext:
         self._section = CriticalSection()
         #: entity calls waiting for an answer: task id -> entity id
         self._entity_calls: dict[int, str] = {}
+        #: raises for an entity name nobody registered (set by the executor; None: no check)
+        self._entity_check: Callable[[str], None] | None = None
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -251,7 +253,7 @@ class OrchestrationContext:
 
         Inside a critical section only locked entities may be called, one call at a time each.
         """
-        key = _entity_key(entity_id)
+        key = self._known_entity(entity_id)
         _check_operation(operation_name)
         self._section.check_call(key)
         task_id = self._next_id()
@@ -263,7 +265,7 @@ class OrchestrationContext:
 
         Inside a critical section, only entities that are not locked may be signalled.
         """
-        key = _entity_key(entity_id)
+        key = self._known_entity(entity_id)
         _check_operation(operation_name)
         self._section.check_signal(key)
         task_id = self._next_id()
@@ -279,9 +281,20 @@ class OrchestrationContext:
         nested.
         """
         lock_set = canonical_lock_set(entity_ids)
+        for key in lock_set:
+            self._known_entity(key)
         self._section.begin(lock_set, self._sequence + 1)
         task_id = self._next_id()
         return self._schedule(LockEntities(task_id, lock_set), CompletableTask(task_id))
+
+    def _known_entity(self, entity_id: object) -> str:
+        """The canonical id of ``entity_id``; raises ``ValueError`` at the call if no entity
+        of its name is registered. Replay checks too, so code that catches the error replays
+        the same way (registries only grow, so a name known once stays known)."""
+        key = _entity_key(entity_id)
+        if self._entity_check is not None:
+            self._entity_check(key[1:].partition("@")[0])
+        return key
 
     @property
     def is_locked(self) -> bool:
@@ -290,9 +303,10 @@ class OrchestrationContext:
 
     def _release_locks(self) -> None:
         """End the critical section: one unlock message per locked entity."""
+        section_id = self._section.section_id
         for key in self._section.end():
             task_id = self._next_id()
-            self._pending_actions[task_id] = UnlockEntity(task_id, key)
+            self._pending_actions[task_id] = UnlockEntity(task_id, key, section_id)
 
     def task_all(self, tasks: Sequence[Task]) -> Task:
         """A task of the list of results of ``tasks`` (fails with the first failure)."""

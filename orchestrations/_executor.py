@@ -120,9 +120,16 @@ def task_failed_error(failure: FailureDetails) -> TaskFailedError:
 class OrchestrationExecutor:
     """Runs one orchestration execution's generator over its history. Pure: no I/O."""
 
-    def __init__(self, lookup: Callable[[str], OrchestratorSpec | None], instance_id: str) -> None:
+    def __init__(
+        self, lookup: Callable[[str], OrchestratorSpec | None], instance_id: str,
+        entity_check: Callable[[str], None] | None = None,
+    ) -> None:
+        """``entity_check(name)`` raises if no entity named ``name`` is registered: the
+        context then refuses ``call_entity``, ``signal_entity`` and ``lock_entities`` on it
+        at the call (``None``: no check)."""
         self._lookup = lookup
         self.context = OrchestrationContext(instance_id)
+        self.context._entity_check = entity_check
         self._generator: Generator[Any, Any, Any] | None = None
         self._current: Task | None = None
         self._state = ExecutionState.RUNNING

@@ -97,7 +97,7 @@ def action_message(action, instance_id, execution_id, now):
     if isinstance(action, LockEntities):
         return action.lock_set[0], EntityLockMessage(now, sender, action.lock_set, 0)
     if isinstance(action, UnlockEntity):
-        return action.entity_id, EntityUnlockMessage(now, instance_id)
+        return action.entity_id, EntityUnlockMessage(now, instance_id, execution_id, action.section_id)
     raise AssertionError(f"unexpected action {action!r}")
 
 
