@@ -66,7 +66,7 @@ def unknown_entity_error(name: str, known: Collection[str]) -> DurableValueError
     """The error for an operation on entity ``name`` that no registered entity has, naming
     the closest registered names (or all of them, if few and none is close)."""
     names = sorted(known)
-    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.75)
     if close:
         hint = f"did you mean {' or '.join(map(repr, close))}?"
     elif names:

@@ -156,11 +156,13 @@ class HubFiles:
         state = EntityRecord.from_row(row).state
         return EntityStateResponse(state.exists, state.state)
 
-    def list_entities(self, name: str | None = None) -> list[EntityMetadata]:
-        """Every entity (or every entity named ``name``), ordered by id."""
-        sql, args = f"SELECT {ENTITY_COLUMNS} FROM entities", []
+    def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
+        """Every entity that has state (every one, with ``include_deleted``), or every one
+        named ``name`` (in any case), ordered by id (see ``TaskHub.list_entities``)."""
+        where, args = [] if include_deleted else ["has_state = 1"], []
         if name is not None:
-            sql, args = sql + " WHERE name = ?", [name]
+            where, args = [*where, "name = ?"], [name.lower()]
+        sql = f"SELECT {ENTITY_COLUMNS} FROM entities" + (" WHERE " + " AND ".join(where) if where else "")
         found = []
         for shard in range(self.num_shards):
             with self._snapshot(shard) as conn:
@@ -178,4 +180,6 @@ class HubFiles:
         if row is None:
             return Registry()
         orchestrators, activities, entity_specs, version = decode(row[0])
+        # keyed by lower-cased name (a registry saved before names were case-insensitive was not)
+        entity_specs = {name.lower(): spec for name, spec in entity_specs.items()}
         return Registry(orchestrators=orchestrators, activities=activities, entities=entity_specs, version=version)

@@ -21,7 +21,8 @@ from typing import Any
 
 import ray
 
-from entities import EntityId, EntityState, run_entity
+from entities import EntityId, EntityState, Outgoing, run_entity
+from entities._registry import check_entity_name
 from orchestrations import (
     CreateSubOrchestration,
     CreateTimer,
@@ -50,12 +51,13 @@ from orchestrations import (
     TimerFired,
 )
 from orchestrations._executor import is_incoming, last_episode_start
+from orchestrations._ids import entity_key, shard_of
 from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
 from ._delivery import Courier, Outbound
-from ._entity_host import EntityRecord, entity_action_message, outgoing_message, unlock_all
+from ._entity_host import EntityRecord, RowKeeper, entity_action_message, outgoing_message, unlock_all
 from ._messages import Instance, Message, from_ts, to_ts
 from ._shard_queries import ShardQueries
 from ._status import (
@@ -218,6 +220,8 @@ class ShardHost(ShardQueries):
         """Install a registry snapshot (merged into the current one if ``merge``); returns
         the snapshot now installed, encoded."""
         orchestrators, activities, entity_specs, version = decode(registry_blob)
+        # entity names are case-insensitive; a registry saved before that was keyed as written
+        entity_specs = {name.lower(): spec for name, spec in entity_specs.items()}
         if merge:
             orchestrators = {**self._orchestrators, **orchestrators}
             activities = {**self._activity_out.specs, **activities}
@@ -226,6 +230,11 @@ class ShardHost(ShardQueries):
         self._orchestrators, self._entity_specs = orchestrators, entity_specs
         self._activity_out.set_registry(activities, version)
         return registry_blob
+
+    def _check_entity_name(self, name: str) -> None:
+        """Raise ``ValueError`` naming the closest registered names unless an entity named
+        ``name`` is registered (the union of every registry installed here)."""
+        check_entity_name(name, self._entity_specs)
 
     def _next_num(self) -> int:
         """A new instance number: history rows are keyed by it, so they are appended in order
@@ -385,6 +394,7 @@ class ShardHost(ShardQueries):
 
     async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
         """Run each record's messages and stage what they write in ``w``."""
+        self._readdress_legacy(groups, w, after)
         await self._load_missing(groups)
         for iid, msgs in groups.items():
             w_mark, after_mark = w.mark(), after.mark()
@@ -418,6 +428,27 @@ class ShardHost(ShardQueries):
         self._activity_out.dispatch(after.activities)
         after.activities.clear()
 
+    def _readdress_legacy(self, groups: dict[str, list[Message]], w: TurnWrites, after: _AfterCommit) -> None:
+        """Messages addressed to an entity id in the form written before entity names were
+        case-insensitive (``@Account@a``, still in an outbox) go to the canonical id
+        (``@account@a``): here, or through the outbox to the shard that owns it. Only ids not
+        in memory are looked at (a cached entity's id is canonical), so this costs nothing on
+        the hot path."""
+        for key in [k for k in groups if k.startswith("@") and k not in self._entities]:
+            canonical = entity_key(key)
+            if canonical == key:
+                continue
+            msgs = groups.pop(key)
+            if shard_of(canonical, self.config.num_shards) == self.config.index:
+                for msg in msgs:
+                    msg.instance_id = canonical
+                groups.setdefault(canonical, []).extend(msgs)
+                continue
+            for msg in msgs:
+                if msg.ack is not None:
+                    after.acks[msg.ack] = None
+                self._stage_outgoing(Message(canonical, msg.event, execution_id=msg.execution_id), w, after)
+
     async def _load_missing(self, groups: dict[str, list[Message]]) -> None:
         """Load the records of the turn's instances and entities that are not in memory."""
         missing = [i for i in groups if not i.startswith("@") and i not in self._cache]
@@ -434,18 +465,29 @@ class ShardHost(ShardQueries):
                 self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
 
     def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
-        """Run an entity's messages in order and stage its new state and outgoing messages."""
+        """Run an entity's messages in order and stage its new state and outgoing messages.
+
+        The keeper encodes each operation's state and messages as the operation ends, so a
+        value that cannot be stored fails that operation only; the same bytes make the row
+        and the outbox rows."""
         record = self._entities[key]
         self._entities.move_to_end(key)
         for msg in msgs:
             if msg.ack is not None:
                 after.acks[msg.ack] = None
         spec = self._entity_specs.get(record.entity_id.name)
-        outgoing = run_entity(spec, record.entity_id, record.state, [m.event for m in msgs], now)
+        keeper = RowKeeper(record, spec, self._prepare_outgoing)
+        outgoing = run_entity(
+            spec, record.entity_id, record.state, [m.event for m in msgs], now, keeper, self._check_entity_name
+        )
         record.updated_at = to_ts(now)
         w.entities.append(record.to_row(spec))
-        for out in outgoing:
-            self._stage_outgoing(outgoing_message(out), w, after)
+        prepared = keeper.prepared
+        self._stage_outs([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing], w, after)
+
+    def _prepare_outgoing(self, out: Outgoing) -> Outbound:
+        """Something an entity sends, as an outbox message (encoded once)."""
+        return self._outgoing(outgoing_message(out))
 
     def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
         """Send ``msg``: to a record of this shard in the turn's next round, otherwise through
@@ -529,7 +571,8 @@ class ShardHost(ShardQueries):
         if not known and msg.ack is not None and msg.client:
             after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
         if isinstance(msg.event, EntityLockGranted):
-            for unlock in unlock_all(msg.event.lock_set, msg.instance_id, now):
+            grant = msg.event
+            for unlock in unlock_all(grant.lock_set, msg.instance_id, msg.execution_id, grant.task_scheduled_id, now):
                 self._stage_outgoing(unlock, w, after)
 
     def _start(
@@ -576,7 +619,7 @@ class ShardHost(ShardQueries):
             parent=event.parent,
             history_len=0,
             num=self._next_num(),
-            executor=OrchestrationExecutor(self._orchestrators.get, iid),
+            executor=OrchestrationExecutor(self._orchestrators.get, iid, self._check_entity_name),
         )
         self._cache[iid] = fresh
         return fresh
@@ -596,7 +639,7 @@ class ShardHost(ShardQueries):
         cut = last_episode_start(history)
         kept, failing = history[:cut], history[cut:]
         redeliver = [e for e in failing if is_incoming(e) and not isinstance(e, TaskFailed)]
-        executor = OrchestrationExecutor(self._orchestrators.get, iid)
+        executor = OrchestrationExecutor(self._orchestrators.get, iid, self._check_entity_name)
         executor.replay(kept)
         inst.executor, inst.history_len = executor, cut
         inst.status, inst.output_blob, inst.failure_blob = OrchestrationRuntimeStatus.Running, None, None
@@ -626,7 +669,7 @@ class ShardHost(ShardQueries):
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
             blobs = await self._store.load_history(inst.num)
-            executor = OrchestrationExecutor(self._orchestrators.get, inst.instance_id)
+            executor = OrchestrationExecutor(self._orchestrators.get, inst.instance_id, self._check_entity_name)
             history = [decode(b) for b in blobs]
             executor.replay(history)
             inst.executor = executor

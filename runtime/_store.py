@@ -330,14 +330,19 @@ class ShardStore:
         rows = await self._rows_with_ids(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id", ids)
         return {row[0]: row for row in rows}
 
-    async def query_entities(self, name: str | None, locked_only: bool = False) -> list[Any]:
-        """Committed entity rows, optionally of one entity name or only the locked ones."""
+    async def query_entities(
+        self, name: str | None, locked_only: bool = False, with_state_only: bool = False
+    ) -> list[Any]:
+        """Committed entity rows, optionally of one entity name, only the locked ones, or only
+        the ones with state."""
         where, args = [], []
         if name is not None:
             where.append("name = ?")
             args.append(name)
         if locked_only:
             where.append("locked_by IS NOT NULL")
+        if with_state_only:
+            where.append("has_state = 1")
         sql = f"SELECT {ENTITY_COLUMNS} FROM entities"
         if where:
             sql += " WHERE " + " AND ".join(where)
