@@ -17,6 +17,7 @@ from orchestrations import (
     EntityRequest,
     EntityUnlockMessage,
     ExecutionStarted,
+    HistoryEvent,
     LockEntities,
     ParentInfo,
     PayloadError,
@@ -68,6 +69,21 @@ class EntityRecord:
             sealed = self.sealed = seal_state(st.exists, st.state, spec, key)
         queue_blob = encode(st.queue, f"queue of entity {key}") if st.queue else None
         return (key, self.entity_id.name, int(st.exists), sealed[1], holder_text(st), queue_blob, self.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMoved(HistoryEvent):
+    """A runtime message, never in a history: the ``entities`` row of an entity found under
+    its id's old case (written before entity names were case-insensitive) on a shard that
+    does not own its canonical id; the owner adopts it (see ``ShardHost._adopt_moved``)."""
+
+    row: tuple[Any, ...] = ()
+
+
+def canonical_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An ``entities`` row under its canonical id (the name lower-cased)."""
+    entity_id = EntityId.parse(row[0])
+    return (str(entity_id), entity_id.name, *row[2:])
 
 
 def seal_state(exists: bool, state: Any, spec: Any, key: str) -> tuple[bool, bytes | None]:

@@ -57,7 +57,15 @@ from orchestrations._registry import OrchestratorSpec
 from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
 from ._delivery import Courier, Outbound
-from ._entity_host import EntityRecord, RowKeeper, entity_action_message, outgoing_message, unlock_all
+from ._entity_host import (
+    EntityMoved,
+    EntityRecord,
+    RowKeeper,
+    canonical_row,
+    entity_action_message,
+    outgoing_message,
+    unlock_all,
+)
 from ._messages import Instance, Message, from_ts, to_ts
 from ._shard_queries import ShardQueries
 from ._status import (
@@ -196,6 +204,7 @@ class ShardHost(ShardQueries):
             saved = await self._store.load_registry()
             if saved is not None:
                 self._install_registry(saved)
+            await self._move_legacy_entities()
             activities, timers, outbox = await self._store.pending_work()
             self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
             for iid, exec_id, timer_id, fire_at in timers:
@@ -230,6 +239,44 @@ class ShardHost(ShardQueries):
         self._orchestrators, self._entity_specs = orchestrators, entity_specs
         self._activity_out.set_registry(activities, version)
         return registry_blob
+
+    async def _move_legacy_entities(self) -> None:
+        """Once per file written before entity names were case-insensitive: give its entities
+        their canonical ids. A row whose canonical id this shard owns is renamed in place; one
+        another shard owns goes there in an :class:`EntityMoved` message, in the same
+        transaction that deletes it here (the outbox delivers it after the start)."""
+        candidates = await self._store.legacy_entity_rows()
+        if candidates is None:
+            return
+        rows = [r for r in candidates if entity_key(r[0]) != r[0]]
+        kept, outbox = [], []
+        for row in rows:
+            moved = canonical_row(row)
+            if shard_of(moved[0], self.config.num_shards) == self.config.index:
+                kept.append(moved)
+            else:
+                out = self._outgoing(Message(moved[0], EntityMoved(utcnow(), moved)))
+                outbox.append((out.msg_id, out.dest, out.blob))
+        if rows:
+            log.warning("shard %s: %d entities moved to their canonical ids", self.config.index, len(rows))
+        async with self._db_lock:
+            await self._store.move_legacy_entities([r[0] for r in rows], kept, outbox)
+
+    def _adopt_moved(self, record: EntityRecord, msgs: list[Message], spec: Any) -> list[Message]:
+        """Take the state an :class:`EntityMoved` message carries, if the entity has none of its
+        own yet (a later state wins: it was written by the current code); returns the other
+        messages."""
+        rest = []
+        for msg in msgs:
+            if type(msg.event) is not EntityMoved:
+                rest.append(msg)
+            elif record.state.is_empty:
+                moved = EntityRecord.from_row(msg.event.row, spec)
+                record.state, record.sealed = moved.state, moved.sealed
+            else:
+                log.warning("shard %s: %s already has state; the state moved from its old id is dropped",
+                            self.config.index, msg.instance_id)
+        return rest
 
     def _check_entity_name(self, name: str) -> None:
         """Raise ``ValueError`` naming the closest registered names unless an entity named
@@ -476,6 +523,8 @@ class ShardHost(ShardQueries):
             if msg.ack is not None:
                 after.acks[msg.ack] = None
         spec = self._entity_specs.get(record.entity_id.name)
+        if any(type(m.event) is EntityMoved for m in msgs):
+            msgs = self._adopt_moved(record, msgs, spec)
         keeper = RowKeeper(record, spec, self._prepare_outgoing)
         outgoing = run_entity(
             spec, record.entity_id, record.state, [m.event for m in msgs], now, keeper, self._check_entity_name

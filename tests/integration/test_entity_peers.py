@@ -4,16 +4,27 @@ real SQLite shards. Each test names the peer test it ports, or the mistake it re
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 
 import pytest
 
 from entities import EntityContext, EntityId, current_context, entity
-from orchestrations import DurableValueError, EntityUnlockMessage, Registry, TaskFailedError, orchestrator
+from orchestrations import (
+    DurableValueError,
+    EntityRequest,
+    EntityUnlockMessage,
+    Registry,
+    TaskFailedError,
+    orchestrator,
+)
+from orchestrations._ids import shard_of
 from runtime import OrchestrationRuntimeStatus as S
+from runtime import TaskHub
 from runtime._client import _now
 from runtime._messages import Message
 
+from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -221,6 +232,11 @@ def relock(ctx):
         return (yield ctx.call_entity(P(key), "add"))
 
 
+def value_of(hub, entity_id):
+    """A PeerCounter's value, or None while it has no state."""
+    return getattr(hub.read_entity_state(entity_id).entity_state, "value", None)
+
+
 def lock_holder(hub, entity_id):
     found = [m for m in hub.list_entities(entity_id.name, include_deleted=True) if m.entity_id == entity_id]
     return found[0].locked_by if found else None
@@ -410,3 +426,62 @@ def test_a_stale_unlock_never_releases_a_later_execution_s_lock(hub):
     status = hub.wait_for_completion(iid, timeout=30)
     assert status.output == 2  # the signal's +100 waited for the section
     assert wait_until(lambda: hub.read_entity_state(P("relock")).entity_state.value == 102)
+
+
+# -- hubs written before entity names were case-insensitive ------------------------------------------
+
+
+def _legacy_keys(count_each: int = 2) -> list[str]:
+    """Keys whose old-case id ("@PeerCounter@key") is on another shard than the canonical one,
+    and keys where both are on the same shard (2 shards)."""
+    moved, stayed = [], []
+    for i in range(100):
+        key = f"legacy-{i}"
+        same = shard_of(f"@PeerCounter@{key}", 2) == shard_of(f"@peercounter@{key}", 2)
+        (stayed if same else moved).append(key)
+    return moved[:count_each] + stayed[:count_each]
+
+
+def _rewrite_as_the_previous_version(directory, keys) -> None:
+    """Put each entity's row where the previous version kept it: under "@PeerCounter@key", on
+    the shard that owns that string, in a file not yet marked canonical."""
+    files = [sqlite3.connect(directory / f"shard-{i:02d}.sqlite") for i in range(2)]
+    try:
+        for key in keys:
+            new, old = f"@peercounter@{key}", f"@PeerCounter@{key}"
+            source = files[shard_of(new, 2)]
+            row = source.execute("SELECT * FROM entities WHERE entity_id = ?", (new,)).fetchone()
+            source.execute("DELETE FROM entities WHERE entity_id = ?", (new,))
+            files[shard_of(old, 2)].execute(
+                "INSERT INTO entities VALUES (?,?,?,?,?,?,?)", (old, "PeerCounter", *row[2:])
+            )
+        for conn in files:
+            conn.execute("DELETE FROM meta WHERE key = 'canonical_entity_ids'")
+            conn.commit()
+    finally:
+        for conn in files:
+            conn.close()
+
+
+def test_a_hub_written_before_names_were_case_insensitive_keeps_its_entities(ray_session, data_dir):
+    # the mistake: rows stored under "@PeerCounter@key" (on the shard of that string) would be
+    # unreachable from EntityId("PeerCounter", key) == "@peercounter@key": their state lost
+    keys = _legacy_keys()
+    with TaskHub("peer-legacy", data_dir=data_dir, num_shards=2, always_replay=ALWAYS_REPLAY) as legacy:
+        for key in keys:
+            legacy.signal_entity(P(key), "add", 10)
+        for key in keys:
+            wait_until(lambda k=key: legacy.read_entity_state(P(k)).entity_exists)
+    _rewrite_as_the_previous_version(data_dir / "peer-legacy", keys)
+    with TaskHub("peer-legacy", data_dir=data_dir, num_shards=2, always_replay=ALWAYS_REPLAY) as reopened:
+        for key in keys:
+            assert wait_until(lambda k=key: value_of(reopened, P(k)) == 10)
+            reopened.signal_entity(P(key), "add", 1)
+        for key in keys:
+            assert wait_until(lambda k=key: value_of(reopened, P(k)) == 11)
+        listed = [str(m.entity_id) for m in reopened.list_entities(include_deleted=True)]
+        assert sorted(listed) == sorted(f"@peercounter@{key}" for key in keys)
+        # a message still addressed to an old-case id (as in an outbox) reaches the entity
+        old = f"@PeerCounter@{keys[0]}"
+        reopened._submit([Message(old, EntityRequest(_now(), "add", 100, None, True))])
+        assert wait_until(lambda: value_of(reopened, P(keys[0])) == 111)
