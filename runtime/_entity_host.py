@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from entities._executor import StateKeeper
 from orchestrations import (
     Action,
     CallEntity,
+    DurableValueError,
     EntityLockMessage,
     EntityRequest,
     EntityUnlockMessage,
@@ -24,10 +26,13 @@ from orchestrations import (
     SignalEntity,
     UnlockEntity,
 )
+from orchestrations._ids import parse_entity_key
 
 from ._codec import decode, encode
 from ._messages import Message, from_ts
 from ._status import EntityMetadata
+
+log = logging.getLogger("ray_durable.entities")
 
 
 @dataclass(slots=True)
@@ -78,6 +83,21 @@ class EntityMoved(HistoryEvent):
     does not own its canonical id; the owner adopts it (see ``ShardHost._adopt_moved``)."""
 
     row: tuple[Any, ...] = ()
+
+
+def addressable(rows: Iterable[Any]) -> list[Any]:
+    """The ``entities`` rows whose id is a valid entity id. The previous version allowed an
+    empty key (``@counter@``), which no ``EntityId`` can address now: such a row is left in
+    the file, out of every listing, rather than failing the query."""
+    found = []
+    for row in rows:
+        try:
+            parse_entity_key(row[0])
+        except DurableValueError:
+            log.warning("entity row %r has an id no EntityId can address (empty key?); skipped", row[0])
+            continue
+        found.append(row)
+    return found
 
 
 def canonical_row(row: tuple[Any, ...]) -> tuple[Any, ...]:

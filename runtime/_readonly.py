@@ -33,7 +33,7 @@ from orchestrations._registry import Registry
 
 from ._client import ShardRow, StatusFilter, query_page
 from ._codec import decode
-from ._entity_host import EntityRecord
+from ._entity_host import EntityRecord, addressable
 from ._messages import status_from_row
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
 from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
@@ -166,7 +166,8 @@ class HubFiles:
         found = []
         for shard in range(self.num_shards):
             with self._snapshot(shard) as conn:
-                found += [EntityRecord.from_row(row).metadata() for row in conn.execute(sql, args).fetchall()]
+                rows = addressable(conn.execute(sql, args).fetchall())
+                found += [EntityRecord.from_row(row).metadata() for row in rows]
         return sorted(found, key=lambda m: str(m.entity_id).encode())
 
     # -- the hub's code ---------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from ._entity_host import (
     EntityMoved,
     EntityRecord,
     RowKeeper,
+    addressable,
     canonical_row,
     entity_action_message,
     outgoing_message,
@@ -248,7 +249,7 @@ class ShardHost(ShardQueries):
         candidates = await self._store.legacy_entity_rows()
         if candidates is None:
             return
-        rows = [r for r in candidates if entity_key(r[0]) != r[0]]
+        rows = [r for r in addressable(candidates) if entity_key(r[0]) != r[0]]
         kept, outbox = [], []
         for row in rows:
             moved = canonical_row(row)
@@ -482,7 +483,12 @@ class ShardHost(ShardQueries):
         in memory are looked at (a cached entity's id is canonical), so this costs nothing on
         the hot path."""
         for key in [k for k in groups if k.startswith("@") and k not in self._entities]:
-            canonical = entity_key(key)
+            try:
+                canonical = entity_key(key)
+            except DurableValueError as exc:  # an empty key, which the previous version allowed
+                log.error("shard %s: messages to %r dropped: %s", self.config.index, key, exc)
+                after.acks.update((m.ack, exc) for m in groups.pop(key) if m.ack is not None)
+                continue
             if canonical == key:
                 continue
             msgs = groups.pop(key)

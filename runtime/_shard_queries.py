@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrations import InstanceNotFoundError
 
 from ._codec import decode
-from ._entity_host import EntityRecord, parse_holder, unpack_state
+from ._entity_host import EntityRecord, addressable, parse_holder, unpack_state
 from ._messages import status_from_row
 from ._status import (
     TERMINAL,
@@ -140,7 +140,7 @@ class ShardQueries:
         """Committed entities of this shard that have state (all, with ``include_deleted``),
         optionally of one (lower-cased) name."""
         await self._ensure_started()
-        rows = await self._store.query_entities(name, with_state_only=not include_deleted)
+        rows = addressable(await self._store.query_entities(name, with_state_only=not include_deleted))
         return [EntityRecord.from_row(row, self._entity_specs.get(row[1].lower())).metadata() for row in rows]
 
     async def entity_names(self) -> list[str]:
@@ -155,7 +155,7 @@ class ShardQueries:
         before holders were identified."""
         await self._ensure_started()
         locks = []
-        for row in await self._store.query_entities(None, locked_only=True):
+        for row in addressable(await self._store.query_entities(None, locked_only=True)):
             holder, lock = parse_holder(row[4])
             assert holder is not None
             locks.append((row[0], holder, *((lock.execution_id, lock.task_scheduled_id) if lock else (None, None))))

@@ -455,6 +455,8 @@ def _rewrite_as_the_previous_version(directory, keys) -> None:
             files[shard_of(old, 2)].execute(
                 "INSERT INTO entities VALUES (?,?,?,?,?,?,?)", (old, "PeerCounter", *row[2:])
             )
+        # the previous version also allowed an empty key, which no EntityId addresses now
+        files[0].execute("INSERT INTO entities VALUES (?,?,?,?,?,?,?)", ("@PeerCounter@", "PeerCounter", *row[2:]))
         for conn in files:
             conn.execute("DELETE FROM meta WHERE key = 'canonical_entity_ids'")
             conn.commit()
@@ -480,7 +482,10 @@ def test_a_hub_written_before_names_were_case_insensitive_keeps_its_entities(ray
         for key in keys:
             assert wait_until(lambda k=key: value_of(reopened, P(k)) == 11)
         listed = [str(m.entity_id) for m in reopened.list_entities(include_deleted=True)]
-        assert sorted(listed) == sorted(f"@peercounter@{key}" for key in keys)
+        assert sorted(listed) == sorted(f"@peercounter@{key}" for key in keys)  # not the empty key's row
+        assert reopened.clean_entity_storage().orphaned_locks_released == 0
+        with pytest.raises(DurableValueError, match="'@PeerCounter@'"):
+            reopened._submit([Message("@PeerCounter@", EntityRequest(_now(), "add", 1, None, True))])
         # a message still addressed to an old-case id (as in an outbox) reaches the entity
         old = f"@PeerCounter@{keys[0]}"
         reopened._submit([Message(old, EntityRequest(_now(), "add", 100, None, True))])
