@@ -752,3 +752,19 @@ def test_the_runtime_keeper_fails_the_operation_that_made_the_state_unstorable()
     assert pickle.loads(row[3]) == 8
     assert [keeper.prepared.get(id(o)) for o in out] == [("prepared", out[0]), None, ("prepared", out[2])]
     assert isinstance(out[1], Outgoing)
+
+
+def test_the_stored_holder_keeps_its_identity_and_an_old_row_still_loads():
+    # the entities table keeps its columns: locked_by holds "instance#execution#request"; a row
+    # written by the previous version has the instance id alone; users see the instance id
+    from runtime._entity_host import EntityRecord
+
+    new = EntityRecord(CID, EntityState(True, 1, "X", [], ParentInfo("X", 4, "e1")), 1.0)
+    row = new.to_row(CTR)
+    assert row[4] == "X#e1#4"
+    loaded = EntityRecord.from_row(row, CTR)
+    assert (loaded.state.locked_by, loaded.state.lock) == ("X", ParentInfo("X", 4, "e1"))
+    assert loaded.metadata().locked_by == "X"
+    old = EntityRecord.from_row((row[0], "counter", 0, None, "sub:3", None, 1.0), CTR)
+    assert (old.state.locked_by, old.state.lock) == ("sub:3", None)
+    assert old.to_row(CTR)[4] == "sub:3"
