@@ -69,8 +69,9 @@ class EntityContext(EntityReadContext):
     """The context of one operation. Changes are kept only if the operation returns."""
 
     def __init__(self, entity_id: EntityId, operation_name: str, operation_input: Any,
-                 state: Any, exists: bool) -> None:
+                 state: Any, exists: bool, entity_check: Callable[[str], None] | None = None) -> None:
         super().__init__(entity_id, state, exists)
+        self._entity_check = entity_check
         self._operation_name = operation_name
         self._input = operation_input
         self._result: Any = None
@@ -105,11 +106,15 @@ class EntityContext(EntityReadContext):
         self._result = value
 
     def signal_entity(self, entity_id: EntityId, operation_name: str, operation_input: Any = None) -> None:
-        """Send a one-way operation to another entity (after this operation commits)."""
+        """Send a one-way operation to another entity (after this operation commits, and not
+        at all if it fails). An entity name no registered entity has raises
+        ``ValueError`` here, failing the operation."""
         if not isinstance(entity_id, EntityId):
             raise DurableValueError(f"signal_entity takes an EntityId, got {entity_id!r}")
         if not isinstance(operation_name, str) or not operation_name:
             raise DurableValueError(f"operation name must be a non-empty str, got {operation_name!r}")
+        if self._entity_check is not None:
+            self._entity_check(entity_id.name)
         self.outbox.append(SignalOut(str(entity_id), operation_name, operation_input))
 
     def start_new_orchestration(self, name: str, input_: Any = None, instance_id: str | None = None) -> str:

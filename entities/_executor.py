@@ -2,8 +2,10 @@
 
 One entity runs one message at a time. While an orchestration holds its lock, only that
 orchestration's requests are served; every other message waits in a FIFO queue, which is
-drained in order when the lock is released. An operation that raises leaves the state as it
-was before that operation, and its error goes back to the caller.
+drained in order when the lock is released. An operation that raises (any exception but
+``KeyboardInterrupt``), or leaves a state or messages the :class:`StateKeeper` refuses, leaves
+the state as it was before that operation and sends none of its messages; its error goes back
+to the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrations import (
+    DurableTypeError,
     DurableValueError,
     EntityLockGranted,
     EntityLockMessage,
@@ -26,6 +29,7 @@ from orchestrations import (
     ExecutionStarted,
     FailureDetails,
     HistoryEvent,
+    ParentInfo,
 )
 from orchestrations._executor import failure_of
 
@@ -36,12 +40,19 @@ from ._registry import EntitySpec
 
 @dataclass(slots=True)
 class EntityState:
-    """Everything durable about one entity: its state, its lock holder and its queue."""
+    """Everything durable about one entity: its state, its lock holder and its queue.
+
+    ``locked_by`` is the holder's instance id; ``lock`` its full identity (instance, the task
+    id of its lock request, execution), which an unlock must name to release the lock. A lock
+    recorded before holders were identified has ``lock`` ``None`` and is released by any unlock
+    from its instance.
+    """
 
     exists: bool = False
     state: Any = None
     locked_by: str | None = None
     queue: list[HistoryEvent] = field(default_factory=list)
+    lock: ParentInfo | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -59,15 +70,53 @@ class Outgoing:
     execution_id: str | None = None
 
 
+class StateKeeper:
+    """How an executor keeps an entity's state between its operations.
+
+    ``snapshot`` gives what to roll back to, ``restore`` a fresh (exists, state) from it, and
+    ``seal`` is called after each operation that returned, with its new state and the messages
+    it sends: it returns the snapshot of that state, or raises to fail the operation (rolled
+    back, its messages dropped). This default deep-copies the state (an operation of either
+    style may mutate it in place before raising) and accepts everything; the runtime's keeper
+    encodes state and messages once, where they are sealed, so that a value that cannot be
+    stored fails its own operation and the same bytes serve as the rollback copy and the row.
+    """
+
+    def snapshot(self, exists: bool, state: Any) -> Any:
+        """What to roll back to (the state as it is before the next operation)."""
+        return exists, copy.deepcopy(state)
+
+    def restore(self, snapshot: Any) -> tuple[bool, Any]:
+        """A fresh (exists, state) from ``snapshot`` (it may be restored again later)."""
+        exists, state = snapshot
+        return exists, copy.deepcopy(state)
+
+    def seal(self, exists: bool, state: Any, outgoing: list[Outgoing]) -> Any:
+        """Accept an operation's result; returns the snapshot of the new state."""
+        return self.snapshot(exists, state)
+
+
+#: Called with an entity name an operation signals; raises if no entity of that name exists.
+EntityCheck = Callable[[str], None]
+
+
 class EntityExecutor:
     """Runs the messages of one entity against its state."""
 
-    def __init__(self, spec: EntitySpec | None, entity_id: EntityId, state: EntityState, now: datetime) -> None:
+    def __init__(
+        self, spec: EntitySpec | None, entity_id: EntityId, state: EntityState, now: datetime,
+        keeper: StateKeeper | None = None, entity_check: EntityCheck | None = None,
+    ) -> None:
         self.spec = spec
         self.entity_id = entity_id
         self.st = state
         self.now = now
+        self.keeper = keeper if keeper is not None else StateKeeper()
+        self.entity_check = entity_check
         self.out: list[Outgoing] = []
+        #: the keeper's snapshot of the current state (taken before the first operation)
+        self._snapshot: Any = None
+        self._has_snapshot = False
 
     def run(self, messages: Sequence[HistoryEvent]) -> list[Outgoing]:
         """Apply ``messages`` in order; returns the messages to send after the commit."""
@@ -78,8 +127,8 @@ class EntityExecutor:
     def _receive(self, message: HistoryEvent) -> None:
         st = self.st
         if isinstance(message, EntityUnlockMessage):
-            if st.locked_by == message.holder_id:
-                st.locked_by = None
+            if _releases(st, message):
+                st.locked_by = st.lock = None
                 self._drain()
             return
         if st.locked_by is not None and _sender_id(message) != st.locked_by:
@@ -111,7 +160,7 @@ class EntityExecutor:
 
     def _lock(self, message: EntityLockMessage) -> None:
         holder = message.holder
-        self.st.locked_by = holder.instance_id
+        self.st.locked_by, self.st.lock = holder.instance_id, holder
         nxt = message.position + 1
         if nxt < len(message.lock_set):
             forward = EntityLockMessage(self.now, holder, message.lock_set, nxt)
@@ -121,19 +170,34 @@ class EntityExecutor:
             self.out.append(Outgoing(holder.instance_id, granted, holder.execution_id))
 
     def _operate(self, request: EntityRequest) -> None:
-        st = self.st
-        if request.name == "delete":
-            st.exists, st.state = False, None
-            self._answer(request, True, None)
-            return
-        spec = self.spec
-        if spec is None:
+        if request.name != "delete" and self.spec is None:
             failure = FailureDetails("EntityNotFound", f"no entity named {self.entity_id.name!r} is registered")
-            self._answer(request, False, failure)
+            self._reply(request, False, failure)
             return
-        # a deep copy: both styles may mutate the state in place before raising
-        before = (st.exists, copy.deepcopy(st.state))
-        ctx = EntityContext(self.entity_id, request.name, request.input, st.state, st.exists)
+        st, keeper = self.st, self.keeper
+        if not self._has_snapshot:
+            self._snapshot, self._has_snapshot = keeper.snapshot(st.exists, st.state), True
+        before = self._snapshot
+        try:
+            exists, state, outgoing = self._run_operation(request)
+            self._snapshot = keeper.seal(exists, state, outgoing)
+        except KeyboardInterrupt:
+            raise  # an interrupt of the process, not of the operation
+        except BaseException as exc:  # user code: anything else fails only this operation
+            st.exists, st.state = keeper.restore(before)
+            self._reply(request, False, failure_of(exc))
+            return
+        st.exists, st.state = exists, state
+        self.out.extend(outgoing)
+
+    def _run_operation(self, request: EntityRequest) -> tuple[bool, Any, list[Outgoing]]:
+        """Run one operation; returns the entity's new (exists, state) and the messages the
+        operation sends (its signals and starts, then its answer). Raises what it raised."""
+        if request.name == "delete":
+            return False, None, self._answer(request, True, None)
+        spec, st = self.spec, self.st
+        assert spec is not None
+        ctx = EntityContext(self.entity_id, request.name, request.input, st.state, st.exists, self.entity_check)
         token = _current.set(ctx)
         try:
             if spec.is_class:
@@ -142,35 +206,48 @@ class EntityExecutor:
                 if method is None:
                     raise DurableValueError(f"entity {self.entity_id.name!r} has no operation {request.name!r}")
                 result = _invoke(method, request.input)
-                st.state, st.exists = (None, False) if ctx._deleted else (obj, True)
+                exists, state = (False, None) if ctx._deleted else (True, obj)
             else:
-                spec.target(ctx)
+                _check_sync(spec.target(ctx), self.entity_id.name)
                 result = ctx._result
-                st.state, st.exists = ctx._state, ctx._exists
-        except Exception as exc:
-            st.exists, st.state = before
-            self._answer(request, False, failure_of(exc))
-            return
+                exists, state = ctx._exists, ctx._state
         finally:
             _current.reset(token)
+        _check_sync(result, self.entity_id.name, request.name)
+        outgoing = []
         for item in ctx.outbox:
             if isinstance(item, SignalOut):
                 signal = EntityRequest(self.now, item.operation_name, item.operation_input, None, True)
-                self.out.append(Outgoing(item.entity_id, signal))
+                outgoing.append(Outgoing(item.entity_id, signal))
             else:
                 start = ExecutionStarted(self.now, item.name, item.input, item.instance_id, "")
-                self.out.append(Outgoing(item.instance_id, start))
-        self._answer(request, True, result)
+                outgoing.append(Outgoing(item.instance_id, start))
+        return exists, state, outgoing + self._answer(request, True, result)
 
-    def _answer(self, request: EntityRequest, ok: bool, value: Any) -> None:
+    def _answer(self, request: EntityRequest, ok: bool, value: Any) -> list[Outgoing]:
+        """The answer to ``request`` (none for a signal)."""
         sender = request.sender
         if request.is_signal or sender is None:
-            return
+            return []
         if ok:
             event: HistoryEvent = EntityOperationCompleted(self.now, sender.task_scheduled_id, value)
         else:
             event = EntityOperationFailed(self.now, sender.task_scheduled_id, value)
-        self.out.append(Outgoing(sender.instance_id, event, sender.execution_id))
+        return [Outgoing(sender.instance_id, event, sender.execution_id)]
+
+    def _reply(self, request: EntityRequest, ok: bool, value: Any) -> None:
+        self.out.extend(self._answer(request, ok, value))
+
+
+def _releases(st: EntityState, unlock: EntityUnlockMessage) -> bool:
+    """Whether ``unlock`` releases the entity's current lock: it names the holder and, when
+    both sides know it, the holder's execution and lock request exactly."""
+    if st.locked_by != unlock.holder_id:
+        return False
+    lock = st.lock
+    if lock is None or unlock.execution_id is None:
+        return True  # recorded before holders were identified: the instance alone
+    return lock.execution_id == unlock.execution_id and lock.task_scheduled_id == unlock.section_id
 
 
 def _sender_id(message: HistoryEvent) -> str | None:
@@ -181,25 +258,41 @@ def _sender_id(message: HistoryEvent) -> str | None:
     return None
 
 
-_arity: dict[Any, bool] = {}
+def _check_sync(value: Any, entity: str, operation: str | None = None) -> None:
+    """A coroutine (or other awaitable) returned by an operation never ran: refuse it loudly."""
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        where = f"operation {operation!r} of entity {entity!r}" if operation else f"entity function {entity!r}"
+        raise DurableTypeError(f"{where} returned an awaitable: entity operations must be plain (not async) functions")
+
+
+_signatures: dict[Any, tuple[bool, bool]] = {}
 
 
 def _invoke(method: Callable[..., Any], operation_input: Any) -> Any:
-    """Call a class entity's method with the input if it takes a parameter, else with none."""
+    """Call a class entity's method with the operation's input if it takes a parameter, else
+    with none. Without input (``None``), a parameter that has a default keeps it: ``def
+    add(self, amount=1)`` signalled with no input adds 1."""
     func = getattr(method, "__func__", method)
-    takes_input = _arity.get(func)
-    if takes_input is None:
+    signature = _signatures.get(func)
+    if signature is None:
         params = [
             p for p in inspect.signature(method).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
         ]
-        takes_input = _arity[func] = bool(params)
-    return method(operation_input) if takes_input else method()
+        first = params[0] if params else None
+        optional = first is not None and (first.default is not first.empty or first.kind is first.VAR_POSITIONAL)
+        signature = _signatures[func] = (bool(params), optional)
+    takes_input, optional = signature
+    if not takes_input or (operation_input is None and optional):
+        return method()
+    return method(operation_input)
 
 
 def run_entity(
     spec: EntitySpec | None, entity_id: EntityId, state: EntityState, messages: Sequence[HistoryEvent],
-    now: datetime,
+    now: datetime, keeper: StateKeeper | None = None, entity_check: EntityCheck | None = None,
 ) -> list[Outgoing]:
     """Apply ``messages`` to ``state`` (changed in place); return the messages to send."""
-    return EntityExecutor(spec, entity_id, state, now).run(messages)
+    return EntityExecutor(spec, entity_id, state, now, keeper, entity_check).run(messages)

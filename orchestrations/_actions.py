@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._critical import canonical_lock_set
 from ._history import (
     EntityLockRequested,
     EntityOperationCalled,
@@ -21,6 +22,7 @@ from ._history import (
     TaskScheduled,
     TimerCreated,
 )
+from ._ids import entity_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +144,11 @@ class LockEntities(Action):
 
 @dataclass(frozen=True, slots=True)
 class UnlockEntity(Action):
-    """Release this orchestration's lock on ``entity_id``."""
+    """Release this orchestration's lock on ``entity_id``, taken by the lock request of task
+    ``section_id`` (the critical section's id: the unlock names exactly that lock)."""
 
     entity_id: str
+    section_id: int = 0
 
     def to_event(self, now: datetime) -> HistoryEvent:
         return EntityUnlockSent(now, self.task_id, self.entity_id)
@@ -194,11 +198,13 @@ def matches(action: Action, event: HistoryEvent) -> bool:
     if _RECORDS.get(type(action)) is not type(event):
         return False
     if isinstance(action, (CallEntity, SignalEntity)):
-        return action.entity_id == event.instance_id and action.name == event.name  # type: ignore[attr-defined]
+        return _same_entity(action.entity_id, event.instance_id) and action.name == event.name  # type: ignore[attr-defined]
     if isinstance(action, LockEntities):
-        return action.lock_set == event.lock_set  # type: ignore[attr-defined]
+        # a history written before entity names were case-insensitive has them as they were
+        recorded = event.lock_set  # type: ignore[attr-defined]
+        return action.lock_set == recorded or action.lock_set == canonical_lock_set(recorded)
     if isinstance(action, UnlockEntity):
-        return action.entity_id == event.instance_id  # type: ignore[attr-defined]
+        return _same_entity(action.entity_id, event.instance_id)  # type: ignore[attr-defined]
     if isinstance(event, TaskScheduled):
         return isinstance(action, ScheduleTask) and action.name == event.name
     if isinstance(event, TimerCreated):
@@ -216,3 +222,9 @@ def matches(action: Action, event: HistoryEvent) -> bool:
             and action.instance_id == event.instance_id
         )
     return False
+
+
+def _same_entity(canonical: str, recorded: str) -> bool:
+    """Whether an action's (canonical) entity id is the one a history event recorded, also
+    when the history was written before entity names were case-insensitive."""
+    return canonical == recorded or canonical == entity_key(recorded)

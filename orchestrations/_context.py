@@ -28,7 +28,7 @@ from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError, EventTimeoutError
 from ._history import EventRaised
 from ._http import HttpTask, build_request
-from ._ids import validate_instance_id
+from ._ids import entity_key, validate_instance_id
 from ._registry import function_name
 from ._retry import RetryOptions
 from ._task import (
@@ -78,9 +78,12 @@ class OrchestrationContext:
         self._section = CriticalSection()
         #: entity calls waiting for an answer: task id -> (entity id, operation)
         self._entity_calls: dict[int, tuple[str, str]] = {}
-        #: entities whose lock history says this execution holds (granted, not yet unlocked),
-        #: whatever the code's critical-section state says (it can diverge on replay)
-        self._granted: set[str] = set()
+        #: raises for an entity name nobody registered (set by the executor; None: no check)
+        self._entity_check: Callable[[str], None] | None = None
+        #: the locks this execution's history says it holds (granted, not yet unlocked), by
+        #: entity, with the critical section (lock request) each belongs to, whatever the code's
+        #: critical-section state says (it can diverge on replay)
+        self._granted: dict[str, int] = {}
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -308,7 +311,7 @@ class OrchestrationContext:
 
         Inside a critical section only locked entities may be called, one call at a time each.
         """
-        key = _entity_key(entity_id)
+        key = self._known_entity(entity_id)
         _check_operation(operation_name)
         self._section.check_call(key)
         task_id = self._next_id()
@@ -328,7 +331,7 @@ class OrchestrationContext:
 
         Inside a critical section, only entities that are not locked may be signalled.
         """
-        key = _entity_key(entity_id)
+        key = self._known_entity(entity_id)
         _check_operation(operation_name)
         if scheduled_time is not None:
             if not isinstance(scheduled_time, datetime):
@@ -351,9 +354,20 @@ class OrchestrationContext:
         nested.
         """
         lock_set = canonical_lock_set(entity_ids)
+        for key in lock_set:
+            self._known_entity(key)
         self._section.begin(lock_set, self._sequence + 1)
         task_id = self._next_id()
         return self._schedule(LockEntities(task_id, lock_set), CompletableTask(task_id))
+
+    def _known_entity(self, entity_id: object) -> str:
+        """The canonical id of ``entity_id``; raises ``ValueError`` at the call if no entity
+        of its name is registered. Replay checks too, so code that catches the error replays
+        the same way (registries only grow, so a name known once stays known)."""
+        key = _entity_key(entity_id)
+        if self._entity_check is not None:
+            self._entity_check(key[1:].partition("@")[0])
+        return key
 
     @property
     def is_locked(self) -> bool:
@@ -362,20 +376,24 @@ class OrchestrationContext:
 
     def _release_locks(self) -> None:
         """End the critical section: one unlock message per locked entity."""
-        self._unlock(self._section.end())
+        section_id = self._section.section_id
+        self._unlock(self._section.end(), section_id)
 
     def _release_all_locks(self) -> None:
         """The execution ends: end the critical section, and release every other lock its
         history says it holds (after a nondeterminism failure the code's section state may
         never have seen a lock that was granted)."""
         self._release_locks()
-        self._unlock(sorted(self._granted, key=lambda k: k.encode("utf-8")))
+        for key in sorted(self._granted, key=lambda k: k.encode("utf-8")):
+            self._unlock([key], self._granted[key])
 
-    def _unlock(self, keys: Sequence[str]) -> None:
+    def _unlock(self, keys: Sequence[str], section_id: int) -> None:
+        """One unlock action per entity of ``keys``, for the section ``section_id`` (its lock
+        request's task id): the entity releases only that exact lock."""
         for key in keys:
-            self._granted.discard(key)
+            self._granted.pop(key, None)
             task_id = self._next_id()
-            self._pending_actions[task_id] = UnlockEntity(task_id, key)
+            self._pending_actions[task_id] = UnlockEntity(task_id, key, section_id)
 
     def task_all(self, tasks: Sequence[Task]) -> Task:
         """A task of the list of results of ``tasks``, in their order, once every one has
@@ -468,7 +486,7 @@ def _entity_key(entity_id: object) -> str:
     key = str(entity_id)
     if not key.startswith("@") or key.count("@") < 2 or isinstance(entity_id, (bytes, int)):
         raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
-    return key
+    return entity_key(key)  # names are case-insensitive: one canonical string per entity
 
 
 def _timeout_delta(timeout: object) -> timedelta:

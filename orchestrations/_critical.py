@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from enum import Enum
 
 from ._errors import DurableTypeError, DurableValueError, LockingRulesViolationError
+from ._ids import entity_key
 
 
 class SectionState(Enum):
@@ -24,7 +25,8 @@ class SectionState(Enum):
 
 
 def canonical_lock_set(entity_ids: Iterable[object]) -> tuple[str, ...]:
-    """The de-duplicated entity ids in the one global lock order: ``@name@key`` as bytes."""
+    """The de-duplicated entity ids in the one global lock order: ``@name@key`` (the name
+    lower-cased, see :func:`entity_key`) as UTF-8 bytes."""
     ids = list(entity_ids) if not isinstance(entity_ids, (str, bytes)) else None
     if not ids:
         raise DurableValueError(f"lock_entities needs a non-empty list of EntityId, got {entity_ids!r}")
@@ -33,7 +35,7 @@ def canonical_lock_set(entity_ids: Iterable[object]) -> tuple[str, ...]:
         text = str(entity_id)
         if not text.startswith("@") or text.count("@") < 2:
             raise DurableTypeError(f"lock_entities takes EntityId values, got {entity_id!r}")
-        keys.append(text)
+        keys.append(entity_key(text))
     return tuple(sorted(set(keys), key=lambda k: k.encode("utf-8")))
 
 

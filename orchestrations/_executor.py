@@ -150,13 +150,19 @@ class OrchestrationExecutor:
         self,
         lookup: Callable[[str], OrchestratorSpec | None] | Mapping[str, OrchestratorSpec],
         instance_id: str,
+        entity_check: Callable[[str], None] | None = None,
     ) -> None:
+        """``lookup`` finds orchestrators by name (a mapping also lets a missing one be answered
+        with the closest registered names). ``entity_check(name)`` raises if no entity named
+        ``name`` is registered: the context then refuses ``call_entity``, ``signal_entity`` and
+        ``lock_entities`` on it at the call (``None``: no check)."""
         #: the registered orchestrators (a mapping also names the closest ones when one is missing)
         self._known: Mapping[str, OrchestratorSpec] | None = lookup if isinstance(lookup, Mapping) else None
         self._lookup: Callable[[str], OrchestratorSpec | None] = (
             lookup.get if isinstance(lookup, Mapping) else lookup
         )
         self.context = OrchestrationContext(instance_id)
+        self.context._entity_check = entity_check
         self._generator: Generator[Any, Any, Any] | Coroutine[Any, Any, Any] | None = None
         self._current: Task | None = None
         self._state = ExecutionState.RUNNING
@@ -334,10 +340,10 @@ class OrchestrationExecutor:
             if action is not None and matches(action, event):
                 del self.context._pending_actions[event.event_id]
             if isinstance(event, EntityUnlockSent):
-                self.context._granted.discard(event.instance_id)
+                self.context._granted.pop(event.instance_id, None)
             return
         if isinstance(event, EntityUnlockSent):
-            self.context._granted.discard(event.instance_id)
+            self.context._granted.pop(event.instance_id, None)
         action = self.context._pending_actions.pop(event.event_id, None)
         if action is None:
             self._nondeterminism(describe_event(event), "no action with that task number")
@@ -413,9 +419,9 @@ class OrchestrationExecutor:
             # a grant nobody waits for: the execution already ended (it failed, or replay
             # diverged before it saw its own request) or the grant is stale: hand the locks
             # straight back, so none is held by an execution that cannot release it
-            ctx._unlock(list(event.lock_set))
+            ctx._unlock(list(event.lock_set), event.task_scheduled_id)
             return
-        ctx._granted.update(event.lock_set)
+        ctx._granted.update(dict.fromkeys(event.lock_set, event.task_scheduled_id))
         ctx._section.granted()
         section = ctx._section
         task.complete(LockHandle(ctx, section.locked, section.section_id))

@@ -329,9 +329,15 @@ class EntityLockMessage(HistoryEvent):
 
 @dataclass(frozen=True, slots=True)
 class EntityUnlockMessage(HistoryEvent):
-    """Release this entity's lock if ``holder_id`` holds it."""
+    """Release this entity's lock if ``holder_id`` holds it, and, when they are given, with
+    the lock request of task ``section_id`` of execution ``execution_id``: a stale or duplicate
+    unlock (one whose lock was released already, or in flight while the entity was locked
+    again) then never releases a later lock. An unlock without them (written before they
+    existed) matches by instance id alone."""
 
     holder_id: str
+    execution_id: str | None = None
+    section_id: int | None = None
 
 
 EVENT_TYPES: dict[str, type[HistoryEvent]] = {

@@ -45,3 +45,25 @@ def stable_hash(key: str) -> int:
 def shard_of(key: str, num_shards: int) -> int:
     """The shard that owns ``key``."""
     return stable_hash(key) % num_shards
+
+
+def parse_entity_key(text: object) -> tuple[str, str]:
+    """The (name, key) of an entity id string ``@name@key``; the name is lower-cased.
+
+    Entity names are case-insensitive, as in Durable Functions (``@Counter@a`` and ``@counter@a``
+    are one entity); keys are not. Raises :class:`DurableValueError` naming ``text`` unless it is
+    ``@``, a non-empty name without ``@``, ``@`` and a non-empty key (which may contain ``@``).
+    """
+    if not isinstance(text, str) or not text.startswith("@"):
+        raise DurableValueError(f"not an entity id: expected '@name@key', got {text!r}")
+    name, sep, key = text[1:].partition("@")
+    if not sep or not name or not key:
+        raise DurableValueError(f"not an entity id: expected '@name@key' with a non-empty name and key, got {text!r}")
+    return name.lower(), key
+
+
+def entity_key(text: object) -> str:
+    """The canonical form of an entity id string (see :func:`parse_entity_key`): the string
+    every entity is addressed, stored, hashed to its shard and lock-ordered by."""
+    name, key = parse_entity_key(text)
+    return f"@{name}@{key}"

@@ -65,7 +65,7 @@ class Registry:
 
     orchestrators: dict[str, OrchestratorSpec] = field(default_factory=dict)
     activities: dict[str, ActivitySpec] = field(default_factory=dict)
-    #: entity specs by name (the type lives in ``entities``, which builds on this package)
+    #: entity specs by lower-cased name (the type lives in ``entities``, which builds on this package)
     entities: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -111,12 +111,15 @@ class Registry:
         return spec
 
     def add_entity(self, name: str, spec: Any) -> None:
-        """Register an entity spec; a name already in use raises ``ValueError``."""
-        _check_name(name)
+        """Register an entity spec under its lower-cased name (entity names are
+        case-insensitive); a name already in use, in any case, raises ``ValueError``."""
+        key = _check_name(name).lower()
         with self._lock:
-            if name in self.entities:
-                raise DurableValueError(f"an entity named {name!r} is already registered")
-            self.entities[name] = spec
+            if key in self.entities:
+                raise DurableValueError(
+                    f"an entity named {name!r} is already registered (entity names are case-insensitive)"
+                )
+            self.entities[key] = spec
             self.version += 1
 
     def snapshot(self) -> tuple[dict[str, OrchestratorSpec], dict[str, ActivitySpec], dict[str, Any], int]:

@@ -19,6 +19,7 @@ from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from entities import EntityId
+from entities._registry import check_entity_name
 from orchestrations import (
     DurableError,
     DurableTypeError,
@@ -116,6 +117,7 @@ class TaskHub:
         self.num_shards = num_shards
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
+        self._hub_entities: frozenset[str] | None = None
         self._check_hub_file()
         self._started_ray = False
         if not ray.is_initialized():
@@ -182,6 +184,7 @@ class TaskHub:
         hub._registry = registry or default_registry
         hub._started_ray, hub._detached, hub._closed = False, True, False
         hub._registry_version = -1
+        hub._hub_entities = None
         hub._shards = [ray.get_actor(_actor_name(name, i), namespace=NAMESPACE) for i in range(config.num_shards)]
         hub._sync_registry()
         return hub
@@ -535,27 +538,58 @@ class TaskHub:
         due = utc_timestamp(scheduled_time, "scheduled_time") if scheduled_time is not None else None
         encode(operation_input, "operation_input")
         self._sync_registry()
+        self._check_entity_name(entity_id.name)
         request = EntityRequest(_now(), operation_name, operation_input, None, True)
         self._submit([Message(key, request, due=due)])
 
+    def _check_entity_name(self, name: str) -> None:
+        """Raise ``ValueError`` (nothing written) unless an entity named ``name`` is registered
+        in this driver or on the hub. The hub's names are asked for once and cached; a name
+        not in the cache asks again (another driver may have registered it since)."""
+        if name in self._registry.entities:
+            return
+        if self._hub_entities is None or name not in self._hub_entities:
+            self._hub_entities = frozenset(self._call(lambda: self._shards[0].entity_names.remote()))
+        check_entity_name(name, self._hub_entities | self._registry.entities.keys())
+
     def read_entity_state(self, entity_id: EntityId) -> EntityStateResponse:
-        """An entity's committed state (never a state an operation is still changing)."""
+        """An entity's committed state (never a state an operation is still changing).
+
+        An entity that does not exist, including one of a name nobody registered, reads as
+        ``entity_exists=False`` (as Durable Functions' ``ReadEntityStateAsync`` and
+        durabletask's ``get_entity``): reading cannot create or change anything.
+        """
         key = _entity_key(entity_id)
         return self._call(lambda: self._shard(key).read_entity.remote(key))
 
-    def list_entities(self, name: str | None = None) -> list[EntityMetadata]:
-        """Every entity (or every entity named ``name``), ordered by id."""
-        parts = self._call(lambda: [s.list_entities.remote(name) for s in self._shards])
+    def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
+        """Every entity that has state (or every one named ``name``, in any case), ordered by id.
+
+        Entities without state (deleted ones, and ones that only hold a lock or have messages
+        waiting) are listed too with ``include_deleted=True`` (Durable Functions'
+        ``IncludeDeleted``), until ``clean_entity_storage`` removes the empty ones.
+        """
+        name = _entity_name_filter(name)
+        parts = self._call(lambda: [s.list_entities.remote(name, include_deleted) for s in self._shards])
         return sorted((m for part in parts for m in part), key=lambda m: str(m.entity_id).encode())
 
     def clean_entity_storage(self) -> CleanEntityStorageResult:
         """Release every lock whose holder is no longer running (finished, purged or unknown),
-        then forget entities with no state, no lock and nothing queued."""
-        parts = self._call(lambda: [s.list_entities.remote(None, True) for s in self._shards])
-        locked = [(str(m.entity_id), m.locked_by) for part in parts for m in part]
-        holders = {holder for _, holder in locked if holder is not None}
+        then forget entities with no state, no lock and nothing queued.
+
+        Each unlock names the lock it releases exactly (holder instance, execution and lock
+        request), so it cannot race the holder's own unlock still in flight: whichever comes
+        second is ignored, and neither releases a lock taken since (by anyone, including a
+        later execution of the same instance)."""
+        parts = self._call(lambda: [s.locked_entities.remote() for s in self._shards])
+        locked = [lock for part in parts for lock in part]
+        holders = {holder for _, holder, _, _ in locked}
         orphaned = {h for h in holders if not _holds_locks(self.get_status(h))}
-        unlocks = [Message(key, EntityUnlockMessage(_now(), holder)) for key, holder in locked if holder in orphaned]
+        unlocks = [
+            Message(key, EntityUnlockMessage(_now(), holder, execution_id, section_id))
+            for key, holder, execution_id, section_id in locked
+            if holder in orphaned
+        ]
         if unlocks:
             self._submit(unlocks)
         removed = self._call(lambda: [s.remove_empty_entities.remote() for s in self._shards])
@@ -700,6 +734,15 @@ def _entity_key(entity_id: object) -> str:
     if not isinstance(entity_id, EntityId):
         raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
     return str(entity_id)
+
+
+def _entity_name_filter(name: object) -> str | None:
+    """The ``name`` filter of an entity query, lower-cased (entity names are case-insensitive)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise DurableValueError(f"entity name must be a non-empty str, got {name!r}")
+    return name.lower()
 
 
 def _holds_locks(status: DurableOrchestrationStatus | None) -> bool:

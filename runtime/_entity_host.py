@@ -2,48 +2,66 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from entities import EntityId, EntityState, Outgoing
+from entities._executor import StateKeeper
 from orchestrations import (
     Action,
     CallEntity,
+    DurableValueError,
     EntityLockMessage,
     EntityRequest,
     EntityUnlockMessage,
     ExecutionStarted,
+    HistoryEvent,
     LockEntities,
     ParentInfo,
+    PayloadError,
     SignalEntity,
     UnlockEntity,
 )
+from orchestrations._ids import parse_entity_key
 
 from ._codec import decode, encode
 from ._messages import Message, from_ts
 from ._status import EntityMetadata
 
+log = logging.getLogger("ray_durable.entities")
+
 
 @dataclass(slots=True)
 class EntityRecord:
-    """A shard host's in-memory copy of one entity (the virtual actor's state)."""
+    """A shard host's in-memory copy of one entity (the virtual actor's state).
+
+    ``sealed`` is ``(exists, state blob)`` for the current state when it is known (the row's
+    blob after a load, the last operation's after a turn): the next operation's rollback copy
+    and the next row, so a state is encoded once per operation that changes it, never twice.
+    """
 
     entity_id: EntityId
     state: EntityState
     updated_at: float = 0.0
+    sealed: tuple[bool, bytes | None] | None = None
 
     @staticmethod
     def from_row(row: Any, spec: Any = None) -> EntityRecord:
         """Build from an ``entities`` row (see ``ENTITY_COLUMNS``); ``spec`` (the entity's
         ``EntitySpec``, if registered) rebuilds a class entity's object."""
         queue = decode(row[5]) if row[5] is not None else []
-        st = EntityState(bool(row[2]), unpack_state(decode(row[3]), spec) if row[2] else None, row[4], queue)
-        return EntityRecord(EntityId.parse(row[0]), st, row[6])
+        exists = bool(row[2])
+        locked_by, lock = parse_holder(row[4])
+        st = EntityState(exists, unpack_state(decode(row[3]), spec) if exists else None, locked_by, queue, lock)
+        return EntityRecord(EntityId.parse(row[0]), st, row[6], (exists, row[3] if exists else None))
 
     def metadata(self) -> EntityMetadata:
-        """What ``list_entities`` reports about this entity."""
+        """What ``list_entities`` reports about this entity (``locked_by``: the holder's
+        instance id)."""
         st = self.state
         updated = from_ts(self.updated_at)
         return EntityMetadata(self.entity_id, st.exists, st.state, st.locked_by, len(st.queue), updated)
@@ -51,9 +69,110 @@ class EntityRecord:
     def to_row(self, spec: Any = None) -> tuple[Any, ...]:
         """The ``entities`` row (state and queue encoded; see :func:`pack_state`)."""
         st, key = self.state, str(self.entity_id)
-        state_blob = encode(pack_state(st.state, spec), f"state of entity {key}") if st.exists else None
+        sealed = self.sealed
+        if sealed is None or sealed[0] != st.exists:
+            sealed = self.sealed = seal_state(st.exists, st.state, spec, key)
         queue_blob = encode(st.queue, f"queue of entity {key}") if st.queue else None
-        return (key, self.entity_id.name, int(st.exists), state_blob, st.locked_by, queue_blob, self.updated_at)
+        return (key, self.entity_id.name, int(st.exists), sealed[1], holder_text(st), queue_blob, self.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMoved(HistoryEvent):
+    """A runtime message, never in a history: the ``entities`` row of an entity found under
+    its id's old case (written before entity names were case-insensitive) on a shard that
+    does not own its canonical id; the owner adopts it (see ``ShardHost._adopt_moved``)."""
+
+    row: tuple[Any, ...] = ()
+
+
+def addressable(rows: Iterable[Any]) -> list[Any]:
+    """The ``entities`` rows whose id is a valid entity id. The previous version allowed an
+    empty key (``@counter@``), which no ``EntityId`` can address now: such a row is left in
+    the file, out of every listing, rather than failing the query."""
+    found = []
+    for row in rows:
+        try:
+            parse_entity_key(row[0])
+        except DurableValueError:
+            log.warning("entity row %r has an id no EntityId can address (empty key?); skipped", row[0])
+            continue
+        found.append(row)
+    return found
+
+
+def canonical_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An ``entities`` row under its canonical id (the name lower-cased)."""
+    entity_id = EntityId.parse(row[0])
+    return (str(entity_id), entity_id.name, *row[2:])
+
+
+def seal_state(exists: bool, state: Any, spec: Any, key: str) -> tuple[bool, bytes | None]:
+    """``(exists, blob)`` of an entity's state; raises :class:`PayloadError` naming the entity
+    if the state cannot be encoded."""
+    return exists, encode(pack_state(state, spec), f"state of entity {key}") if exists else None
+
+
+class RowKeeper(StateKeeper):
+    """The runtime's :class:`StateKeeper`: after each operation, encodes the new state and
+    prepares (encodes) the messages it sends, so that one that cannot be stored fails that
+    operation alone (rolled back, its caller told) instead of the shard's turn; the blobs
+    are the rollback copy, the row and the outbox rows, so nothing is encoded twice."""
+
+    def __init__(self, record: EntityRecord, spec: Any, prepare: Callable[[Outgoing], Any]) -> None:
+        self.record, self.spec, self.prepare = record, spec, prepare
+        #: what was prepared for each message sealed so far, by ``id()`` of its ``Outgoing``
+        self.prepared: dict[int, Any] = {}
+
+    def snapshot(self, exists: bool, state: Any) -> Any:
+        if self.record.sealed is None or self.record.sealed[0] != exists:
+            self.record.sealed = seal_state(exists, state, self.spec, str(self.record.entity_id))
+        return self.record.sealed
+
+    def restore(self, snapshot: Any) -> tuple[bool, Any]:
+        exists, blob = snapshot
+        self.record.sealed = snapshot
+        return exists, unpack_state(decode(blob), self.spec) if exists else None
+
+    def seal(self, exists: bool, state: Any, outgoing: list[Outgoing]) -> Any:
+        key = str(self.record.entity_id)
+        sealed = seal_state(exists, state, self.spec, key)
+        prepared = []
+        for out in outgoing:
+            try:
+                prepared.append((id(out), self.prepare(out)))
+            except PayloadError as exc:
+                raise PayloadError(_payload_of(out, key), exc.value_repr, exc.reason) from None
+        self.prepared.update(prepared)
+        self.record.sealed = sealed
+        return sealed
+
+
+def _payload_of(out: Outgoing, key: str) -> str:
+    """What an entity's message carries, for an error message."""
+    event = out.event
+    if isinstance(event, EntityRequest):
+        return f"input of signal {event.name!r} to {out.target} from entity {key}"
+    if isinstance(event, ExecutionStarted):
+        return f"input of orchestration {event.name!r} started by entity {key}"
+    return f"result of an operation of entity {key}"
+
+
+def holder_text(st: EntityState) -> str | None:
+    """The ``locked_by`` column: the holder's instance id, followed by ``#execution#request``
+    when its full identity is known (``#`` cannot occur in an instance id)."""
+    lock = st.lock
+    if lock is None:
+        return st.locked_by
+    return f"{lock.instance_id}#{lock.execution_id}#{lock.task_scheduled_id}"
+
+
+def parse_holder(text: str | None) -> tuple[str | None, ParentInfo | None]:
+    """The inverse of :func:`holder_text`: (instance id, full identity or ``None``). A row
+    written before identities were recorded has the instance id alone."""
+    if text is None or "#" not in text:
+        return text, None
+    instance_id, execution_id, request = text.rsplit("#", 2)
+    return instance_id, ParentInfo(instance_id, int(request), execution_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +239,7 @@ def entity_action_message(action: Action, instance_id: str, execution_id: str, n
     if isinstance(action, LockEntities):
         return Message(action.lock_set[0], EntityLockMessage(now, sender, action.lock_set, 0))
     if isinstance(action, UnlockEntity):
-        return Message(action.entity_id, EntityUnlockMessage(now, instance_id))
+        return Message(action.entity_id, EntityUnlockMessage(now, instance_id, execution_id, action.section_id))
     return None
 
 
@@ -132,6 +251,10 @@ def outgoing_message(out: Outgoing) -> Message:
     return Message(out.target, event, execution_id=out.execution_id)
 
 
-def unlock_all(lock_set: tuple[str, ...], holder_id: str, now: datetime) -> list[Message]:
-    """Unlock messages for a lock set whose holder can no longer use it."""
-    return [Message(key, EntityUnlockMessage(now, holder_id)) for key in lock_set]
+def unlock_all(
+    lock_set: tuple[str, ...], instance_id: str, execution_id: str | None, section_id: int, now: datetime
+) -> list[Message]:
+    """Unlock messages for a lock set granted to a holder that can no longer use it (the lock
+    request of task ``section_id`` of that execution): they release that lock, no later one."""
+    unlock = EntityUnlockMessage(now, instance_id, execution_id, section_id)
+    return [Message(key, unlock) for key in lock_set]

@@ -33,7 +33,7 @@ from orchestrations._registry import Registry
 
 from ._client import ShardRow, StatusFilter, query_page
 from ._codec import decode
-from ._entity_host import EntityRecord
+from ._entity_host import EntityRecord, addressable
 from ._messages import status_from_row
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
 from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
@@ -158,15 +158,18 @@ class HubFiles:
         state = EntityRecord.from_row(row).state
         return EntityStateResponse(state.exists, state.state)
 
-    def list_entities(self, name: str | None = None) -> list[EntityMetadata]:
-        """Every entity (or every entity named ``name``), ordered by id."""
-        sql, args = f"SELECT {ENTITY_COLUMNS} FROM entities", []
+    def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
+        """Every entity that has state (every one, with ``include_deleted``), or every one
+        named ``name`` (in any case), ordered by id (see ``TaskHub.list_entities``)."""
+        where, args = [] if include_deleted else ["has_state = 1"], []
         if name is not None:
-            sql, args = sql + " WHERE name = ?", [name]
+            where, args = [*where, "name = ?"], [name.lower()]
+        sql = f"SELECT {ENTITY_COLUMNS} FROM entities" + (" WHERE " + " AND ".join(where) if where else "")
         found = []
         for shard in range(self.num_shards):
             with self._snapshot(shard) as conn:
-                found += [EntityRecord.from_row(row).metadata() for row in conn.execute(sql, args).fetchall()]
+                rows = addressable(conn.execute(sql, args).fetchall())
+                found += [EntityRecord.from_row(row).metadata() for row in rows]
         return sorted(found, key=lambda m: str(m.entity_id).encode())
 
     # -- the hub's code ---------------------------------------------------------------------------
@@ -180,4 +183,6 @@ class HubFiles:
         if row is None:
             return Registry()
         orchestrators, activities, entity_specs, version = decode(row[0])
+        # keyed by lower-cased name (a registry saved before names were case-insensitive was not)
+        entity_specs = {name.lower(): spec for name, spec in entity_specs.items()}
         return Registry(orchestrators=orchestrators, activities=activities, entities=entity_specs, version=version)

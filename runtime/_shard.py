@@ -22,7 +22,8 @@ from typing import Any
 
 import ray
 
-from entities import EntityId, EntityState, run_entity
+from entities import EntityId, EntityState, Outgoing, run_entity
+from entities._registry import check_entity_name
 from orchestrations import (
     CreateSubOrchestration,
     CreateTimer,
@@ -48,12 +49,22 @@ from orchestrations import (
     TaskFailed,
     TimerFired,
 )
+from orchestrations._ids import entity_key, shard_of
 from orchestrations._registry import OrchestratorSpec, did_you_mean
 
 from ._activities import ActivityCall, ActivityDispatcher
 from ._codec import decode, encode, failure_from_exception
 from ._delivery import Courier, Outbound
-from ._entity_host import EntityRecord, entity_action_message, outgoing_message, unlock_all
+from ._entity_host import (
+    EntityMoved,
+    EntityRecord,
+    RowKeeper,
+    addressable,
+    canonical_row,
+    entity_action_message,
+    outgoing_message,
+    unlock_all,
+)
 from ._messages import Instance, Message, from_ts, to_ts
 from ._parking import Parking
 from ._shard_lifecycle import ShardLifecycle, activity_call, stage_work, terminated_failure
@@ -208,6 +219,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
             saved = await self._store.load_registry()
             if saved is not None:
                 self._install_registry(saved)
+            await self._move_legacy_entities()
             activities, timers, outbox = await self._store.pending_work()
             self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
             for iid, exec_id, timer_id, fire_at in timers:
@@ -233,6 +245,8 @@ class ShardHost(ShardLifecycle, ShardQueries):
         """Install a registry snapshot (merged into the current one if ``merge``); returns
         the snapshot now installed, encoded."""
         orchestrators, activities, entity_specs, version = decode(registry_blob)
+        # entity names are case-insensitive; a registry saved before that was keyed as written
+        entity_specs = {name.lower(): spec for name, spec in entity_specs.items()}
         if merge:
             orchestrators = {**self._orchestrators, **orchestrators}
             activities = {**self._activity_out.specs, **activities}
@@ -241,6 +255,49 @@ class ShardHost(ShardLifecycle, ShardQueries):
         self._orchestrators, self._entity_specs = orchestrators, entity_specs
         self._activity_out.set_registry(activities, version)
         return registry_blob
+
+    async def _move_legacy_entities(self) -> None:
+        """Once per file written before entity names were case-insensitive: give its entities
+        their canonical ids. A row whose canonical id this shard owns is renamed in place; one
+        another shard owns goes there in an :class:`EntityMoved` message, in the same
+        transaction that deletes it here (the outbox delivers it after the start)."""
+        candidates = await self._store.legacy_entity_rows()
+        if candidates is None:
+            return
+        rows = [r for r in addressable(candidates) if entity_key(r[0]) != r[0]]
+        kept, outbox = [], []
+        for row in rows:
+            moved = canonical_row(row)
+            if shard_of(moved[0], self.config.num_shards) == self.config.index:
+                kept.append(moved)
+            else:
+                out = self._outgoing(Message(moved[0], EntityMoved(utcnow(), moved)))
+                outbox.append((out.msg_id, out.dest, out.blob))
+        if rows:
+            log.warning("shard %s: %d entities moved to their canonical ids", self.config.index, len(rows))
+        async with self._db_lock:
+            await self._store.move_legacy_entities([r[0] for r in rows], kept, outbox)
+
+    def _adopt_moved(self, record: EntityRecord, msgs: list[Message], spec: Any) -> list[Message]:
+        """Take the state an :class:`EntityMoved` message carries, if the entity has none of its
+        own yet (a later state wins: it was written by the current code); returns the other
+        messages."""
+        rest = []
+        for msg in msgs:
+            if type(msg.event) is not EntityMoved:
+                rest.append(msg)
+            elif record.state.is_empty:
+                moved = EntityRecord.from_row(msg.event.row, spec)
+                record.state, record.sealed = moved.state, moved.sealed
+            else:
+                log.warning("shard %s: %s already has state; the state moved from its old id is dropped",
+                            self.config.index, msg.instance_id)
+        return rest
+
+    def _check_entity_name(self, name: str) -> None:
+        """Raise ``ValueError`` naming the closest registered names unless an entity named
+        ``name`` is registered (the union of every registry installed here)."""
+        check_entity_name(name, self._entity_specs)
 
     def _next_num(self) -> int:
         """A new instance number: history rows are keyed by it, so they are appended in order
@@ -407,6 +464,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
 
     async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
         """Run each record's messages and stage what they write in ``w``."""
+        self._readdress_legacy(groups, w, after)
         await self._load_missing(groups)
         for iid, msgs in groups.items():
             w_mark, after_mark = w.mark(), after.mark()
@@ -440,6 +498,32 @@ class ShardHost(ShardLifecycle, ShardQueries):
         self._activity_out.dispatch(after.activities)
         after.activities.clear()
 
+    def _readdress_legacy(self, groups: dict[str, list[Message]], w: TurnWrites, after: _AfterCommit) -> None:
+        """Messages addressed to an entity id in the form written before entity names were
+        case-insensitive (``@Account@a``, still in an outbox) go to the canonical id
+        (``@account@a``): here, or through the outbox to the shard that owns it. Only ids not
+        in memory are looked at (a cached entity's id is canonical), so this costs nothing on
+        the hot path."""
+        for key in [k for k in groups if k.startswith("@") and k not in self._entities]:
+            try:
+                canonical = entity_key(key)
+            except DurableValueError as exc:  # an empty key, which the previous version allowed
+                log.error("shard %s: messages to %r dropped: %s", self.config.index, key, exc)
+                after.acks.update((m.ack, exc) for m in groups.pop(key) if m.ack is not None)
+                continue
+            if canonical == key:
+                continue
+            msgs = groups.pop(key)
+            if shard_of(canonical, self.config.num_shards) == self.config.index:
+                for msg in msgs:
+                    msg.instance_id = canonical
+                groups.setdefault(canonical, []).extend(msgs)
+                continue
+            for msg in msgs:
+                if msg.ack is not None:
+                    after.acks[msg.ack] = None
+                self._stage_outgoing(Message(canonical, msg.event, execution_id=msg.execution_id), w, after)
+
     async def _load_missing(self, groups: dict[str, list[Message]]) -> None:
         """Load the records of the turn's instances and entities that are not in memory."""
         missing = [i for i in groups if not i.startswith("@") and i not in self._cache]
@@ -456,18 +540,31 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
 
     def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
-        """Run an entity's messages in order and stage its new state and outgoing messages."""
+        """Run an entity's messages in order and stage its new state and outgoing messages.
+
+        The keeper encodes each operation's state and messages as the operation ends, so a
+        value that cannot be stored fails that operation only; the same bytes make the row
+        and the outbox rows."""
         record = self._entities[key]
         self._entities.move_to_end(key)
         for msg in msgs:
             if msg.ack is not None:
                 after.acks[msg.ack] = None
         spec = self._entity_specs.get(record.entity_id.name)
-        outgoing = run_entity(spec, record.entity_id, record.state, [m.event for m in msgs], now)
+        if any(type(m.event) is EntityMoved for m in msgs):
+            msgs = self._adopt_moved(record, msgs, spec)
+        keeper = RowKeeper(record, spec, self._prepare_outgoing)
+        outgoing = run_entity(
+            spec, record.entity_id, record.state, [m.event for m in msgs], now, keeper, self._check_entity_name
+        )
         record.updated_at = to_ts(now)
         w.entities.append(record.to_row(spec))
-        for out in outgoing:
-            self._stage_outgoing(outgoing_message(out), w, after)
+        prepared = keeper.prepared
+        self._stage_outs([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing], w, after)
+
+    def _prepare_outgoing(self, out: Outgoing) -> Outbound:
+        """Something an entity sends, as an outbox message (encoded once)."""
+        return self._outgoing(outgoing_message(out))
 
     def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
         """Send ``msg``: to a record of this shard in the turn's next round, otherwise through
@@ -576,7 +673,8 @@ class ShardHost(ShardLifecycle, ShardQueries):
         if not known and msg.ack is not None and msg.client:
             after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
         if isinstance(msg.event, EntityLockGranted):
-            for unlock in unlock_all(msg.event.lock_set, msg.instance_id, now):
+            grant = msg.event
+            for unlock in unlock_all(grant.lock_set, msg.instance_id, msg.execution_id, grant.task_scheduled_id, now):
                 self._stage_outgoing(unlock, w, after)
 
     def _start(
@@ -625,7 +723,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
             parent=event.parent,
             history_len=0,
             num=self._next_num(),
-            executor=OrchestrationExecutor(self._orchestrators, iid),
+            executor=OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name),
             # DurableTask.Core carries the custom status over continue-as-new
             custom_status_blob=inst.custom_status_blob if carried and inst is not None else None,
         )
@@ -635,7 +733,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
             blobs = await self._store.load_history(inst.num)
-            executor = OrchestrationExecutor(self._orchestrators, inst.instance_id)
+            executor = OrchestrationExecutor(self._orchestrators, inst.instance_id, self._check_entity_name)
             history = [decode(b) for b in blobs]
             with self._watching(inst):
                 executor.replay(history)

@@ -87,6 +87,9 @@ class ShardLifecycle:
     def _watching(self, inst: Instance) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
 
+    def _check_entity_name(self, name: str) -> None:
+        raise NotImplementedError
+
     async def _episode(
         self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
     ) -> None:
@@ -172,7 +175,7 @@ class ShardLifecycle:
         history = await self._current_history(inst)
         plan = plan_rewind(history)
         kept = history[: plan.cut]
-        executor = OrchestrationExecutor(self._orchestrators, iid)
+        executor = OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name)
         with self._watching(inst):
             executor.replay(kept)
         inst.executor, inst.history_len = executor, plan.cut
@@ -255,7 +258,7 @@ class ShardLifecycle:
             return None
         self._parking.forget_start(inst.instance_id)
         inst.status, inst.history_len = S.Running, 0
-        inst.executor = OrchestrationExecutor(self._orchestrators, inst.instance_id)
+        inst.executor = OrchestrationExecutor(self._orchestrators, inst.instance_id, self._check_entity_name)
         return inst
 
     def _while_pending(

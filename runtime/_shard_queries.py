@@ -15,7 +15,7 @@ from orchestrations import InstanceNotFoundError, SubOrchestrationInstanceCreate
 from orchestrations._children import children_of
 
 from ._codec import decode
-from ._entity_host import EntityRecord, unpack_state
+from ._entity_host import EntityRecord, addressable, parse_holder, unpack_state
 from ._messages import Instance, status_from_row
 from ._status import (
     TERMINAL,
@@ -189,13 +189,32 @@ class ShardQueries:
         row = await self._store.get_entity(key)
         if row is None or not row[2]:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(True, unpack_state(decode(row[3]), self._entity_specs.get(row[1])))
+        return EntityStateResponse(True, unpack_state(decode(row[3]), self._entity_specs.get(row[1].lower())))
 
-    async def list_entities(self, name: str | None, locked_only: bool = False) -> list[EntityMetadata]:
-        """Committed entities of this shard, optionally of one name or only locked ones."""
+    async def list_entities(self, name: str | None, include_deleted: bool = False) -> list[EntityMetadata]:
+        """Committed entities of this shard that have state (all, with ``include_deleted``),
+        optionally of one (lower-cased) name."""
         await self._ensure_started()
-        rows = await self._store.query_entities(name, locked_only)
-        return [EntityRecord.from_row(row, self._entity_specs.get(row[1])).metadata() for row in rows]
+        rows = addressable(await self._store.query_entities(name, with_state_only=not include_deleted))
+        return [EntityRecord.from_row(row, self._entity_specs.get(row[1].lower())).metadata() for row in rows]
+
+    async def entity_names(self) -> list[str]:
+        """The (lower-cased) names of the entities registered here: the union of every
+        registry installed on this hub."""
+        await self._ensure_started()
+        return sorted(self._entity_specs)
+
+    async def locked_entities(self) -> list[tuple[str, str, str | None, int | None]]:
+        """The committed locks of this shard: (entity id, holder instance id, its execution
+        id, the task id of its lock request); the last two are ``None`` for a lock recorded
+        before holders were identified."""
+        await self._ensure_started()
+        locks = []
+        for row in addressable(await self._store.query_entities(None, locked_only=True)):
+            holder, lock = parse_holder(row[4])
+            assert holder is not None
+            locks.append((row[0], holder, *((lock.execution_id, lock.task_scheduled_id) if lock else (None, None))))
+        return locks
 
     async def remove_empty_entities(self) -> int:
         """Forget entities with no state, no lock and nothing queued."""

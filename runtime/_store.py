@@ -85,6 +85,10 @@ CREATE TABLE IF NOT EXISTS scheduled(msg_id TEXT PRIMARY KEY, due REAL NOT NULL,
 """
 
 ENTITY_COLUMNS = "entity_id, name, has_state, state, locked_by, queue, updated_at"
+
+#: meta key: every entity id in the file is canonical (its name lower-cased). A file written
+#: before entity names were case-insensitive lacks it until its entities are moved.
+_CANONICAL_ENTITY_IDS = "canonical_entity_ids"
 INSTANCE_COLUMNS = (
     "instance_id, name, execution_id, status, input, output, custom_status, failure, parent, "
     "created_at, updated_at, num"
@@ -195,6 +199,7 @@ class ShardStore:
                     ("hub", self.hub),
                     ("shard", str(self.shard)),
                     ("num_shards", str(self.num_shards)),
+                    (_CANONICAL_ENTITY_IDS, "1"),
                 ],
             )
             return
@@ -339,19 +344,57 @@ class ShardStore:
         rows = await self._rows_with_ids(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id", ids)
         return {row[0]: row for row in rows}
 
-    async def query_entities(self, name: str | None, locked_only: bool = False) -> list[Any]:
-        """Committed entity rows, optionally of one entity name or only the locked ones."""
+    async def query_entities(
+        self, name: str | None, locked_only: bool = False, with_state_only: bool = False
+    ) -> list[Any]:
+        """Committed entity rows, optionally of one entity name, only the locked ones, or only
+        the ones with state."""
         where, args = [], []
         if name is not None:
             where.append("name = ?")
             args.append(name)
         if locked_only:
             where.append("locked_by IS NOT NULL")
+        if with_state_only:
+            where.append("has_state = 1")
         sql = f"SELECT {ENTITY_COLUMNS} FROM entities"
         if where:
             sql += " WHERE " + " AND ".join(where)
         async with self.reader.execute(sql + " ORDER BY entity_id", args) as cur:
             return list(await cur.fetchall())
+
+    async def legacy_entity_rows(self) -> list[Any] | None:
+        """The entity rows a file written before entity names were case-insensitive may hold
+        under a name that is not lower-cased; ``None`` once the file is marked canonical.
+        SQLite's ``lower()`` folds ASCII only, so names with other characters come too: the
+        caller checks."""
+        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (_CANONICAL_ENTITY_IDS,)) as cur:
+            if await cur.fetchone() is not None:
+                return None
+        sql = f"SELECT {ENTITY_COLUMNS} FROM entities WHERE name <> lower(name) OR name GLOB '*[^ -~]*'"
+        async with self.db.execute(sql) as cur:
+            return list(await cur.fetchall())
+
+    async def move_legacy_entities(
+        self, old_ids: Sequence[str], rows: Sequence[tuple[Any, ...]], outbox: Sequence[tuple[str, int, bytes]]
+    ) -> None:
+        """In one transaction: delete the rows of ``old_ids``, insert ``rows`` (their canonical
+        form, kept on this shard) unless a row has that id already, add ``outbox`` (the rows
+        sent to the shards that own their canonical ids), and mark the file canonical."""
+
+        def move(db: Any) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM entities WHERE entity_id = ?", [(i,) for i in old_ids])
+                db.executemany(f"INSERT OR IGNORE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", rows)
+                db.executemany("INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", outbox)
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", (_CANONICAL_ENTITY_IDS,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self.db._execute(move, self.db._conn)
 
     async def delete_entities(self, ids: Sequence[str]) -> int:
         """Delete entity rows that are still empty (no state, no lock, no queue)."""

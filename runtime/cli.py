@@ -72,7 +72,7 @@ class Reader(Protocol):
         runtime_status: StatusFilter = None, page_size: int | None = 100, continuation_token: str | None = None,
     ) -> InstancePage: ...
 
-    def list_entities(self, name: str | None = None) -> list[EntityMetadata]: ...
+    def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]: ...
 
     def read_entity_state(self, entity_id: EntityId) -> EntityStateResponse: ...
 
@@ -400,12 +400,13 @@ def history(session: Session, instance_id: str) -> None:
 
 
 @main.command()
-@click.option("--name", default=None, help="Only entities of this name.")
+@click.option("--name", default=None, help="Only entities of this name (in any case).")
+@click.option("--include-deleted", is_flag=True, help="Also entities without state (deleted, locked or queued).")
 @click.pass_obj
-def entities(session: Session, name: str | None) -> None:
-    """List entities, ordered by id."""
+def entities(session: Session, name: str | None, include_deleted: bool) -> None:
+    """List entities that have state, ordered by id."""
     with session.reader() as reader:
-        found = reader.list_entities(name)
+        found = reader.list_entities(name, include_deleted)
     if session.as_json:
         _print_json([
             {"entity_id": str(m.entity_id), "exists": m.entity_exists, "state": m.entity_state,

@@ -124,16 +124,19 @@ def lock_these(ctx):
 @pytest.mark.parametrize(
     ("ids", "expected"),
     [
-        ([("Counter", "b"), ("Counter", "a")], ["@Counter@a", "@Counter@b"]),
+        # entity names are lower-cased (case-insensitive, as in Durable Functions)
+        ([("Counter", "b"), ("Counter", "a")], ["@counter@a", "@counter@b"]),
         ([("b", "1"), ("a", "2"), ("b", "1")], ["@a@2", "@b@1"]),
+        # one entity, written in two cases, is locked once
+        ([("Counter", "a"), ("COUNTER", "a")], ["@counter@a"]),
         # by (name, key) "a" < "a-b", but as a string "@a-b@a" < "@a@z" ('-' < '@')
         ([("a", "z"), ("a-b", "a")], ["@a-b@a", "@a@z"]),
-        # bytes, not case-folded: 'Z' (0x5a) < 'a' (0x61)
-        ([("E", "a"), ("E", "Z")], ["@E@Z", "@E@a"]),
+        # keys are bytes, not case-folded: 'Z' (0x5a) < 'a' (0x61)
+        ([("E", "a"), ("E", "Z")], ["@e@Z", "@e@a"]),
         # non-ASCII as UTF-8: 'z' < 'é' (c3 a9) < U+E000 (ee 80 80) < U+10000 (f0 90 80 80);
         # UTF-16 code units would put U+10000 (d800 dc00) before U+E000
         ([("E", "\U00010000"), ("E", "\ue000"), ("E", "é"), ("E", "z")],
-         ["@E@z", "@E@é", "@E@\ue000", "@E@\U00010000"]),
+         ["@e@z", "@e@é", "@e@\ue000", "@e@\U00010000"]),
     ],
 )
 def test_lock_set_is_sorted_as_utf8_bytes_and_deduplicated(ids, expected):
@@ -181,7 +184,7 @@ def test_lock_granted_resumes_into_the_block_and_leaving_it_unlocks_every_entity
 
     done = inst.run(answered(3))
     assert done.state is ExecutionState.COMPLETED
-    assert done.actions == [UnlockEntity(4, KA), UnlockEntity(5, KB)]
+    assert done.actions == [UnlockEntity(4, KA, 1), UnlockEntity(5, KB, 1)]
     assert [e for e in done.new_events if isinstance(e, EntityUnlockSent)] == [
         EntityUnlockSent(at(4), 4, KA),
         EntityUnlockSent(at(4), 5, KB),
@@ -212,13 +215,13 @@ def test_sections_one_after_the_other_are_allowed_and_rules_lift_between_them():
     inst.start()
     inst.run(granted(1, KA))
     r = inst.run(answered(2))
-    assert r.actions == [UnlockEntity(3, KA), CallEntity(4, KC, "get")]
+    assert r.actions == [UnlockEntity(3, KA, 1), CallEntity(4, KC, "get")]
     r = inst.run(answered(4, "c"))
     assert r.actions == [LockEntities(5, (KB,))]
     r = inst.run(granted(5, KB))
     assert r.actions == [CallEntity(6, KB, "get")]
     r = inst.run(answered(6))
-    assert r.actions == [UnlockEntity(7, KB)]
+    assert r.actions == [UnlockEntity(7, KB, 5)]
     assert r.state is ExecutionState.COMPLETED and r.output == "c"
     inst.assert_replay_is_deterministic(r)
 
@@ -238,7 +241,7 @@ def test_failed_entity_call_inside_is_catchable_and_the_section_still_ends():
     r = inst.run(failed(2, "insufficient funds"))
     assert r.state is ExecutionState.COMPLETED
     assert r.output == ("ValueError", "insufficient funds")
-    assert r.actions == [UnlockEntity(3, KA)]
+    assert r.actions == [UnlockEntity(3, KA, 1)]
     inst.assert_replay_is_deterministic(r)
 
 
@@ -255,7 +258,7 @@ def test_signal_to_an_unlocked_entity_inside_is_allowed():
     assert r.actions == [SignalEntity(2, KC, "add", 1), CallEntity(3, KA, "get")]
     r = inst.run(answered(3))
     assert r.state is ExecutionState.COMPLETED
-    assert r.actions == [UnlockEntity(4, KA)]
+    assert r.actions == [UnlockEntity(4, KA, 1)]
 
 
 def test_sequential_calls_to_one_locked_entity_are_allowed():
@@ -286,7 +289,7 @@ def test_parallel_calls_to_different_locked_entities_are_allowed():
     assert r.actions == [CallEntity(2, KA, "get"), CallEntity(3, KB, "get")]
     r = inst.run(answered(3, "b"), answered(2, "a"))
     assert r.output == ["a", "b"]
-    assert r.actions == [UnlockEntity(4, KA), UnlockEntity(5, KB)]
+    assert r.actions == [UnlockEntity(4, KA, 1), UnlockEntity(5, KB, 1)]
 
 
 # -- the rules ----------------------------------------------------------------------------------------
@@ -415,7 +418,7 @@ def test_nesting_is_refused_while_the_lock_is_still_being_acquired():
     assert r.actions == [LockEntities(1, (KA,))]
     r = inst.run(granted(1, KA))
     assert r.output is True
-    assert r.actions == [UnlockEntity(2, KA)]
+    assert r.actions == [UnlockEntity(2, KA, 1)]
 
 
 # -- locks are released however the section ends -------------------------------------------------------
@@ -435,7 +438,7 @@ def test_exception_escaping_the_block_but_caught_outside_releases_the_locks():
     r = inst.run(granted(1, KA, KB))
     assert r.state is ExecutionState.COMPLETED
     assert r.output is False
-    assert r.actions == [UnlockEntity(2, KA), UnlockEntity(3, KB)]
+    assert r.actions == [UnlockEntity(2, KA, 1), UnlockEntity(3, KB, 1)]
     inst.assert_replay_is_deterministic(r)
 
 
@@ -489,7 +492,7 @@ def test_failing_while_holding_locks_without_with_releases_them():
     r = inst.run(granted(1, KA, KB))
     assert r.state is ExecutionState.FAILED
     assert r.failure.error_type == "RuntimeError"
-    assert r.actions == [UnlockEntity(3, KA), UnlockEntity(4, KB)]
+    assert r.actions == [UnlockEntity(3, KA, 1), UnlockEntity(4, KB, 1)]
     inst.assert_replay_ends_where_it_ended(r)
 
 
@@ -504,7 +507,7 @@ def test_returning_inside_the_block_releases_the_locks():
     inst.run(granted(1, KA, KB))
     r = inst.run(answered(2, 8))
     assert r.state is ExecutionState.COMPLETED and r.output == 8
-    assert r.actions == [UnlockEntity(3, KA), UnlockEntity(4, KB)]
+    assert r.actions == [UnlockEntity(3, KA, 1), UnlockEntity(4, KB, 1)]
     inst.assert_replay_is_deterministic(r)
 
 
@@ -517,7 +520,7 @@ def test_completing_while_holding_locks_without_with_releases_them():
     inst.start()
     r = inst.run(granted(1, KA, KB))
     assert r.state is ExecutionState.COMPLETED and r.output == [KA, KB]
-    assert r.actions == [UnlockEntity(2, KA), UnlockEntity(3, KB)]
+    assert r.actions == [UnlockEntity(2, KA, 1), UnlockEntity(3, KB, 1)]
     inst.assert_replay_is_deterministic(r)
 
 
@@ -532,7 +535,7 @@ def test_plain_release_ends_the_section_once():
     inst = Instance(releases)
     inst.start()
     r = inst.run(granted(1, KA))
-    assert r.actions == [UnlockEntity(2, KA), CallEntity(3, KB, "get")]
+    assert r.actions == [UnlockEntity(2, KA, 1), CallEntity(3, KB, "get")]
     r = inst.run(answered(3))
     assert r.state is ExecutionState.COMPLETED and r.output is False
     assert r.actions == []
@@ -565,7 +568,7 @@ def test_continue_as_new_while_holding_locks_releases_them():
     r = inst.run(granted(1, KA))
     assert r.state is ExecutionState.CONTINUED_AS_NEW and r.output == 1
     assert unlocks(r) == [KA]
-    assert r.actions.count(UnlockEntity(3, KA)) == 1
+    assert r.actions.count(UnlockEntity(3, KA, 1)) == 1
     inst.assert_replay_is_deterministic(r)
 
 
@@ -578,7 +581,7 @@ def test_continue_as_new_with_a_held_handle_releases_the_locks():
     inst.start()
     r = inst.run(granted(1, KA, KC))
     assert r.state is ExecutionState.CONTINUED_AS_NEW and r.output == "again"
-    assert r.actions == [UnlockEntity(2, KA), UnlockEntity(3, KC)]
+    assert r.actions == [UnlockEntity(2, KA, 1), UnlockEntity(3, KC, 1)]
     inst.assert_replay_is_deterministic(r)
 
 
@@ -594,7 +597,7 @@ def test_termination_while_holding_locks_releases_them():
     assert inst.run(granted(1, KA, KB)).actions == [CallEntity(2, KA, "get")]
     r = inst.run(terminated("stop"))
     assert r.state is ExecutionState.TERMINATED
-    assert r.actions == [UnlockEntity(3, KA), UnlockEntity(4, KB)]
+    assert r.actions == [UnlockEntity(3, KA, 1), UnlockEntity(4, KB, 1)]
     inst.assert_replay_ends_where_it_ended(r)
 
 
@@ -608,7 +611,7 @@ def test_termination_while_holding_a_handle_without_with_releases_the_locks():
     inst.run(granted(1, KA, KC))
     r = inst.run(terminated("stop"))
     assert r.state is ExecutionState.TERMINATED
-    assert r.actions == [UnlockEntity(3, KA), UnlockEntity(4, KC)]
+    assert r.actions == [UnlockEntity(3, KA, 1), UnlockEntity(4, KC, 1)]
     inst.assert_replay_ends_where_it_ended(r)
 
 
@@ -619,7 +622,7 @@ def test_termination_while_suspended_and_holding_locks_releases_them():
     assert inst.run(suspended()).state is ExecutionState.SUSPENDED
     r = inst.run(answered(2), terminated("stop"))
     assert r.state is ExecutionState.TERMINATED
-    assert r.actions == [UnlockEntity(3, KA), UnlockEntity(4, KB)]
+    assert r.actions == [UnlockEntity(3, KA, 1), UnlockEntity(4, KB, 1)]
     inst.assert_replay_ends_where_it_ended(r)
 
 
@@ -632,7 +635,7 @@ def test_suspend_and_resume_inside_the_section_keeps_the_locks():
     assert held.actions == [] and held.state is ExecutionState.SUSPENDED
     r = inst.run(resumed())
     assert r.state is ExecutionState.COMPLETED
-    assert r.actions == [UnlockEntity(3, KA), UnlockEntity(4, KB)]
+    assert r.actions == [UnlockEntity(3, KA, 1), UnlockEntity(4, KB, 1)]
     inst.assert_replay_is_deterministic(r)
 
 

@@ -28,7 +28,7 @@ from orchestrations import (
 )
 from orchestrations.testing import at, started
 
-# keys chosen so that the lock order (UTF-8 bytes of "@Counter@key") differs from list order
+# keys chosen so that the lock order (UTF-8 bytes of "@counter@key") differs from list order
 KEYS = ["zeta", "Alpha", "ä", "m@x", "b"]
 CLIENT = "client"
 
@@ -81,7 +81,7 @@ def call_while_acquiring(ctx):
     return value
 
 
-SPECS = {"Counter": EntitySpec("Counter", Counter, False)}
+SPECS = {"counter": EntitySpec("Counter", Counter, False)}  # by lower-cased name
 
 
 # -- the world ------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def action_message(action, instance_id, execution_id, now):
     if isinstance(action, LockEntities):
         return action.lock_set[0], EntityLockMessage(now, sender, action.lock_set, 0)
     if isinstance(action, UnlockEntity):
-        return action.entity_id, EntityUnlockMessage(now, instance_id)
+        return action.entity_id, EntityUnlockMessage(now, instance_id, execution_id, action.section_id)
     raise AssertionError(f"unexpected action {action!r}")
 
 
@@ -236,7 +236,7 @@ def test_with_locks_the_same_interleaving_keeps_every_update():
 
 
 def test_opposite_lock_orders_are_acquired_in_one_global_order():
-    # o0 asks for [b, a], o1 for [a, b]; both lock "@Counter@a" first, so neither can hold one
+    # o0 asks for [b, a], o1 for [a, b]; both lock "@counter@a" first, so neither can hold one
     # lock while waiting for the other, whatever the order of delivery
     world = World(increment_locked, [["zeta", "Alpha"], ["Alpha", "zeta"]])
     world.run(lambda ready: oldest_first(ready, world))

@@ -204,12 +204,12 @@ def test_status_and_history_from_a_closed_hubs_files(closed):
 def test_entities_from_a_closed_hubs_files(closed):
     found = cli_json(closed.name, closed.data_dir, "entities")
     assert [(e["entity_id"], e["state"], e["locked_by"]) for e in found] == [
-        ("@cli_Counter@c1", 5, None), ("@cli_Counter@c2", 7, None),
+        ("@cli_counter@c1", 5, None), ("@cli_counter@c2", 7, None),  # names are case-insensitive
     ]
     assert cli_json(closed.name, closed.data_dir, "entities", "--name", "other") == []
-    assert "@cli_Counter@c2" in cli(closed.name, closed.data_dir, "entities", "--name", "cli_Counter").stdout
+    assert "@cli_counter@c2" in cli(closed.name, closed.data_dir, "entities", "--name", "cli_Counter").stdout
     assert cli_json(closed.name, closed.data_dir, "entity", "@cli_Counter@c1") == {
-        "entity_id": "@cli_Counter@c1", "exists": True, "state": 5,
+        "entity_id": "@cli_counter@c1", "exists": True, "state": 5,
     }
     assert "7" in cli(closed.name, closed.data_dir, "entity", "@cli_Counter@c2").stdout
 
@@ -223,8 +223,8 @@ def test_what_does_not_exist_is_one_line_and_exit_status_1(closed, data_dir):
     assert error("status", "no-such") == "Error: no orchestration instance with id 'no-such'"
     assert error("history", "no-such") == "Error: no orchestration instance with id 'no-such'"
     assert "must not contain '/'" in error("status", "a/b")
-    assert error("entity", "@cli_Counter@nobody") == "Error: no entity @cli_Counter@nobody (or it has no state)"
-    assert "not an entity id string" in error("entity", "cli_Counter")
+    assert error("entity", "@cli_Counter@nobody") == "Error: no entity @cli_counter@nobody (or it has no state)"
+    assert "not an entity id" in error("entity", "cli_Counter")
     assert error("list", hub="nope") == f"Error: no task hub 'nope' in {data_dir}"
     assert error("terminate", "x", hub="nope") == f"Error: no task hub 'nope' in {data_dir}"
     assert not (data_dir / "nope").exists()  # a control command never creates a hub
@@ -299,7 +299,7 @@ def test_read_commands_reach_a_running_detached_hub(live):
     text = cli(name, nowhere, "history", "live-hello").stdout
     assert "ExecutionStarted" in text and "TaskCompleted" in text and '"Hello Seattle!"' in text
     assert "TaskCompleted" in cli(name, nowhere, "status", "live-hello", "--history").stdout
-    assert [(e["entity_id"], e["state"]) for e in cli_json(name, nowhere, "entities")] == [("@cli_Counter@live", 3)]
+    assert [(e["entity_id"], e["state"]) for e in cli_json(name, nowhere, "entities")] == [("@cli_counter@live", 3)]
     assert cli_json(name, nowhere, "entity", "@cli_Counter@live")["state"] == 3
     assert "no orchestration instance with id 'no-such'" in cli(name, nowhere, "status", "no-such", code=1).stderr
     assert not nowhere.exists()

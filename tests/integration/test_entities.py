@@ -153,12 +153,12 @@ def continue_holding(ctx):
 
 
 def entity_lock(hub, entity_id):
-    found = [m for m in hub.list_entities("EtLog") if m.entity_id == entity_id]
+    found = [m for m in hub.list_entities("EtLog", include_deleted=True) if m.entity_id == entity_id]
     return found[0].locked_by if found else None
 
 
 def queue_length(hub, entity_id):
-    found = [m for m in hub.list_entities("EtLog") if m.entity_id == entity_id]
+    found = [m for m in hub.list_entities("EtLog", include_deleted=True) if m.entity_id == entity_id]
     return found[0].queue_length if found else 0
 
 
@@ -186,7 +186,7 @@ def test_orchestration_calls_signals_and_rollback(hub):
     value, error, me = status.output
     assert value == 6  # 5 + 1; the +1000 of "boom" was rolled back
     assert error == ("RuntimeError", "boom")
-    assert me == "@EtLog@calls"
+    assert me == "@etlog@calls"  # entity names are case-insensitive: ids print lower-cased
 
 
 def test_entities_signal_entities_and_start_orchestrations(hub):
@@ -201,7 +201,7 @@ def test_entities_signal_entities_and_start_orchestrations(hub):
 def test_list_entities_by_name(hub):
     hub.signal_entity(L("listed"), "append", "x")
     assert wait_until(lambda: L("listed") in [m.entity_id for m in hub.list_entities("EtLog")])
-    assert all(m.entity_id.name == "EtLog" for m in hub.list_entities("EtLog"))
+    assert all(m.entity_id.name == "etlog" for m in hub.list_entities("EtLog"))
     assert hub.read_entity_state(L("listed")).entity_state.items == ["x"]
 
 
@@ -298,18 +298,18 @@ def test_clean_entity_storage_frees_a_lock_whose_holder_was_purged(hub):
     waiter = hub.start_new(append_locked, client_input=("orphan", "waited"))
     wait_until(lambda: queue_length(hub, L("orphan")) == 1)
     hub.signal_entity(C("empty"), "delete")  # an entity with no state
-    wait_until(lambda: C("empty") in [m.entity_id for m in hub.list_entities("EtCounter")])
+    wait_until(lambda: C("empty") in [m.entity_id for m in hub.list_entities("EtCounter", include_deleted=True)])
     result = hub.clean_entity_storage()
     assert result.orphaned_locks_released == 1
     assert result.empty_entities_removed >= 1
     assert hub.wait_for_completion(waiter, timeout=30).output == 1
-    assert C("empty") not in [m.entity_id for m in hub.list_entities("EtCounter")]
+    assert C("empty") not in [m.entity_id for m in hub.list_entities("EtCounter", include_deleted=True)]
 
 
-def test_a_state_that_cannot_be_stored_is_refused_and_nothing_half_commits(hub):
+def test_a_state_that_cannot_be_stored_fails_only_its_operation(hub):
+    # the operation fails (a signal: nobody to tell) and is rolled back; the signal itself is
+    # committed and the entity goes on (tests/integration/test_entity_peers.py has the caller's side)
     hub.signal_entity(C("unstorable"), "add", 5)
-    with pytest.raises(ValueError, match=r"state of entity @EtCounter@unstorable .*cannot be serialized"):
-        hub.signal_entity(C("unstorable"), "unstorable")
-    assert hub.read_entity_state(C("unstorable")).entity_state == 5  # the committed state is intact
-    hub.signal_entity(C("unstorable"), "add", 1)  # reloaded from the file, it goes on
+    hub.signal_entity(C("unstorable"), "unstorable")
+    hub.signal_entity(C("unstorable"), "add", 1)
     assert wait_until(lambda: hub.read_entity_state(C("unstorable")).entity_state == 6)

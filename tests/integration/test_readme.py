@@ -52,8 +52,8 @@ EXPECTED: dict[str, list[str]] = {
     "--hub approvals raise expense-3 Approval bob --wait 30": ["expense-3: Completed", "expense-3 approved by bob"],
     '--hub approvals terminate expense-4 --reason "withdrawn"': ["terminated expense-4"],
     "--hub approvals status expense-4": ["Terminated"],
-    "--hub entities entities": ["@Account@alice", "@Counter@visits"],
-    "--hub entities entity @Counter@visits": ["@Counter@visits", "3"],
+    "--hub entities entities": ["@account@alice", "@counter@visits"],
+    "--hub entities entity @Counter@visits": ["@counter@visits", "3"],
     "--json --hub monitor status monitor-1": ['"runtime_status": "Completed"', '"rounds": 5'],
 }
 
