@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from orchestrations import DurableTypeError, DurableValueError, default_registry
+from orchestrations._registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -65,14 +65,7 @@ def entity(target: Any = None, /, *, name: str | None = None) -> Any:
 def unknown_entity_error(name: str, known: Collection[str]) -> DurableValueError:
     """The error for an operation on entity ``name`` that no registered entity has, naming
     the closest registered names (or all of them, if few and none is close)."""
-    names = sorted(known)
-    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.75)
-    if close:
-        hint = f"did you mean {' or '.join(map(repr, close))}?"
-    elif names:
-        hint = f"registered: {', '.join(map(repr, names[:10]))}{', ...' if len(names) > 10 else ''}"
-    else:
-        hint = "no entity is registered"
+    hint = did_you_mean(name, known, fold_case=True).replace("nothing is registered", "no entity is registered")
     return DurableValueError(
         f"no entity named {name!r} is registered ({hint}); register it with @entity "
         "in the driver or the hub (entity names are case-insensitive)"

@@ -305,7 +305,7 @@ class OrchestrationExecutor:
         spec = self._lookup(event.name)
         if spec is None:
             known = self._known.keys() if self._known is not None else ()
-            message = f"no orchestrator named {event.name!r} is registered{did_you_mean(event.name, known)}"
+            message = f"no orchestrator named {event.name!r} is registered ({did_you_mean(event.name, known)})"
             self._fail(FailureDetails("OrchestratorNotFound", message))
             return
         try:

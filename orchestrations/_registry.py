@@ -159,13 +159,19 @@ def _check_parameters(fn: Callable[..., Any], kind: str, least: int, most: int, 
         )
 
 
-def did_you_mean(name: str, known: Any) -> str:
-    """``"; did you mean 'x' or 'y'?"`` naming the registered names closest to ``name``
-    (``""`` if none is close), for "not registered" errors."""
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+def did_you_mean(name: str, known: Any, fold_case: bool = False) -> str:
+    """A hint for "not registered" errors: ``"did you mean 'x' or 'y'?"`` naming the registered
+    names closest to ``name``; if none is close, the registered names themselves (up to ten);
+    ``"nothing is registered"`` if there are none. ``fold_case`` compares lower-cased ``name``
+    (entity names are case-insensitive)."""
+    names = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(name.lower() if fold_case else name, names, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if names:
+        more = ", ..." if len(names) > 10 else ""
+        return "registered: " + ", ".join(repr(n) for n in names[:10]) + more
+    return "nothing is registered"
 
 
 def _check_name(name: str) -> str:

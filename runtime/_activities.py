@@ -204,7 +204,7 @@ class ActivityDispatcher:
             outcomes = [
                 (False, FailureDetails(
                     "ActivityNotFound",
-                    f"no activity named {c.name!r} is registered{did_you_mean(c.name, self.specs)}",
+                    f"no activity named {c.name!r} is registered ({did_you_mean(c.name, self.specs)})",
                 ))
                 for c in unknown
             ]

@@ -687,8 +687,8 @@ class ShardHost(ShardLifecycle, ShardQueries):
         if msg.client and event.name not in self._orchestrators:
             # a driver may start by name code it does not have itself, but not unknown code
             if msg.ack is not None:
-                known = did_you_mean(event.name, self._orchestrators)
-                after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered{known}")
+                hint = did_you_mean(event.name, self._orchestrators)
+                after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered ({hint})")
             return None
         if inst is not None:
             if msg.client and inst.execution_id == event.execution_id:
