@@ -107,6 +107,8 @@ def check_output(value: Any, is_async: bool, budget: int = 100_000) -> str | Non
                 f"{where} is a Task ({type(item).__name__}), not its result: put `{verb}` in front of "
                 f"the context call (`result = {verb} context.call_activity(...)`) before returning it"
             )
+        if inspect.isasyncgen(item):
+            return f"{where} is an async generator ({item.__qualname__}), not a value"
         if inspect.isgenerator(item) or inspect.iscoroutine(item):
             kind = "generator" if inspect.isgenerator(item) else "coroutine"
             if inspect.iscoroutine(item):

@@ -75,6 +75,11 @@ class Registry:
         if not callable(fn):
             raise DurableTypeError(f"an orchestrator must be a function, got {fn!r}")
         _check_parameters(fn, "orchestrator", 1, 1, "def {name}(context): ...")
+        if inspect.isasyncgenfunction(fn):
+            raise DurableTypeError(
+                f"orchestrator {getattr(fn, '__name__', fn)!r} is an async generator (async def with yield): "
+                "write a generator (def ... yield task) or a coroutine (async def ... await task), not both"
+            )
         is_stepwise = inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn)
         spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, is_stepwise)
         with self._lock:
@@ -91,6 +96,7 @@ class Registry:
         """Register ``fn`` as an activity; unknown Ray options or a duplicate name raise."""
         if not callable(fn):
             raise DurableTypeError(f"an activity must be a function, got {fn!r}")
+        fn = getattr(fn, "__durable_activity__", fn)  # registered again: the function, not its guard
         _check_parameters(
             fn, "activity", 0, 1, "def {name}(input): ... (pass several values as one tuple or dict)"
         )
@@ -259,4 +265,5 @@ def _guard(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
 
     if inspect.iscoroutinefunction(fn) and sys.version_info >= (3, 12):
         inspect.markcoroutinefunction(guarded)  # type: ignore[attr-defined]
+    guarded.__durable_activity__ = fn  # type: ignore[attr-defined]
     return guarded

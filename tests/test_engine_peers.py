@@ -567,6 +567,25 @@ def test_decorators_check_parameters_at_decoration(kind, fn):
     assert not registry.orchestrators and not registry.activities
 
 
+def test_an_async_generator_orchestrator_is_refused_at_decoration():
+    async def both(ctx):
+        yield await ctx.call_activity("x")
+
+    with pytest.raises(DurableTypeError, match="async generator"):
+        Registry().add_orchestrator(both)
+
+
+def test_registering_a_decorated_async_activity_again_keeps_it_async():
+    registry = Registry()
+
+    @activity(name="engine_peers_async_again")
+    async def fetch(x):
+        return x
+
+    spec = registry.add_activity(fetch, name="again")
+    assert spec.is_async and spec.fn is not fetch  # the function itself, not the guard
+
+
 def test_decorators_accept_the_usual_shapes():
     registry = Registry()
     registry.add_orchestrator(lambda ctx: None, name="plain")
