@@ -171,7 +171,12 @@ def did_you_mean(name: str, known: Any, fold_case: bool = False) -> str:
     ``"nothing is registered"`` if there are none. ``fold_case`` compares lower-cased ``name``
     (entity names are case-insensitive)."""
     names = sorted(str(k) for k in known)
-    close = difflib.get_close_matches(name.lower() if fold_case else name, names, n=3, cutoff=0.6)
+    wanted = name.lower() if fold_case else name
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, wanted, n).ratio(), n) for n in names), key=lambda t: -t[0]
+    )
+    # the best match, and only those nearly as close (a typo has one obvious fix)
+    close = [n for score, n in scored[:3] if score >= 0.6 and score >= scored[0][0] - 0.1]
     if close:
         return "did you mean " + " or ".join(repr(c) for c in close) + "?"
     if names:

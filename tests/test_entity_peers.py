@@ -558,7 +558,10 @@ def test_an_async_entity_function_is_refused_at_registration():
 def test_the_error_names_the_closest_registered_names():
     error = unknown_entity_error("Acount", {"account", "counter", "ledger"})
     assert isinstance(error, ValueError)
-    assert "'Acount'" in str(error) and "did you mean 'account' or 'counter'?" in str(error)
+    # the obvious fix only: 'counter' is a weaker match than 'account'
+    assert "'Acount'" in str(error) and "did you mean 'account'?" in str(error)
+    two = unknown_entity_error("acounts", {"account", "accounts", "ledger"})
+    assert "did you mean 'accounts' or 'account'?" in str(two)
     assert "registered: 'account', 'ledger'" in str(unknown_entity_error("zzz", {"account", "ledger"}))
     assert "no entity is registered" in str(unknown_entity_error("x", set()))
     check_entity_name("ACCOUNT", {"account"})

@@ -295,7 +295,7 @@ def test_locks_are_released_when_replay_fails_with_nondeterminism(ray_session, d
     marker = tmp_path / "changed"
     with TaskHub("ep-replay", data_dir=data_dir, num_shards=1, always_replay=True, warm_worker=False) as h:
         iid = h.start_new(changes_its_mind, client_input=str(marker))
-        wait_until(lambda: any(m.locked_by == iid for m in h.list_entities("EpLockable")))
+        wait_until(lambda: any(m.locked_by == iid for m in h.list_entities("EpLockable", include_deleted=True)))
         marker.touch()
         h.raise_event(iid, "go")
         failed = h.wait_for_completion(iid, timeout=30)
@@ -303,7 +303,7 @@ def test_locks_are_released_when_replay_fails_with_nondeterminism(ray_session, d
         assert "NonDeterminismError" in failed.failure_details.error_type
         next_holder = h.wait_for_completion(h.start_new(locker), timeout=30)
         assert next_holder.output == "locked and released"
-        assert not [m for m in h.list_entities("EpLockable") if m.locked_by is not None]
+        assert not [m for m in h.list_entities("EpLockable", include_deleted=True) if m.locked_by is not None]
 
 
 def test_async_orchestrator_end_to_end(hub, tmp_path):
