@@ -16,8 +16,8 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import ray
@@ -74,6 +74,7 @@ from ._status import (
     OrchestrationRuntimeStatus,
 )
 from ._store import ShardStore, TurnWrites
+from ._turn_state import AfterCommit, due_later, utcnow
 from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
 
@@ -88,45 +89,6 @@ _STATE_TO_STATUS = {
     ExecutionState.CONTINUED_AS_NEW: OrchestrationRuntimeStatus.ContinuedAsNew,
 }
 
-
-def utcnow() -> datetime:
-    """The current UTC time."""
-    return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class _AfterCommit:
-    """What a turn does around its commit. ``forgotten`` (instances that ended or were
-    replaced: their outstanding activities and timers no longer matter) and ``activities``
-    are handled just before the commit (activities start early: they run at least once);
-    everything else once the commit is durable. ``acks`` maps each message's future to the
-    error that refused it (``None``: applied)."""
-
-    acks: dict[asyncio.Future[Any], BaseException | None] = field(default_factory=dict)
-    forgotten: list[str] = field(default_factory=list)
-    activities: list[ActivityCall] = field(default_factory=list)
-    timers: list[tuple[str, str, int, float]] = field(default_factory=list)
-    outbox: list[Outbound] = field(default_factory=list)
-    #: instances that reached a terminal state, with their committed ``instances`` row
-    finished: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    touched: list[str] = field(default_factory=list)
-    #: messages to records of this shard, applied in the turn's next round
-    local: list[Outbound] = field(default_factory=list)
-    #: messages parked in this turn (held once committed), and parked ones whose rows it deleted
-    parked: list[Message] = field(default_factory=list)
-    unparked: list[str] = field(default_factory=list)
-
-    def mark(self) -> tuple[int, ...]:
-        """A point to :meth:`rollback` to (acks are settled by the caller)."""
-        return tuple(len(getattr(self, name)) for name in _AFTER_LISTS)
-
-    def rollback(self, mark: tuple[int, ...]) -> None:
-        """Drop every side effect staged since ``mark``."""
-        for name, length in zip(_AFTER_LISTS, mark):
-            del getattr(self, name)[length:]
-
-
-_AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched", "local", "parked", "unparked")
 
 #: Most rounds of same-shard messages one turn applies (an entity signalling itself forever
 #: must not starve the shard); what is left goes through the outbox to a later turn.
@@ -422,7 +384,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         """
         self.turns += 1
         now = utcnow()
-        after = _AfterCommit()
+        after = AfterCommit()
         rounds: list[TurnWrites] = []
         self._rounds = rounds
         groups: dict[str, list[Message]] = {}
@@ -446,7 +408,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
             groups = {}
             self.local_messages += len(local)
             for out in local:
-                if out.msg.due is not None and _due_later(out.msg, to_ts(now)):
+                if out.msg.due is not None and due_later(out.msg, to_ts(now)):
                     self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
                 else:
                     groups.setdefault(out.msg.instance_id, []).append(out.msg)
@@ -462,7 +424,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         self._crash_point("after_commit")
         self._after_commit(after)
 
-    async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
+    async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit) -> None:
         """Run each record's messages and stage what they write in ``w``."""
         self._readdress_legacy(groups, w, after)
         await self._load_missing(groups)
@@ -483,7 +445,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 self._evict(iid)
                 after.acks.update((m.ack, exc) for m in msgs if m.ack is not None)
 
-    def _start_activities_early(self, after: _AfterCommit) -> None:
+    def _start_activities_early(self, after: AfterCommit) -> None:
         """Dispatch the turn's activities while its commit is being written, not after it.
 
         Activities run at least once: one started by a turn whose commit is then lost is
@@ -498,7 +460,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         self._activity_out.dispatch(after.activities)
         after.activities.clear()
 
-    def _readdress_legacy(self, groups: dict[str, list[Message]], w: TurnWrites, after: _AfterCommit) -> None:
+    def _readdress_legacy(self, groups: dict[str, list[Message]], w: TurnWrites, after: AfterCommit) -> None:
         """Messages addressed to an entity id in the form written before entity names were
         case-insensitive (``@Account@a``, still in an outbox) go to the canonical id
         (``@account@a``): here, or through the outbox to the shard that owns it. Only ids not
@@ -539,7 +501,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 spec = self._entity_specs.get(fresh.entity_id.name)
                 self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
 
-    def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
+    def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit) -> None:
         """Run an entity's messages in order and stage its new state and outgoing messages.
 
         The keeper encodes each operation's state and messages as the operation ends, so a
@@ -566,12 +528,12 @@ class ShardHost(ShardLifecycle, ShardQueries):
         """Something an entity sends, as an outbox message (encoded once)."""
         return self._outgoing(outgoing_message(out))
 
-    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
+    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
         """Send ``msg``: to a record of this shard in the turn's next round, otherwise through
         the outbox of this turn (sent after the commit)."""
         self._stage_outs([self._outgoing(msg)], w, after)
 
-    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: _AfterCommit, keep_local: bool = True) -> None:
+    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: AfterCommit, keep_local: bool = True) -> None:
         for out in outs:
             if keep_local and out.dest == self.config.index:
                 after.local.append(out)
@@ -580,7 +542,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 after.outbox.append(out)
 
     async def _group(
-        self, batch: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+        self, batch: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
     ) -> dict[str, list[Message]]:
         """Group by instance, dropping duplicates of messages delivered before, and parking
         those due later (a start due later is parked by ``_run_instance``, which also makes its
@@ -605,7 +567,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 else:
                     seen.add(msg.msg_id)
                     w.delivered.append(msg.msg_id)
-            if msg.due is not None and _due_later(msg, now_ts) and not isinstance(msg.event, ExecutionStarted):
+            if msg.due is not None and due_later(msg, now_ts) and not isinstance(msg.event, ExecutionStarted):
                 self._park(msg, msg.due, w, after)
                 if msg.ack is not None:
                     after.acks[msg.ack] = None
@@ -614,7 +576,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         return groups
 
     async def _run_instance(
-        self, iid: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+        self, iid: str, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         inst = self._cache.get(iid)
         if inst is not None:
@@ -646,7 +608,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                     started = self._start(inst, msg, now, w, after)
                 if started is not None:
                     inst = started
-                    if _due_later(msg, to_ts(now)):
+                    if due_later(msg, to_ts(now)):
                         self._hold_start(inst, msg, w, after)
                     else:
                         pending = [msg, *(Message(iid, e) for e in msg.carryover)]
@@ -666,7 +628,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         if inst is not None:
             after.touched.append(iid)
 
-    def _drop(self, msg: Message, known: bool, now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
+    def _drop(self, msg: Message, known: bool, now: datetime, w: TurnWrites, after: AfterCommit) -> None:
         """A message for an instance that does not exist, is over, or is another execution:
         dropped. A client (not another shard, which would only retry) is told the instance
         does not exist; locks granted to a holder that can no longer use them are released."""
@@ -678,7 +640,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 self._stage_outgoing(unlock, w, after)
 
     def _start(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> Instance | None:
         """Create (or replace) the instance of an ExecutionStarted message; ``None`` if refused."""
         event = msg.event
@@ -744,7 +706,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         return inst.executor
 
     async def _episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         """Run one episode of ``inst`` over ``msgs`` and stage what it produced."""
         executor = await self._executor_for(inst)
@@ -813,7 +775,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         )
 
     def _stage_actions(
-        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         iid, exec_id = inst.instance_id, inst.execution_id
         running = not result.state.is_final
@@ -845,7 +807,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         inst.tasks_scheduled += len(staged_activities)
 
     def _stage_state(
-        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         iid = inst.instance_id
         inst.status = _STATE_TO_STATUS[result.state]
@@ -876,7 +838,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
 
     def _reply_to_parent(
         self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
-        w: TurnWrites, after: _AfterCommit,
+        w: TurnWrites, after: AfterCommit,
     ) -> None:
         if failure is None:
             event: Any = SubOrchestrationInstanceCompleted(now, parent.task_scheduled_id, output)
@@ -902,7 +864,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
 
     # -- after the commit ----------------------------------------------------------------------------
 
-    def _after_commit(self, after: _AfterCommit) -> None:
+    def _after_commit(self, after: AfterCommit) -> None:
         for future, error in after.acks.items():
             if not future.done():
                 if error is None:
@@ -952,7 +914,3 @@ class ShardHost(ShardLifecycle, ShardQueries):
 def _client_start(msg: Message) -> bool:
     return msg.client and isinstance(msg.event, ExecutionStarted)
 
-
-def _due_later(msg: Message, now_ts: float) -> bool:
-    """Whether ``msg`` asks to be applied after ``now_ts`` (a parked one is due: never again)."""
-    return msg.due is not None and not msg.parked and msg.due > now_ts
