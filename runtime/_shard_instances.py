@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -41,22 +40,20 @@ from orchestrations import (
     TaskFailed,
     TimerFired,
 )
-from orchestrations._registry import OrchestratorSpec, did_you_mean
+from orchestrations._registry import did_you_mean
 
 from ._activities import ActivityCall
 from ._codec import decode, encode, failure_from_exception
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, unlock_all
 from ._messages import Instance, Message, to_ts
+from ._shard_base import ShardBase
 from ._shard_lifecycle import activity_call, stage_work, terminated_failure
 from ._status import TERMINAL, OrchestrationRuntimeStatus
 from ._turn_state import AfterCommit, due_later
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from ._store import ShardStore, TurnWrites
-    from ._watchdog import EpisodeWatch
+    from ._store import TurnWrites
 
 _STATE_TO_STATUS = {
     ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
@@ -68,50 +65,9 @@ _STATE_TO_STATUS = {
 }
 
 
-class ShardInstances:
+class ShardInstances(ShardBase):
     """Mixed into :class:`ShardHost`: what a turn does with the messages of one orchestration
     instance."""
-
-    _store: ShardStore
-    _orchestrators: dict[str, OrchestratorSpec]
-    _cache: OrderedDict[str, Instance]
-    _timer_handles: dict[str, dict[int, asyncio.TimerHandle]]
-    _watch: EpisodeWatch | None
-    _last_num: int
-
-    # -- provided by ShardHost --------------------------------------------------------------------
-
-    def _outgoing(self, msg: Message) -> Outbound:
-        raise NotImplementedError
-
-    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
-        raise NotImplementedError
-
-    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: AfterCommit, keep_local: bool = True) -> None:
-        raise NotImplementedError
-
-    # -- provided by ShardEntities and ShardLifecycle: declared for the type checker only, since
-    # a stub here would come before their methods in ShardHost's MRO and hide them ----------------
-
-    if TYPE_CHECKING:
-
-        def _check_entity_name(self, name: str) -> None: ...
-
-        async def _run_episode(
-            self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
-        ) -> None: ...
-
-        async def _rewind(
-            self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
-        ) -> Message | None: ...
-
-        def _hold_start(self, inst: Instance, msg: Message, w: TurnWrites, after: AfterCommit) -> None: ...
-
-        def _begin_scheduled(self, inst: Instance | None, msg: Message) -> Instance | None: ...
-
-        def _while_pending(
-            self, inst: Instance, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
-        ) -> None: ...
 
     # -- one instance's messages ------------------------------------------------------------------
 

@@ -9,8 +9,6 @@ the turn's one commit.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from dataclasses import replace
 from datetime import datetime
@@ -34,18 +32,17 @@ from orchestrations import (
     TimerFired,
 )
 from orchestrations._children import CHILD_EVENT_TYPES, open_children
-from orchestrations._registry import OrchestratorSpec
 from orchestrations._rewind import plan_rewind
 
 from ._activities import ActivityCall
 from ._codec import decode, encode
 from ._messages import Instance, Message, to_ts
-from ._parking import Parking
+from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
 from ._turn_state import AfterCommit
 
 if TYPE_CHECKING:
-    from ._store import ShardStore, TurnWrites
+    from ._store import TurnWrites
 
 S = OrchestrationRuntimeStatus
 
@@ -71,38 +68,9 @@ def stage_work(
     after.timers.extend(timers)
 
 
-class ShardLifecycle:
+class ShardLifecycle(ShardBase):
     """Mixed into :class:`ShardHost`: terminate and rewind across children, Pending instances,
     parked messages."""
-
-    _store: ShardStore
-    _orchestrators: dict[str, OrchestratorSpec]
-    _parking: Parking
-    _rounds: list[TurnWrites]
-    _cache: Any
-    _start_waiters: dict[str, list[asyncio.Future[Any]]]
-
-    # -- provided by ShardHost --------------------------------------------------------------------
-
-    def _watching(self, inst: Instance) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError
-
-    def _check_entity_name(self, name: str) -> None:
-        raise NotImplementedError
-
-    async def _episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
-    ) -> None:
-        raise NotImplementedError
-
-    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
-        raise NotImplementedError
-
-    def _reply_to_parent(
-        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
-        w: TurnWrites, after: AfterCommit,
-    ) -> None:
-        raise NotImplementedError
 
     # -- history as the turn leaves it ----------------------------------------------------------
 
