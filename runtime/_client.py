@@ -47,7 +47,8 @@ from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._http import BUILTIN_ACTIVITIES
 from ._messages import Message
-from ._shard import ShardConfig, ShardHost
+from ._shard import ShardHost
+from ._shard_base import ShardConfig
 from ._status import (
     CleanEntityStorageResult,
     DurableOrchestrationStatus,

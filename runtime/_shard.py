@@ -4,157 +4,54 @@
 One turn: take every waiting message, run each instance's executor on its messages, commit all
 of it in one transaction, and only then dispatch activities, arm timers, deliver the outbox and
 answer clients. See DESIGN.md, "One turn of a shard host".
+
+This module is the actor: its start and recovery, its entry points, the turn loop and what
+happens around the commit. What a turn does with one record is in its parts:
+``_shard_instances`` (orchestration instances), ``_shard_entities`` (entities),
+``_shard_lifecycle`` (terminate and rewind across children, Pending instances, parked messages);
+the read paths are in ``_shard_queries``. ``_shard_base`` declares what the parts share.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import ray
 
-from entities import EntityId, EntityState, Outgoing, run_entity
-from entities._registry import check_entity_name
-from orchestrations import (
-    CreateSubOrchestration,
-    CreateTimer,
-    DurableValueError,
-    EntityLockGranted,
-    EventRaised,
-    ExecutionCompleted,
-    ExecutionResult,
-    ExecutionRewound,
-    ExecutionStarted,
-    ExecutionState,
-    FailureDetails,
-    InstanceAlreadyExistsError,
-    InstanceNotFoundError,
-    OrchestrationExecutor,
-    ParentInfo,
-    PayloadError,
-    ScheduleTask,
-    SendEvent,
-    SubOrchestrationInstanceCompleted,
-    SubOrchestrationInstanceFailed,
-    TaskCompleted,
-    TaskFailed,
-    TimerFired,
-)
-from orchestrations._ids import entity_key, shard_of
-from orchestrations._registry import OrchestratorSpec, did_you_mean
+from orchestrations import ExecutionStarted, TimerFired
+from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
-from ._codec import decode, encode, failure_from_exception
+from ._codec import decode, encode
 from ._delivery import Courier, Outbound
-from ._entity_host import (
-    EntityMoved,
-    EntityRecord,
-    RowKeeper,
-    addressable,
-    canonical_row,
-    entity_action_message,
-    outgoing_message,
-    unlock_all,
-)
+from ._entity_host import EntityRecord
 from ._messages import Instance, Message, from_ts, to_ts
 from ._parking import Parking
-from ._shard_lifecycle import ShardLifecycle, activity_call, stage_work, terminated_failure
+from ._shard_base import ShardConfig
+from ._shard_entities import ShardEntities
+from ._shard_instances import ShardInstances
+from ._shard_lifecycle import ShardLifecycle
 from ._shard_queries import ShardQueries
-from ._status import (
-    TERMINAL,
-    OrchestrationRuntimeStatus,
-)
 from ._store import ShardStore, TurnWrites
+from ._turn_state import AfterCommit, due_later, utcnow
 from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
 
 log = logging.getLogger("ray_durable.shard")
-
-_STATE_TO_STATUS = {
-    ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
-    ExecutionState.SUSPENDED: OrchestrationRuntimeStatus.Suspended,
-    ExecutionState.COMPLETED: OrchestrationRuntimeStatus.Completed,
-    ExecutionState.FAILED: OrchestrationRuntimeStatus.Failed,
-    ExecutionState.TERMINATED: OrchestrationRuntimeStatus.Terminated,
-    ExecutionState.CONTINUED_AS_NEW: OrchestrationRuntimeStatus.ContinuedAsNew,
-}
-
-
-def utcnow() -> datetime:
-    """The current UTC time."""
-    return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class _AfterCommit:
-    """What a turn does around its commit. ``forgotten`` (instances that ended or were
-    replaced: their outstanding activities and timers no longer matter) and ``activities``
-    are handled just before the commit (activities start early: they run at least once);
-    everything else once the commit is durable. ``acks`` maps each message's future to the
-    error that refused it (``None``: applied)."""
-
-    acks: dict[asyncio.Future[Any], BaseException | None] = field(default_factory=dict)
-    forgotten: list[str] = field(default_factory=list)
-    activities: list[ActivityCall] = field(default_factory=list)
-    timers: list[tuple[str, str, int, float]] = field(default_factory=list)
-    outbox: list[Outbound] = field(default_factory=list)
-    #: instances that reached a terminal state, with their committed ``instances`` row
-    finished: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    touched: list[str] = field(default_factory=list)
-    #: messages to records of this shard, applied in the turn's next round
-    local: list[Outbound] = field(default_factory=list)
-    #: messages parked in this turn (held once committed), and parked ones whose rows it deleted
-    parked: list[Message] = field(default_factory=list)
-    unparked: list[str] = field(default_factory=list)
-
-    def mark(self) -> tuple[int, ...]:
-        """A point to :meth:`rollback` to (acks are settled by the caller)."""
-        return tuple(len(getattr(self, name)) for name in _AFTER_LISTS)
-
-    def rollback(self, mark: tuple[int, ...]) -> None:
-        """Drop every side effect staged since ``mark``."""
-        for name, length in zip(_AFTER_LISTS, mark):
-            del getattr(self, name)[length:]
-
-
-_AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched", "local", "parked", "unparked")
 
 #: Most rounds of same-shard messages one turn applies (an entity signalling itself forever
 #: must not starve the shard); what is left goes through the outbox to a later turn.
 MAX_LOCAL_ROUNDS = 8
 
 
-@dataclass(frozen=True, slots=True)
-class ShardConfig:
-    """Settings of one shard host."""
-
-    hub: str
-    index: int
-    num_shards: int
-    path: str
-    always_replay: bool = False
-    cache_size: int = 10_000
-    synchronous: str = "FULL"
-    lock_timeout: float = 10.0
-    #: keep one long-lived activity worker actor for light load (see ``WarmWorker``)
-    warm_worker: bool = True
-    #: warn about an episode of orchestrator code that runs longer than this (None: never)
-    slow_episode_seconds: float | None = 1.0
-    #: fault injection for tests: points at which the host dies once ("before_commit", ...)
-    crash_points: tuple[str, ...] = ()
-    crash_marker_dir: str | None = None
-
-
-class ShardHost(ShardLifecycle, ShardQueries):
+class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     def __init__(self, config: ShardConfig) -> None:
@@ -255,55 +152,6 @@ class ShardHost(ShardLifecycle, ShardQueries):
         self._orchestrators, self._entity_specs = orchestrators, entity_specs
         self._activity_out.set_registry(activities, version)
         return registry_blob
-
-    async def _move_legacy_entities(self) -> None:
-        """Once per file written before entity names were case-insensitive: give its entities
-        their canonical ids. A row whose canonical id this shard owns is renamed in place; one
-        another shard owns goes there in an :class:`EntityMoved` message, in the same
-        transaction that deletes it here (the outbox delivers it after the start)."""
-        candidates = await self._store.legacy_entity_rows()
-        if candidates is None:
-            return
-        rows = [r for r in addressable(candidates) if entity_key(r[0]) != r[0]]
-        kept, outbox = [], []
-        for row in rows:
-            moved = canonical_row(row)
-            if shard_of(moved[0], self.config.num_shards) == self.config.index:
-                kept.append(moved)
-            else:
-                out = self._outgoing(Message(moved[0], EntityMoved(utcnow(), moved)))
-                outbox.append((out.msg_id, out.dest, out.blob))
-        if rows:
-            log.warning("shard %s: %d entities moved to their canonical ids", self.config.index, len(rows))
-        async with self._db_lock:
-            await self._store.move_legacy_entities([r[0] for r in rows], kept, outbox)
-
-    def _adopt_moved(self, record: EntityRecord, msgs: list[Message], spec: Any) -> list[Message]:
-        """Take the state an :class:`EntityMoved` message carries, if the entity has none of its
-        own yet (a later state wins: it was written by the current code); returns the other
-        messages."""
-        rest = []
-        for msg in msgs:
-            if type(msg.event) is not EntityMoved:
-                rest.append(msg)
-            elif record.state.is_empty:
-                moved = EntityRecord.from_row(msg.event.row, spec)
-                record.state, record.sealed = moved.state, moved.sealed
-            else:
-                log.warning("shard %s: %s already has state; the state moved from its old id is dropped",
-                            self.config.index, msg.instance_id)
-        return rest
-
-    def _check_entity_name(self, name: str) -> None:
-        """Raise ``ValueError`` naming the closest registered names unless an entity named
-        ``name`` is registered (the union of every registry installed here)."""
-        check_entity_name(name, self._entity_specs)
-
-    def _next_num(self) -> int:
-        """A new instance number: history rows are keyed by it, so they are appended in order
-        rather than inserted at random places (instance ids are random)."""
-        self._last_num += 1
-        return self._last_num
 
     def _crash_point(self, point: str) -> None:
         """Fault injection for tests: die here, once per shard and point (a marker file)."""
@@ -422,7 +270,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
         """
         self.turns += 1
         now = utcnow()
-        after = _AfterCommit()
+        after = AfterCommit()
         rounds: list[TurnWrites] = []
         self._rounds = rounds
         groups: dict[str, list[Message]] = {}
@@ -446,7 +294,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
             groups = {}
             self.local_messages += len(local)
             for out in local:
-                if out.msg.due is not None and _due_later(out.msg, to_ts(now)):
+                if out.msg.due is not None and due_later(out.msg, to_ts(now)):
                     self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
                 else:
                     groups.setdefault(out.msg.instance_id, []).append(out.msg)
@@ -462,10 +310,11 @@ class ShardHost(ShardLifecycle, ShardQueries):
         self._crash_point("after_commit")
         self._after_commit(after)
 
-    async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
+    async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit) -> None:
         """Run each record's messages and stage what they write in ``w``."""
         self._readdress_legacy(groups, w, after)
-        await self._load_missing(groups)
+        await self._load_missing_instances(groups)
+        await self._load_missing_entities(groups)
         for iid, msgs in groups.items():
             w_mark, after_mark = w.mark(), after.mark()
             try:
@@ -483,7 +332,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 self._evict(iid)
                 after.acks.update((m.ack, exc) for m in msgs if m.ack is not None)
 
-    def _start_activities_early(self, after: _AfterCommit) -> None:
+    def _start_activities_early(self, after: AfterCommit) -> None:
         """Dispatch the turn's activities while its commit is being written, not after it.
 
         Activities run at least once: one started by a turn whose commit is then lost is
@@ -498,80 +347,12 @@ class ShardHost(ShardLifecycle, ShardQueries):
         self._activity_out.dispatch(after.activities)
         after.activities.clear()
 
-    def _readdress_legacy(self, groups: dict[str, list[Message]], w: TurnWrites, after: _AfterCommit) -> None:
-        """Messages addressed to an entity id in the form written before entity names were
-        case-insensitive (``@Account@a``, still in an outbox) go to the canonical id
-        (``@account@a``): here, or through the outbox to the shard that owns it. Only ids not
-        in memory are looked at (a cached entity's id is canonical), so this costs nothing on
-        the hot path."""
-        for key in [k for k in groups if k.startswith("@") and k not in self._entities]:
-            try:
-                canonical = entity_key(key)
-            except DurableValueError as exc:  # an empty key, which the previous version allowed
-                log.error("shard %s: messages to %r dropped: %s", self.config.index, key, exc)
-                after.acks.update((m.ack, exc) for m in groups.pop(key) if m.ack is not None)
-                continue
-            if canonical == key:
-                continue
-            msgs = groups.pop(key)
-            if shard_of(canonical, self.config.num_shards) == self.config.index:
-                for msg in msgs:
-                    msg.instance_id = canonical
-                groups.setdefault(canonical, []).extend(msgs)
-                continue
-            for msg in msgs:
-                if msg.ack is not None:
-                    after.acks[msg.ack] = None
-                self._stage_outgoing(Message(canonical, msg.event, execution_id=msg.execution_id), w, after)
-
-    async def _load_missing(self, groups: dict[str, list[Message]]) -> None:
-        """Load the records of the turn's instances and entities that are not in memory."""
-        missing = [i for i in groups if not i.startswith("@") and i not in self._cache]
-        if missing:
-            for iid, row in (await self._store.load_instances(missing)).items():
-                self._cache[iid] = Instance.from_row(row)
-        missing = [i for i in groups if i.startswith("@") and i not in self._entities]
-        if missing:
-            rows = await self._store.load_entities(missing)
-            for key in missing:
-                found = rows.get(key)
-                fresh = EntityRecord(EntityId.parse(key), EntityState())
-                spec = self._entity_specs.get(fresh.entity_id.name)
-                self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
-
-    def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
-        """Run an entity's messages in order and stage its new state and outgoing messages.
-
-        The keeper encodes each operation's state and messages as the operation ends, so a
-        value that cannot be stored fails that operation only; the same bytes make the row
-        and the outbox rows."""
-        record = self._entities[key]
-        self._entities.move_to_end(key)
-        for msg in msgs:
-            if msg.ack is not None:
-                after.acks[msg.ack] = None
-        spec = self._entity_specs.get(record.entity_id.name)
-        if any(type(m.event) is EntityMoved for m in msgs):
-            msgs = self._adopt_moved(record, msgs, spec)
-        keeper = RowKeeper(record, spec, self._prepare_outgoing)
-        outgoing = run_entity(
-            spec, record.entity_id, record.state, [m.event for m in msgs], now, keeper, self._check_entity_name
-        )
-        record.updated_at = to_ts(now)
-        w.entities.append(record.to_row(spec))
-        prepared = keeper.prepared
-        self._stage_outs([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing], w, after)
-
-    def _prepare_outgoing(self, out: Outgoing) -> Outbound:
-        """Something an entity sends, as an outbox message (encoded once)."""
-        return self._outgoing(outgoing_message(out))
-
-    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
+    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
         """Send ``msg``: to a record of this shard in the turn's next round, otherwise through
         the outbox of this turn (sent after the commit)."""
         self._stage_outs([self._outgoing(msg)], w, after)
 
-    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: _AfterCommit, keep_local: bool = True) -> None:
+    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: AfterCommit, keep_local: bool = True) -> None:
         for out in outs:
             if keep_local and out.dest == self.config.index:
                 after.local.append(out)
@@ -580,7 +361,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 after.outbox.append(out)
 
     async def _group(
-        self, batch: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+        self, batch: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
     ) -> dict[str, list[Message]]:
         """Group by instance, dropping duplicates of messages delivered before, and parking
         those due later (a start due later is parked by ``_run_instance``, which also makes its
@@ -605,284 +386,13 @@ class ShardHost(ShardLifecycle, ShardQueries):
                 else:
                     seen.add(msg.msg_id)
                     w.delivered.append(msg.msg_id)
-            if msg.due is not None and _due_later(msg, now_ts) and not isinstance(msg.event, ExecutionStarted):
+            if msg.due is not None and due_later(msg, now_ts) and not isinstance(msg.event, ExecutionStarted):
                 self._park(msg, msg.due, w, after)
                 if msg.ack is not None:
                     after.acks[msg.ack] = None
                 continue
             groups.setdefault(msg.instance_id, []).append(msg)
         return groups
-
-    async def _run_instance(
-        self, iid: str, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
-    ) -> None:
-        inst = self._cache.get(iid)
-        if inst is not None:
-            self._cache.move_to_end(iid)
-            if inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
-                # the restart goes first: events sent meanwhile belong to the new execution
-                msgs = sorted(msgs, key=lambda m: not m.continue_as_new)
-        pending: list[Message] = []
-        for msg in msgs:
-            if msg.ack is not None:
-                after.acks[msg.ack] = None
-            if isinstance(msg.event, ExecutionRewound):
-                if inst is not None and pending:
-                    await self._run_episode(inst, pending, now, w, after)
-                pending = []
-                restart = await self._rewind(inst, msg, now, w, after)
-                if restart is not None:  # a purged child its rewinding parent starts again
-                    started = self._start(inst, restart, now, w, after)
-                    if started is not None:
-                        inst, pending = started, [restart]
-                continue
-            if isinstance(msg.event, ExecutionStarted):
-                if inst is not None and pending:
-                    await self._run_episode(inst, pending, now, w, after)
-                pending = []
-                if msg.parked:
-                    started = self._begin_scheduled(inst, msg)
-                else:
-                    started = self._start(inst, msg, now, w, after)
-                if started is not None:
-                    inst = started
-                    if _due_later(msg, to_ts(now)):
-                        self._hold_start(inst, msg, w, after)
-                    else:
-                        pending = [msg, *(Message(iid, e) for e in msg.carryover)]
-                continue
-            if inst is not None and inst.status is OrchestrationRuntimeStatus.Pending:
-                self._while_pending(inst, msg, now, w, after)
-                continue
-            if inst is None or inst.status in TERMINAL or inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
-                self._drop(msg, inst is not None, now, w, after)
-                continue
-            if msg.execution_id is not None and msg.execution_id != inst.execution_id:
-                self._drop(msg, True, now, w, after)
-                continue
-            pending.append(msg)
-        if inst is not None and pending:
-            await self._run_episode(inst, pending, now, w, after)
-        if inst is not None:
-            after.touched.append(iid)
-
-    def _drop(self, msg: Message, known: bool, now: datetime, w: TurnWrites, after: _AfterCommit) -> None:
-        """A message for an instance that does not exist, is over, or is another execution:
-        dropped. A client (not another shard, which would only retry) is told the instance
-        does not exist; locks granted to a holder that can no longer use them are released."""
-        if not known and msg.ack is not None and msg.client:
-            after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
-        if isinstance(msg.event, EntityLockGranted):
-            grant = msg.event
-            for unlock in unlock_all(grant.lock_set, msg.instance_id, msg.execution_id, grant.task_scheduled_id, now):
-                self._stage_outgoing(unlock, w, after)
-
-    def _start(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
-    ) -> Instance | None:
-        """Create (or replace) the instance of an ExecutionStarted message; ``None`` if refused."""
-        event = msg.event
-        assert isinstance(event, ExecutionStarted)
-        iid = msg.instance_id
-        if msg.client and event.name not in self._orchestrators:
-            # a driver may start by name code it does not have itself, but not unknown code
-            if msg.ack is not None:
-                hint = did_you_mean(event.name, self._orchestrators)
-                after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered ({hint})")
-            return None
-        if inst is not None:
-            if msg.client and inst.execution_id == event.execution_id:
-                return None  # a retried start that was applied already: acknowledge, change nothing
-            restarting = msg.continue_as_new and inst.status is OrchestrationRuntimeStatus.ContinuedAsNew
-            if msg.continue_as_new and not restarting:
-                return None  # terminated (or replaced) while its restart was on the way
-            if not restarting and inst.status not in TERMINAL:
-                error = InstanceAlreadyExistsError(iid, inst.status.value)
-                if msg.ack is not None and msg.client:  # a client's start: refuse it
-                    after.acks[msg.ack] = error
-                if event.parent is not None:
-                    self._reply_to_parent(event.parent, None, failure_from_exception(error), now, w, after)
-                return None
-            if inst.executor is not None:
-                inst.executor.close()
-            w.clear_history.append(inst.num)
-            w.clear_instance_work.append(iid)
-            w.history[:] = [row for row in w.history if row[0] != inst.num]
-            after.forgotten.append(iid)
-        carried = inst is not None and msg.continue_as_new  # the same instance, a new execution
-        created = inst.created_at if carried and inst is not None else to_ts(now)
-        input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
-        fresh = Instance(
-            instance_id=iid,
-            name=event.name,
-            execution_id=event.execution_id,
-            status=OrchestrationRuntimeStatus.Running,
-            input_blob=input_blob,
-            created_at=created,
-            updated_at=to_ts(now),
-            parent=event.parent,
-            history_len=0,
-            num=self._next_num(),
-            executor=OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name),
-            # DurableTask.Core carries the custom status over continue-as-new
-            custom_status_blob=inst.custom_status_blob if carried and inst is not None else None,
-        )
-        self._cache[iid] = fresh
-        return fresh
-
-    async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
-        if inst.executor is None:
-            blobs = await self._store.load_history(inst.num)
-            executor = OrchestrationExecutor(self._orchestrators, inst.instance_id, self._check_entity_name)
-            history = [decode(b) for b in blobs]
-            with self._watching(inst):
-                executor.replay(history)
-            inst.executor = executor
-            inst.history_len = len(blobs)
-            inst.tasks_scheduled = sum(1 for e in history if e.event_type == "TaskScheduled")
-            inst.tasks_done = sum(1 for e in history if e.event_type in ("TaskCompleted", "TaskFailed"))
-        return inst.executor
-
-    async def _episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
-    ) -> None:
-        """Run one episode of ``inst`` over ``msgs`` and stage what it produced."""
-        executor = await self._executor_for(inst)
-        iid = inst.instance_id
-        events = []
-        for msg in msgs:
-            event = msg.event
-            if isinstance(event, (TaskCompleted, TaskFailed)):
-                w.done_activities.append((iid, event.task_scheduled_id))
-                inst.tasks_done += 1
-            elif isinstance(event, TimerFired):
-                w.done_timers.append((iid, event.timer_id))
-                self._timer_handles.get(iid, {}).pop(event.timer_id, None)
-            events.append(event)
-        with self._watching(inst):
-            result = executor.process(events, now)
-        try:
-            rows = self._history_rows(inst, result)
-            self._stage_actions(inst, result, now, w, after)
-            if result.custom_status_changed:
-                status = result.custom_status
-                inst.custom_status_blob = None if status is None else encode(status, "custom status")
-        except PayloadError as exc:
-            result = self._fail_unencodable(inst, executor, result, events, exc, now)
-            rows = self._history_rows(inst, result)
-        w.history.extend(rows)
-        inst.history_len += len(result.new_events)
-        self._stage_state(inst, result, now, w, after)
-
-    @contextlib.contextmanager
-    def _watching(self, inst: Instance) -> Iterator[None]:
-        """Run orchestrator code of ``inst`` under the slow-episode watchdog."""
-        watch = self._watch
-        if watch is None:
-            yield
-            return
-        spec = self._orchestrators.get(inst.name)
-        watch.begin(inst.instance_id, inst.name, getattr(spec.fn, "__code__", None) if spec else None)
-        try:
-            yield
-        finally:
-            watch.end()
-
-    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[tuple[Any, ...]]:
-        base, iid = inst.history_len, inst.instance_id
-        return [
-            (inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name, encode(e, f"{e.event_type} of {iid!r}"))
-            for i, e in enumerate(result.new_events)
-        ]
-
-    def _fail_unencodable(
-        self, inst: Instance, executor: OrchestrationExecutor, result: ExecutionResult,
-        received: list[Any], exc: PayloadError, now: datetime,
-    ) -> ExecutionResult:
-        """An episode produced a value that cannot be stored: keep what was received, fail."""
-        executor.close()
-        inst.executor = None
-        failure = FailureDetails("PayloadError", str(exc))
-        received_ids = {id(e) for e in received}
-        kept = [e for e in result.new_events if id(e) in received_ids]
-        return ExecutionResult(
-            new_events=[*kept, ExecutionCompleted(now, "Failed", None, failure)],
-            actions=[],
-            state=ExecutionState.FAILED,
-            failure=failure,
-        )
-
-    def _stage_actions(
-        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
-    ) -> None:
-        iid, exec_id = inst.instance_id, inst.execution_id
-        running = not result.state.is_final
-        staged_activities: list[ActivityCall] = []
-        staged_timers: list[tuple[str, str, int, float]] = []
-        staged_out: list[Outbound] = []
-        for action in result.actions:
-            if isinstance(action, ScheduleTask):
-                if running:
-                    staged_activities.append(activity_call(inst, action.task_id, action.name, action.input))
-            elif isinstance(action, CreateTimer):
-                if running:
-                    staged_timers.append((iid, exec_id, action.task_id, to_ts(action.fire_at)))
-            elif isinstance(action, CreateSubOrchestration):
-                start = ExecutionStarted(
-                    now, action.name, action.input, action.instance_id, uuid.uuid4().hex,
-                    ParentInfo(iid, action.task_id, exec_id),
-                )
-                staged_out.append(self._outgoing(Message(action.instance_id, start)))
-            elif isinstance(action, SendEvent):
-                event = EventRaised(now, action.name, action.input)
-                staged_out.append(self._outgoing(Message(action.instance_id, event)))
-            else:
-                msg = entity_action_message(action, iid, exec_id, now)
-                if msg is not None:
-                    staged_out.append(self._outgoing(msg))
-        self._stage_outs(staged_out, w, after)
-        stage_work(staged_activities, staged_timers, w, after)
-        inst.tasks_scheduled += len(staged_activities)
-
-    def _stage_state(
-        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: _AfterCommit
-    ) -> None:
-        iid = inst.instance_id
-        inst.status = _STATE_TO_STATUS[result.state]
-        inst.updated_at = to_ts(now)
-        if result.state.is_final:
-            w.clear_instance_work.append(iid)
-            after.forgotten.append(iid)
-            if inst.executor is not None:
-                inst.executor.close()
-            inst.executor = None
-        if result.state is ExecutionState.CONTINUED_AS_NEW:
-            restart = ExecutionStarted(now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent)
-            msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
-            self._stage_outgoing(msg, w, after)
-        elif result.state.is_final:
-            inst.output_blob = encode(result.output, "orchestration output")
-            inst.failure_blob = encode(result.failure) if result.failure is not None else None
-            if inst.parent is not None:
-                failure = result.failure
-                if result.state is ExecutionState.TERMINATED:
-                    failure = terminated_failure(iid, result.output)
-                output = result.output if result.state is ExecutionState.COMPLETED else None
-                self._reply_to_parent(inst.parent, output, failure, now, w, after)
-        row = inst.to_row()
-        w.instances.append(row)
-        if result.state.is_final and result.state is not ExecutionState.CONTINUED_AS_NEW:
-            after.finished.append((iid, row))
-
-    def _reply_to_parent(
-        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
-        w: TurnWrites, after: _AfterCommit,
-    ) -> None:
-        if failure is None:
-            event: Any = SubOrchestrationInstanceCompleted(now, parent.task_scheduled_id, output)
-        else:
-            event = SubOrchestrationInstanceFailed(now, parent.task_scheduled_id, failure)
-        self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), w, after)
 
     def _outgoing(self, msg: Message) -> Outbound:
         return self._courier.prepare(msg)
@@ -902,7 +412,7 @@ class ShardHost(ShardLifecycle, ShardQueries):
 
     # -- after the commit ----------------------------------------------------------------------------
 
-    def _after_commit(self, after: _AfterCommit) -> None:
+    def _after_commit(self, after: AfterCommit) -> None:
         for future, error in after.acks.items():
             if not future.done():
                 if error is None:
@@ -952,7 +462,3 @@ class ShardHost(ShardLifecycle, ShardQueries):
 def _client_start(msg: Message) -> bool:
     return msg.client and isinstance(msg.event, ExecutionStarted)
 
-
-def _due_later(msg: Message, now_ts: float) -> bool:
-    """Whether ``msg`` asks to be applied after ``now_ts`` (a parked one is due: never again)."""
-    return msg.due is not None and not msg.parked and msg.due > now_ts

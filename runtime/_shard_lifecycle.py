@@ -9,8 +9,6 @@ the turn's one commit.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from dataclasses import replace
 from datetime import datetime
@@ -34,18 +32,17 @@ from orchestrations import (
     TimerFired,
 )
 from orchestrations._children import CHILD_EVENT_TYPES, open_children
-from orchestrations._registry import OrchestratorSpec
 from orchestrations._rewind import plan_rewind
 
 from ._activities import ActivityCall
 from ._codec import decode, encode
 from ._messages import Instance, Message, to_ts
-from ._parking import Parking
+from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
+from ._turn_state import AfterCommit
 
 if TYPE_CHECKING:
-    from ._shard import _AfterCommit
-    from ._store import ShardStore, TurnWrites
+    from ._store import TurnWrites
 
 S = OrchestrationRuntimeStatus
 
@@ -62,7 +59,7 @@ def activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> Activ
 
 
 def stage_work(
-    activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: _AfterCommit
+    activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: AfterCommit
 ) -> None:
     """Record activities and timers in this turn's commit; dispatch and arm them after it."""
     w.add_activities.extend((c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities)
@@ -71,38 +68,9 @@ def stage_work(
     after.timers.extend(timers)
 
 
-class ShardLifecycle:
+class ShardLifecycle(ShardBase):
     """Mixed into :class:`ShardHost`: terminate and rewind across children, Pending instances,
     parked messages."""
-
-    _store: ShardStore
-    _orchestrators: dict[str, OrchestratorSpec]
-    _parking: Parking
-    _rounds: list[TurnWrites]
-    _cache: Any
-    _start_waiters: dict[str, list[asyncio.Future[Any]]]
-
-    # -- provided by ShardHost --------------------------------------------------------------------
-
-    def _watching(self, inst: Instance) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError
-
-    def _check_entity_name(self, name: str) -> None:
-        raise NotImplementedError
-
-    async def _episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
-    ) -> None:
-        raise NotImplementedError
-
-    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
-        raise NotImplementedError
-
-    def _reply_to_parent(
-        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
-        w: TurnWrites, after: _AfterCommit,
-    ) -> None:
-        raise NotImplementedError
 
     # -- history as the turn leaves it ----------------------------------------------------------
 
@@ -128,7 +96,7 @@ class ShardLifecycle:
     # -- terminate ------------------------------------------------------------------------------
 
     async def _run_episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         """Run one episode; if a recursive terminate ended the instance in it, terminate the
         sub-orchestrations it left open too (on whatever shard they live, through the outbox)."""
@@ -142,7 +110,7 @@ class ShardLifecycle:
                     break
 
     async def _terminate_children(
-        self, inst: Instance, reason: str | None, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, reason: str | None, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         for child in open_children(await self._current_history(inst, CHILD_EVENT_TYPES)):
             self._stage_outgoing(Message(child, ExecutionTerminated(now, reason), recursive=True), w, after)
@@ -150,7 +118,7 @@ class ShardLifecycle:
     # -- rewind ---------------------------------------------------------------------------------
 
     async def _rewind(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> Message | None:
         """A client's rewind of a Failed instance, or a parent's rewind reaching its child
         (``msg.restart``). Returns the start to run when the child was purged."""
@@ -165,7 +133,7 @@ class ShardLifecycle:
         return None
 
     async def _rewind_failed(
-        self, inst: Instance, event: ExecutionRewound, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, event: ExecutionRewound, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         """Cut a Failed instance's failing episode from history and run it again (see
         :func:`orchestrations._rewind.plan_rewind`): its incoming events are delivered again
@@ -189,7 +157,7 @@ class ShardLifecycle:
         rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))
         await self._episode(inst, [rewound, *(Message(iid, e) for e in plan.redeliver)], now, w, after)
 
-    def _restage_unanswered(self, inst: Instance, history: list[Any], w: TurnWrites, after: _AfterCommit) -> None:
+    def _restage_unanswered(self, inst: Instance, history: list[Any], w: TurnWrites, after: AfterCommit) -> None:
         """Dispatch again every activity ``history`` scheduled without an answer; arm again every
         timer it created that has not fired."""
         iid, exec_id = inst.instance_id, inst.execution_id
@@ -209,7 +177,7 @@ class ShardLifecycle:
 
     def _ask_children(
         self, inst: Instance, children: list[SubOrchestrationInstanceCreated], reason: str | None, now: datetime,
-        w: TurnWrites, after: _AfterCommit,
+        w: TurnWrites, after: AfterCommit,
     ) -> None:
         """Send each unanswered child a rewind carrying its start (to run it again if purged)."""
         for created in children:
@@ -219,7 +187,7 @@ class ShardLifecycle:
             self._stage_outgoing(msg, w, after)
 
     async def _rewind_for_parent(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> Message | None:
         """A rewinding parent asks this child for its result: a Failed child is rewound (and so
         on down), a purged one is started again (the start is returned), a finished one answers
@@ -239,7 +207,7 @@ class ShardLifecycle:
 
     # -- scheduled starts and Pending instances -------------------------------------------------
 
-    def _hold_start(self, inst: Instance, msg: Message, w: TurnWrites, after: _AfterCommit) -> None:
+    def _hold_start(self, inst: Instance, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
         """A start due later: the instance exists now, Pending, and its start waits parked."""
         assert msg.due is not None
         if inst.executor is not None:
@@ -262,7 +230,7 @@ class ShardLifecycle:
         return inst
 
     def _while_pending(
-        self, inst: Instance, msg: Message, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         """A message for a Pending instance: a terminate ends it; anything else is held (parked)
         until it starts, then delivered to that execution only."""
@@ -275,7 +243,7 @@ class ShardLifecycle:
         self._park(msg, due if due is not None else to_ts(now) + 1.0, w, after)
 
     def _terminate_pending(
-        self, inst: Instance, event: ExecutionTerminated, now: datetime, w: TurnWrites, after: _AfterCommit
+        self, inst: Instance, event: ExecutionTerminated, now: datetime, w: TurnWrites, after: AfterCommit
     ) -> None:
         """Terminate an instance that never started: its parked start and held messages go."""
         iid = inst.instance_id
@@ -289,7 +257,7 @@ class ShardLifecycle:
         w.instances.append(row)
         after.finished.append((iid, row))
 
-    def _park(self, msg: Message, due: float, w: TurnWrites, after: _AfterCommit) -> None:
+    def _park(self, msg: Message, due: float, w: TurnWrites, after: AfterCommit) -> None:
         """Keep ``msg`` in this turn's commit until ``due`` (a ``scheduled`` row), then apply it."""
         if msg.msg_id is None:
             msg.msg_id = uuid.uuid4().hex

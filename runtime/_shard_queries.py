@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrations import InstanceNotFoundError, SubOrchestrationInstanceCreated
 from orchestrations._children import children_of
@@ -17,6 +17,7 @@ from orchestrations._children import children_of
 from ._codec import decode
 from ._entity_host import EntityRecord, addressable, parse_holder, unpack_state
 from ._messages import Instance, status_from_row
+from ._shard_base import ShardBase
 from ._status import (
     TERMINAL,
     DurableOrchestrationStatus,
@@ -25,26 +26,9 @@ from ._status import (
     OrchestrationRuntimeStatus,
 )
 
-if TYPE_CHECKING:
-    from ._store import ShardStore
 
-
-class ShardQueries:
+class ShardQueries(ShardBase):
     """Mixed into :class:`ShardHost`: everything that reads rather than runs a turn."""
-
-    _store: ShardStore
-    _db_lock: asyncio.Lock
-    _cache: Any
-    _entities: Any
-    _entity_specs: dict[str, Any]
-    _waiters: dict[str, list[asyncio.Future[Any]]]
-    _start_waiters: dict[str, list[asyncio.Future[Any]]]
-
-    def _evict(self, iid: str) -> None:
-        raise NotImplementedError
-
-    async def _ensure_started(self) -> None:
-        raise NotImplementedError
 
     async def get_status(
         self, instance_id: str, show_history: bool = False, show_history_output: bool = False,

@@ -1,0 +1,130 @@
+"""The settings of a shard host, and :class:`ShardBase`: what the parts a shard host is made of
+(``ShardInstances``, ``ShardEntities``, ``ShardLifecycle``, ``ShardQueries``) use from the host
+and from each other, declared once so the type checker checks every part against it.
+
+``ShardBase`` comes last in ``ShardHost``'s MRO, so its stubs never hide a real method, whatever
+the order of the parts; a test pins that the host defines every one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+    import contextlib
+    from collections import OrderedDict
+    from datetime import datetime
+
+    from orchestrations import FailureDetails, ParentInfo
+    from orchestrations._registry import OrchestratorSpec
+
+    from ._delivery import Outbound
+    from ._entity_host import EntityRecord
+    from ._messages import Instance, Message
+    from ._parking import Parking
+    from ._store import ShardStore, TurnWrites
+    from ._turn_state import AfterCommit
+    from ._watchdog import EpisodeWatch
+
+
+@dataclass(frozen=True, slots=True)
+class ShardConfig:
+    """Settings of one shard host."""
+
+    hub: str
+    index: int
+    num_shards: int
+    path: str
+    always_replay: bool = False
+    cache_size: int = 10_000
+    synchronous: str = "FULL"
+    lock_timeout: float = 10.0
+    #: keep one long-lived activity worker actor for light load (see ``WarmWorker``)
+    warm_worker: bool = True
+    #: warn about an episode of orchestrator code that runs longer than this (None: never)
+    slow_episode_seconds: float | None = 1.0
+    #: fault injection for tests: points at which the host dies once ("before_commit", ...)
+    crash_points: tuple[str, ...] = ()
+    crash_marker_dir: str | None = None
+
+
+class ShardBase:
+    """The state and methods the parts of :class:`ShardHost` share (set up by its
+    ``__init__``). Not used on its own."""
+
+    config: ShardConfig
+    _store: ShardStore
+    _db_lock: asyncio.Lock
+    _orchestrators: dict[str, OrchestratorSpec]
+    _entity_specs: dict[str, Any]
+    #: instances and entity records in memory, least recently used first
+    _cache: OrderedDict[str, Instance]
+    _entities: OrderedDict[str, EntityRecord]
+    _last_num: int
+    _timer_handles: dict[str, dict[int, asyncio.TimerHandle]]
+    _watch: EpisodeWatch | None
+    _parking: Parking
+    _rounds: list[TurnWrites]
+    _waiters: dict[str, list[asyncio.Future[Any]]]
+    _start_waiters: dict[str, list[asyncio.Future[Any]]]
+
+    # -- ShardHost: the actor and its turn loop ---------------------------------------------------
+
+    async def _ensure_started(self) -> None:
+        raise NotImplementedError
+
+    def _evict(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _outgoing(self, msg: Message) -> Outbound:
+        raise NotImplementedError
+
+    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
+        raise NotImplementedError
+
+    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: AfterCommit, keep_local: bool = True) -> None:
+        raise NotImplementedError
+
+    # -- ShardEntities ----------------------------------------------------------------------------
+
+    def _check_entity_name(self, name: str) -> None:
+        raise NotImplementedError
+
+    # -- ShardInstances ---------------------------------------------------------------------------
+
+    def _watching(self, inst: Instance) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    async def _episode(
+        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+    ) -> None:
+        raise NotImplementedError
+
+    def _reply_to_parent(
+        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
+        w: TurnWrites, after: AfterCommit,
+    ) -> None:
+        raise NotImplementedError
+
+    # -- ShardLifecycle ---------------------------------------------------------------------------
+
+    async def _run_episode(
+        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+    ) -> None:
+        raise NotImplementedError
+
+    async def _rewind(
+        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
+    ) -> Message | None:
+        raise NotImplementedError
+
+    def _hold_start(self, inst: Instance, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
+        raise NotImplementedError
+
+    def _begin_scheduled(self, inst: Instance | None, msg: Message) -> Instance | None:
+        raise NotImplementedError
+
+    def _while_pending(self, inst: Instance, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit) -> None:
+        raise NotImplementedError

@@ -1,0 +1,149 @@
+"""The entity path of a shard host: what a turn does with the messages of one entity (load its
+record, run its operations, stage its row and the messages it sends), the check of entity names
+that orchestrations and entities share, and the one-time move of entities written before entity
+names were case-insensitive to their canonical ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from entities import EntityId, EntityState, Outgoing, run_entity
+from entities._registry import check_entity_name
+from orchestrations import DurableValueError
+from orchestrations._ids import entity_key, shard_of
+
+from ._delivery import Outbound
+from ._entity_host import (
+    EntityMoved,
+    EntityRecord,
+    RowKeeper,
+    addressable,
+    canonical_row,
+    outgoing_message,
+)
+from ._messages import Message, to_ts
+from ._shard_base import ShardBase
+from ._turn_state import AfterCommit, utcnow
+
+if TYPE_CHECKING:
+    from ._store import TurnWrites
+
+log = logging.getLogger("ray_durable.shard")
+
+
+class ShardEntities(ShardBase):
+    """Mixed into :class:`ShardHost`: the entity path of a turn, and entity names."""
+
+    # -- entity names and the files written before they were case-insensitive -------------------
+
+    async def _move_legacy_entities(self) -> None:
+        """Once per file written before entity names were case-insensitive: give its entities
+        their canonical ids. A row whose canonical id this shard owns is renamed in place; one
+        another shard owns goes there in an :class:`EntityMoved` message, in the same
+        transaction that deletes it here (the outbox delivers it after the start)."""
+        candidates = await self._store.legacy_entity_rows()
+        if candidates is None:
+            return
+        rows = [r for r in addressable(candidates) if entity_key(r[0]) != r[0]]
+        kept, outbox = [], []
+        for row in rows:
+            moved = canonical_row(row)
+            if shard_of(moved[0], self.config.num_shards) == self.config.index:
+                kept.append(moved)
+            else:
+                out = self._outgoing(Message(moved[0], EntityMoved(utcnow(), moved)))
+                outbox.append((out.msg_id, out.dest, out.blob))
+        if rows:
+            log.warning("shard %s: %d entities moved to their canonical ids", self.config.index, len(rows))
+        async with self._db_lock:
+            await self._store.move_legacy_entities([r[0] for r in rows], kept, outbox)
+
+    def _adopt_moved(self, record: EntityRecord, msgs: list[Message], spec: Any) -> list[Message]:
+        """Take the state an :class:`EntityMoved` message carries, if the entity has none of its
+        own yet (a later state wins: it was written by the current code); returns the other
+        messages."""
+        rest = []
+        for msg in msgs:
+            if type(msg.event) is not EntityMoved:
+                rest.append(msg)
+            elif record.state.is_empty:
+                moved = EntityRecord.from_row(msg.event.row, spec)
+                record.state, record.sealed = moved.state, moved.sealed
+            else:
+                log.warning("shard %s: %s already has state; the state moved from its old id is dropped",
+                            self.config.index, msg.instance_id)
+        return rest
+
+    def _check_entity_name(self, name: str) -> None:
+        """Raise ``ValueError`` naming the closest registered names unless an entity named
+        ``name`` is registered (the union of every registry installed here)."""
+        check_entity_name(name, self._entity_specs)
+
+    # -- one entity's messages --------------------------------------------------------------------
+
+    def _readdress_legacy(self, groups: dict[str, list[Message]], w: TurnWrites, after: AfterCommit) -> None:
+        """Messages addressed to an entity id in the form written before entity names were
+        case-insensitive (``@Account@a``, still in an outbox) go to the canonical id
+        (``@account@a``): here, or through the outbox to the shard that owns it. Only ids not
+        in memory are looked at (a cached entity's id is canonical), so this costs nothing on
+        the hot path."""
+        for key in [k for k in groups if k.startswith("@") and k not in self._entities]:
+            try:
+                canonical = entity_key(key)
+            except DurableValueError as exc:  # an empty key, which the previous version allowed
+                log.error("shard %s: messages to %r dropped: %s", self.config.index, key, exc)
+                after.acks.update((m.ack, exc) for m in groups.pop(key) if m.ack is not None)
+                continue
+            if canonical == key:
+                continue
+            msgs = groups.pop(key)
+            if shard_of(canonical, self.config.num_shards) == self.config.index:
+                for msg in msgs:
+                    msg.instance_id = canonical
+                groups.setdefault(canonical, []).extend(msgs)
+                continue
+            for msg in msgs:
+                if msg.ack is not None:
+                    after.acks[msg.ack] = None
+                self._stage_outgoing(Message(canonical, msg.event, execution_id=msg.execution_id), w, after)
+
+    async def _load_missing_entities(self, groups: dict[str, list[Message]]) -> None:
+        """Load the records of the turn's entities that are not in memory."""
+        missing = [i for i in groups if i.startswith("@") and i not in self._entities]
+        if missing:
+            rows = await self._store.load_entities(missing)
+            for key in missing:
+                found = rows.get(key)
+                fresh = EntityRecord(EntityId.parse(key), EntityState())
+                spec = self._entity_specs.get(fresh.entity_id.name)
+                self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
+
+    def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit) -> None:
+        """Run an entity's messages in order and stage its new state and outgoing messages.
+
+        The keeper encodes each operation's state and messages as the operation ends, so a
+        value that cannot be stored fails that operation only; the same bytes make the row
+        and the outbox rows."""
+        record = self._entities[key]
+        self._entities.move_to_end(key)
+        for msg in msgs:
+            if msg.ack is not None:
+                after.acks[msg.ack] = None
+        spec = self._entity_specs.get(record.entity_id.name)
+        if any(type(m.event) is EntityMoved for m in msgs):
+            msgs = self._adopt_moved(record, msgs, spec)
+        keeper = RowKeeper(record, spec, self._prepare_outgoing)
+        outgoing = run_entity(
+            spec, record.entity_id, record.state, [m.event for m in msgs], now, keeper, self._check_entity_name
+        )
+        record.updated_at = to_ts(now)
+        w.entities.append(record.to_row(spec))
+        prepared = keeper.prepared
+        self._stage_outs([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing], w, after)
+
+    def _prepare_outgoing(self, out: Outgoing) -> Outbound:
+        """Something an entity sends, as an outbox message (encoded once)."""
+        return self._outgoing(outgoing_message(out))
