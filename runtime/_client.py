@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -18,14 +18,9 @@ import ray
 from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from entities import EntityId
-from entities._registry import check_entity_name
 from orchestrations import (
     DurableError,
-    DurableTypeError,
     DurableValueError,
-    EntityRequest,
-    EntityUnlockMessage,
     EventRaised,
     ExecutionResumed,
     ExecutionRewound,
@@ -41,21 +36,19 @@ from orchestrations import (
 from orchestrations._ids import new_instance_id, shard_of
 from orchestrations._registry import Registry, function_name
 
-from ._client_args import check_bool, check_prefix, check_timeout, instance_ids, utc_timestamp
+from ._client_args import check_bool, check_prefix, check_timeout, instance_ids, utc_now, utc_timestamp
+from ._client_entities import EntityClient
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._http import BUILTIN_ACTIVITIES
 from ._messages import Message
+from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._shard import ShardHost
 from ._shard_base import ShardConfig
 from ._status import (
-    CleanEntityStorageResult,
     DurableOrchestrationStatus,
-    EntityMetadata,
-    EntityStateResponse,
     InstancePage,
-    OrchestrationRuntimeStatus,
     PurgeHistoryResult,
 )
 from ._store import FORMAT_VERSION
@@ -66,10 +59,8 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ShardActor = ray.remote(ShardHost)
 T = TypeVar("T")
 
-StatusFilter = OrchestrationRuntimeStatus | Iterable[OrchestrationRuntimeStatus] | None
 
-
-class TaskHub:
+class TaskHub(EntityClient):
     """A durable task hub: shard host actors plus their SQLite files under ``data_dir/name/``.
 
     Opening a hub starts a local Ray if none is running, creates one shard host actor per
@@ -290,7 +281,7 @@ class TaskHub:
         self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
         blob = encode(client_input, "client_input")
-        event = ExecutionStarted(_now(), name, client_input, iid, uuid.uuid4().hex)
+        event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
         return Message(iid, event, input_blob=blob)
 
     def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
@@ -303,7 +294,7 @@ class TaskHub:
         if not isinstance(event_name, str) or not event_name:
             raise DurableValueError(f"event name must be a non-empty string, got {event_name!r}")
         encode(event_data, "event_data")
-        self._submit([Message(instance_id, EventRaised(_now(), event_name, event_data))])
+        self._submit([Message(instance_id, EventRaised(utc_now(), event_name, event_data))])
 
     def terminate(self, instance_id: str, reason: str | None = None, recursive: bool = True) -> None:
         """Terminate a Pending, Running or Suspended instance (no effect on a finished one).
@@ -313,16 +304,16 @@ class TaskHub:
         terminates this instance only (its children run on, and their results are dropped).
         """
         validate_instance_id(instance_id)
-        msg = Message(instance_id, ExecutionTerminated(_now(), reason), recursive=check_bool(recursive, "recursive"))
+        msg = Message(instance_id, ExecutionTerminated(utc_now(), reason), recursive=check_bool(recursive, "recursive"))
         self._submit([msg])
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
         """Suspend an instance: events are held (durably, in order) until it resumes."""
-        self._control(instance_id, ExecutionSuspended(_now(), reason))
+        self._control(instance_id, ExecutionSuspended(utc_now(), reason))
 
     def resume(self, instance_id: str, reason: str | None = None) -> None:
         """Resume a suspended instance and apply what arrived meanwhile."""
-        self._control(instance_id, ExecutionResumed(_now(), reason))
+        self._control(instance_id, ExecutionResumed(utc_now(), reason))
 
     def rewind(self, instance_id: str, reason: str | None = None) -> None:
         """Re-run a Failed instance from its last good state: the failing episode is cut from
@@ -335,7 +326,7 @@ class TaskHub:
 
         Raises ``ValueError`` unless the instance is Failed.
         """
-        self._control(instance_id, ExecutionRewound(_now(), reason))
+        self._control(instance_id, ExecutionRewound(utc_now(), reason))
 
     def restart(self, instance_id: str, restart_with_new_instance_id: bool = True) -> str:
         """Start the instance's orchestrator again with the same input; returns the new id
@@ -497,8 +488,8 @@ class TaskHub:
     ) -> PurgeHistoryResult:
         """Delete every finished instance matching the filters (and, with ``recursive``, the
         sub-orchestrations they started, as :meth:`purge_instance_history`); returns how many."""
-        statuses = _statuses(runtime_status)
-        lo, hi = _ts(created_time_from), _ts(created_time_to)
+        statuses = status_values(runtime_status)
+        lo, hi = timestamp_of(created_time_from), timestamp_of(created_time_to)
         prefix, recursive = check_prefix(instance_id_prefix), check_bool(recursive, "recursive")
         parts = self._call(lambda: [s.purge_by.remote(lo, hi, statuses, prefix, recursive) for s in self._shards])
         deleted = sum(count for count, _ in parts)
@@ -519,82 +510,6 @@ class TaskHub:
                         seen.add(child)
                         targets.append((child, parent))
         return PurgeHistoryResult(deleted)
-
-    # -- entities -----------------------------------------------------------------------------------
-
-    def signal_entity(
-        self, entity_id: EntityId, operation_name: str, operation_input: Any = None, *,
-        scheduled_time: datetime | None = None,
-    ) -> None:
-        """Run ``operation_name`` on an entity, one-way; returns once the signal is committed.
-
-        The entity is created on first use. Signals from one client run in the order sent.
-        With ``scheduled_time`` (a UTC ``datetime``; naive is taken as UTC) the operation runs
-        at that time, not before, even across a restart of the entity's shard host (the signal
-        is kept in its shard file meanwhile); a time that has passed runs it now.
-        """
-        key = _entity_key(entity_id)
-        if not isinstance(operation_name, str) or not operation_name:
-            raise DurableValueError(f"operation name must be a non-empty string, got {operation_name!r}")
-        due = utc_timestamp(scheduled_time, "scheduled_time") if scheduled_time is not None else None
-        encode(operation_input, "operation_input")
-        self._sync_registry()
-        self._check_entity_name(entity_id.name)
-        request = EntityRequest(_now(), operation_name, operation_input, None, True)
-        self._submit([Message(key, request, due=due)])
-
-    def _check_entity_name(self, name: str) -> None:
-        """Raise ``ValueError`` (nothing written) unless an entity named ``name`` is registered
-        in this driver or on the hub. The hub's names are asked for once and cached; a name
-        not in the cache asks again (another driver may have registered it since)."""
-        if name in self._registry.entities:
-            return
-        if self._hub_entities is None or name not in self._hub_entities:
-            self._hub_entities = frozenset(self._call(lambda: self._shards[0].entity_names.remote()))
-        check_entity_name(name, self._hub_entities | self._registry.entities.keys())
-
-    def read_entity_state(self, entity_id: EntityId) -> EntityStateResponse:
-        """An entity's committed state (never a state an operation is still changing).
-
-        An entity that does not exist, including one of a name nobody registered, reads as
-        ``entity_exists=False`` (as Durable Functions' ``ReadEntityStateAsync`` and
-        durabletask's ``get_entity``): reading cannot create or change anything.
-        """
-        key = _entity_key(entity_id)
-        return self._call(lambda: self._shard(key).read_entity.remote(key))
-
-    def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
-        """Every entity that has state (or every one named ``name``, in any case), ordered by id.
-
-        Entities without state (deleted ones, and ones that only hold a lock or have messages
-        waiting) are listed too with ``include_deleted=True`` (Durable Functions'
-        ``IncludeDeleted``), until ``clean_entity_storage`` removes the empty ones.
-        """
-        name = _entity_name_filter(name)
-        parts = self._call(lambda: [s.list_entities.remote(name, include_deleted) for s in self._shards])
-        return sorted((m for part in parts for m in part), key=lambda m: str(m.entity_id).encode())
-
-    def clean_entity_storage(self) -> CleanEntityStorageResult:
-        """Release every lock whose holder is no longer running (finished, purged or unknown),
-        then forget entities with no state, no lock and nothing queued.
-
-        Each unlock names the lock it releases exactly (holder instance, execution and lock
-        request), so it cannot race the holder's own unlock still in flight: whichever comes
-        second is ignored, and neither releases a lock taken since (by anyone, including a
-        later execution of the same instance)."""
-        parts = self._call(lambda: [s.locked_entities.remote() for s in self._shards])
-        locked = [lock for part in parts for lock in part]
-        holders = {holder for _, holder, _, _ in locked}
-        orphaned = {h for h in holders if not _holds_locks(self.get_status(h))}
-        unlocks = [
-            Message(key, EntityUnlockMessage(_now(), holder, execution_id, section_id))
-            for key, holder, execution_id, section_id in locked
-            if holder in orphaned
-        ]
-        if unlocks:
-            self._submit(unlocks)
-        removed = self._call(lambda: [s.remove_empty_entities.remote() for s in self._shards])
-        return CleanEntityStorageResult(sum(removed), len(unlocks))
 
     def stats(self) -> list[dict[str, int]]:
         """Per-shard counters (turns, cached instances, outstanding activities)."""
@@ -690,97 +605,6 @@ def _placement(num_shards: int) -> list[dict[str, Any]]:
 def _node_of_host(host: object) -> str:
     """Run inside a shard host (through ``__ray_call__``): the id of the node it runs on."""
     return ray.get_runtime_context().get_node_id()
-
-
-#: One instance as a shard's query returns it: (created timestamp, instance id, status).
-ShardRow = tuple[float, str, DurableOrchestrationStatus]
-
-
-def query_page(
-    query_shards: Callable[
-        [float | None, float | None, list[str] | None, tuple[float, str] | None, int | None, str | None],
-        list[list[ShardRow]],
-    ],
-    created_time_from: datetime | None,
-    created_time_to: datetime | None,
-    runtime_status: StatusFilter,
-    page_size: int | None,
-    continuation_token: str | None,
-    instance_id_prefix: str | None = None,
-) -> InstancePage:
-    """The paging rules of :meth:`TaskHub.list_instances` over any set of shards.
-
-    ``query_shards(created_from, created_to, statuses, after, limit, prefix)`` returns each
-    shard's rows in (created time, id) order; they are merged in that order and cut at
-    ``page_size``. Each shard is asked for one row more than a page, so the token (naming the
-    last row returned) is given only when there is more to read: the last page has none, as
-    in DurableTask's queries. Raises ``ValueError``/``TypeError`` on bad filters.
-    """
-    if page_size is not None and (isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1):
-        raise DurableValueError(f"page_size must be a positive int, got {page_size!r}")
-    after = _parse_token(continuation_token)
-    statuses = _statuses(runtime_status)
-    prefix = check_prefix(instance_id_prefix)
-    limit = page_size + 1 if page_size is not None else None
-    parts = query_shards(_ts(created_time_from), _ts(created_time_to), statuses, after, limit, prefix)
-    merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
-    token: str | None = None
-    if page_size is not None and len(merged) > page_size:
-        merged = merged[:page_size]
-        token = json.dumps([merged[-1][0], merged[-1][1]])
-    return InstancePage([t[2] for t in merged], token)
-
-
-def _entity_key(entity_id: object) -> str:
-    if not isinstance(entity_id, EntityId):
-        raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
-    return str(entity_id)
-
-
-def _entity_name_filter(name: object) -> str | None:
-    """The ``name`` filter of an entity query, lower-cased (entity names are case-insensitive)."""
-    if name is None:
-        return None
-    if not isinstance(name, str) or not name:
-        raise DurableValueError(f"entity name must be a non-empty str, got {name!r}")
-    return name.lower()
-
-
-def _holds_locks(status: DurableOrchestrationStatus | None) -> bool:
-    """Whether an instance with this status may still hold (or be granted) locks."""
-    return status is not None and not status.runtime_status.is_terminal
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _ts(value: datetime | None) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise DurableTypeError(f"expected a datetime, got {value!r}")
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-
-
-def _statuses(value: StatusFilter) -> list[str] | None:
-    if value is None:
-        return None
-    items = [value] if isinstance(value, OrchestrationRuntimeStatus) else list(value)
-    for item in items:
-        if not isinstance(item, OrchestrationRuntimeStatus):
-            raise DurableTypeError(f"runtime_status must hold OrchestrationRuntimeStatus values, got {item!r}")
-    return [s.value for s in items]
-
-
-def _parse_token(token: str | None) -> tuple[float, str] | None:
-    if token is None:
-        return None
-    try:
-        ts, iid = json.loads(token)
-        return float(ts), str(iid)
-    except (ValueError, TypeError):
-        raise DurableValueError(f"not a continuation token: {token!r}") from None
 
 
 def _progress_until(ref: Any, poll: Callable[[], tuple[int, int]], label: str) -> None:

@@ -8,6 +8,11 @@ from datetime import UTC, datetime
 from orchestrations import DurableTypeError, DurableValueError, validate_instance_id
 
 
+def utc_now() -> datetime:
+    """The current UTC time (the timestamp of the events a client sends)."""
+    return datetime.now(UTC)
+
+
 def utc_timestamp(value: object, name: str) -> float:
     """A point in time as epoch seconds: a ``datetime``, naive taken as UTC."""
     if not isinstance(value, datetime):
@@ -24,7 +29,7 @@ def check_bool(value: object, name: str) -> bool:
 
 def check_timeout(timeout: object) -> float | None:
     """``timeout`` if it is ``None`` or a number of seconds >= 0."""
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0):
         raise DurableValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
     return timeout
 

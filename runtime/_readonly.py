@@ -31,10 +31,10 @@ from orchestrations import (
 from orchestrations._ids import shard_of
 from orchestrations._registry import Registry
 
-from ._client import ShardRow, StatusFilter, query_page
 from ._codec import decode
 from ._entity_host import EntityRecord, addressable
 from ._messages import status_from_row
+from ._paging import ShardRow, StatusFilter, query_page
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
 from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
 

@@ -43,7 +43,8 @@ from entities import EntityId
 from orchestrations import DurableError, DurableValueError, HistoryEvent, InstanceNotFoundError
 from orchestrations._registry import Registry
 
-from ._client import StatusFilter, TaskHub
+from ._client import TaskHub
+from ._paging import StatusFilter
 from ._readonly import HubFiles
 from ._render import HISTORY_COLUMNS, cell, history_rows, timestamp
 from ._status import (

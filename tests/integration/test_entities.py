@@ -10,7 +10,7 @@ import pytest
 from entities import EntityContext, EntityId, current_context, entity
 from orchestrations import EntityLockMessage, LockingRulesViolationError, ParentInfo, TaskFailedError, orchestrator
 from runtime import OrchestrationRuntimeStatus as S
-from runtime._client import _now
+from runtime._client_args import utc_now as _now
 from runtime._messages import Message
 
 from ..helpers import wait_until

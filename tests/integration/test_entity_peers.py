@@ -21,7 +21,7 @@ from orchestrations import (
 from orchestrations._ids import shard_of
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
-from runtime._client import _now
+from runtime._client_args import utc_now as _now
 from runtime._messages import Message
 
 from ..conftest import ALWAYS_REPLAY

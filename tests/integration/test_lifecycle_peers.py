@@ -416,4 +416,7 @@ def test_bad_arguments_name_the_bad_value(hub):
         hub.purge_instance_history(["lp-ok", "a/b"])
     with pytest.raises(ValueError, match="timeout"):
         hub.wait_for_orchestration_start("lp-bad", timeout=-1)
+    for bad in (float("nan"), True, "5"):
+        with pytest.raises(ValueError, match="timeout"):
+            hub.wait_for_completion("lp-bad", timeout=bad)
     assert recorded(hub, "bad") == []
