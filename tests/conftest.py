@@ -1,8 +1,9 @@
-"""Shared fixtures: one local Ray per test module, one hub per module on real SQLite files."""
+"""Shared fixtures: one local Ray the modules share, one hub per module on real SQLite files."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,15 +15,27 @@ ALWAYS_REPLAY = os.environ.get("DURABLE_ALWAYS_REPLAY", "") == "1"
 
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
-    """A local Ray for the whole module (starting one costs ~3 s on 2 cores)."""
+    """A local Ray for the module, started by the first module that needs one and left running
+    for the next (starting one costs ~3-5 s on 2 cores, and the suite runs ~20 modules twice);
+    shut down at the end of the session. A module that needs a Ray of another shape (a
+    multi-node cluster) shuts this one down first; the next module starts a fresh one."""
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # address="local": always a new Ray of our own, never a cluster someone started with
-    # `ray start` (or a multi-node test) on this machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    if not ray.is_initialized():
+        # address="local": always a new Ray of our own, never a cluster someone started with
+        # `ray start` (or a multi-node test) on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield
-    ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_shut_down_at_the_end() -> Iterator[None]:
+    """Stop the Ray the modules shared, once every test ran."""
+    yield
+    ray = sys.modules.get("ray")  # a unit-test run never imported it
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

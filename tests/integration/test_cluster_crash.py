@@ -20,9 +20,14 @@ from orchestrations import activity, orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 
+from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # its hubs (in subprocesses or about files) take no always_replay: a second run would repeat the first
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="passes no always_replay; the normal run covers it"),
+]
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 200
 

@@ -18,6 +18,7 @@ from orchestrations import activity, orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 
+from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,7 @@ def run_mixed_with_crash(tmp_path: Path, point: str) -> None:
     log_dir, markers = tmp_path / "runs", tmp_path / "markers"
     log_dir.mkdir()
     markers.mkdir()
-    with TaskHub(f"crash-{point.replace('_', '-')}", data_dir=tmp_path, num_shards=2,
+    with TaskHub(f"crash-{point.replace('_', '-')}", data_dir=tmp_path, num_shards=2, always_replay=ALWAYS_REPLAY,
                  _crash_points=(point,), _crash_marker_dir=str(markers)) as hub:
         ids = [hub.start_new(mixed, client_input=(str(log_dir), f"k{i % 2}")) for i in range(INSTANCES)]
         statuses = [hub.wait_for_completion(i, timeout=120) for i in ids]
@@ -122,14 +123,14 @@ def test_shard_hosts_killed_after_commit_before_acknowledgement(ray_session, tmp
 
 
 def test_activity_worker_killed_during_execution(ray_session, tmp_path):
-    with TaskHub("crash-worker", data_dir=tmp_path, num_shards=1) as hub:
+    with TaskHub("crash-worker", data_dir=tmp_path, num_shards=1, always_replay=ALWAYS_REPLAY) as hub:
         status = hub.wait_for_completion(hub.start_new(worker_death, client_input=str(tmp_path)), timeout=120)
         assert (tmp_path / "worker-killed").exists()
         assert (status.runtime_status, status.output) == (S.Completed, 2 * sum(range(4)))
 
 
 def test_warm_worker_killed_during_execution(ray_session, tmp_path):
-    with TaskHub("crash-warm", data_dir=tmp_path, num_shards=1) as hub:
+    with TaskHub("crash-warm", data_dir=tmp_path, num_shards=1, always_replay=ALWAYS_REPLAY) as hub:
         # once the warm worker is up, a lone activity runs there
         wait_until(lambda: hub.wait_for_completion(hub.start_new(one, client_input=("cr_in_actor", None))).output)
         status = hub.wait_for_completion(hub.start_new(one, client_input=("cr_warm_dies_once", str(tmp_path))), 120)

@@ -13,7 +13,13 @@ from orchestrations import orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 
-pytestmark = pytest.mark.integration
+from ..conftest import ALWAYS_REPLAY
+
+pytestmark = [
+    pytest.mark.integration,
+    # its hubs (in subprocesses or about files) take no always_replay: a second run would repeat the first
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="passes no always_replay; the normal run covers it"),
+]
 ROOT = Path(__file__).resolve().parents[2]
 
 

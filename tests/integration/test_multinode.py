@@ -63,6 +63,8 @@ def cluster() -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():  # the local Ray other modules share: this module needs a cluster
+        ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [c.add_node(num_cpus=1) for _ in range(2)]
     ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
