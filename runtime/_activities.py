@@ -183,6 +183,11 @@ class ActivityDispatcher:
         """The instance ended or was replaced: its late results are moot."""
         self.outstanding.pop(instance_id, None)
 
+    @property
+    def warm_worker_connected(self) -> bool:
+        """Whether this host's warm worker is up and connected (see ``runtime._warm``)."""
+        return self._warm.connected
+
     def count(self) -> int:
         """How many activities are dispatched and not answered."""
         return sum(len(v) for v in self.outstanding.values())

@@ -229,6 +229,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
             "entities_cached": len(self._entities),
             "outstanding": self._activity_out.count(),
             "slow_episodes": self._watch.slow_episodes if self._watch is not None else 0,
+            "warm_worker_connected": int(self._activity_out.warm_worker_connected),
             "parked": len(self._parking),
         }
 

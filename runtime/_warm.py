@@ -89,6 +89,11 @@ class WarmLane:
         ).remote()
         self._spawn(self._connect())
 
+    @property
+    def connected(self) -> bool:
+        """Whether the worker is up and this host connected to it."""
+        return self._client is not None and not self._client.closed
+
     def available(self) -> bool:
         """Whether a batch can go out now (connected and idle)."""
         return self._client is not None and not self._client.closed and not self._busy

@@ -161,6 +161,8 @@ def test_class_entity_state_is_stored_as_attributes_and_rebuilt(one_shard, data_
 
 
 def test_activities_use_the_warm_worker_unless_it_is_turned_off(ray_session, data_dir, one_shard):
+    # the warm worker comes up a second or two after its host (a new process)
+    wait_until(lambda: one_shard.stats()[0]["warm_worker_connected"])
     iid = one_shard.start_new(sequence)
     warm = one_shard.wait_for_completion(iid, timeout=30).output
     assert any(warm)  # sequential single activities: the warm worker takes them once it is up
@@ -168,6 +170,7 @@ def test_activities_use_the_warm_worker_unless_it_is_turned_off(ray_session, dat
                  always_replay=ALWAYS_REPLAY) as cold:
         iid = cold.start_new(sequence)
         status = cold.wait_for_completion(iid, timeout=30)
+        assert cold.stats()[0]["warm_worker_connected"] == 0
     assert status.runtime_status is S.Completed and status.output == [False] * 5
 
 
