@@ -31,7 +31,7 @@ from orchestrations import (
     HistoryEvent,
     ParentInfo,
 )
-from orchestrations._executor import failure_of
+from orchestrations._failures import failure_of
 
 from ._context import EntityContext, SignalOut, _current
 from ._ids import EntityId

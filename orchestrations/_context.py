@@ -24,11 +24,12 @@ from ._actions import (
     SignalEntity,
     UnlockEntity,
 )
+from ._checks import check_operation, check_retry, checked_entity_key, task_list, timeout_delta
 from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError, EventTimeoutError
 from ._history import EventRaised
 from ._http import HttpTask, build_request
-from ._ids import entity_key, validate_instance_id
+from ._ids import validate_instance_id
 from ._registry import function_name
 from ._retry import RetryOptions
 from ._task import (
@@ -147,7 +148,7 @@ class OrchestrationContext:
     ) -> Task:
         """Like :meth:`call_activity`, retried after durable timers as ``retry_options`` say."""
         name = function_name(name_or_fn, "activity")
-        _check_retry(retry_options)
+        check_retry(retry_options)
         return self._schedule_retryable(lambda tid: ScheduleTask(tid, name, input_), retry_options)
 
     def call_sub_orchestrator(
@@ -172,7 +173,7 @@ class OrchestrationContext:
     ) -> Task:
         """Like :meth:`call_sub_orchestrator`, retried as ``retry_options`` say (same child id)."""
         name = function_name(name_or_fn, "orchestrator")
-        _check_retry(retry_options)
+        check_retry(retry_options)
         self._section.check_sub_orchestration(name)
         child_id = self._child_id(instance_id, self._sequence + 1)
         return self._schedule_retryable(
@@ -254,7 +255,7 @@ class OrchestrationContext:
         """
         if not isinstance(name, str) or not name.strip():
             raise DurableValueError(f"event name must be a non-empty str, got {name!r}")
-        fire_in = _timeout_delta(timeout) if timeout is not None else None
+        fire_in = timeout_delta(timeout) if timeout is not None else None
         task = EventTask(name, self._withdraw_waiter)
         key = name.casefold()
         for i, event in enumerate(self._buffered_events):
@@ -312,7 +313,7 @@ class OrchestrationContext:
         Inside a critical section only locked entities may be called, one call at a time each.
         """
         key = self._known_entity(entity_id)
-        _check_operation(operation_name)
+        check_operation(operation_name)
         self._section.check_call(key)
         task_id = self._next_id()
         self._entity_calls[task_id] = (key, operation_name)
@@ -332,7 +333,7 @@ class OrchestrationContext:
         Inside a critical section, only entities that are not locked may be signalled.
         """
         key = self._known_entity(entity_id)
-        _check_operation(operation_name)
+        check_operation(operation_name)
         if scheduled_time is not None:
             if not isinstance(scheduled_time, datetime):
                 raise DurableTypeError(
@@ -364,7 +365,7 @@ class OrchestrationContext:
         """The canonical id of ``entity_id``; raises ``ValueError`` at the call if no entity
         of its name is registered. Replay checks too, so code that catches the error replays
         the same way (registries only grow, so a name known once stays known)."""
-        key = _entity_key(entity_id)
+        key = checked_entity_key(entity_id)
         if self._entity_check is not None:
             self._entity_check(key[1:].partition("@")[0])
         return key
@@ -399,13 +400,13 @@ class OrchestrationContext:
         """A task of the list of results of ``tasks``, in their order, once every one has
         finished; if any failed, it then fails with the first failure (the others still ran to
         the end). ``task_all([])`` completes at once with ``[]``."""
-        return WhenAllTask(_task_list(tasks, "task_all"))
+        return WhenAllTask(task_list(tasks, "task_all"))
 
     def task_any(self, tasks: Sequence[Task]) -> Task:
         """A task whose result is the first of ``tasks`` to finish (the task itself, which
         may have failed: read its ``result``). ``task_any([])`` completes at once with
         ``None``."""
-        return WhenAnyTask(_task_list(tasks, "task_any"))
+        return WhenAnyTask(task_list(tasks, "task_any"))
 
     # -- other ---------------------------------------------------------------------------------
 
@@ -480,50 +481,3 @@ class LockHandle:
         section = self._context._section
         if section.active and section.section_id == self._section_id:
             self._context._release_locks()
-
-
-def _entity_key(entity_id: object) -> str:
-    key = str(entity_id)
-    if not key.startswith("@") or key.count("@") < 2 or isinstance(entity_id, (bytes, int)):
-        raise DurableTypeError(f"expected an EntityId, got {entity_id!r}")
-    return entity_key(key)  # names are case-insensitive: one canonical string per entity
-
-
-def _timeout_delta(timeout: object) -> timedelta:
-    if isinstance(timeout, bool) or not isinstance(timeout, (timedelta, int, float)):
-        raise DurableTypeError(f"timeout must be a timedelta or a number of seconds, got {timeout!r}")
-    if not isinstance(timeout, timedelta) and not timeout >= 0:  # refuses NaN too
-        raise DurableValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-    delta = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
-    if delta < timedelta(0):
-        raise DurableValueError(f"timeout must not be negative, got {timeout!r}")
-    return delta
-
-
-def _task_list(tasks: object, what: str) -> list[Task]:
-    """``tasks`` as a list of Tasks, or a TypeError that says what was passed instead."""
-    if isinstance(tasks, (Task, str, bytes, dict)) or not hasattr(tasks, "__iter__"):
-        raise DurableTypeError(f"{what} takes a list of tasks, got {_describe(tasks)}")
-    items = list(tasks)  # type: ignore[call-overload]
-    for item in items:
-        if not isinstance(item, Task):
-            raise DurableTypeError(
-                f"{what} takes a list of tasks, and {_describe(item)} is not a Task "
-                "(pass the tasks themselves: no yield inside the list)"
-            )
-    return items
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _check_operation(name: object) -> None:
-    if not isinstance(name, str) or not name:
-        raise DurableValueError(f"operation name must be a non-empty str, got {name!r}")
-
-
-def _check_retry(retry_options: object) -> None:
-    if not isinstance(retry_options, RetryOptions):
-        raise DurableTypeError(f"retry_options must be a RetryOptions, got {retry_options!r}")

@@ -14,7 +14,7 @@ import cloudpickle
 
 from orchestrations import FailureDetails, PayloadError
 from orchestrations._errors import describe
-from orchestrations._executor import failure_of
+from orchestrations._failures import failure_of
 
 PROTOCOL = 5
 

@@ -638,10 +638,10 @@ def test_async_orchestrator_catches_failures_and_takes_locks():
 
 def test_async_orchestrator_awaiting_asyncio_fails_saying_why():
     async def sleeps(ctx):
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # the mistake under test (never waits: it fails at once)
 
     async def sleeps_zero(ctx):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the mistake under test
 
     for fn in (sleeps, sleeps_zero):
         failed = Instance(fn).start()
@@ -703,7 +703,7 @@ def test_clock_sleep_and_random_in_an_orchestrator_are_named_at_registration():
 
     def careless(ctx):
         started_at = _dt.now()
-        _time.sleep(5)
+        _time.sleep(5)  # the mistake under test: only registered, never run
         picks = [_random.random() for _ in range(3)]
         yield ctx.call_activity("x", [started_at, picks])
 

@@ -34,7 +34,7 @@ def work(args: tuple[str, int, float]) -> int:
     folder, i, delay = args
     if i == 0:
         raise ValueError("item 0 is bad")
-    time.sleep(delay)
+    time.sleep(delay)  # simulated work: the others still run when item 0 fails
     Path(folder, f"done-{i}").touch()
     return i
 
@@ -58,7 +58,7 @@ def hello(name: str) -> str:
 
 def block_the_shard(seconds: float) -> None:
     """A helper that blocks (what the watchdog must report)."""
-    time.sleep(seconds)
+    time.sleep(seconds)  # the mistake under test: orchestrator code that blocks its shard
 
 
 # -- orchestrators ------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ async def async_orchestrator(ctx):
 async def async_asyncio(ctx):
     import asyncio
 
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the mistake under test
 
 
 @orchestrator(name="ep_no_yield")
