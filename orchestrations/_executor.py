@@ -233,7 +233,7 @@ class OrchestrationExecutor:
     # -- event handlers ------------------------------------------------------------------------
 
     def _apply(self, event: HistoryEvent) -> None:
-        if self._suspended and not isinstance(event, _ALWAYS_APPLIED) and not _is_scheduling(event):
+        if self._suspended and not isinstance(event, _ALWAYS_APPLIED) and not is_scheduling(event):
             self._held.append(event)
             return
         handler = self._handlers.get(type(event))
@@ -531,14 +531,15 @@ def last_episode_start(history: Sequence[HistoryEvent]) -> int:
 
 def is_incoming(event: HistoryEvent) -> bool:
     """Events that arrive from outside (recorded before their episode's OrchestratorStarted)."""
-    return not isinstance(event, _EPISODE_EVENTS) and not _is_scheduling(event)
+    return not isinstance(event, _EPISODE_EVENTS) and not is_scheduling(event)
 
 
 #: events the executor itself records around an episode
 _EPISODE_EVENTS = (OrchestratorStarted, OrchestratorCompleted, ExecutionCompleted, ContinueAsNew)
 
 
-def _is_scheduling(event: HistoryEvent) -> bool:
+def is_scheduling(event: HistoryEvent) -> bool:
+    """Events an episode records for the actions its code took."""
     return isinstance(event, SCHEDULING_EVENTS)
 
 

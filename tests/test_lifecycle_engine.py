@@ -205,6 +205,56 @@ def test_rewind_of_a_mixed_fan_out_asks_again_only_the_children_without_a_kept_a
     assert done.output == ["good", "child ok result", "bad ok", "fail ok", "late ok"]
 
 
+def fan_in(ctx):
+    first = yield ctx.call_activity("step", 1)
+    both = yield ctx.task_all([ctx.call_activity("flaky"), ctx.call_activity("step", first)])
+    return first, both
+
+
+def test_rewind_undoes_a_fan_in_failure_that_arrived_before_the_failing_episode():
+    # task_all waits for every child before it raises: the failure lands in an episode where
+    # the code does nothing, the last child's answer in the episode that fails. Cutting only
+    # that last episode would keep the failure and fail again (seen in CI).
+    run = Run(fan_in)
+    run.start()
+    run.episode(task_completed(1, 2, ts=at(2)), now=at(2))
+    quiet = run.episode(task_failed(2, "the service was down", "ConnectionError", ts=at(3)), now=at(3))
+    assert (quiet.state, quiet.actions) == (ExecutionState.RUNNING, [])
+    failed = run.episode(task_completed(3, 3, ts=at(4)), now=at(4))
+    assert failed.state is ExecutionState.FAILED
+
+    plan = plan_rewind(run.history)
+    kept = run.history[: plan.cut]
+    assert not any(isinstance(e, TaskFailed) for e in [*kept, *plan.redeliver])
+    assert [e.event_type for e in plan.redeliver] == ["TaskCompleted"]
+    assert [e.event_type for e in kept].count("TaskScheduled") == 3  # nothing scheduled anew
+    again = rewound(run, plan, at(5))
+    assert (again.state, again.actions) == (ExecutionState.RUNNING, [])
+    done = execute(run.lookup, run.iid, [*kept, *again.new_events], [task_completed(2, "ok")], at(6))
+    assert (done.state, done.output) == (ExecutionState.COMPLETED, (2, ["ok", 3]))
+
+
+def caught_then_failed(ctx):
+    try:
+        yield ctx.call_activity("first")
+    except Exception:
+        yield ctx.call_activity("compensate")
+    raise RuntimeError("gave up")
+
+
+def test_rewind_keeps_a_failure_the_code_answered_with_new_work():
+    # a failure the code caught and acted on (it scheduled more) stays: undoing it would make
+    # the replay disagree with what was dispatched
+    run = Run(caught_then_failed)
+    run.start()
+    run.episode(task_failed(1, "down", ts=at(2)), now=at(2))
+    failed = run.episode(task_completed(2, None, ts=at(3)), now=at(3))
+    assert failed.state is ExecutionState.FAILED
+    plan = plan_rewind(run.history)
+    assert sum(isinstance(e, TaskFailed) for e in run.history[: plan.cut]) == 1
+    assert [e.event_type for e in plan.redeliver] == ["TaskCompleted"]
+
+
 def test_a_first_episode_that_failed_is_run_again_from_its_start():
     def fails_at_once(ctx):
         raise RuntimeError("Boom")
