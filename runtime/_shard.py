@@ -432,6 +432,11 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
             for future in self._waiters.get(iid, []):
                 if not future.done():
                     future.set_result(row)  # the committed row: waiters answer without a read
+            inst = self._cache.get(iid)
+            if inst is not None and inst.status.is_terminal:
+                # a finished instance is rarely touched again: its input and output stay in the
+                # file, not in host memory (the cache is bounded by count, not by bytes)
+                del self._cache[iid]
         if self.config.always_replay:
             for iid in after.touched:
                 inst = self._cache.get(iid)

@@ -119,6 +119,28 @@ def test_same_shard_messages_are_applied_in_the_same_turn(one_shard):
     assert not any(r.locked_by for r in one_shard.list_entities("TnAccount"))
 
 
+@orchestrator(name="tn_size_of")
+def size_of(ctx):
+    return len(ctx.get_input())
+
+
+def test_a_finished_instance_leaves_host_memory_and_reads_back_from_the_file(one_shard):
+    # the cache is bounded by count: 1,000 finished instances with 256 KiB inputs cost the
+    # host 1 GiB while they stayed cached (issue 11); a finished one now leaves memory
+    cached = one_shard.stats()[0]["cached"]
+    big = "x" * 256 * 1024
+    ids = [one_shard.start_new(size_of, client_input=big) for _ in range(3)]
+    assert [one_shard.wait_for_completion(i, timeout=30).output for i in ids] == [len(big)] * 3
+    assert one_shard.stats()[0]["cached"] <= cached
+    status = one_shard.get_status(ids[0])
+    assert (status.runtime_status, status.input_, status.output) == (S.Completed, big, len(big))
+    # and it takes messages as before: an event to a finished instance is dropped, a restart
+    # under its id runs
+    one_shard.raise_event(ids[0], "late", 1)
+    again = one_shard.restart(ids[0], restart_with_new_instance_id=False)
+    assert one_shard.wait_for_completion(again, timeout=30).output == len(big)
+
+
 def test_a_chain_longer_than_one_turn_overflows_to_the_outbox_and_finishes(one_shard):
     n = 3 * MAX_LOCAL_ROUNDS + 1
     one_shard.signal_entity(EntityId("TnCountdown", "c"), "start", n)
