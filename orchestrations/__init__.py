@@ -29,6 +29,7 @@ from ._errors import (
     RetryableError,
     ShardFileError,
     ShardMismatchError,
+    ShardWriteError,
     TaskFailedError,
     TerminalError,
 )
@@ -130,6 +131,7 @@ __all__ = [
     "SendEvent",
     "ShardFileError",
     "ShardMismatchError",
+    "ShardWriteError",
     "SignalEntity",
     "SubOrchestrationInstanceCompleted",
     "SubOrchestrationInstanceCreated",

@@ -169,6 +169,20 @@ class ShardMismatchError(TerminalError):
         )
 
 
+class ShardWriteError(RetryableError):
+    """A shard file could not be written (the disk is full, an I/O error): the call was not
+    applied and may be made again once the file can be written. Work already accepted (activity
+    results, fired timers, messages between shards) is kept and applied when writes succeed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"shard file {self.path} could not be written ({self.reason}); the call was not applied"
+
+
 class ShardFileError(TerminalError):
     """A shard file cannot be used: another process owns it, it is corrupt or truncated, or it
     is from a newer format version. Nothing is reset or overwritten."""

@@ -71,6 +71,10 @@ class Courier:
         acked, self._acked = self._acked, []
         return acked
 
+    def give_back_acked(self, ids: list[str]) -> None:
+        """Ids :meth:`take_acked` gave to a turn whose commit failed: the next turn takes them."""
+        self._acked[:0] = ids
+
     def deliver(self, outbox: Sequence[Outbound]) -> None:
         """Send committed outbox messages (call after the commit that wrote them)."""
         for out in outbox:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 import ray
 
-from orchestrations import ExecutionStarted, TimerFired
+from orchestrations import ExecutionStarted, ShardWriteError, TimerFired
 from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
@@ -61,6 +62,8 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._last_num = 0
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()
+        #: turns in a row whose commit could not be written (the retry backs off with it)
+        self._write_failures = 0
         self._cache: OrderedDict[str, Instance] = OrderedDict()
         self._entities: OrderedDict[str, EntityRecord] = OrderedDict()
         self._entity_specs: dict[str, Any] = {}
@@ -85,6 +88,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         #: ones), calls received (client submits and peer batches), peer batches that came
         #: through a Ray call rather than a connection
         self.turns = self.messages = self.local_messages = self.calls = self.ray_deliveries = 0
+        self.failed_commits = 0
         seconds = config.slow_episode_seconds
         self._watch = EpisodeWatch(seconds) if seconds is not None else None
 
@@ -209,6 +213,10 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         """A batch from another shard's outbox, over its connection; answered once committed."""
         await self.submit([Message.from_bytes(b) for b in blobs])
 
+    def fail_next_commits(self, count: int) -> None:
+        """Fault injection for tests: the next ``count`` commits fail as on a full disk."""
+        self._store.failing_commits = count
+
     def pid(self) -> int:
         """This host's process id (for fault-injection tests)."""
         return os.getpid()
@@ -231,6 +239,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
             "slow_episodes": self._watch.slow_episodes if self._watch is not None else 0,
             "warm_worker_connected": int(self._activity_out.warm_worker_connected),
             "parked": len(self._parking),
+            "failed_commits": self.failed_commits,
         }
 
     # -- the turn loop -----------------------------------------------------------------------------
@@ -257,6 +266,20 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 for msg in batch:
                     if msg.ack is not None and not msg.ack.done():
                         msg.ack.set_exception(exc)
+                if isinstance(exc, ShardWriteError):
+                    self._retry_unwritten(batch)
+
+    def _retry_unwritten(self, batch: list[Message]) -> None:
+        """The turn's commit could not be written: the callers among its messages were told so
+        (their calls were not applied); the rest (activity results, fired timers, messages of
+        this host's own outbox) have no one to tell and would be lost, so they are applied
+        again later, backing off while the file cannot be written."""
+        self._write_failures += 1
+        self.failed_commits += 1
+        again = [msg for msg in batch if msg.ack is None]
+        if again:
+            delay = min(0.25 * 2 ** min(self._write_failures, 6), 10.0)
+            asyncio.get_running_loop().call_later(delay, self._enqueue_many, again)
 
     async def _turn(self, batch: list[Message]) -> None:
         """Apply ``batch`` and commit it in one transaction.
@@ -276,10 +299,12 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._rounds = rounds
         groups: dict[str, list[Message]] = {}
         touched: set[str] = set()
+        acked: list[str] = []
         while True:
             w = TurnWrites()
             if not rounds:
-                w.done_outbox.extend(self._courier.take_acked())
+                acked = self._courier.take_acked()
+                w.done_outbox.extend(acked)
                 groups = await self._group(batch, now, w, after)
             rounds.append(w)
             touched.update(groups)
@@ -303,11 +328,15 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         try:
             async with self._db_lock:
                 await self._store.commit(rounds)
-        except BaseException:
+        except BaseException as exc:
             for iid in touched:
                 self._evict(iid)
                 self._activity_out.forget(iid)  # started early; replay schedules them again
+            self._courier.give_back_acked(acked)  # their outbox rows are still there
+            if isinstance(exc, sqlite3.Error):  # nothing of the turn was written
+                raise ShardWriteError(self.config.path, str(exc)) from exc
             raise
+        self._write_failures = 0
         self._crash_point("after_commit")
         self._after_commit(after)
 

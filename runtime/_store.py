@@ -143,6 +143,8 @@ class ShardStore:
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
+        #: fault injection for tests: this many next commits fail as on a full disk
+        self.failing_commits = 0
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -266,9 +268,13 @@ class ShardStore:
         try:
             for w in rounds:
                 self._apply(db, w)
+            if self.failing_commits:
+                self.failing_commits -= 1
+                raise sqlite3.OperationalError("database or disk is full (injected)")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                db.execute("ROLLBACK")
             raise
 
     @staticmethod

@@ -20,6 +20,7 @@ from orchestrations import (
     RetryableError,
     ShardFileError,
     ShardMismatchError,
+    ShardWriteError,
     TaskFailedError,
     TerminalError,
 )
@@ -66,6 +67,10 @@ SAMPLES = {
     ShardMismatchError: (
         ShardMismatchError("demo", 4, 8),
         {"hub": "demo", "recorded": 4, "requested": 8},
+    ),
+    ShardWriteError: (
+        ShardWriteError("/data/demo/shard-00.sqlite", "database or disk is full"),
+        {"path": "/data/demo/shard-00.sqlite", "reason": "database or disk is full"},
     ),
     PayloadError: (
         PayloadError("activity input", "<lock object>", "cannot pickle '_thread.lock' object"),

@@ -23,7 +23,7 @@ ORCHESTRATIONS = {
     "HistoryEvent", "InstanceAlreadyExistsError", "InstanceNotFoundError", "LockingRulesViolationError",
     "NonDeterminismError", "OrchestrationContext", "OrchestrationExecutor", "OrchestrationFailedError",
     "OrchestratorCompleted", "OrchestratorStarted", "ParentInfo", "PayloadError", "Registry", "RetryOptions",
-    "RetryableError", "ScheduleTask", "SendEvent", "ShardFileError", "ShardMismatchError",
+    "RetryableError", "ScheduleTask", "SendEvent", "ShardFileError", "ShardMismatchError", "ShardWriteError",
     "SubOrchestrationInstanceCompleted",
     "SubOrchestrationInstanceCreated", "SubOrchestrationInstanceFailed", "Task", "TaskCompleted", "TaskFailed",
     "TaskFailedError", "TaskScheduled", "TerminalError", "TimerCreated", "TimerFired", "TimerTask", "activity",
