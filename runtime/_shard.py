@@ -333,7 +333,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 self._evict(iid)
                 self._activity_out.forget(iid)  # started early; replay schedules them again
             self._courier.give_back_acked(acked)  # their outbox rows are still there
-            if isinstance(exc, sqlite3.Error):  # nothing of the turn was written
+            if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
                 raise ShardWriteError(self.config.path, str(exc)) from exc
             raise
         self._write_failures = 0
