@@ -6,7 +6,10 @@ meanwhile in the next one (fewer round trips under load, FIFO per destination). 
 on a connection to the receiving host (``runtime._wire``; Ray carries its address), which
 costs a tenth of a Ray call. A message is acknowledged (its
 outbox row deleted in a later turn) once the receiver has committed it; until then it is sent
-again after a restart, and the receiver drops duplicates by id.
+again after a restart, and the receiver drops duplicates by id. Once the sender has committed
+the deletion of its outbox row, it can never send the message again: the next batch to that
+receiver carries its id in a "forget" list, and the receiver deletes its ``delivered`` record
+(which would otherwise grow by one row per message, for ever).
 """
 
 from __future__ import annotations
@@ -55,7 +58,10 @@ class Courier:
         self._links: dict[int, FrameClient] = {}
         self._queues: dict[int, list[Outbound]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
-        self._acked: list[str] = []
+        #: (destination, message id) of messages their receivers committed
+        self._acked: list[tuple[int, str]] = []
+        #: per destination: ids whose outbox rows are deleted (the receiver may forget them)
+        self._forget: dict[int, list[str]] = {}
         #: message ids: unique per host process (a random prefix) and cheap (a counter)
         self._prefix = uuid.uuid4().hex[:16] + "-"
         self._counter = 0
@@ -66,14 +72,21 @@ class Courier:
         msg.msg_id = f"{self._prefix}{self._counter:x}"
         return Outbound(msg.msg_id, shard_of(msg.instance_id, self._num_shards), msg, msg.to_bytes())
 
-    def take_acked(self) -> list[str]:
-        """The ids of messages their receivers have committed (their outbox rows can go)."""
+    def take_acked(self) -> list[tuple[int, str]]:
+        """(destination, id) of the messages their receivers have committed (their outbox rows
+        can go); call :meth:`acked_deleted` once that deletion is committed."""
         acked, self._acked = self._acked, []
         return acked
 
-    def give_back_acked(self, ids: list[str]) -> None:
-        """Ids :meth:`take_acked` gave to a turn whose commit failed: the next turn takes them."""
-        self._acked[:0] = ids
+    def give_back_acked(self, acked: list[tuple[int, str]]) -> None:
+        """What :meth:`take_acked` gave to a turn whose commit failed: the next turn takes it."""
+        self._acked[:0] = acked
+
+    def acked_deleted(self, acked: list[tuple[int, str]]) -> None:
+        """The outbox rows of ``acked`` are deleted (committed): tell their receivers, with the
+        next batch to each, that they may forget these ids."""
+        for dest, msg_id in acked:
+            self._forget.setdefault(dest, []).append(msg_id)
 
     def deliver(self, outbox: Sequence[Outbound]) -> None:
         """Send committed outbox messages (call after the commit that wrote them)."""
@@ -90,10 +103,11 @@ class Courier:
         try:
             while self._queues.get(dest):
                 items = self._queues.pop(dest)
+                forget = self._forget.pop(dest, [])
                 delay = 0.05
                 while True:
                     try:
-                        await self._send(dest, [o.blob for o in items])
+                        await self._send(dest, [o.blob for o in items], forget)
                         break
                     except Exception:
                         self._peers.pop(dest, None)  # restarting: look it up again
@@ -103,12 +117,13 @@ class Courier:
                         log.warning("shard %s: delivery to shard %s failed; retrying", self._index, dest)
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 2.0)
-                self._acked.extend(o.msg_id for o in items)
+                self._acked.extend((dest, o.msg_id) for o in items)
         finally:
             del self._senders[dest]
 
-    async def _send(self, dest: int, blobs: list[bytes]) -> None:
-        """Hand ``blobs`` to shard ``dest``; returns once it has committed them.
+    async def _send(self, dest: int, blobs: list[bytes], forget: list[str]) -> None:
+        """Hand ``blobs`` (and the ids it may ``forget``) to shard ``dest``; returns once it has
+        committed them.
 
         Over the connection to that host (see ``runtime._wire``), opened on first use with the
         address and token its actor gives; over a Ray call if it cannot be opened.
@@ -120,9 +135,9 @@ class Courier:
                 link = self._links[dest] = await FrameClient.connect(host, port, token)
             except OSError:
                 log.warning("shard %s: no connection to shard %s; delivering through Ray", self._index, dest)
-                await self._peer(dest).deliver.remote(blobs)
+                await self._peer(dest).deliver.remote(blobs, forget)
                 return
-        ok, error = await link.request(blobs)
+        ok, error = await link.request((blobs, forget))
         if not ok:
             raise RuntimeError(f"shard {dest} refused a delivery: {error}")
 

@@ -62,6 +62,8 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._last_num = 0
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()
+        #: ids of ``delivered`` records the next turn deletes (their senders cannot resend them)
+        self._forget_delivered: list[str] = []
         #: turns in a row whose commit could not be written (the retry backs off with it)
         self._write_failures = 0
         self._cache: OrderedDict[str, Instance] = OrderedDict()
@@ -198,10 +200,12 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
             if isinstance(result, BaseException):
                 raise result
 
-    async def deliver(self, blobs: Sequence[bytes]) -> None:
+    async def deliver(self, blobs: Sequence[bytes], forget: Sequence[str] = ()) -> None:
         """Accept messages from another shard's outbox through a Ray call (when no connection
-        could be opened); returns once they are committed."""
+        could be opened); returns once they are committed. ``forget``: ids of earlier messages
+        the sender will never send again (their ``delivered`` records go)."""
         self.ray_deliveries += 1
+        self._forget_delivered.extend(forget)
         await self.submit([Message.from_bytes(b) for b in blobs])
 
     async def peer_address(self) -> tuple[str, int, bytes]:
@@ -209,8 +213,11 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         await self._ensure_started()
         return (*self._peer_addr, self._peer_token)
 
-    async def _on_peer_batch(self, blobs: Sequence[bytes]) -> None:
-        """A batch from another shard's outbox, over its connection; answered once committed."""
+    async def _on_peer_batch(self, payload: tuple[Sequence[bytes], Sequence[str]]) -> None:
+        """A batch from another shard's outbox, over its connection: its messages and the ids
+        of earlier ones it may forget (see :meth:`deliver`); answered once committed."""
+        blobs, forget = payload
+        self._forget_delivered.extend(forget)
         await self.submit([Message.from_bytes(b) for b in blobs])
 
     def fail_next_commits(self, count: int) -> None:
@@ -299,12 +306,15 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._rounds = rounds
         groups: dict[str, list[Message]] = {}
         touched: set[str] = set()
-        acked: list[str] = []
+        acked: list[tuple[int, str]] = []
+        forget: list[str] = []
         while True:
             w = TurnWrites()
             if not rounds:
                 acked = self._courier.take_acked()
-                w.done_outbox.extend(acked)
+                w.done_outbox.extend(msg_id for _, msg_id in acked)
+                forget, self._forget_delivered = self._forget_delivered, []
+                w.forget_delivered.extend(forget)
                 groups = await self._group(batch, now, w, after)
             rounds.append(w)
             touched.update(groups)
@@ -333,10 +343,12 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 self._evict(iid)
                 self._activity_out.forget(iid)  # started early; replay schedules them again
             self._courier.give_back_acked(acked)  # their outbox rows are still there
+            self._forget_delivered[:0] = forget
             if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
                 raise ShardWriteError(self.config.path, str(exc)) from exc
             raise
         self._write_failures = 0
+        self._courier.acked_deleted(acked)
         self._crash_point("after_commit")
         self._after_commit(after)
 

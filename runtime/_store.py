@@ -112,6 +112,8 @@ class TurnWrites:
     add_outbox: list[tuple[str, int, bytes]] = field(default_factory=list)
     done_outbox: list[str] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
+    #: ids of ``delivered`` whose senders have deleted their outbox rows (never sent again)
+    forget_delivered: list[str] = field(default_factory=list)
     entities: list[tuple[Any, ...]] = field(default_factory=list)
     #: messages parked until their due time: (msg_id, due, encoded message), and those applied
     add_scheduled: list[tuple[str, float, bytes]] = field(default_factory=list)
@@ -323,6 +325,8 @@ class ShardStore:
             db.executemany(f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", w.entities)
         if w.delivered:
             db.executemany("INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered])
+        if w.forget_delivered:
+            db.executemany("DELETE FROM delivered WHERE msg_id = ?", [(m,) for m in w.forget_delivered])
         if w.done_scheduled:
             db.executemany("DELETE FROM scheduled WHERE msg_id = ?", [(m,) for m in w.done_scheduled])
         if w.add_scheduled:
