@@ -66,6 +66,11 @@ class TaskHub(EntityClient):
     Opening a hub starts a local Ray if none is running, creates one shard host actor per
     shard (``num_cpus=0``: they mostly wait) and recovers any work left in the files. All
     methods block until the shard has committed what they asked for.
+
+    Each shard host keeps its most recently used unfinished instances in memory: at most
+    ``cache_size`` of them, holding at most ``cache_bytes`` of inputs (the least recently
+    used leave first and are replayed from the file when next needed; a finished instance
+    leaves at once).
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class TaskHub(EntityClient):
         always_replay: bool = False,
         detached: bool = False,
         cache_size: int = 10_000,
+        cache_bytes: int = 512 * 2**20,
         durability: str = "full",
         lock_timeout: float = 10.0,
         warm_worker: bool = True,
@@ -94,6 +100,8 @@ class TaskHub(EntityClient):
             raise DurableValueError(f"num_shards must be an int from 1 to 256, got {num_shards!r}")
         if not isinstance(cache_size, int) or cache_size < 1:
             raise DurableValueError(f"cache_size must be a positive int, got {cache_size!r}")
+        if not isinstance(cache_bytes, int) or isinstance(cache_bytes, bool) or cache_bytes < 1:
+            raise DurableValueError(f"cache_bytes must be a positive int, got {cache_bytes!r}")
         if slow_episode_warning is not None and (
             isinstance(slow_episode_warning, bool)
             or not isinstance(slow_episode_warning, (int, float))
@@ -137,7 +145,7 @@ class TaskHub(EntityClient):
                 path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
                 warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
-                crash_points=_crash_points, crash_marker_dir=_crash_marker_dir,
+                crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
             )
             actor_name = _actor_name(name, i)
             try:

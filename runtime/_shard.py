@@ -30,10 +30,11 @@ from orchestrations import ExecutionStarted, ShardWriteError, TimerFired
 from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
+from ._cache import InstanceCache
 from ._codec import decode, encode
 from ._delivery import Courier, Outbound
 from ._entity_host import EntityRecord
-from ._messages import Instance, Message, from_ts, to_ts
+from ._messages import Message, from_ts, to_ts
 from ._parking import Parking
 from ._shard_base import ShardConfig
 from ._shard_entities import ShardEntities
@@ -66,7 +67,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._forget_delivered: list[str] = []
         #: turns in a row whose commit could not be written (the retry backs off with it)
         self._write_failures = 0
-        self._cache: OrderedDict[str, Instance] = OrderedDict()
+        self._cache = InstanceCache()
         self._entities: OrderedDict[str, EntityRecord] = OrderedDict()
         self._entity_specs: dict[str, Any] = {}
         self._orchestrators: dict[str, OrchestratorSpec] = {}
@@ -484,7 +485,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 if inst is not None and inst.executor is not None:
                     inst.executor.close()
                     inst.executor = None
-        while len(self._cache) > self.config.cache_size:
+        while self._cache.over(self.config.cache_size, self.config.cache_bytes):
             _, inst = self._cache.popitem(last=False)
             if inst.executor is not None:
                 inst.executor.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from orchestrations import FailureDetails, ParentInfo
     from orchestrations._registry import OrchestratorSpec
 
+    from ._cache import InstanceCache
     from ._delivery import Outbound
     from ._entity_host import EntityRecord
     from ._messages import Instance, Message
@@ -48,6 +49,8 @@ class ShardConfig:
     #: fault injection for tests: points at which the host dies once ("before_commit", ...)
     crash_points: tuple[str, ...] = ()
     crash_marker_dir: str | None = None
+    #: the instances kept in memory hold at most this many bytes of inputs (besides cache_size)
+    cache_bytes: int = 512 * 2**20
 
 
 class ShardBase:
@@ -60,7 +63,7 @@ class ShardBase:
     _orchestrators: dict[str, OrchestratorSpec]
     _entity_specs: dict[str, Any]
     #: instances and entity records in memory, least recently used first
-    _cache: OrderedDict[str, Instance]
+    _cache: InstanceCache
     _entities: OrderedDict[str, EntityRecord]
     _last_num: int
     _timer_handles: dict[str, dict[int, asyncio.TimerHandle]]

@@ -141,6 +141,26 @@ def test_a_finished_instance_leaves_host_memory_and_reads_back_from_the_file(one
     assert one_shard.wait_for_completion(again, timeout=30).output == len(big)
 
 
+@orchestrator(name="tn_size_on_go")
+def size_on_go(ctx):
+    yield ctx.wait_for_external_event("go")
+    return len(ctx.get_input())
+
+
+def test_the_instances_in_memory_are_bounded_by_the_bytes_of_their_inputs(ray_session, data_dir):
+    # issue 11: the cache was bounded by count only (10,000 instances with 256 KiB inputs:
+    # 10 GiB of host memory); past cache_bytes the least recently used leave memory
+    with TaskHub("turns-bytes", data_dir=data_dir, num_shards=1, cache_bytes=2**20, always_replay=ALWAYS_REPLAY) as hub:
+        big = "y" * 512 * 1024
+        ids = [hub.start_new(size_on_go, client_input=big) for _ in range(6)]
+        for iid in ids:
+            hub.wait_for_orchestration_start(iid, timeout=30)
+        assert hub.stats()[0]["cached"] <= 2
+        for iid in ids:  # each comes back from the file, replays, and finishes
+            hub.raise_event(iid, "go")
+        assert [hub.wait_for_completion(i, timeout=30).output for i in ids] == [len(big)] * 6
+
+
 def test_a_chain_longer_than_one_turn_overflows_to_the_outbox_and_finishes(one_shard):
     n = 3 * MAX_LOCAL_ROUNDS + 1
     one_shard.signal_entity(EntityId("TnCountdown", "c"), "start", n)
