@@ -11,7 +11,6 @@ repeated here.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from orchestrations._registry import Registry
 
 from ._codec import decode
 from ._entity_host import EntityRecord, addressable
+from ._files import read_hub_file
 from ._messages import status_from_row
 from ._paging import ShardRow, StatusFilter, query_page
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
@@ -54,17 +54,15 @@ class HubFiles:
     def __init__(self, name: str, data_dir: str | os.PathLike[str]) -> None:
         self.name = name
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
-        try:
-            with open(os.path.join(self.directory, "hub.json")) as f:
-                info = json.load(f)
-        except FileNotFoundError:
-            raise DurableValueError(f"no task hub {name!r} in {os.path.dirname(self.directory)}") from None
+        info = read_hub_file(self.directory)
+        if info is None:
+            raise DurableValueError(f"no task hub {name!r} in {os.path.dirname(self.directory)}")
         if info.get("format_version") != FORMAT_VERSION:
             raise DurableValueError(
                 f"task hub {name!r} has format version {info.get('format_version')}; "
                 f"this version of ray-durable reads {FORMAT_VERSION}"
             )
-        self.num_shards = int(info["num_shards"])
+        self.num_shards: int = info["num_shards"]
         self._conns: dict[int, sqlite3.Connection] = {}
 
     def close(self) -> None:
