@@ -32,7 +32,7 @@ from orchestrations import (
     default_registry,
     validate_instance_id,
 )
-from orchestrations._ids import new_instance_id, shard_of
+from orchestrations._ids import check_encodable, new_instance_id, shard_of
 from orchestrations._registry import Registry, function_name
 
 from ._client_args import (
@@ -288,6 +288,7 @@ class TaskHub(EntityClient):
         validate_instance_id(instance_id)
         if not isinstance(event_name, str) or not event_name:
             raise DurableValueError(f"event name must be a non-empty string, got {event_name!r}")
+        check_encodable(event_name, "event name")
         encode(event_data, "event_data")
         self._submit([Message(instance_id, EventRaised(utc_now(), event_name, event_data))])
 

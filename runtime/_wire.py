@@ -58,8 +58,9 @@ class Limits:
     #: the largest frame read; the real traffic is batches of messages and activity calls,
     #: whose payloads a hub keeps far below this (a batch that is not goes through Ray)
     max_frame_bytes: int = 256 * 2**20
-    #: connections open at once (one per peer shard host is the real traffic)
-    max_connections: int = 1024
+    #: connections open at once: the real traffic is one per peer shard host (at most 255),
+    #: and each costs a file descriptor (a process often may have 1024)
+    max_connections: int = 512
 
 
 DEFAULT_LIMITS = Limits()

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from entities import EntityId
 from entities._registry import EntitySpec
 from orchestrations import DurableValueError, Registry, validate_instance_id
-from orchestrations._checks import checked_entity_key
+from orchestrations._checks import check_operation, checked_entity_key
 from orchestrations._ids import MAX_ENTITY_ID_CHARS
 from orchestrations._options import FrozenDict
 from runtime import TaskHub
@@ -46,6 +46,12 @@ def test_a_surrogate_in_an_instance_id_is_refused_naming_it():
 def test_a_surrogate_in_an_entity_id_is_refused_naming_it(make):
     with pytest.raises(ValueError, match="surrogate"):
         make()
+
+
+def test_a_surrogate_in_an_operation_name_is_refused_naming_it():
+    with pytest.raises(ValueError, match="surrogate") as info:
+        check_operation(SURROGATE)  # what call_entity and signal_entity check
+    assert repr(SURROGATE) in str(info.value)
 
 
 def test_an_overlong_entity_id_is_refused_where_it_is_made_with_one_limit():
