@@ -31,7 +31,7 @@ SURROGATE = "a\udc80b"
 
 
 def test_a_surrogate_in_an_instance_id_is_refused_naming_it():
-    with pytest.raises(ValueError, match="surrogate") as info:
+    with pytest.raises(DurableValueError, match="surrogate") as info:
         validate_instance_id(SURROGATE)
     assert repr(SURROGATE) in str(info.value)
 
@@ -43,12 +43,12 @@ def test_a_surrogate_in_an_instance_id_is_refused_naming_it():
     lambda: checked_entity_key(f"@counter@{SURROGATE}"),  # what call_entity/signal_entity take
 ])
 def test_a_surrogate_in_an_entity_id_is_refused_naming_it(make):
-    with pytest.raises(ValueError, match="surrogate"):
+    with pytest.raises(DurableValueError, match="surrogate"):
         make()
 
 
 def test_a_surrogate_in_an_operation_name_is_refused_naming_it():
-    with pytest.raises(ValueError, match="surrogate") as info:
+    with pytest.raises(DurableValueError, match="surrogate") as info:
         check_operation(SURROGATE)  # what call_entity and signal_entity check
     assert repr(SURROGATE) in str(info.value)
 
