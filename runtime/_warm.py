@@ -83,33 +83,54 @@ class WarmWorker:
         limits = self._limits
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(limits.handshake_seconds)
-        if not secrets.compare_digest(_receive(conn, TOKEN_BYTES), self._token):
+        buffer = bytearray()
+        _fill(conn, buffer, TOKEN_BYTES)
+        if not secrets.compare_digest(bytes(buffer[:TOKEN_BYTES]), self._token):
             return
+        del buffer[:TOKEN_BYTES]
+        conn.settimeout(None)  # idle between batches for as long as the host likes
         while True:
-            conn.settimeout(None)  # idle between batches for as long as the host likes
-            first = conn.recv(1)
-            if not first:
+            body = _next_frame(conn, buffer, limits)
+            if body is None:
                 return
-            conn.settimeout(limits.frame_seconds)
-            size = HEADER.unpack(first + _receive(conn, HEADER.size - 1))[0]
-            if size > limits.max_frame_bytes:
-                raise FrameTooLargeError(f"a frame of {size} bytes announced; at most {limits.max_frame_bytes}")
-            request_id, (registry_key, registry_blob, calls) = pickle.loads(_receive(conn, size))
-            reply = frame((request_id, run_batch(registry_key, registry_blob, calls)))
-            conn.sendall(reply)
+            request_id, (registry_key, registry_blob, calls) = pickle.loads(body)
+            conn.sendall(frame((request_id, run_batch(registry_key, registry_blob, calls))))
 
 
-def _receive(conn: socket.socket, size: int) -> bytes:
-    """Exactly ``size`` bytes, kept only as they arrive (a peer that announces a large frame
-    and sends little costs little); ``ConnectionError`` if the connection ends first."""
-    chunks, left = [], size
-    while left:
-        chunk = conn.recv(min(left, 1 << 20))
+def _fill(conn: socket.socket, buffer: bytearray, size: int) -> None:
+    """Receive into ``buffer`` until it holds ``size`` bytes, keeping only what arrives (a
+    peer that announces a large frame and sends little costs little); ``ConnectionError`` if
+    the connection ends first."""
+    while len(buffer) < size:
+        chunk = conn.recv(min(size - len(buffer), 1 << 20))
         if not chunk:
             raise ConnectionError("connection closed in the middle of a frame")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        buffer += chunk
+
+
+def _next_frame(conn: socket.socket, buffer: bytearray, limits: Limits) -> bytes | None:
+    """The next frame's body (``None`` at the end of the stream). The wait for its first bytes
+    is unbounded; the rest, if one receive did not bring it all, must arrive within
+    ``limits.frame_seconds``; a frame over ``limits.max_frame_bytes`` is refused unread. A
+    whole frame in one receive (the usual batch) costs one system call, as before limits."""
+    if not buffer:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            return None
+        buffer += chunk
+    whole = len(buffer) >= HEADER.size and len(buffer) >= HEADER.size + HEADER.unpack_from(buffer)[0]
+    if not whole:
+        conn.settimeout(limits.frame_seconds)
+        _fill(conn, buffer, HEADER.size)
+    size = HEADER.unpack_from(buffer)[0]
+    if size > limits.max_frame_bytes:
+        raise FrameTooLargeError(f"a frame of {size} bytes announced; at most {limits.max_frame_bytes}")
+    if not whole:
+        _fill(conn, buffer, HEADER.size + size)
+        conn.settimeout(None)
+    body = bytes(buffer[HEADER.size : HEADER.size + size])
+    del buffer[: HEADER.size + size]
+    return body
 
 
 _WarmWorkerActor = ray.remote(WarmWorker)

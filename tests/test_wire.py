@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import socket
+import threading
 
 import pytest
 
+from orchestrations import Registry
+from runtime._codec import decode, encode
 from runtime._warm import WarmWorker
-from runtime._wire import HEADER, ConnectionLostError, FrameClient, Limits, new_token, serve
+from runtime._wire import HEADER, ConnectionLostError, FrameClient, Limits, frame, new_token, serve
 
 from .helpers import wait_until
 
@@ -174,15 +178,27 @@ def test_connections_past_the_cap_are_closed_at_once():
         reader, writer = await asyncio.open_connection(host, port)
         assert await _closed_by_peer(reader, within=FAST.handshake_seconds / 2)  # before any deadline
         clients.pop().close()
-        await asyncio.sleep(0.05)  # stands for: the server sees that close
-        again = await FrameClient.connect(host, port, token)
-        assert await again.request("back") == (True, "back")
+        again = await _connect_when_admitted(host, port, token)  # once the server has seen that close
         for c in [*clients, again]:
             c.close()
         writer.close()
         server.close()
 
     run(main())
+
+
+async def _connect_when_admitted(host: str, port: int, token: bytes, within: float = 10.0) -> FrameClient:
+    """A connection the server answers on, polling until it admits one (or failing)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        client = await FrameClient.connect(host, port, token)
+        try:
+            assert await asyncio.wait_for(client.request("back"), within) == (True, "back")
+            return client
+        except ConnectionLostError:
+            client.close()
+            assert asyncio.get_running_loop().time() < deadline, "the server never admitted a connection again"
+            await asyncio.sleep(0.02)  # a poll interval
 
 
 # -- the warm worker's server (threads) holds to the same limits ------------------------------------
@@ -221,3 +237,39 @@ def test_the_warm_worker_closes_silent_oversized_and_cut_short_connections_and_c
     assert _closed(_raw(address))  # past the cap
     for conn in held:
         conn.close()
+
+
+_pause = threading.Event()  # never set: wait() is a pause
+
+
+def double(x):
+    return 2 * x
+
+
+def test_the_warm_worker_serves_a_batch_that_arrives_in_pieces_and_one_that_arrives_whole():
+    spec = Registry().add_activity(double, "double")
+    registry = encode({"double": spec})
+    worker = WarmWorker("127.0.0.1", Limits(handshake_seconds=5, frame_seconds=5, max_connections=2))
+    address = worker.address()
+    with _raw(address) as conn:
+        request = frame((1, ("key", registry, [("double", encode(21))])))
+        conn.sendall(address[2] + request[:5])  # the token, and the start of a frame
+        _pause.wait(0.05)  # stands for: the rest arrives later (within the frame deadline)
+        conn.sendall(request[5:])
+        conn.sendall(frame((2, ("key", registry, [("double", encode(1))]))))
+        replies = [_read_reply(conn), _read_reply(conn)]
+    assert [(rid, decode(blob)) for rid, blob in replies] == [(1, [(True, 42)]), (2, [(True, 2)])]
+
+
+def _read_reply(conn: socket.socket) -> tuple[int, bytes]:
+    head = _exactly(conn, HEADER.size)
+    return pickle.loads(_exactly(conn, HEADER.unpack(head)[0]))
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        assert chunk, "the worker closed the connection"
+        data += chunk
+    return data
