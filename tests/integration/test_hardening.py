@@ -1,4 +1,4 @@
-"""Issue 11, "No one in" (files) and the client-side edges that need a running hub.
+"""Issue 11, "No one in" (files) and the edges that need a running hub.
 
 A hub's files are its owner's alone: the hub directory 0700, every file in it (shard files,
 their -wal/-shm, lock files, hub.json) 0600, whatever the umask. A symbolic link planted where
@@ -16,6 +16,7 @@ import stat
 import pytest
 
 from entities import EntityId
+from entities._registry import EntitySpec
 from orchestrations import DurableValueError, PayloadError, Registry, ShardFileError
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
@@ -40,9 +41,21 @@ def waits(ctx):
     return (yield ctx.wait_for_external_event("never"))
 
 
+def calls_a_long_id(ctx):
+    return (yield ctx.call_entity(ctx.get_input(), "add", 1))
+
+
 REGISTRY.add_activity(read_env, "edge_read_env", runtime_env={"env_vars": {"DURABLE_EDGE_OPTION": "set"}})
 REGISTRY.add_orchestrator(with_env, "edge_with_env")
 REGISTRY.add_orchestrator(waits, "edge_waits")
+REGISTRY.add_orchestrator(calls_a_long_id, "edge_calls_a_long_id")
+
+
+def counter(context):
+    context.set_state(context.get_state(lambda: 0) + context.get_input())
+
+
+REGISTRY.add_entity("counter", EntitySpec("counter", counter, False))
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +111,14 @@ def test_a_surrogate_in_an_event_or_operation_name_is_refused_before_it_is_sent(
     hub.raise_event(iid, "other", 1)  # the shard still takes events
     hub.terminate(iid, "done")
     assert hub.wait_for_completion(iid, timeout=60).runtime_status is S.Terminated
+
+
+def test_an_overlong_entity_id_fails_the_orchestration_that_makes_it_naming_the_limit(hub):
+    for target in ("@counter@" + "k" * 600, "@counter@k\udc80"):  # another shard or this one
+        status = hub.wait_for_completion(hub.start_new("edge_calls_a_long_id", client_input=target), timeout=30)
+        assert status.runtime_status is S.Failed
+        assert "too long" in status.failure_details.message or "surrogate" in status.failure_details.message
+    assert hub.wait_for_completion(hub.start_new("edge_with_env"), timeout=120).output == "set"  # nothing jammed
 
 
 def test_an_activity_with_dict_options_runs_with_them(hub):
