@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ._errors import DurableTypeError, DurableValueError, describe
+from ._ids import check_encodable
 from ._ids import entity_key as canonical_entity_key
 from ._retry import RetryOptions
 from ._task import Task
@@ -47,9 +48,10 @@ def task_list(tasks: object, what: str) -> list[Task]:
 
 
 def check_operation(name: object) -> None:
-    """An entity operation name: a non-empty ``str``."""
+    """An entity operation name: a non-empty ``str`` (valid UTF-8)."""
     if not isinstance(name, str) or not name:
         raise DurableValueError(f"operation name must be a non-empty str, got {name!r}")
+    check_encodable(name, "operation name")
 
 
 def check_retry(retry_options: object) -> None:

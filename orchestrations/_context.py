@@ -29,7 +29,7 @@ from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError, EventTimeoutError
 from ._history import EventRaised
 from ._http import HttpTask, build_request
-from ._ids import validate_instance_id
+from ._ids import check_encodable, validate_instance_id
 from ._registry import function_name
 from ._retry import RetryOptions
 from ._task import (
@@ -301,6 +301,7 @@ class OrchestrationContext:
         validate_instance_id(instance_id)
         if not isinstance(event_name, str) or not event_name.strip():
             raise DurableValueError(f"send_event: event_name must be a non-empty str, got {event_name!r}")
+        check_encodable(event_name, "send_event: event_name")
         task_id = self._next_id()
         self._pending_actions[task_id] = SendEvent(task_id, instance_id, event_name, event_data)
 

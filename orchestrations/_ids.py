@@ -9,11 +9,26 @@ from ._errors import DurableTypeError, DurableValueError
 
 _FORBIDDEN = frozenset("/\\#?")
 
+#: The longest entity id (name and key together), wherever one is made or parsed.
+MAX_ENTITY_ID_CHARS = 512
+
+
+def check_encodable(text: str, what: str) -> None:
+    """Raise :class:`DurableValueError` naming ``text`` if it holds a lone surrogate (a string
+    no file or connection can carry as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DurableValueError(
+            f"{what} must not contain the surrogate character {text[exc.start]!r} (not valid UTF-8): {text[:80]!r}"
+        ) from None
+
 
 def validate_instance_id(instance_id: object) -> str:
     """Return ``instance_id`` if it follows the Durable Functions rules, else raise.
 
-    1-256 characters, not starting with ``@``, no ``/ \\ # ?`` and no control characters.
+    1-256 characters, not starting with ``@``, no ``/ \\ # ?``, no control characters and no
+    lone surrogates.
     """
     if not isinstance(instance_id, str):
         raise DurableTypeError(f"instance id must be a str, got {instance_id!r}")
@@ -26,6 +41,7 @@ def validate_instance_id(instance_id: object) -> str:
     for ch in instance_id:
         if ch in _FORBIDDEN or ord(ch) < 32 or 127 <= ord(ch) < 160:
             raise DurableValueError(f"instance id must not contain {ch!r}: {instance_id!r}")
+    check_encodable(instance_id, "instance id")
     return instance_id
 
 
@@ -52,14 +68,28 @@ def parse_entity_key(text: object) -> tuple[str, str]:
 
     Entity names are case-insensitive, as in Durable Functions (``@Counter@a`` and ``@counter@a``
     are one entity); keys are not. Raises :class:`DurableValueError` naming ``text`` unless it is
-    ``@``, a non-empty name without ``@``, ``@`` and a non-empty key (which may contain ``@``).
+    ``@``, a non-empty name without ``@``, ``@`` and a non-empty key (which may contain ``@``),
+    of at most :data:`MAX_ENTITY_ID_CHARS` characters (name and key) and valid UTF-8.
     """
     if not isinstance(text, str) or not text.startswith("@"):
         raise DurableValueError(f"not an entity id: expected '@name@key', got {text!r}")
     name, sep, key = text[1:].partition("@")
     if not sep or not name or not key:
         raise DurableValueError(f"not an entity id: expected '@name@key' with a non-empty name and key, got {text!r}")
+    check_entity_size(name, key)
     return name.lower(), key
+
+
+def check_entity_size(name: str, key: str) -> None:
+    """The limits every entity id obeys, however it is made: at most
+    :data:`MAX_ENTITY_ID_CHARS` characters (name and key together), valid UTF-8."""
+    if len(name) + len(key) > MAX_ENTITY_ID_CHARS:
+        raise DurableValueError(
+            f"entity id is too long: {len(name) + len(key)} characters in name and key, at most "
+            f"{MAX_ENTITY_ID_CHARS} allowed (@{name[:40]}@{key[:40]}...)"
+        )
+    check_encodable(name, "entity name")
+    check_encodable(key, "entity key")
 
 
 def entity_key(text: object) -> str:

@@ -18,6 +18,8 @@ from typing import Any, TypeVar, overload
 
 from ._errors import DurableTypeError, DurableValueError
 from ._guards import in_orchestrator_code, warn_nondeterministic_calls
+from ._ids import check_encodable
+from ._options import activity_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,7 +109,7 @@ class Registry:
             _check_name(name or fn.__name__),
             fn,
             inspect.iscoroutinefunction(fn),
-            tuple(sorted(ray_options.items())),
+            activity_options(ray_options),
         )
         with self._lock:
             if spec.name in self.activities:
@@ -118,8 +120,11 @@ class Registry:
 
     def add_entity(self, name: str, spec: Any) -> None:
         """Register an entity spec under its lower-cased name (entity names are
-        case-insensitive); a name already in use, in any case, raises ``ValueError``."""
+        case-insensitive); a name already in use, in any case, or one containing ``@`` (the
+        separator of ``@name@key``) raises ``ValueError``."""
         key = _check_name(name).lower()
+        if "@" in key:
+            raise DurableValueError(f"an entity name must not contain '@' (ids are written @name@key), got {name!r}")
         with self._lock:
             if key in self.entities:
                 raise DurableValueError(
@@ -188,6 +193,7 @@ def did_you_mean(name: str, known: Any, fold_case: bool = False) -> str:
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name or len(name) > 256:
         raise DurableValueError(f"a function name must be a non-empty string of at most 256 chars, got {name!r}")
+    check_encodable(name, "a function name")
     return name
 
 

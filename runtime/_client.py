@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -33,14 +32,23 @@ from orchestrations import (
     default_registry,
     validate_instance_id,
 )
-from orchestrations._ids import new_instance_id, shard_of
+from orchestrations._ids import check_encodable, new_instance_id, shard_of
 from orchestrations._registry import Registry, function_name
 
-from ._client_args import check_bool, check_prefix, check_timeout, instance_ids, utc_now, utc_timestamp
+from ._client_args import (
+    check_bool,
+    check_prefix,
+    check_settings,
+    check_timeout,
+    instance_ids,
+    utc_now,
+    utc_timestamp,
+)
 from ._client_entities import EntityClient
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
+from ._files import read_hub_file, write_hub_file
 from ._http import BUILTIN_ACTIVITIES
 from ._messages import Message
 from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
@@ -96,20 +104,11 @@ class TaskHub(EntityClient):
             raise DurableValueError(
                 f"hub name must be 1-64 letters, digits, '_', '.' or '-' (no path separator), got {name!r}"
             )
-        if not isinstance(num_shards, int) or not 1 <= num_shards <= 256:
-            raise DurableValueError(f"num_shards must be an int from 1 to 256, got {num_shards!r}")
-        if not isinstance(cache_size, int) or cache_size < 1:
-            raise DurableValueError(f"cache_size must be a positive int, got {cache_size!r}")
-        if not isinstance(cache_bytes, int) or isinstance(cache_bytes, bool) or cache_bytes < 1:
-            raise DurableValueError(f"cache_bytes must be a positive int, got {cache_bytes!r}")
-        if slow_episode_warning is not None and (
-            isinstance(slow_episode_warning, bool)
-            or not isinstance(slow_episode_warning, (int, float))
-            or not slow_episode_warning > 0
-        ):
-            raise DurableValueError(
-                f"slow_episode_warning must be a positive number of seconds or None, got {slow_episode_warning!r}"
-            )
+        check_settings(
+            num_shards=num_shards, cache_size=cache_size, lock_timeout=lock_timeout,
+            slow_episode_warning=slow_episode_warning, always_replay=always_replay, detached=detached,
+            warm_worker=warm_worker, cache_bytes=cache_bytes,
+        )
         sync = {"full": "FULL", "normal": "NORMAL"}.get(durability)
         if sync is None:
             raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
@@ -190,20 +189,14 @@ class TaskHub(EntityClient):
         return hub
 
     def _check_hub_file(self) -> None:
-        path = os.path.join(self.directory, "hub.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                recorded = int(json.load(f)["num_shards"])
-            if recorded != self.num_shards:
-                raise ShardMismatchError(self.name, recorded, self.num_shards)
+        recorded = read_hub_file(self.directory)
+        if recorded is not None and recorded["num_shards"] != self.num_shards:
+            raise ShardMismatchError(self.name, recorded["num_shards"], self.num_shards)
 
     def _write_hub_file(self) -> None:
-        path = os.path.join(self.directory, "hub.json")
-        if not os.path.exists(path):
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"name": self.name, "num_shards": self.num_shards, "format_version": FORMAT_VERSION}, f)
-            os.replace(tmp, path)
+        if read_hub_file(self.directory) is None:
+            record = {"name": self.name, "num_shards": self.num_shards, "format_version": FORMAT_VERSION}
+            write_hub_file(self.directory, record)
 
     def close(self) -> None:
         """Stop the shard hosts this driver started (unless detached); data stays on disk."""
@@ -301,6 +294,7 @@ class TaskHub(EntityClient):
         validate_instance_id(instance_id)
         if not isinstance(event_name, str) or not event_name:
             raise DurableValueError(f"event name must be a non-empty string, got {event_name!r}")
+        check_encodable(event_name, "event name")
         encode(event_data, "event_data")
         self._submit([Message(instance_id, EventRaised(utc_now(), event_name, event_data))])
 
@@ -312,16 +306,17 @@ class TaskHub(EntityClient):
         terminates this instance only (its children run on, and their results are dropped).
         """
         validate_instance_id(instance_id)
+        encode(reason, "reason")
         msg = Message(instance_id, ExecutionTerminated(utc_now(), reason), recursive=check_bool(recursive, "recursive"))
         self._submit([msg])
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
         """Suspend an instance: events are held (durably, in order) until it resumes."""
-        self._control(instance_id, ExecutionSuspended(utc_now(), reason))
+        self._control(instance_id, ExecutionSuspended(utc_now(), reason), reason)
 
     def resume(self, instance_id: str, reason: str | None = None) -> None:
         """Resume a suspended instance and apply what arrived meanwhile."""
-        self._control(instance_id, ExecutionResumed(utc_now(), reason))
+        self._control(instance_id, ExecutionResumed(utc_now(), reason), reason)
 
     def rewind(self, instance_id: str, reason: str | None = None) -> None:
         """Re-run a Failed instance from its last good state: the failing episode is cut from
@@ -334,7 +329,7 @@ class TaskHub(EntityClient):
 
         Raises ``ValueError`` unless the instance is Failed.
         """
-        self._control(instance_id, ExecutionRewound(utc_now(), reason))
+        self._control(instance_id, ExecutionRewound(utc_now(), reason), reason)
 
     def restart(self, instance_id: str, restart_with_new_instance_id: bool = True) -> str:
         """Start the instance's orchestrator again with the same input; returns the new id
@@ -346,8 +341,9 @@ class TaskHub(EntityClient):
         new_id = None if restart_with_new_instance_id else instance_id
         return self.start_new(status.name, new_id, status.input_)
 
-    def _control(self, instance_id: str, event: HistoryEvent) -> None:
+    def _control(self, instance_id: str, event: HistoryEvent, reason: Any) -> None:
         validate_instance_id(instance_id)
+        encode(reason, "reason")
         self._submit([Message(instance_id, event)])
 
     # -- queries -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ anything is sent (``DurableTypeError``/``DurableValueError``, also ``TypeError``
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from orchestrations import DurableTypeError, DurableValueError, validate_instance_id
@@ -32,6 +33,35 @@ def check_timeout(timeout: object) -> float | None:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0):
         raise DurableValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
     return timeout
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DurableValueError(f"{name} must be a number, got {value!r}")
+    return value
+
+
+def check_settings(
+    *, num_shards: object, cache_size: object, lock_timeout: object, slow_episode_warning: object,
+    always_replay: object, detached: object, warm_worker: object, cache_bytes: object = 1,
+) -> None:
+    """The numeric and boolean settings of ``TaskHub(...)``: each bad one is refused naming the
+    setting (a bool is not a number; NaN, infinity and negatives are not a time)."""
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= 256:
+        raise DurableValueError(f"num_shards must be an int from 1 to 256, got {num_shards!r}")
+    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+        raise DurableValueError(f"cache_size must be a positive int, got {cache_size!r}")
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 1:
+        raise DurableValueError(f"cache_bytes must be a positive int, got {cache_bytes!r}")
+    if not math.isfinite(_number(lock_timeout, "lock_timeout")) or not lock_timeout >= 0:  # type: ignore[operator]
+        raise DurableValueError(f"lock_timeout must be a finite number of seconds >= 0, got {lock_timeout!r}")
+    if slow_episode_warning is not None and not _number(slow_episode_warning, "slow_episode_warning") > 0:
+        raise DurableValueError(
+            f"slow_episode_warning must be a positive number of seconds or None, got {slow_episode_warning!r}"
+        )
+    check_bool(always_replay, "always_replay")
+    check_bool(detached, "detached")
+    check_bool(warm_worker, "warm_worker")
 
 
 def check_prefix(prefix: object) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from entities import EntityId
 from entities._registry import check_entity_name
 from orchestrations import DurableTypeError, DurableValueError, EntityRequest, EntityUnlockMessage, Registry
+from orchestrations._ids import check_encodable
 
 from ._client_args import utc_now, utc_timestamp
 from ._codec import encode
@@ -54,6 +55,7 @@ class EntityClient:
         key = _entity_key(entity_id)
         if not isinstance(operation_name, str) or not operation_name:
             raise DurableValueError(f"operation name must be a non-empty string, got {operation_name!r}")
+        check_encodable(operation_name, "operation name")
         due = utc_timestamp(scheduled_time, "scheduled_time") if scheduled_time is not None else None
         encode(operation_input, "operation_input")
         self._sync_registry()

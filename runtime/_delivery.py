@@ -26,7 +26,7 @@ import ray
 from orchestrations._ids import shard_of
 
 from ._messages import Message
-from ._wire import FrameClient
+from ._wire import DEFAULT_LIMITS, FrameClient
 
 log = logging.getLogger("ray_durable.delivery")
 
@@ -126,8 +126,12 @@ class Courier:
         committed them.
 
         Over the connection to that host (see ``runtime._wire``), opened on first use with the
-        address and token its actor gives; over a Ray call if it cannot be opened.
+        address and token its actor gives; over a Ray call if it cannot be opened, or if the
+        batch is too large for one frame.
         """
+        if sum(map(len, blobs)) > DEFAULT_LIMITS.max_frame_bytes // 2:  # the receiver would close a frame this large
+            await self._peer(dest).deliver.remote(blobs, forget)
+            return
         link = self._links.get(dest)
         if link is None or link.closed:
             host, port, token = await self._peer(dest).peer_address.remote()

@@ -4,6 +4,7 @@ host keeps in memory."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -135,17 +136,20 @@ class Instance:
         )
 
 
-def status_from_row(row: Any, show_input: bool = True) -> DurableOrchestrationStatus:
-    """A client status record from an ``instances`` row."""
+def status_from_row(
+    row: Any, show_input: bool = True, decode_value: Callable[[bytes | None], Any] = decode
+) -> DurableOrchestrationStatus:
+    """A client status record from an ``instances`` row (payloads through ``decode_value``:
+    a reader of a hub's files passes one that runs no code from them)."""
     return DurableOrchestrationStatus(
         name=row[1],
         instance_id=row[0],
         created_time=from_ts(row[9]),
         last_updated_time=from_ts(row[10]),
-        input_=decode(row[4]) if show_input else None,
-        output=decode(row[5]),
+        input_=decode_value(row[4]) if show_input else None,
+        output=decode_value(row[5]),
         runtime_status=OrchestrationRuntimeStatus(row[3]),
-        custom_status=decode(row[6]),
+        custom_status=decode_value(row[6]),
         history=None,
-        failure_details=decode(row[7]),
+        failure_details=decode_value(row[7]),
     )

@@ -3,19 +3,23 @@
 What the CLI reads when no hub of that name runs in a reachable Ray cluster. Each file is
 opened with SQLite's ``mode=ro``, so reading never writes, never takes the shard's owner lock
 and never disturbs a hub that has the files open in another process: it sees committed state
-only. Rows become the very records a shard host returns (``status_from_row``,
-``EntityRecord``), and listing pages through :func:`query_page` as ``TaskHub`` does, so both
-ways of reading print alike. The column lists come from ``_store``; the schema is not
+only. Reading runs no code from the files: payloads are decoded with
+:func:`runtime._codec.safe_decode` (plain data and this product's records; a user's object is
+shown by its type name), or not at all with ``raw`` (``ray-durable --no-decode``). Only
+:meth:`HubFiles.saved_registry`, which control commands need to run the hub, loads code.
+Rows become the very records a shard host returns (``status_from_row``; entity rows as
+``list_entities`` reports them), and listing pages through :func:`query_page` as ``TaskHub``
+does, so both ways of reading print alike. The column lists come from ``_store``; the schema is not
 repeated here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +35,25 @@ from orchestrations import (
 from orchestrations._ids import shard_of
 from orchestrations._registry import Registry
 
-from ._codec import decode
-from ._entity_host import EntityRecord, addressable
-from ._messages import status_from_row
+from ._codec import RawPayload, decode, safe_decode
+from ._entity_host import addressable, parse_holder
+from ._files import read_hub_file
+from ._messages import from_ts, status_from_row
 from ._paging import ShardRow, StatusFilter, query_page
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
 from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """A history event as stored, its payloads not decoded (the fields the CLI shows)."""
+
+    event_type: str
+    timestamp: datetime
+    name: str | None
+    input: RawPayload | None
+    result: None = None
+
 
 _INSTANCE_FIELDS = INSTANCE_COLUMNS.replace(" ", "").split(",")
 #: where an ``INSTANCE_COLUMNS`` row holds its creation time and ``num`` (its history rows' key)
@@ -48,23 +65,24 @@ class HubFiles:
     ``TaskHub`` methods of the same names do. Files open on first use, until :meth:`close`.
 
     Raises ``ValueError`` if there is no hub there (no ``hub.json``) or it was written in
-    another format version.
+    another format version. With ``raw``, payloads are not decoded at all: each is a
+    :class:`RawPayload`, and a history is a list of :class:`RawEvent`.
     """
 
-    def __init__(self, name: str, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, name: str, data_dir: str | os.PathLike[str], raw: bool = False) -> None:
         self.name = name
+        self.raw = raw
+        self._decode: Callable[[bytes | None], Any] = RawPayload.of if raw else safe_decode
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
-        try:
-            with open(os.path.join(self.directory, "hub.json")) as f:
-                info = json.load(f)
-        except FileNotFoundError:
-            raise DurableValueError(f"no task hub {name!r} in {os.path.dirname(self.directory)}") from None
+        info = read_hub_file(self.directory)
+        if info is None:
+            raise DurableValueError(f"no task hub {name!r} in {os.path.dirname(self.directory)}")
         if info.get("format_version") != FORMAT_VERSION:
             raise DurableValueError(
                 f"task hub {name!r} has format version {info.get('format_version')}; "
                 f"this version of ray-durable reads {FORMAT_VERSION}"
             )
-        self.num_shards = int(info["num_shards"])
+        self.num_shards: int = info["num_shards"]
         self._conns: dict[int, sqlite3.Connection] = {}
 
     def close(self) -> None:
@@ -101,17 +119,21 @@ class HubFiles:
         validate_instance_id(instance_id)
         with self._snapshot(shard_of(instance_id, self.num_shards)) as conn:
             row = self._instance_row(conn, instance_id)
-        return None if row is None else status_from_row(row)
+        return None if row is None else status_from_row(row, decode_value=self._decode)
 
-    def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        """The instance's committed history events, oldest first. Raises for an unknown id."""
+    def get_history(self, instance_id: str) -> list[HistoryEvent] | list[RawEvent]:
+        """The instance's committed history events, oldest first (:class:`RawEvent` with
+        ``raw``). Raises for an unknown id."""
         validate_instance_id(instance_id)
         with self._snapshot(shard_of(instance_id, self.num_shards)) as conn:
             row = self._instance_row(conn, instance_id)
             if row is None:
                 raise InstanceNotFoundError(instance_id)
-            blobs = conn.execute("SELECT data FROM history WHERE num = ? ORDER BY seq", (row[_NUM],)).fetchall()
-        return [decode(blob) for (blob,) in blobs]
+            sql = "SELECT event_type, timestamp, name, data FROM history WHERE num = ? ORDER BY seq"
+            rows = conn.execute(sql, (row[_NUM],)).fetchall()
+        if self.raw:
+            return [RawEvent(kind, from_ts(at), name, RawPayload.of(data)) for kind, at, name, data in rows]
+        return [safe_decode(data) for *_, data in rows]
 
     def list_instances(
         self,
@@ -138,7 +160,7 @@ class HubFiles:
             for shard in range(self.num_shards):
                 with self._snapshot(shard) as conn:
                     rows = conn.execute(sql, [*args, -1 if limit is None else limit]).fetchall()
-                parts.append([(row[_CREATED], row[0], status_from_row(row)) for row in rows])
+                parts.append([(row[_CREATED], row[0], status_from_row(row, decode_value=self._decode)) for row in rows])
             return parts
 
         return query_page(
@@ -155,8 +177,7 @@ class HubFiles:
             row = conn.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)).fetchone()
         if row is None:
             return EntityStateResponse(False, None)
-        state = EntityRecord.from_row(row).state
-        return EntityStateResponse(state.exists, state.state)
+        return EntityStateResponse(bool(row[2]), self._decode(row[3]) if row[2] else None)
 
     def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
         """Every entity that has state (every one, with ``include_deleted``), or every one
@@ -169,15 +190,26 @@ class HubFiles:
         for shard in range(self.num_shards):
             with self._snapshot(shard) as conn:
                 rows = addressable(conn.execute(sql, args).fetchall())
-                found += [EntityRecord.from_row(row).metadata() for row in rows]
+                found += [self._entity_metadata(row) for row in rows]
         return sorted(found, key=lambda m: str(m.entity_id).encode())
+
+    def _entity_metadata(self, row: Any) -> EntityMetadata:
+        """What ``list_entities`` reports of an ``entities`` row, payloads through this
+        reader's decoder (the queue's length is inside its pickle: raw, it shows as bytes)."""
+        exists = bool(row[2])
+        queue = self._decode(row[5]) if row[5] is not None else []
+        length = len(queue) if isinstance(queue, list) else queue  # a planted queue shows as what it is
+        state = self._decode(row[3]) if exists else None
+        return EntityMetadata(EntityId.parse(row[0]), exists, state, parse_holder(row[4])[0], length, from_ts(row[6]))
 
     # -- the hub's code ---------------------------------------------------------------------------
 
     def saved_registry(self) -> Registry:
         """The registry the shard hosts last installed (kept in every shard file): the code to
         open the hub with, so that opening it from a process that registered nothing (the CLI)
-        does not replace the hub's code. Decoding imports the modules the code lives in."""
+        does not replace the hub's code. Decoding imports the modules the code lives in and
+        rebuilds its functions: this runs code from the files (control commands run the hub,
+        and so its code, anyway)."""
         with self._snapshot(0) as conn:
             row = conn.execute("SELECT blob FROM registry WHERE id = 0").fetchone()
         if row is None:

@@ -30,8 +30,9 @@ def timestamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def history_rows(events: Sequence[HistoryEvent]) -> list[tuple[str, str, str, str, str]]:
-    """One row per event: type, ISO timestamp (ms), name, input and result as JSON."""
+def history_rows(events: Sequence[HistoryEvent] | Sequence[Any]) -> list[tuple[str, str, str, str, str]]:
+    """One row per event (a ``HistoryEvent``, or a record with its five shown fields, such as
+    an event not decoded): type, ISO timestamp (ms), name, input and result as JSON."""
     return [(e.event_type, timestamp(e.timestamp), e.name or "", cell(e.input), cell(e.result)) for e in events]
 
 

@@ -19,6 +19,8 @@ import aiosqlite
 
 from orchestrations import ShardFileError, ShardMismatchError
 
+from ._files import open_private, prepare_database, private_dir
+
 #: 2: history is keyed by a per-shard increasing instance number (appends, not random inserts)
 FORMAT_VERSION = 2
 
@@ -167,9 +169,10 @@ class ShardStore:
         database (corrupt or truncated), one from a newer format version, and one created with
         another shard count. Nothing is reset.
         """
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        private_dir(os.path.dirname(self.path))
         await self._lock(lock_timeout)
         try:
+            prepare_database(self.path)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -224,7 +227,7 @@ class ShardStore:
     async def _lock(self, timeout: float) -> None:
         """Become the file's one owner (an OS lock on ``<file>.lock``, freed when the process
         dies), waiting up to ``timeout`` seconds for a previous owner that is shutting down."""
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_private(self.path + ".lock", os.O_RDWR | os.O_CREAT)
         deadline = time.monotonic() + timeout
         while True:
             try:

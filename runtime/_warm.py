@@ -25,19 +25,32 @@ from typing import Any
 
 import ray
 
-from ._wire import HEADER, TOKEN_BYTES, FrameClient, frame, new_token, node_ip
+from ._wire import HEADER, TOKEN_BYTES, FrameClient, FrameTooLargeError, Limits, frame, new_token, node_ip
 
 log = logging.getLogger("ray_durable.warm")
+
+
+#: one host connects; a few more at once cost a thread each and are allowed for a host that
+#: reconnects before its old connection is seen closed
+WARM_LIMITS = Limits(max_connections=8)
 
 
 class WarmWorker:
     """The worker side (a Ray actor): serves batches from its host's connection, one after
     the other, with ``runtime._activities.run_batch`` (the code a Ray task runs). Threads,
-    not asyncio: an activity may block."""
+    not asyncio: an activity may block.
 
-    def __init__(self) -> None:
+    Its port is reachable by anyone, so it holds what it accepts to ``limits`` as
+    ``runtime._wire.serve`` does (a handshake deadline, a frame size limit, a deadline for a
+    frame once started) and serves at most ``limits.max_connections`` connections at once,
+    one thread each: its host needs one.
+    """
+
+    def __init__(self, host: str | None = None, limits: Limits = WARM_LIMITS) -> None:
         self._token = new_token()
-        self._server = socket.create_server((node_ip(), 0))
+        self._limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._server = socket.create_server((host or node_ip(), 0))
         threading.Thread(target=self._accept, name="warm-worker-accept", daemon=True).start()
 
     def address(self) -> tuple[str, int, bytes]:
@@ -48,21 +61,76 @@ class WarmWorker:
     def _accept(self) -> None:
         while True:
             conn, _ = self._server.accept()
-            threading.Thread(target=self._serve, args=(conn,), name="warm-worker", daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                conn.close()  # past the cap: closed at once, no thread
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), name="warm-worker", daemon=True).start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                self._serve(conn)
+        except OSError:  # closed, timed out (socket.timeout) or a frame too large (FrameTooLargeError)
+            pass
+        except Exception:  # a frame that is not ours (it had the token, though)
+            log.warning("warm worker: closing a connection that sent a malformed frame", exc_info=True)
+        finally:
+            self._slots.release()
 
     def _serve(self, conn: socket.socket) -> None:
         from ._activities import run_batch
 
-        with conn, conn.makefile("rb") as stream:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if not secrets.compare_digest(stream.read(TOKEN_BYTES), self._token):
+        limits = self._limits
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(limits.handshake_seconds)
+        buffer = bytearray()
+        _fill(conn, buffer, TOKEN_BYTES)
+        if not secrets.compare_digest(bytes(buffer[:TOKEN_BYTES]), self._token):
+            return
+        del buffer[:TOKEN_BYTES]
+        conn.settimeout(None)  # idle between batches for as long as the host likes
+        while True:
+            body = _next_frame(conn, buffer, limits)
+            if body is None:
                 return
-            while True:
-                head = stream.read(HEADER.size)
-                if len(head) < HEADER.size:
-                    return
-                request_id, (registry_key, registry_blob, calls) = pickle.loads(stream.read(HEADER.unpack(head)[0]))
-                conn.sendall(frame((request_id, run_batch(registry_key, registry_blob, calls))))
+            request_id, (registry_key, registry_blob, calls) = pickle.loads(body)
+            conn.sendall(frame((request_id, run_batch(registry_key, registry_blob, calls))))
+
+
+def _fill(conn: socket.socket, buffer: bytearray, size: int) -> None:
+    """Receive into ``buffer`` until it holds ``size`` bytes, keeping only what arrives (a
+    peer that announces a large frame and sends little costs little); ``ConnectionError`` if
+    the connection ends first."""
+    while len(buffer) < size:
+        chunk = conn.recv(min(size - len(buffer), 1 << 20))
+        if not chunk:
+            raise ConnectionError("connection closed in the middle of a frame")
+        buffer += chunk
+
+
+def _next_frame(conn: socket.socket, buffer: bytearray, limits: Limits) -> bytes | None:
+    """The next frame's body (``None`` at the end of the stream). The wait for its first bytes
+    is unbounded; the rest, if one receive did not bring it all, must arrive within
+    ``limits.frame_seconds``; a frame over ``limits.max_frame_bytes`` is refused unread. A
+    whole frame in one receive (the usual batch) costs one system call, as before limits."""
+    if not buffer:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            return None
+        buffer += chunk
+    whole = len(buffer) >= HEADER.size and len(buffer) >= HEADER.size + HEADER.unpack_from(buffer)[0]
+    if not whole:
+        conn.settimeout(limits.frame_seconds)
+        _fill(conn, buffer, HEADER.size)
+    size = HEADER.unpack_from(buffer)[0]
+    if size > limits.max_frame_bytes:
+        raise FrameTooLargeError(f"a frame of {size} bytes announced; at most {limits.max_frame_bytes}")
+    if not whole:
+        _fill(conn, buffer, HEADER.size + size)
+        conn.settimeout(None)
+    body = bytes(buffer[HEADER.size : HEADER.size + size])
+    del buffer[: HEADER.size + size]
+    return body
 
 
 _WarmWorkerActor = ray.remote(WarmWorker)

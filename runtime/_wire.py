@@ -11,27 +11,59 @@ from a connection that has not first sent its token. Both ends are the hub's own
 When a connection drops, every request in flight fails with :class:`ConnectionLostError`;
 the caller decides what happens to it (the protocols above it are at-least-once with
 de-duplication, so sending again is always safe).
+
+A server listens on a port anyone on the network can reach, so what it accepts is bounded
+(:class:`Limits`): a connection that has not sent its token within a few seconds is closed,
+as is one that announces a frame larger than the limit (before reading it) or starts a frame
+and does not finish it in time, and connections past a cap are closed at once. Between
+frames a connection may stay idle for as long as it likes (a link between two shards does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import pickle
 import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
+log = logging.getLogger("ray_durable.wire")
 HEADER = struct.Struct("!Q")
 TOKEN_BYTES = 16
 
 
 class ConnectionLostError(ConnectionError):
     """The connection dropped with this request in flight (internal: never leaves a host)."""
+
+
+class FrameTooLargeError(ConnectionError):
+    """A peer announced a frame larger than the limit: the connection is closed unread."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a server accepts from a connection (see the module docstring)."""
+
+    #: seconds from accepting a connection to having its token
+    handshake_seconds: float = 5.0
+    #: seconds from a frame's first byte to its last
+    frame_seconds: float = 60.0
+    #: the largest frame read; the real traffic is batches of messages and activity calls,
+    #: whose payloads a hub keeps far below this (a batch that is not goes through Ray)
+    max_frame_bytes: int = 256 * 2**20
+    #: connections open at once: the real traffic is one per peer shard host (at most 255),
+    #: and each costs a file descriptor (a process often may have 1024)
+    max_connections: int = 512
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def frame(value: Any) -> bytes:
@@ -41,9 +73,24 @@ def frame(value: Any) -> bytes:
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next frame's value (``IncompleteReadError`` at the end of the stream)."""
+    """The next frame's value (``IncompleteReadError`` at the end of the stream), from a
+    trusted peer (a server this process connected to)."""
     head = await reader.readexactly(HEADER.size)
     return pickle.loads(await reader.readexactly(HEADER.unpack(head)[0]))
+
+
+async def read_bounded_frame(reader: asyncio.StreamReader, limits: Limits) -> Any:
+    """The next frame's value, within ``limits``: the wait for its first byte is unbounded
+    (an idle connection), the rest must arrive within ``limits.frame_seconds`` (else
+    ``TimeoutError``) and announce at most ``limits.max_frame_bytes`` (else
+    :class:`FrameTooLargeError`, before any of it is read)."""
+    first = await reader.readexactly(1)
+    async with asyncio.timeout(limits.frame_seconds):
+        size = HEADER.unpack(first + await reader.readexactly(HEADER.size - 1))[0]
+        if size > limits.max_frame_bytes:
+            raise FrameTooLargeError(f"a frame of {size} bytes announced; at most {limits.max_frame_bytes}")
+        body = await reader.readexactly(size)
+    return pickle.loads(body)
 
 
 def new_token() -> bytes:
@@ -62,14 +109,21 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
 
 
 async def serve(
-    token: bytes, handle: Callable[[Any], Awaitable[Any]], host: str | None = None
+    token: bytes, handle: Callable[[Any], Awaitable[Any]], host: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[asyncio.Server, tuple[str, int]]:
     """An asyncio server on ``host`` (default: this Ray node's address): each request's
     payload goes to ``handle`` and its reply is ``(True, result)`` or ``(False, repr(error))``
     (requests of one connection are handled concurrently, replies go back as each finishes).
-    Returns the server and its (host, port)."""
+    What it accepts is bounded by ``limits``. Returns the server and its (host, port)."""
+    open_connections = 0
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_connections
+        if open_connections >= limits.max_connections:
+            writer.close()
+            return
+        open_connections += 1
         _no_delay(writer)
         tasks: set[asyncio.Task[None]] = set()
 
@@ -82,16 +136,21 @@ async def serve(
                 writer.write(frame((request_id, reply)))
 
         try:
-            if not secrets.compare_digest(await reader.readexactly(TOKEN_BYTES), token):
+            async with asyncio.timeout(limits.handshake_seconds):
+                presented = await reader.readexactly(TOKEN_BYTES)
+            if not secrets.compare_digest(presented, token):
                 return
             while True:
-                request_id, payload = await read_frame(reader)
+                request_id, payload = await read_bounded_frame(reader, limits)
                 task = asyncio.get_running_loop().create_task(answer(request_id, payload))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-        except (asyncio.IncompleteReadError, OSError):
+        except (asyncio.IncompleteReadError, OSError):  # TimeoutError and FrameTooLargeError too
             pass
+        except Exception:  # a frame that is not ours (it had the token, though): drop the connection
+            log.warning("closing a connection that sent a malformed frame", exc_info=True)
         finally:
+            open_connections -= 1
             writer.close()
 
     server = await asyncio.start_server(on_connection, host or node_ip(), 0)

@@ -15,7 +15,12 @@ command talks to it (``TaskHub.connect``). If not:
 
 A missing hub, instance or entity, and any refusal by the hub, is one line on stderr and exit
 status 1; bad usage is exit status 2. The current directory is put on ``sys.path`` (as
-``python -m`` does) because decoding stored values imports the modules their types live in.
+``python -m`` does) because a control command runs the hub's code, which lives there.
+
+Reading a hub's files runs no code from them: values are rebuilt only if they are plain data
+or this product's records (a user's object shows as its type name), and ``--no-decode`` shows
+the stored bytes without rebuilding anything (always from the files, never a running hub).
+A control command on a closed hub does load the hub's code from its files, to run it.
 """
 
 from __future__ import annotations
@@ -40,12 +45,12 @@ from rich.console import Console
 from rich.table import Table
 
 from entities import EntityId
-from orchestrations import DurableError, DurableValueError, HistoryEvent, InstanceNotFoundError
+from orchestrations import DurableError, DurableValueError, FailureDetails, HistoryEvent, InstanceNotFoundError
 from orchestrations._registry import Registry
 
 from ._client import TaskHub
 from ._paging import StatusFilter
-from ._readonly import HubFiles
+from ._readonly import HubFiles, RawEvent
 from ._render import HISTORY_COLUMNS, cell, history_rows, timestamp
 from ._status import (
     DurableOrchestrationStatus,
@@ -66,7 +71,7 @@ class Reader(Protocol):
 
     def get_status(self, instance_id: str) -> DurableOrchestrationStatus | None: ...
 
-    def get_history(self, instance_id: str) -> list[HistoryEvent]: ...
+    def get_history(self, instance_id: str) -> Sequence[HistoryEvent] | Sequence[RawEvent]: ...
 
     def list_instances(
         self, created_time_from: datetime | None = None, created_time_to: datetime | None = None,
@@ -126,6 +131,7 @@ class Session:
     data_dir: str
     address: str | None
     as_json: bool
+    no_decode: bool = False
     started_ray: bool = False
 
     def running_hub(self) -> TaskHub | None:
@@ -154,10 +160,11 @@ class Session:
 
     @contextmanager
     def reader(self) -> Iterator[Reader]:
-        """The running hub, or else its files opened read-only."""
-        hub = self.running_hub()
+        """The running hub, or else its files opened read-only (always the files, not decoded,
+        with ``--no-decode``)."""
+        hub = None if self.no_decode else self.running_hub()
         if hub is None:
-            with closing(HubFiles(self.hub, self.data_dir)) as files:
+            with closing(HubFiles(self.hub, self.data_dir, raw=self.no_decode)) as files:
                 yield files
             return
         try:
@@ -169,6 +176,8 @@ class Session:
     @contextmanager
     def writer(self) -> Iterator[TaskHub]:
         """The running hub, or else the hub opened (with its saved code) until the block ends."""
+        if self.no_decode:
+            raise click.UsageError("--no-decode is for read commands (list, status, history, entities, entity)")
         hub = self.running_hub()
         if hub is None:
             with closing(HubFiles(self.hub, self.data_dir)) as files:  # refuses a hub that does not exist
@@ -208,13 +217,13 @@ def _status_json(s: DurableOrchestrationStatus) -> dict[str, Any]:
         "input": s.input_,
         "output": s.output,
         "custom_status": s.custom_status,
-        "failure_details": None if failure is None else {
+        "failure_details": failure if not isinstance(failure, FailureDetails) else {
             "error_type": failure.error_type, "message": failure.message, "details": failure.details,
         },
     }
 
 
-def _history_json(events: Sequence[HistoryEvent]) -> list[dict[str, Any]]:
+def _history_json(events: Sequence[HistoryEvent] | Sequence[RawEvent]) -> list[dict[str, Any]]:
     return [
         {"event_type": e.event_type, "timestamp": timestamp(e.timestamp), "name": e.name, "input": e.input,
          "result": e.result}
@@ -222,7 +231,7 @@ def _history_json(events: Sequence[HistoryEvent]) -> list[dict[str, Any]]:
     ]
 
 
-def _history_table(events: Sequence[HistoryEvent]) -> Table:
+def _history_table(events: Sequence[HistoryEvent] | Sequence[RawEvent]) -> Table:
     table = Table(*HISTORY_COLUMNS, title="History")
     for row in history_rows(events):
         table.add_row(*row)
@@ -246,7 +255,9 @@ def _status_table(s: DurableOrchestrationStatus) -> Table:
         ("Custom status", cell(s.custom_status, None)),
     ]
     failure = s.failure_details
-    if failure is not None:
+    if failure is not None and not isinstance(failure, FailureDetails):  # not decoded (--no-decode)
+        rows.append(("Failure", cell(failure, None)))
+    elif failure is not None:
         rows.append(("Failure", failure.describe()))
         first = (failure.details or "").split("\n", 1)[0]
         if first.startswith("Caused by "):  # a task failure nobody caught: show its cause too
@@ -324,8 +335,10 @@ def _runtime_status(statuses: Sequence[str]) -> list[OrchestrationRuntimeStatus]
 @click.option("--data-dir", default=".durable", show_default=True, help="Where the hub's files are.")
 @click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to look for the hub in ('local': none).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--no-decode", is_flag=True,
+              help="Read commands: show stored values as bytes, rebuilding nothing (reads the files).")
 @click.pass_context
-def main(ctx: click.Context, hub: str, data_dir: str, address: str | None, as_json: bool) -> None:
+def main(ctx: click.Context, hub: str, data_dir: str, address: str | None, as_json: bool, no_decode: bool) -> None:
     """Inspect and control the orchestrations and entities of a Ray Durable task hub.
 
     Talks to the hub if it runs (detached) in a reachable Ray cluster; otherwise reads its
@@ -333,7 +346,7 @@ def main(ctx: click.Context, hub: str, data_dir: str, address: str | None, as_js
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    ctx.obj = Session(hub, data_dir, address, as_json)
+    ctx.obj = Session(hub, data_dir, address, as_json, no_decode)
 
 
 # -- read commands -----------------------------------------------------------------------------------

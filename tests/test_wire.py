@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
+import socket
+import threading
 
 import pytest
 
-from runtime._wire import ConnectionLostError, FrameClient, new_token, serve
+from orchestrations import Registry
+from runtime._codec import decode, encode
+from runtime._warm import WarmWorker
+from runtime._wire import HEADER, ConnectionLostError, FrameClient, Limits, frame, new_token, serve
+
+from .helpers import wait_until
 
 
 def run(coro):
@@ -89,3 +97,179 @@ def test_a_lost_connection_fails_what_is_in_flight():
         server.close()
 
     run(main())
+
+
+# -- what a server accepts is bounded (issue 11, "No one in") ---------------------------------------
+
+FAST = Limits(handshake_seconds=0.3, frame_seconds=0.3, max_frame_bytes=1024, max_connections=3)
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader, within: float = 10.0) -> bool:
+    """Whether the other side closes the connection within ``within`` s (reads nothing else;
+    a reset too: it closed with bytes left unread)."""
+    try:
+        return await asyncio.wait_for(reader.read(), within) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def _counting_server(limits: Limits):
+    token, seen = new_token(), []
+
+    async def handle(payload):
+        seen.append(payload)
+        return payload
+
+    server, address = await serve(token, handle, host="127.0.0.1", limits=limits)
+    return server, address, token, seen
+
+
+def test_a_connection_that_never_sends_its_token_is_closed_after_the_handshake_deadline():
+    async def main():
+        server, (host, port), _, _ = await _counting_server(FAST)
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"abc")  # part of a token, and then nothing
+        assert await _closed_by_peer(reader)
+        writer.close()
+        server.close()
+
+    run(main())
+
+
+def test_a_frame_announced_larger_than_the_limit_closes_the_connection_unread():
+    async def main():
+        server, (host, port), token, seen = await _counting_server(FAST)
+        client = await FrameClient.connect(host, port, token)
+        assert await client.request("small") == (True, "small")
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(token + HEADER.pack(2**62) + b"x" * 4096)
+        assert await _closed_by_peer(reader)
+        with pytest.raises(ConnectionLostError):  # a frame over the limit from a client, too
+            await asyncio.wait_for(client.request("y" * 2048), 10)
+        writer.close()
+        server.close()
+        return seen
+
+    assert run(main()) == ["small"]
+
+
+def test_a_frame_cut_short_is_closed_after_the_frame_deadline_but_an_idle_connection_is_not():
+    async def main():
+        server, (host, port), token, seen = await _counting_server(FAST)
+        idle = await FrameClient.connect(host, port, token)
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(token + HEADER.pack(100) + b"only ten b")
+        assert await _closed_by_peer(reader)
+        await asyncio.sleep(FAST.frame_seconds * 2)  # stands for: idle past both deadlines
+        assert not idle.closed and await idle.request("still here") == (True, "still here")
+        writer.close()
+        idle.close()
+        server.close()
+        return seen
+
+    assert run(main()) == ["still here"]
+
+
+def test_connections_past_the_cap_are_closed_at_once():
+    async def main():
+        server, (host, port), token, _ = await _counting_server(FAST)
+        clients = [await FrameClient.connect(host, port, token) for _ in range(FAST.max_connections)]
+        assert [await c.request(i) for i, c in enumerate(clients)] == [(True, i) for i in range(3)]
+        reader, writer = await asyncio.open_connection(host, port)
+        assert await _closed_by_peer(reader, within=FAST.handshake_seconds / 2)  # before any deadline
+        clients.pop().close()
+        again = await _connect_when_admitted(host, port, token)  # once the server has seen that close
+        for c in [*clients, again]:
+            c.close()
+        writer.close()
+        server.close()
+
+    run(main())
+
+
+async def _connect_when_admitted(host: str, port: int, token: bytes, within: float = 10.0) -> FrameClient:
+    """A connection the server answers on, polling until it admits one (or failing)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        client = await FrameClient.connect(host, port, token)
+        try:
+            assert await asyncio.wait_for(client.request("back"), within) == (True, "back")
+            return client
+        except ConnectionLostError:
+            client.close()
+            assert asyncio.get_running_loop().time() < deadline, "the server never admitted a connection again"
+            await asyncio.sleep(0.02)  # a poll interval
+
+
+# -- the warm worker's server (threads) holds to the same limits ------------------------------------
+
+
+def _raw(address: tuple[str, int, bytes]) -> socket.socket:
+    conn = socket.create_connection(address[:2], timeout=10)
+    return conn
+
+
+def _closed(conn: socket.socket) -> bool:
+    """Whether the worker closes ``conn`` (a reset too: it closed with bytes left unread)."""
+    with conn:
+        try:
+            return conn.recv(1) == b""  # the socket's own 10 s timeout fails the test otherwise
+        except ConnectionResetError:
+            return True
+
+
+def test_the_warm_worker_closes_silent_oversized_and_cut_short_connections_and_caps_them():
+    worker = WarmWorker("127.0.0.1", FAST)
+    address = worker.address()
+    token = address[2]
+    silent = _raw(address)
+    assert _closed(silent)
+    oversized = _raw(address)
+    oversized.sendall(token + HEADER.pack(2**62) + b"x" * 4096)
+    assert _closed(oversized)
+    cut = _raw(address)
+    cut.sendall(token + HEADER.pack(100) + b"ten bytes!")
+    assert _closed(cut)
+    held = [_raw(address) for _ in range(FAST.max_connections)]
+    for conn in held:
+        conn.sendall(token)  # authenticated and idle: kept
+    wait_until(lambda: worker._slots._value == 0)  # type: ignore[attr-defined]
+    assert _closed(_raw(address))  # past the cap
+    for conn in held:
+        conn.close()
+
+
+_pause = threading.Event()  # never set: wait() is a pause
+
+
+def double(x):
+    return 2 * x
+
+
+def test_the_warm_worker_serves_a_batch_that_arrives_in_pieces_and_one_that_arrives_whole():
+    spec = Registry().add_activity(double, "double")
+    registry = encode({"double": spec})
+    worker = WarmWorker("127.0.0.1", Limits(handshake_seconds=5, frame_seconds=5, max_connections=2))
+    address = worker.address()
+    with _raw(address) as conn:
+        request = frame((1, ("key", registry, [("double", encode(21))])))
+        conn.sendall(address[2] + request[:5])  # the token, and the start of a frame
+        _pause.wait(0.05)  # stands for: the rest arrives later (within the frame deadline)
+        conn.sendall(request[5:])
+        conn.sendall(frame((2, ("key", registry, [("double", encode(1))]))))
+        replies = [_read_reply(conn), _read_reply(conn)]
+    assert [(rid, decode(blob)) for rid, blob in replies] == [(1, [(True, 42)]), (2, [(True, 2)])]
+
+
+def _read_reply(conn: socket.socket) -> tuple[int, bytes]:
+    head = _exactly(conn, HEADER.size)
+    return pickle.loads(_exactly(conn, HEADER.unpack(head)[0]))
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        assert chunk, "the worker closed the connection"
+        data += chunk
+    return data
