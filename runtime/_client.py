@@ -54,6 +54,7 @@ from ._messages import Message
 from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._shard import ShardHost
 from ._shard_base import ShardConfig
+from ._shard_queries import READS
 from ._status import (
     DurableOrchestrationStatus,
     InstancePage,
@@ -64,7 +65,8 @@ from ._store import FORMAT_VERSION
 log = logging.getLogger("ray_durable")
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ShardActor = ray.remote(ShardHost)
+#: status, history and entity reads run on their own loop: a blocked turn does not hold them
+_ShardActor = ray.remote(concurrency_groups={READS: 4})(ShardHost)  # type: ignore[call-overload]
 T = TypeVar("T")
 
 

@@ -68,6 +68,7 @@ class ShardBase:
     _last_num: int
     _timer_handles: dict[str, dict[int, asyncio.TimerHandle]]
     _watch: EpisodeWatch | None
+    _loop_task: asyncio.Task[None] | None
     _parking: Parking
     _rounds: list[TurnWrites]
     _waiters: dict[str, list[asyncio.Future[Any]]]

@@ -1,7 +1,9 @@
 """The read paths of a shard host: status, history, waits, queries, purges, entity reads.
 
 Queries read the store's read-only connection, so they see committed state only and never
-wait for a turn.
+wait for a turn: the status, history, listing and entity reads run on their own event loop
+(the actor's ``reads`` concurrency group, :data:`READS`), so orchestrator code that blocks a
+turn does not hold them up.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any
+
+import ray
 
 from orchestrations import InstanceNotFoundError, SubOrchestrationInstanceCreated
 from orchestrations._children import children_of
@@ -26,26 +30,44 @@ from ._status import (
     OrchestrationRuntimeStatus,
 )
 
+#: the actor's concurrency group (its own thread and event loop) of the reads that must not
+#: wait for a turn
+READS = "reads"
+
 
 class ShardQueries(ShardBase):
     """Mixed into :class:`ShardHost`: everything that reads rather than runs a turn."""
 
+    async def _ready_to_read(self) -> None:
+        """Have the host started before a read on the ``reads`` loop: the start belongs to the
+        main loop (its locks, tasks and servers live there), so ask for it through the actor."""
+        if self._loop_task is None:
+            await ray.get_runtime_context().current_actor.peer_address.remote()
+
+    @ray.method(concurrency_group=READS)
     async def get_status(
         self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
         show_input: bool = True,
     ) -> DurableOrchestrationStatus | None:
         """The committed status of an instance, or ``None``."""
-        await self._ensure_started()
+        await self._ready_to_read()
+        return await self._read_status(instance_id, show_history, show_history_output, show_input)
+
+    async def _read_status(
+        self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
+        show_input: bool = True,
+    ) -> DurableOrchestrationStatus | None:
         row = await self._store.get_instance(instance_id)
         return None if row is None else await self._status(row, show_history, show_history_output, show_input)
 
+    @ray.method(concurrency_group=READS)
     async def get_statuses(
         self, instance_ids: Sequence[str], show_history: bool = False, show_history_output: bool = False,
         show_input: bool = True,
     ) -> list[DurableOrchestrationStatus | None]:
         """The committed status of each instance of ``instance_ids`` (``None`` for an unknown
         one), in the same order; one read for all of them."""
-        await self._ensure_started()
+        await self._ready_to_read()
         rows = await self._store.load_instances(list(dict.fromkeys(instance_ids)), reader=True)
         found = {
             iid: await self._status(row, show_history, show_history_output, show_input) for iid, row in rows.items()
@@ -63,9 +85,10 @@ class ShardQueries(ShardBase):
             status = replace(status, history=history)
         return status
 
+    @ray.method(concurrency_group=READS)
     async def get_history(self, instance_id: str) -> list[Any] | None:
         """The committed history events of an instance, oldest first (``None`` if unknown)."""
-        await self._ensure_started()
+        await self._ready_to_read()
         row = await self._store.get_instance(instance_id)
         if row is None:
             return None
@@ -93,7 +116,7 @@ class ShardQueries(ShardBase):
         future = asyncio.get_running_loop().create_future()
         registry.setdefault(instance_id, []).append(future)
         try:
-            status = await self.get_status(instance_id)
+            status = await self._read_status(instance_id)
             if status is None:
                 raise InstanceNotFoundError(instance_id)
             if reached(status.runtime_status):
@@ -116,13 +139,14 @@ class ShardQueries(ShardBase):
         inst = self._cache.get(instance_id)
         return (inst.tasks_done, inst.tasks_scheduled) if inst is not None else (0, 0)
 
+    @ray.method(concurrency_group=READS)
     async def query(
         self, created_from: float | None, created_to: float | None, statuses: list[str] | None,
         after: tuple[float, str] | None, limit: int | None, show_input: bool = True, prefix: str | None = None,
     ) -> list[tuple[float, str, DurableOrchestrationStatus]]:
         """Committed instances ordered by (created time, id), after the key ``after``; only the
         ids that start with ``prefix``, if given (a range scan of the primary key)."""
-        await self._ensure_started()
+        await self._ready_to_read()
         rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix)
         return [(row[9], row[0], status_from_row(row, show_input)) for row in rows]
 
@@ -167,18 +191,20 @@ class ShardQueries(ShardBase):
         rows = await self._store.query_instances(created_from, created_to, statuses, None, None, prefix)
         return await self.purge([(r[0], None) for r in rows], recursive)
 
+    @ray.method(concurrency_group=READS)
     async def read_entity(self, key: str) -> EntityStateResponse:
         """An entity's committed state."""
-        await self._ensure_started()
+        await self._ready_to_read()
         row = await self._store.get_entity(key)
         if row is None or not row[2]:
             return EntityStateResponse(False, None)
         return EntityStateResponse(True, unpack_state(decode(row[3]), self._entity_specs.get(row[1].lower())))
 
+    @ray.method(concurrency_group=READS)
     async def list_entities(self, name: str | None, include_deleted: bool = False) -> list[EntityMetadata]:
         """Committed entities of this shard that have state (all, with ``include_deleted``),
         optionally of one (lower-cased) name."""
-        await self._ensure_started()
+        await self._ready_to_read()
         rows = addressable(await self._store.query_entities(name, with_state_only=not include_deleted))
         return [EntityRecord.from_row(row, self._entity_specs.get(row[1].lower())).metadata() for row in rows]
 
