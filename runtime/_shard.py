@@ -87,6 +87,10 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self.turns = self.messages = self.local_messages = self.calls = self.ray_deliveries = 0
         seconds = config.slow_episode_seconds
         self._watch = EpisodeWatch(seconds) if seconds is not None else None
+        if _restarted_by_ray():
+            # Nobody may call this host for a long time (its instances wait on timers, its
+            # outbox holds answers others wait for): it recovers at once, by itself.
+            ray.get_runtime_context().current_actor.recover.remote()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -96,6 +100,14 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         await self._ensure_started()
         await self.set_registry(registry_blob)
         return self.config.index
+
+    async def recover(self) -> None:
+        """Open the store and resume pending work; a host Ray restarted calls this on itself
+        as soon as it is up. A failure is logged (it is raised again to every later caller)."""
+        try:
+            await self._ensure_started()
+        except Exception:
+            log.exception("shard %s: the restarted host could not recover", self.config.index)
 
     async def _ensure_started(self) -> None:
         """Open the store and recover, once: activities without a result are dispatched again,
@@ -458,6 +470,14 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _restarted_by_ray() -> bool:
+    """Whether this actor process is a restart Ray made after the previous one died."""
+    try:
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not in an actor (a host built directly, in a test)
+        return False
 
 
 def _client_start(msg: Message) -> bool:
