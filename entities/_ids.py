@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrations import DurableTypeError, DurableValueError
-from orchestrations._ids import parse_entity_key
+from orchestrations._ids import MAX_ENTITY_ID_CHARS, parse_entity_key
 
 
 @dataclass(frozen=True, slots=True, order=False)
@@ -29,7 +29,7 @@ class EntityId:
             raise DurableTypeError(f"entity key must be a str, got {self.key!r}")
         if not self.key:
             raise DurableValueError(f"entity key must not be empty (entity {self.name!r})")
-        if len(self.name) + len(self.key) > 512:
+        if len(self.name) + len(self.key) > MAX_ENTITY_ID_CHARS:
             raise DurableValueError(f"entity id is too long: {self.name!r}, {self.key[:40]!r}...")
         object.__setattr__(self, "name", self.name.lower())
 

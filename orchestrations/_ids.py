@@ -9,6 +9,10 @@ from ._errors import DurableTypeError, DurableValueError
 
 _FORBIDDEN = frozenset("/\\#?")
 
+#: Most characters of an entity's name and key together (``EntityId`` enforces it too): every
+#: id that travels between shards is one a receiving shard can hold.
+MAX_ENTITY_ID_CHARS = 512
+
 
 def validate_instance_id(instance_id: object) -> str:
     """Return ``instance_id`` if it follows the Durable Functions rules, else raise.
@@ -52,13 +56,27 @@ def parse_entity_key(text: object) -> tuple[str, str]:
 
     Entity names are case-insensitive, as in Durable Functions (``@Counter@a`` and ``@counter@a``
     are one entity); keys are not. Raises :class:`DurableValueError` naming ``text`` unless it is
-    ``@``, a non-empty name without ``@``, ``@`` and a non-empty key (which may contain ``@``).
+    ``@``, a non-empty name without ``@``, ``@`` and a non-empty key (which may contain ``@``),
+    with at most ``MAX_ENTITY_ID_CHARS`` characters of name and key, all encodable as UTF-8.
+    An orchestration's ``call_entity``, ``signal_entity`` and ``lock_entities`` go through here
+    (and ``EntityId`` applies the same length limit), so an id a shard cannot hold is refused
+    where it is made, never on its way to another shard.
     """
     if not isinstance(text, str) or not text.startswith("@"):
         raise DurableValueError(f"not an entity id: expected '@name@key', got {text!r}")
     name, sep, key = text[1:].partition("@")
     if not sep or not name or not key:
         raise DurableValueError(f"not an entity id: expected '@name@key' with a non-empty name and key, got {text!r}")
+    if len(name) + len(key) > MAX_ENTITY_ID_CHARS:
+        raise DurableValueError(
+            f"entity id is too long: name and key have {len(name) + len(key)} characters, at most "
+            f"{MAX_ENTITY_ID_CHARS} allowed: {text[:60]!r}..."
+        )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DurableValueError(f"entity id must be valid Unicode text (no lone surrogates): {text!r}") from None
     return name.lower(), key
 
 

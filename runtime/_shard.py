@@ -166,12 +166,15 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         return registry_blob
 
     def _crash_point(self, point: str) -> None:
-        """Fault injection for tests: die here, once per shard and point (a marker file)."""
+        """Fault injection for tests: die here, once per shard and point (a marker file); at a
+        point named ``error_...``, raise instead (a turn that fails, in a host that lives on)."""
         if point in self.config.crash_points and self.config.crash_marker_dir:
             marker = os.path.join(self.config.crash_marker_dir, f"{point}-{self.config.index}")
             if not os.path.exists(marker):
                 with open(marker, "w") as f:
                     f.write(str(os.getpid()))
+                if point.startswith("error_"):
+                    raise RuntimeError(f"fault injected at {point} (shard {self.config.index})")
                 os._exit(17)
 
     async def close(self) -> None:
@@ -210,7 +213,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         """Accept messages from another shard's outbox through a Ray call (when no connection
         could be opened); returns once they are committed."""
         self.ray_deliveries += 1
-        await self.submit([Message.from_bytes(b) for b in blobs])
+        await self.submit(self._decode_batch(blobs))
 
     async def peer_address(self) -> tuple[str, int, bytes]:
         """Where other shard hosts send their outbox batches: (host, port, token)."""
@@ -219,7 +222,24 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
 
     async def _on_peer_batch(self, blobs: Sequence[bytes]) -> None:
         """A batch from another shard's outbox, over its connection; answered once committed."""
-        await self.submit([Message.from_bytes(b) for b in blobs])
+        await self.submit(self._decode_batch(blobs))
+
+    def _decode_batch(self, blobs: Sequence[bytes]) -> list[Message]:
+        """The messages of a batch from another shard. One that cannot be decoded (a class its
+        code no longer has, a corrupt row) is dropped with an error in the log, not refused:
+        refused, it would come back for ever ahead of everything its sender sends after it."""
+        try:
+            return [Message.from_bytes(b) for b in blobs]
+        except Exception:
+            pass
+        msgs = []
+        for blob in blobs:
+            try:
+                msgs.append(Message.from_bytes(blob))
+            except Exception as exc:
+                log.error("shard %s: a message from another shard cannot be decoded; dropped: %r",
+                          self.config.index, exc)
+        return msgs
 
     def pid(self) -> int:
         """This host's process id (for fault-injection tests)."""
@@ -286,36 +306,17 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         after = AfterCommit()
         rounds: list[TurnWrites] = []
         self._rounds = rounds
-        groups: dict[str, list[Message]] = {}
         touched: set[str] = set()
-        while True:
-            w = TurnWrites()
-            if not rounds:
-                w.done_outbox.extend(self._courier.take_acked())
-                groups = await self._group(batch, now, w, after)
-            rounds.append(w)
-            touched.update(groups)
-            self.messages += sum(map(len, groups.values()))
-            await self._apply(groups, now, w, after)
-            self._start_activities_early(after)
-            local, after.local = after.local, []
-            if not local:
-                break
-            if len(rounds) >= MAX_LOCAL_ROUNDS:
-                self._stage_outs(local, w, after, keep_local=False)
-                break
-            groups = {}
-            self.local_messages += len(local)
-            for out in local:
-                if out.msg.due is not None and due_later(out.msg, to_ts(now)):
-                    self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
-                else:
-                    groups.setdefault(out.msg.instance_id, []).append(out.msg)
-        self._crash_point("before_commit")
         try:
+            await self._stage_rounds(batch, now, rounds, touched, after)
+            self._crash_point("before_commit")
+            self._crash_point("error_before_commit")
             async with self._db_lock:
                 await self._store.commit(rounds)
         except BaseException:
+            # Nothing of the turn is in the file: nothing of it stays in memory either (an
+            # instance it started, an entity it changed), whether its commit or its staging
+            # failed; each record reloads from the file when next needed.
             for iid in touched:
                 self._evict(iid)
                 self._activity_out.forget(iid)  # started early; replay schedules them again
@@ -323,9 +324,42 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._crash_point("after_commit")
         self._after_commit(after)
 
-    async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit) -> None:
+    async def _stage_rounds(
+        self, batch: list[Message], now: datetime, rounds: list[TurnWrites], touched: set[str], after: AfterCommit
+    ) -> None:
+        """Apply ``batch``, and the same-shard messages it sends in further rounds, staging each
+        round's writes in ``rounds``; every record the turn runs is added to ``touched``."""
+        groups: dict[str, list[Message]] = {}
+        while True:
+            w = TurnWrites()
+            if not rounds:
+                w.done_outbox.extend(self._courier.take_acked())
+                groups = await self._group(batch, now, w, after)
+            rounds.append(w)
+            self.messages += sum(map(len, groups.values()))
+            await self._apply(groups, now, w, after, touched)
+            self._start_activities_early(after)
+            local, after.local = after.local, []
+            if not local:
+                return
+            if len(rounds) >= MAX_LOCAL_ROUNDS:
+                self._stage_outs(local, w, after, keep_local=False)
+                return
+            groups = {}
+            self.local_messages += len(local)
+            for out in local:
+                if out.msg.due is not None and due_later(out.msg, to_ts(now)):
+                    self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
+                else:
+                    groups.setdefault(out.msg.instance_id, []).append(out.msg)
+
+    async def _apply(
+        self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit, touched: set[str]
+    ) -> None:
         """Run each record's messages and stage what they write in ``w``."""
-        self._readdress_legacy(groups, w, after)
+        touched.update(groups)
+        self._readdress_legacy(groups, now, w, after)
+        touched.update(groups)
         await self._load_missing_instances(groups)
         await self._load_missing_entities(groups)
         for iid, msgs in groups.items():
@@ -343,7 +377,20 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 w.rollback(w_mark)
                 after.rollback(after_mark)
                 self._evict(iid)
-                after.acks.update((m.ack, exc) for m in msgs if m.ack is not None)
+                self._refuse_failed(iid, msgs, exc, now, w, after)
+
+    def _refuse_failed(
+        self, key: str, msgs: list[Message], error: Exception, now: datetime, w: TurnWrites, after: AfterCommit
+    ) -> None:
+        """The messages of a record that failed in a turn: a client is told ``error``;
+        another shard's are let go (they are recorded as delivered, so sending them again
+        would change nothing) and, to an entity, answered as :meth:`_refuse` does."""
+        if key.startswith("@"):
+            self._refuse(key, msgs, error, now, w, after)
+            return
+        for msg in msgs:
+            if msg.ack is not None:
+                after.acks[msg.ack] = error if msg.client else None
 
     def _start_activities_early(self, after: AfterCommit) -> None:
         """Dispatch the turn's activities while its commit is being written, not after it.

@@ -45,7 +45,8 @@ class ShardConfig:
     warm_worker: bool = True
     #: warn about an episode of orchestrator code that runs longer than this (None: never)
     slow_episode_seconds: float | None = 1.0
-    #: fault injection for tests: points at which the host dies once ("before_commit", ...)
+    #: fault injection for tests: points at which the host dies once ("before_commit", ...), or
+    #: raises once ("error_before_commit": the turn fails after staging, before its commit)
     crash_points: tuple[str, ...] = ()
     crash_marker_dir: str | None = None
 
