@@ -141,6 +141,7 @@ def test_a_message_the_receiver_cannot_accept_is_answered_and_let_go(hub):
 
 @orchestrator(name="bi_hello")
 def hello(ctx):
+    yield ctx.wait_for_external_event("go")
     return f"hello {ctx.get_input()}"
 
 
@@ -153,5 +154,6 @@ def test_a_turn_that_fails_leaves_memory_as_the_file_is(ray_session, tmp_path):
             hub.start_new(hello, "bi-aborted", "a")
         assert hub.get_status("bi-aborted") is None  # the file has no such instance ...
         hub.start_new(hello, "bi-aborted", "b")  # ... and neither has the host's memory
+        hub.raise_event("bi-aborted", "go")
         status = hub.wait_for_completion("bi-aborted", timeout=30)
         assert (status.runtime_status, status.output) == (S.Completed, "hello b")
