@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -29,7 +28,6 @@ from orchestrations import (
     ExecutionTerminated,
     HistoryEvent,
     InstanceNotFoundError,
-    ShardMismatchError,
     default_registry,
     validate_instance_id,
 )
@@ -42,6 +40,7 @@ from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._http import BUILTIN_ACTIVITIES
+from ._hub_file import open_hub_file, record_shards, shard_file
 from ._messages import Message
 from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._shard import ShardHost
@@ -51,7 +50,6 @@ from ._status import (
     InstancePage,
     PurgeHistoryResult,
 )
-from ._store import FORMAT_VERSION
 
 log = logging.getLogger("ray_durable")
 
@@ -110,7 +108,7 @@ class TaskHub(EntityClient):
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
         self._hub_entities: frozenset[str] | None = None
-        self._check_hub_file()
+        record = open_hub_file(self.directory, name, num_shards)
         self._started_ray = False
         if not ray.is_initialized():
             ray.init(**{"include_dashboard": False, "logging_level": logging.WARNING, **(ray_init_kwargs or {})})
@@ -134,10 +132,11 @@ class TaskHub(EntityClient):
         for i in range(num_shards):
             config = ShardConfig(
                 hub=name, index=i, num_shards=num_shards,
-                path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
+                path=os.path.join(self.directory, shard_file(i)),
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
                 warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir,
+                hub_id=record.hub_id, create=record.create,
             )
             actor_name = _actor_name(name, i)
             try:
@@ -154,7 +153,8 @@ class TaskHub(EntityClient):
         except BaseException:
             self._kill()
             raise
-        self._write_hub_file()
+        if record.create:  # every shard file exists now: from here on a missing one is refused
+            record_shards(self.directory, name, num_shards, record.hub_id)
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -180,22 +180,6 @@ class TaskHub(EntityClient):
         hub._shards = [ray.get_actor(_actor_name(name, i), namespace=NAMESPACE) for i in range(config.num_shards)]
         hub._sync_registry()
         return hub
-
-    def _check_hub_file(self) -> None:
-        path = os.path.join(self.directory, "hub.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                recorded = int(json.load(f)["num_shards"])
-            if recorded != self.num_shards:
-                raise ShardMismatchError(self.name, recorded, self.num_shards)
-
-    def _write_hub_file(self) -> None:
-        path = os.path.join(self.directory, "hub.json")
-        if not os.path.exists(path):
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"name": self.name, "num_shards": self.num_shards, "format_version": FORMAT_VERSION}, f)
-            os.replace(tmp, path)
 
     def close(self) -> None:
         """Stop the shard hosts this driver started (unless detached); data stays on disk."""

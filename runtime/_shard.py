@@ -50,13 +50,21 @@ log = logging.getLogger("ray_durable.shard")
 #: must not starve the shard); what is left goes through the outbox to a later turn.
 MAX_LOCAL_ROUNDS = 8
 
+#: How often an idle host checks that its file is still there (a commit checks every time).
+FILE_CHECK_SECONDS = 2.0
+
 
 class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
-        self._store = ShardStore(config.path, config.hub, config.index, config.num_shards, config.synchronous)
+        restarted = _restarted_by_ray()
+        self._store = ShardStore(
+            config.path, config.hub, config.index, config.num_shards, config.synchronous, config.hub_id,
+            # a host Ray restarted had its file open before: it is never created again
+            create=config.create and not restarted,
+        )
         self._start_lock = asyncio.Lock()
         self._last_num = 0
         self._mailbox: list[Message] = []
@@ -81,13 +89,14 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._peer_addr: tuple[str, int] = ("", 0)
         self._peer_token = b""
         self._loop_task: asyncio.Task[None] | None = None
+        self._file_watch: asyncio.Task[None] | None = None
         #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
         #: ones), calls received (client submits and peer batches), peer batches that came
         #: through a Ray call rather than a connection
         self.turns = self.messages = self.local_messages = self.calls = self.ray_deliveries = 0
         seconds = config.slow_episode_seconds
         self._watch = EpisodeWatch(seconds) if seconds is not None else None
-        if _restarted_by_ray():
+        if restarted:
             # Nobody may call this host for a long time (its instances wait on timers, its
             # outbox holds answers others wait for): it recovers at once, by itself.
             ray.get_runtime_context().current_actor.recover.remote()
@@ -136,6 +145,19 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
             self._courier.deliver([Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
             await self._load_parked()
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
+            self._file_watch = asyncio.get_running_loop().create_task(self._watch_file())
+
+    async def _watch_file(self) -> None:
+        """Check every ``FILE_CHECK_SECONDS`` that the shard file is still the one opened (each
+        commit checks too): an idle host whose file was deleted or replaced stops serving reads
+        from it, and says so, without waiting for its next commit."""
+        while True:
+            await asyncio.sleep(FILE_CHECK_SECONDS)
+            try:
+                self._store.check_file()
+            except Exception as exc:
+                log.error("shard %s: %s", self.config.index, exc)
+                return
 
     async def set_registry(self, registry_blob: bytes) -> None:
         """Add the orchestrators, activities and entities of a cloudpickled registry snapshot
@@ -179,8 +201,9 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
 
     async def close(self) -> None:
         """Stop the loop and close the store (pending work stays on disk)."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        for task in (self._loop_task, self._file_watch):
+            if task is not None:
+                task.cancel()
         if self._peer_server is not None:
             self._peer_server.close()
         self._courier.close()

@@ -49,6 +49,11 @@ class ShardConfig:
     #: raises once ("error_before_commit": the turn fails after staging, before its commit)
     crash_points: tuple[str, ...] = ()
     crash_marker_dir: str | None = None
+    #: the hub's identity (its hub.json's ``hub_id``), recorded in and checked against the file
+    hub_id: str = ""
+    #: whether a missing or empty file may be created (a new hub); once the hub's hub.json lists
+    #: its shard files, one that is missing is refused, never recreated
+    create: bool = True
 
 
 class ShardBase:

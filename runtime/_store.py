@@ -132,41 +132,89 @@ class TurnWrites:
 
 
 class ShardStore:
-    """The SQLite file of one shard."""
+    """The SQLite file of one shard.
 
-    def __init__(self, path: str, hub: str, shard: int, num_shards: int, synchronous: str = "FULL") -> None:
+    The file knows whose it is: its ``meta`` table records its hub's name and identity
+    (``hub_id``, also in the hub's ``hub.json``), its shard index and the shard count. Opening
+    refuses, by name and untouched, a file of another hub or another shard, a SQLite file of
+    another application, and (unless ``create``) a missing or empty one; a file written before
+    identities were recorded is given this hub's when it is otherwise a shard file of this hub.
+    While open, each commit checks that the file at ``path`` is still the one it opened (same
+    device and inode: one ``stat``): a file deleted or replaced under a running hub fails the
+    commit and every later use of the store, loudly, instead of writing to a file nobody sees.
+    """
+
+    def __init__(
+        self, path: str, hub: str, shard: int, num_shards: int, synchronous: str = "FULL",
+        hub_id: str = "", create: bool = True,
+    ) -> None:
         self.path = path
         self.hub = hub
         self.shard = shard
         self.num_shards = num_shards
         self.synchronous = synchronous
+        self.hub_id = hub_id
+        self.create = create
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
+        #: (device, inode) of the file opened, and the error once it is no longer at ``path``
+        self._file_id: tuple[int, int] | None = None
+        self._lost: ShardFileError | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
         """The writer connection."""
+        if self._lost is not None:
+            raise self._lost
         assert self._db is not None, "store is not open"
         return self._db
 
     @property
     def reader(self) -> aiosqlite.Connection:
         """The read-only connection (committed state only)."""
+        if self._lost is not None:
+            raise self._lost
         assert self._reader is not None, "store is not open"
         return self._reader
 
-    async def open(self, lock_timeout: float = 10.0) -> None:
-        """Take the file's owner lock, then open (creating if needed) and check the file.
+    def check_file(self) -> None:
+        """Raise :class:`ShardFileError` (now and on every later use) if the file at ``path`` is
+        no longer the one this store opened: deleted, or replaced by another file."""
+        if self._lost is not None:
+            raise self._lost
+        if self._file_id is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            reason = "was deleted while its hub was running"
+        else:
+            if (st.st_dev, st.st_ino) == self._file_id:
+                return
+            reason = "was replaced by another file while its hub was running"
+        self._lost = ShardFileError(
+            self.path,
+            f"{reason}; this shard host stops using it (its last commits went to the file it had open). "
+            "Put the file back (from a backup) and restart the hub; it is never recreated empty",
+        )
+        raise self._lost
 
-        Refuses, naming the file, a file another process owns, a file that is not a SQLite
-        database (corrupt or truncated), one from a newer format version, and one created with
-        another shard count. Nothing is reset.
+    async def open(self, lock_timeout: float = 10.0) -> None:
+        """Take the file's owner lock, then open (creating it if ``create``) and check the file.
+
+        Refuses, naming the file, a file another process owns, a missing or empty file (unless
+        ``create``), a file that is not a SQLite database (corrupt or truncated), a SQLite
+        database that is not a shard file, one from another format version, one of another hub,
+        shard or shard count. A refused file is left as it is: nothing is reset or written.
         """
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         await self._lock(lock_timeout)
         try:
+            fresh, adopt = await self._check_identity()  # read-only: a foreign file is refused untouched
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            st = os.stat(self.path)
+            self._file_id = (st.st_dev, st.st_ino)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             for pragma in _PERFORMANCE_PRAGMAS:
@@ -175,8 +223,10 @@ class ShardStore:
                 verdict = [row[0] for row in await cur.fetchall()]
             if verdict != ["ok"]:
                 raise ShardFileError(self.path, f"failed its integrity check: {'; '.join(verdict[:3])}")
-            await self._db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            await self._check_meta()  # before the schema: an old or foreign file is refused untouched
+            if fresh:  # the identity first: a file with tables but no identity is refused as foreign
+                await self._write_identity()
+            elif adopt:  # a file of this hub written before files recorded their hub's identity
+                await self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('hub_id', ?)", (self.hub_id,))
             await self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             await self.close()
@@ -188,21 +238,62 @@ class ShardStore:
         for pragma in _PERFORMANCE_PRAGMAS:
             await self._reader.execute(pragma)
 
-    async def _check_meta(self) -> None:
-        async with self.db.execute("SELECT key, value FROM meta") as cur:
-            meta: dict[str, str] = {row[0]: row[1] for row in await cur.fetchall()}
-        if not meta:
-            await self.db.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [
-                    ("format_version", str(FORMAT_VERSION)),
-                    ("hub", self.hub),
-                    ("shard", str(self.shard)),
-                    ("num_shards", str(self.num_shards)),
-                    (_CANONICAL_ENTITY_IDS, "1"),
-                ],
+    async def _check_identity(self) -> tuple[bool, bool]:
+        """Check that the file is this shard's, on a read-only connection (so a refused file,
+        even one in WAL mode, is not checkpointed or otherwise changed). Returns whether it is
+        new (no file, or no table yet: the caller creates it), and whether it lacks this
+        hub's identity (written before files recorded it: the caller records it)."""
+        if not os.path.exists(self.path):
+            if not self.create:
+                raise ShardFileError(
+                    self.path,
+                    f"is missing: hub {self.hub!r} has it (see its hub.json) but the file is gone. Put it back "
+                    "(from a backup); it is never recreated empty. To start the hub afresh, remove its directory",
+                )
+            return True, False
+        async with aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True) as db:
+            async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") as cur:
+                tables = [row[0] for row in await cur.fetchall()]
+            meta: dict[str, str] = {}
+            if "meta" in tables:
+                async with db.execute("SELECT key, value FROM meta") as cur:
+                    meta = {row[0]: row[1] for row in await cur.fetchall()}
+        if not meta and tables not in ([], ["meta"]):
+            shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
+            raise ShardFileError(
+                self.path,
+                f"is a SQLite database but not a shard file (tables: {shown}); refusing to open or change it",
             )
-            return
+        if not meta:
+            if not self.create:
+                raise ShardFileError(
+                    self.path,
+                    f"is empty, but hub {self.hub!r} has it (see its hub.json): the shard's data is gone. Put the "
+                    "file back (from a backup); it is never recreated empty",
+                )
+            return True, False
+        self._check_meta(meta)
+        return False, bool(self.hub_id) and not meta.get("hub_id")
+
+    async def _write_identity(self) -> None:
+        """A new file: record its format, hub, shard and shard count (one transaction)."""
+        await self.db.execute("BEGIN IMMEDIATE")
+        await self.db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [
+                ("format_version", str(FORMAT_VERSION)),
+                ("hub", self.hub),
+                ("hub_id", self.hub_id),
+                ("shard", str(self.shard)),
+                ("num_shards", str(self.num_shards)),
+                (_CANONICAL_ENTITY_IDS, "1"),
+            ],
+        )
+        await self.db.execute("COMMIT")
+
+    def _check_meta(self, meta: dict[str, str]) -> None:
+        """Refuse, by name, a shard file of another format version, hub, shard or shard count."""
         if int(meta.get("format_version", "0")) < FORMAT_VERSION:
             raise ShardFileError(
                 self.path,
@@ -213,6 +304,26 @@ class ShardStore:
             raise ShardFileError(
                 self.path,
                 f"has format version {meta['format_version']}, newer than this runtime's {FORMAT_VERSION}",
+            )
+        hub, shard, hub_id = meta.get("hub"), meta.get("shard"), meta.get("hub_id")
+        if hub != self.hub:
+            raise ShardFileError(
+                self.path,
+                f"belongs to hub {hub!r}, not to {self.hub!r}: a file of another hub was put here. "
+                "Put this hub's own file back; nothing was changed",
+            )
+        if hub_id and self.hub_id and hub_id != self.hub_id:
+            raise ShardFileError(
+                self.path,
+                f"belongs to another hub named {hub!r} (hub id {hub_id}; this one's is {self.hub_id}, "
+                "see its hub.json): a file was copied from another data directory. "
+                "Put this hub's own file back; nothing was changed",
+            )
+        if shard != str(self.shard):
+            raise ShardFileError(
+                self.path,
+                f"is the file of shard {shard} of hub {hub!r}, not of shard {self.shard}: shard files were "
+                "swapped or copied. Put each file back at its own path (shard-NN.sqlite); nothing was changed",
             )
         if int(meta.get("num_shards", "0")) != self.num_shards:
             raise ShardMismatchError(self.hub, int(meta.get("num_shards", "0")), self.num_shards)
@@ -270,6 +381,8 @@ class ShardStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        # after the commit: a turn is acknowledged only if it went to the file at ``path``
+        self.check_file()
 
     @staticmethod
     def _apply(db: Any, w: TurnWrites) -> None:
