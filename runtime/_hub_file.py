@@ -21,7 +21,7 @@ from typing import Any
 
 from orchestrations import DurableValueError, ShardMismatchError
 
-from ._store import FORMAT_VERSION
+from ._shard_identity import FORMAT_VERSION
 
 HUB_FILE = "hub.json"
 

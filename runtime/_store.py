@@ -17,10 +17,10 @@ from typing import Any
 
 import aiosqlite
 
-from orchestrations import ShardFileError, ShardMismatchError
+from orchestrations import ShardFileError
 
-#: 2: history is keyed by a per-shard increasing instance number (appends, not random inserts)
-FORMAT_VERSION = 2
+from ._shard_identity import FORMAT_VERSION as FORMAT_VERSION  # where the CLI's reader looks for it
+from ._shard_identity import ShardIdentity, check_file, lost_file
 
 #: A page cache and memory map large enough that a hub holding 100,000 instances does not read
 #: its B-trees from disk on every turn (SQLite's default cache is 2 MB).
@@ -155,6 +155,7 @@ class ShardStore:
         self.synchronous = synchronous
         self.hub_id = hub_id
         self.create = create
+        self._identity = ShardIdentity(hub, hub_id, shard, num_shards)
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
@@ -185,20 +186,9 @@ class ShardStore:
             raise self._lost
         if self._file_id is None:
             return
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            reason = "was deleted while its hub was running"
-        else:
-            if (st.st_dev, st.st_ino) == self._file_id:
-                return
-            reason = "was replaced by another file while its hub was running"
-        self._lost = ShardFileError(
-            self.path,
-            f"{reason}; this shard host stops using it (its last commits went to the file it had open). "
-            "Put the file back (from a backup) and restart the hub; it is never recreated empty",
-        )
-        raise self._lost
+        self._lost = lost_file(self.path, self._file_id)
+        if self._lost is not None:
+            raise self._lost
 
     async def open(self, lock_timeout: float = 10.0) -> None:
         """Take the file's owner lock, then open (creating it if ``create``) and check the file.
@@ -211,7 +201,8 @@ class ShardStore:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         await self._lock(lock_timeout)
         try:
-            fresh, adopt = await self._check_identity()  # read-only: a foreign file is refused untouched
+            # read-only first: a file that is not this shard's is refused untouched
+            fresh, adopt = await check_file(self.path, self._identity, self.create)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             st = os.stat(self.path)
             self._file_id = (st.st_dev, st.st_ino)
@@ -238,95 +229,15 @@ class ShardStore:
         for pragma in _PERFORMANCE_PRAGMAS:
             await self._reader.execute(pragma)
 
-    async def _check_identity(self) -> tuple[bool, bool]:
-        """Check that the file is this shard's, on a read-only connection (so a refused file,
-        even one in WAL mode, is not checkpointed or otherwise changed). Returns whether it is
-        new (no file, or no table yet: the caller creates it), and whether it lacks this
-        hub's identity (written before files recorded it: the caller records it)."""
-        if not os.path.exists(self.path):
-            if not self.create:
-                raise ShardFileError(
-                    self.path,
-                    f"is missing: hub {self.hub!r} has it (see its hub.json) but the file is gone. Put it back "
-                    "(from a backup); it is never recreated empty. To start the hub afresh, remove its directory",
-                )
-            return True, False
-        async with aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True) as db:
-            async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") as cur:
-                tables = [row[0] for row in await cur.fetchall()]
-            meta: dict[str, str] = {}
-            if "meta" in tables:
-                async with db.execute("SELECT key, value FROM meta") as cur:
-                    meta = {row[0]: row[1] for row in await cur.fetchall()}
-        if not meta and tables not in ([], ["meta"]):
-            shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
-            raise ShardFileError(
-                self.path,
-                f"is a SQLite database but not a shard file (tables: {shown}); refusing to open or change it",
-            )
-        if not meta:
-            if not self.create:
-                raise ShardFileError(
-                    self.path,
-                    f"is empty, but hub {self.hub!r} has it (see its hub.json): the shard's data is gone. Put the "
-                    "file back (from a backup); it is never recreated empty",
-                )
-            return True, False
-        self._check_meta(meta)
-        return False, bool(self.hub_id) and not meta.get("hub_id")
-
     async def _write_identity(self) -> None:
         """A new file: record its format, hub, shard and shard count (one transaction)."""
         await self.db.execute("BEGIN IMMEDIATE")
         await self.db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         await self.db.executemany(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-            [
-                ("format_version", str(FORMAT_VERSION)),
-                ("hub", self.hub),
-                ("hub_id", self.hub_id),
-                ("shard", str(self.shard)),
-                ("num_shards", str(self.num_shards)),
-                (_CANONICAL_ENTITY_IDS, "1"),
-            ],
+            [*self._identity.meta_rows(), (_CANONICAL_ENTITY_IDS, "1")],
         )
         await self.db.execute("COMMIT")
-
-    def _check_meta(self, meta: dict[str, str]) -> None:
-        """Refuse, by name, a shard file of another format version, hub, shard or shard count."""
-        if int(meta.get("format_version", "0")) < FORMAT_VERSION:
-            raise ShardFileError(
-                self.path,
-                f"has format version {meta.get('format_version')}, older than this runtime's {FORMAT_VERSION} "
-                "(a pre-release layout with no migration); open it with the release that wrote it",
-            )
-        if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-            raise ShardFileError(
-                self.path,
-                f"has format version {meta['format_version']}, newer than this runtime's {FORMAT_VERSION}",
-            )
-        hub, shard, hub_id = meta.get("hub"), meta.get("shard"), meta.get("hub_id")
-        if hub != self.hub:
-            raise ShardFileError(
-                self.path,
-                f"belongs to hub {hub!r}, not to {self.hub!r}: a file of another hub was put here. "
-                "Put this hub's own file back; nothing was changed",
-            )
-        if hub_id and self.hub_id and hub_id != self.hub_id:
-            raise ShardFileError(
-                self.path,
-                f"belongs to another hub named {hub!r} (hub id {hub_id}; this one's is {self.hub_id}, "
-                "see its hub.json): a file was copied from another data directory. "
-                "Put this hub's own file back; nothing was changed",
-            )
-        if shard != str(self.shard):
-            raise ShardFileError(
-                self.path,
-                f"is the file of shard {shard} of hub {hub!r}, not of shard {self.shard}: shard files were "
-                "swapped or copied. Put each file back at its own path (shard-NN.sqlite); nothing was changed",
-            )
-        if int(meta.get("num_shards", "0")) != self.num_shards:
-            raise ShardMismatchError(self.hub, int(meta.get("num_shards", "0")), self.num_shards)
 
     async def _lock(self, timeout: float) -> None:
         """Become the file's one owner (an OS lock on ``<file>.lock``, freed when the process
