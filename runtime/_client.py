@@ -28,7 +28,6 @@ from orchestrations import (
     ExecutionTerminated,
     HistoryEvent,
     InstanceNotFoundError,
-    ShardMismatchError,
     default_registry,
     validate_instance_id,
 )
@@ -48,8 +47,8 @@ from ._client_entities import EntityClient
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
-from ._files import read_hub_file, write_hub_file
 from ._http import BUILTIN_ACTIVITIES
+from ._hub_file import open_hub_file, record_shards, shard_file
 from ._messages import Message
 from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._shard import ShardHost
@@ -60,7 +59,6 @@ from ._status import (
     InstancePage,
     PurgeHistoryResult,
 )
-from ._store import FORMAT_VERSION
 
 log = logging.getLogger("ray_durable")
 
@@ -119,7 +117,7 @@ class TaskHub(EntityClient):
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
         self._hub_entities: frozenset[str] | None = None
-        self._check_hub_file()
+        record = open_hub_file(self.directory, name, num_shards)
         self._started_ray = False
         if not ray.is_initialized():
             ray.init(**{"include_dashboard": False, "logging_level": logging.WARNING, **(ray_init_kwargs or {})})
@@ -143,10 +141,11 @@ class TaskHub(EntityClient):
         for i in range(num_shards):
             config = ShardConfig(
                 hub=name, index=i, num_shards=num_shards,
-                path=os.path.join(self.directory, f"shard-{i:02d}.sqlite"),
+                path=os.path.join(self.directory, shard_file(i)),
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
                 warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
+                hub_id=record.hub_id, create=record.create,
             )
             actor_name = _actor_name(name, i)
             try:
@@ -163,7 +162,8 @@ class TaskHub(EntityClient):
         except BaseException:
             self._kill()
             raise
-        self._write_hub_file()
+        if record.create:  # every shard file exists now: from here on a missing one is refused
+            record_shards(self.directory, name, num_shards, record.hub_id)
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -189,16 +189,6 @@ class TaskHub(EntityClient):
         hub._shards = [ray.get_actor(_actor_name(name, i), namespace=NAMESPACE) for i in range(config.num_shards)]
         hub._sync_registry()
         return hub
-
-    def _check_hub_file(self) -> None:
-        recorded = read_hub_file(self.directory)
-        if recorded is not None and recorded["num_shards"] != self.num_shards:
-            raise ShardMismatchError(self.name, recorded["num_shards"], self.num_shards)
-
-    def _write_hub_file(self) -> None:
-        if read_hub_file(self.directory) is None:
-            record = {"name": self.name, "num_shards": self.num_shards, "format_version": FORMAT_VERSION}
-            write_hub_file(self.directory, record)
 
     def close(self) -> None:
         """Stop the shard hosts this driver started (unless detached); data stays on disk."""

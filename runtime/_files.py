@@ -61,6 +61,14 @@ def open_private(path: str, flags: int) -> int:
     return fd
 
 
+def refuse_links(path: str) -> None:
+    """Refuse (:class:`ShardFileError` naming it) a link planted at ``path`` (a SQLite
+    database) or at its ``-wal``/``-shm``/``-journal`` files, before anything reads them."""
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        if os.path.islink(name):
+            raise ShardFileError(name, "is a symbolic link; refusing to follow it (remove it)")
+
+
 def prepare_database(path: str) -> None:
     """Make ``path`` (a SQLite database) and its existing ``-wal``/``-shm`` files private and
     refuse any of them that is a link, before SQLite opens them (see the module docstring)."""
@@ -100,4 +108,6 @@ def write_hub_file(directory: str, record: dict[str, Any]) -> None:
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -52,13 +52,21 @@ log = logging.getLogger("ray_durable.shard")
 #: must not starve the shard); what is left goes through the outbox to a later turn.
 MAX_LOCAL_ROUNDS = 8
 
+#: How often an idle host checks that its file is still there (a commit checks every time).
+FILE_CHECK_SECONDS = 2.0
+
 
 class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
-        self._store = ShardStore(config.path, config.hub, config.index, config.num_shards, config.synchronous)
+        restarted = _restarted_by_ray()
+        self._store = ShardStore(
+            config.path, config.hub, config.index, config.num_shards, config.synchronous, config.hub_id,
+            # a host Ray restarted had its file open before: it is never created again
+            create=config.create and not restarted,
+        )
         self._start_lock = asyncio.Lock()
         self._last_num = 0
         self._mailbox: list[Message] = []
@@ -87,6 +95,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._peer_addr: tuple[str, int] = ("", 0)
         self._peer_token = b""
         self._loop_task: asyncio.Task[None] | None = None
+        self._file_watch: asyncio.Task[None] | None = None
         #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
         #: ones), calls received (client submits and peer batches), peer batches that came
         #: through a Ray call rather than a connection
@@ -94,6 +103,10 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self.failed_commits = 0
         seconds = config.slow_episode_seconds
         self._watch = EpisodeWatch(seconds) if seconds is not None else None
+        if restarted:
+            # Nobody may call this host for a long time (its instances wait on timers, its
+            # outbox holds answers others wait for): it recovers at once, by itself.
+            ray.get_runtime_context().current_actor.recover.remote()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -103,6 +116,14 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         await self._ensure_started()
         await self.set_registry(registry_blob)
         return self.config.index
+
+    async def recover(self) -> None:
+        """Open the store and resume pending work; a host Ray restarted calls this on itself
+        as soon as it is up. A failure is logged (it is raised again to every later caller)."""
+        try:
+            await self._ensure_started()
+        except Exception:
+            log.exception("shard %s: the restarted host could not recover", self.config.index)
 
     async def _ensure_started(self) -> None:
         """Open the store and recover, once: activities without a result are dispatched again,
@@ -131,6 +152,19 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
             self._courier.deliver([Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
             await self._load_parked()
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
+            self._file_watch = asyncio.get_running_loop().create_task(self._watch_file())
+
+    async def _watch_file(self) -> None:
+        """Check every ``FILE_CHECK_SECONDS`` that the shard file is still the one opened (each
+        commit checks too): an idle host whose file was deleted or replaced stops serving reads
+        from it, and says so, without waiting for its next commit."""
+        while True:
+            await asyncio.sleep(FILE_CHECK_SECONDS)
+            try:
+                self._store.check_file()
+            except Exception as exc:
+                log.error("shard %s: %s", self.config.index, exc)
+                return
 
     async def set_registry(self, registry_blob: bytes) -> None:
         """Add the orchestrators, activities and entities of a cloudpickled registry snapshot
@@ -161,18 +195,22 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         return registry_blob
 
     def _crash_point(self, point: str) -> None:
-        """Fault injection for tests: die here, once per shard and point (a marker file)."""
+        """Fault injection for tests: die here, once per shard and point (a marker file); at a
+        point named ``error_...``, raise instead (a turn that fails, in a host that lives on)."""
         if point in self.config.crash_points and self.config.crash_marker_dir:
             marker = os.path.join(self.config.crash_marker_dir, f"{point}-{self.config.index}")
             if not os.path.exists(marker):
                 with open(marker, "w") as f:
                     f.write(str(os.getpid()))
+                if point.startswith("error_"):
+                    raise RuntimeError(f"fault injected at {point} (shard {self.config.index})")
                 os._exit(17)
 
     async def close(self) -> None:
         """Stop the loop and close the store (pending work stays on disk)."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
+        for task in (self._loop_task, self._file_watch):
+            if task is not None:
+                task.cancel()
         if self._peer_server is not None:
             self._peer_server.close()
         self._courier.close()
@@ -207,7 +245,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         the sender will never send again (their ``delivered`` records go)."""
         self.ray_deliveries += 1
         self._forget_delivered.extend(forget)
-        await self.submit([Message.from_bytes(b) for b in blobs])
+        await self.submit(self._decode_batch(blobs))
 
     async def peer_address(self) -> tuple[str, int, bytes]:
         """Where other shard hosts send their outbox batches: (host, port, token)."""
@@ -219,7 +257,24 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         of earlier ones it may forget (see :meth:`deliver`); answered once committed."""
         blobs, forget = payload
         self._forget_delivered.extend(forget)
-        await self.submit([Message.from_bytes(b) for b in blobs])
+        await self.submit(self._decode_batch(blobs))
+
+    def _decode_batch(self, blobs: Sequence[bytes]) -> list[Message]:
+        """The messages of a batch from another shard. One that cannot be decoded (a class its
+        code no longer has, a corrupt row) is dropped with an error in the log, not refused:
+        refused, it would come back for ever ahead of everything its sender sends after it."""
+        try:
+            return [Message.from_bytes(b) for b in blobs]
+        except Exception:
+            pass
+        msgs = []
+        for blob in blobs:
+            try:
+                msgs.append(Message.from_bytes(blob))
+            except Exception as exc:
+                log.error("shard %s: a message from another shard cannot be decoded; dropped: %r",
+                          self.config.index, exc)
+        return msgs
 
     def fail_next_commits(self, count: int) -> None:
         """Fault injection for tests: the next ``count`` commits fail as on a full disk."""
@@ -305,41 +360,19 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         after = AfterCommit()
         rounds: list[TurnWrites] = []
         self._rounds = rounds
-        groups: dict[str, list[Message]] = {}
         touched: set[str] = set()
-        acked: list[tuple[int, str]] = []
-        forget: list[str] = []
-        while True:
-            w = TurnWrites()
-            if not rounds:
-                acked = self._courier.take_acked()
-                w.done_outbox.extend(msg_id for _, msg_id in acked)
-                forget, self._forget_delivered = self._forget_delivered, []
-                w.forget_delivered.extend(forget)
-                groups = await self._group(batch, now, w, after)
-            rounds.append(w)
-            touched.update(groups)
-            self.messages += sum(map(len, groups.values()))
-            await self._apply(groups, now, w, after)
-            self._start_activities_early(after)
-            local, after.local = after.local, []
-            if not local:
-                break
-            if len(rounds) >= MAX_LOCAL_ROUNDS:
-                self._stage_outs(local, w, after, keep_local=False)
-                break
-            groups = {}
-            self.local_messages += len(local)
-            for out in local:
-                if out.msg.due is not None and due_later(out.msg, to_ts(now)):
-                    self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
-                else:
-                    groups.setdefault(out.msg.instance_id, []).append(out.msg)
-        self._crash_point("before_commit")
+        acked = self._courier.take_acked()
+        forget, self._forget_delivered = self._forget_delivered, []
         try:
+            await self._stage_rounds(batch, now, rounds, touched, after, acked, forget)
+            self._crash_point("before_commit")
+            self._crash_point("error_before_commit")
             async with self._db_lock:
                 await self._store.commit(rounds)
         except BaseException as exc:
+            # Nothing of the turn is in the file: nothing of it stays in memory either (an
+            # instance it started, an entity it changed), whether its commit or its staging
+            # failed; each record reloads from the file when next needed.
             for iid in touched:
                 self._evict(iid)
                 self._activity_out.forget(iid)  # started early; replay schedules them again
@@ -353,9 +386,46 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._crash_point("after_commit")
         self._after_commit(after)
 
-    async def _apply(self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit) -> None:
+    async def _stage_rounds(
+        self, batch: list[Message], now: datetime, rounds: list[TurnWrites], touched: set[str], after: AfterCommit,
+        acked: list[tuple[int, str]], forget: list[str],
+    ) -> None:
+        """Apply ``batch``, and the same-shard messages it sends in further rounds, staging each
+        round's writes in ``rounds``; every record the turn runs is added to ``touched``. The
+        first round also deletes the outbox rows of ``acked`` messages and the ``delivered``
+        records of ``forget``."""
+        groups: dict[str, list[Message]] = {}
+        while True:
+            w = TurnWrites()
+            if not rounds:
+                w.done_outbox.extend(msg_id for _, msg_id in acked)
+                w.forget_delivered.extend(forget)
+                groups = await self._group(batch, now, w, after)
+            rounds.append(w)
+            self.messages += sum(map(len, groups.values()))
+            await self._apply(groups, now, w, after, touched)
+            self._start_activities_early(after)
+            local, after.local = after.local, []
+            if not local:
+                return
+            if len(rounds) >= MAX_LOCAL_ROUNDS:
+                self._stage_outs(local, w, after, keep_local=False)
+                return
+            groups = {}
+            self.local_messages += len(local)
+            for out in local:
+                if out.msg.due is not None and due_later(out.msg, to_ts(now)):
+                    self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
+                else:
+                    groups.setdefault(out.msg.instance_id, []).append(out.msg)
+
+    async def _apply(
+        self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit, touched: set[str]
+    ) -> None:
         """Run each record's messages and stage what they write in ``w``."""
-        self._readdress_legacy(groups, w, after)
+        touched.update(groups)
+        self._readdress_legacy(groups, now, w, after)
+        touched.update(groups)
         await self._load_missing_instances(groups)
         await self._load_missing_entities(groups)
         for iid, msgs in groups.items():
@@ -373,7 +443,20 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 w.rollback(w_mark)
                 after.rollback(after_mark)
                 self._evict(iid)
-                after.acks.update((m.ack, exc) for m in msgs if m.ack is not None)
+                self._refuse_failed(iid, msgs, exc, now, w, after)
+
+    def _refuse_failed(
+        self, key: str, msgs: list[Message], error: Exception, now: datetime, w: TurnWrites, after: AfterCommit
+    ) -> None:
+        """The messages of a record that failed in a turn: a client is told ``error``;
+        another shard's are let go (they are recorded as delivered, so sending them again
+        would change nothing) and, to an entity, answered as :meth:`_refuse` does."""
+        if key.startswith("@"):
+            self._refuse(key, msgs, error, now, w, after)
+            return
+        for msg in msgs:
+            if msg.ack is not None:
+                after.acks[msg.ack] = error if msg.client else None
 
     def _start_activities_early(self, after: AfterCommit) -> None:
         """Dispatch the turn's activities while its commit is being written, not after it.
@@ -505,6 +588,14 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _restarted_by_ray() -> bool:
+    """Whether this actor process is a restart Ray made after the previous one died."""
+    try:
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not in an actor (a host built directly, in a test)
+        return False
 
 
 def _client_start(msg: Message) -> bool:

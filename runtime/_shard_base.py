@@ -46,11 +46,17 @@ class ShardConfig:
     warm_worker: bool = True
     #: warn about an episode of orchestrator code that runs longer than this (None: never)
     slow_episode_seconds: float | None = 1.0
-    #: fault injection for tests: points at which the host dies once ("before_commit", ...)
+    #: fault injection for tests: points at which the host dies once ("before_commit", ...), or
+    #: raises once ("error_before_commit": the turn fails after staging, before its commit)
     crash_points: tuple[str, ...] = ()
     crash_marker_dir: str | None = None
     #: the instances kept in memory hold at most this many bytes of inputs (besides cache_size)
     cache_bytes: int = 512 * 2**20
+    #: the hub's identity (its hub.json's ``hub_id``), recorded in and checked against the file
+    hub_id: str = ""
+    #: whether a missing or empty file may be created (a new hub); once the hub's hub.json lists
+    #: its shard files, one that is missing is refused, never recreated
+    create: bool = True
 
 
 class ShardBase:

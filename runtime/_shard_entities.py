@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from entities import EntityId, EntityState, Outgoing, run_entity
 from entities._registry import check_entity_name
-from orchestrations import DurableValueError
+from orchestrations import DurableValueError, EntityLockMessage, EntityOperationFailed, EntityRequest
 from orchestrations._ids import entity_key, shard_of
 
+from ._codec import failure_from_exception
 from ._delivery import Outbound
 from ._entity_host import (
     EntityMoved,
@@ -23,6 +24,7 @@ from ._entity_host import (
     addressable,
     canonical_row,
     outgoing_message,
+    unlock_all,
 )
 from ._messages import Message, to_ts
 from ._shard_base import ShardBase
@@ -84,18 +86,19 @@ class ShardEntities(ShardBase):
 
     # -- one entity's messages --------------------------------------------------------------------
 
-    def _readdress_legacy(self, groups: dict[str, list[Message]], w: TurnWrites, after: AfterCommit) -> None:
+    def _readdress_legacy(
+        self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit
+    ) -> None:
         """Messages addressed to an entity id in the form written before entity names were
         case-insensitive (``@Account@a``, still in an outbox) go to the canonical id
         (``@account@a``): here, or through the outbox to the shard that owns it. Only ids not
         in memory are looked at (a cached entity's id is canonical), so this costs nothing on
-        the hot path."""
+        the hot path. Messages to an id no entity can have are refused (see :meth:`_refuse`)."""
         for key in [k for k in groups if k.startswith("@") and k not in self._entities]:
             try:
                 canonical = entity_key(key)
-            except DurableValueError as exc:  # an empty key, which the previous version allowed
-                log.error("shard %s: messages to %r dropped: %s", self.config.index, key, exc)
-                after.acks.update((m.ack, exc) for m in groups.pop(key) if m.ack is not None)
+            except DurableValueError as exc:  # an empty key (the previous version allowed it), a long one
+                self._refuse(key, groups.pop(key), exc, now, w, after)
                 continue
             if canonical == key:
                 continue
@@ -109,6 +112,34 @@ class ShardEntities(ShardBase):
                 if msg.ack is not None:
                     after.acks[msg.ack] = None
                 self._stage_outgoing(Message(canonical, msg.event, execution_id=msg.execution_id), w, after)
+
+    def _refuse(
+        self, key: str, msgs: list[Message], error: Exception, now: datetime, w: TurnWrites, after: AfterCommit
+    ) -> None:
+        """Messages to ``key`` that this shard cannot accept: each is answered and let go in
+        this turn, never refused back to a sender that would send it again ahead of
+        everything it sends after it. A client is told ``error``; an orchestration that called
+        the entity, or asked for its lock, gets ``error`` as the failure of that task (locks it
+        took on the way are released); a signal is dropped. Loudly: one error in the log."""
+        log.error("shard %s: %d message(s) to %.80r refused: %s", self.config.index, len(msgs), key, error)
+        failure = failure_from_exception(error)
+        for msg in msgs:
+            if msg.ack is not None:
+                after.acks[msg.ack] = error if msg.client else None
+            event = msg.event
+            if isinstance(event, EntityRequest) and not event.is_signal and event.sender is not None:
+                sender = event.sender
+            elif isinstance(event, EntityLockMessage):
+                sender = event.holder
+                for unlock in unlock_all(
+                    event.lock_set[: event.position], sender.instance_id, sender.execution_id,
+                    sender.task_scheduled_id, now,
+                ):
+                    self._stage_outgoing(unlock, w, after)
+            else:
+                continue
+            answer = EntityOperationFailed(now, sender.task_scheduled_id, failure)
+            self._stage_outgoing(Message(sender.instance_id, answer, execution_id=sender.execution_id), w, after)
 
     async def _load_missing_entities(self, groups: dict[str, list[Message]]) -> None:
         """Load the records of the turn's entities that are not in memory."""

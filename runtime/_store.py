@@ -17,12 +17,11 @@ from typing import Any
 
 import aiosqlite
 
-from orchestrations import ShardFileError, ShardMismatchError
+from orchestrations import ShardFileError
 
-from ._files import open_private, prepare_database, private_dir
-
-#: 2: history is keyed by a per-shard increasing instance number (appends, not random inserts)
-FORMAT_VERSION = 2
+from ._files import open_private, prepare_database, private_dir, refuse_links
+from ._shard_identity import FORMAT_VERSION as FORMAT_VERSION  # where the CLI's reader looks for it
+from ._shard_identity import ShardIdentity, check_file, lost_file
 
 #: A page cache and memory map large enough that a hub holding 100,000 instances does not read
 #: its B-trees from disk on every turn (SQLite's default cache is 2 MB).
@@ -136,44 +135,85 @@ class TurnWrites:
 
 
 class ShardStore:
-    """The SQLite file of one shard."""
+    """The SQLite file of one shard.
 
-    def __init__(self, path: str, hub: str, shard: int, num_shards: int, synchronous: str = "FULL") -> None:
+    The file knows whose it is: its ``meta`` table records its hub's name and identity
+    (``hub_id``, also in the hub's ``hub.json``), its shard index and the shard count. Opening
+    refuses, by name and untouched, a file of another hub or another shard, a SQLite file of
+    another application, and (unless ``create``) a missing or empty one; a file written before
+    identities were recorded is given this hub's when it is otherwise a shard file of this hub.
+    While open, each commit checks that the file at ``path`` is still the one it opened (same
+    device and inode: one ``stat``): a file deleted or replaced under a running hub fails the
+    commit and every later use of the store, loudly, instead of writing to a file nobody sees.
+    """
+
+    def __init__(
+        self, path: str, hub: str, shard: int, num_shards: int, synchronous: str = "FULL",
+        hub_id: str = "", create: bool = True,
+    ) -> None:
         self.path = path
         self.hub = hub
         self.shard = shard
         self.num_shards = num_shards
         self.synchronous = synchronous
+        self.hub_id = hub_id
+        self.create = create
+        self._identity = ShardIdentity(hub, hub_id, shard, num_shards)
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         #: fault injection for tests: this many next commits fail as on a full disk
         self.failing_commits = 0
+        #: (device, inode) of the file opened, and the error once it is no longer at ``path``
+        self._file_id: tuple[int, int] | None = None
+        self._lost: ShardFileError | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
         """The writer connection."""
+        if self._lost is not None:
+            raise self._lost
         assert self._db is not None, "store is not open"
         return self._db
 
     @property
     def reader(self) -> aiosqlite.Connection:
         """The read-only connection (committed state only)."""
+        if self._lost is not None:
+            raise self._lost
         assert self._reader is not None, "store is not open"
         return self._reader
 
-    async def open(self, lock_timeout: float = 10.0) -> None:
-        """Take the file's owner lock, then open (creating if needed) and check the file.
+    def check_file(self) -> None:
+        """Raise :class:`ShardFileError` (now and on every later use) if the file at ``path`` is
+        no longer the one this store opened: deleted, or replaced by another file."""
+        if self._lost is not None:
+            raise self._lost
+        if self._file_id is None:
+            return
+        self._lost = lost_file(self.path, self._file_id)
+        if self._lost is not None:
+            raise self._lost
 
-        Refuses, naming the file, a file another process owns, a file that is not a SQLite
-        database (corrupt or truncated), one from a newer format version, and one created with
-        another shard count. Nothing is reset.
+    async def open(self, lock_timeout: float = 10.0) -> None:
+        """Take the file's owner lock, then open (creating it if ``create``) and check the file.
+
+        Refuses, naming the file, a file another process owns, a missing or empty file (unless
+        ``create``), a file that is not a SQLite database (corrupt or truncated), a SQLite
+        database that is not a shard file, one from another format version, one of another hub,
+        shard or shard count. A refused file is left as it is: nothing is reset or written.
         """
         private_dir(os.path.dirname(self.path))
         await self._lock(lock_timeout)
         try:
+            # read-only first: a file that is not this shard's (or a planted link) is refused
+            # untouched; then it is made private before SQLite opens it for writing
+            refuse_links(self.path)
+            fresh, adopt = await check_file(self.path, self._identity, self.create)
             prepare_database(self.path)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            st = os.stat(self.path)
+            self._file_id = (st.st_dev, st.st_ino)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             for pragma in _PERFORMANCE_PRAGMAS:
@@ -182,8 +222,10 @@ class ShardStore:
                 verdict = [row[0] for row in await cur.fetchall()]
             if verdict != ["ok"]:
                 raise ShardFileError(self.path, f"failed its integrity check: {'; '.join(verdict[:3])}")
-            await self._db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            await self._check_meta()  # before the schema: an old or foreign file is refused untouched
+            if fresh:  # the identity first: a file with tables but no identity is refused as foreign
+                await self._write_identity()
+            elif adopt:  # a file of this hub written before files recorded their hub's identity
+                await self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('hub_id', ?)", (self.hub_id,))
             await self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             await self.close()
@@ -195,34 +237,15 @@ class ShardStore:
         for pragma in _PERFORMANCE_PRAGMAS:
             await self._reader.execute(pragma)
 
-    async def _check_meta(self) -> None:
-        async with self.db.execute("SELECT key, value FROM meta") as cur:
-            meta: dict[str, str] = {row[0]: row[1] for row in await cur.fetchall()}
-        if not meta:
-            await self.db.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [
-                    ("format_version", str(FORMAT_VERSION)),
-                    ("hub", self.hub),
-                    ("shard", str(self.shard)),
-                    ("num_shards", str(self.num_shards)),
-                    (_CANONICAL_ENTITY_IDS, "1"),
-                ],
-            )
-            return
-        if int(meta.get("format_version", "0")) < FORMAT_VERSION:
-            raise ShardFileError(
-                self.path,
-                f"has format version {meta.get('format_version')}, older than this runtime's {FORMAT_VERSION} "
-                "(a pre-release layout with no migration); open it with the release that wrote it",
-            )
-        if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-            raise ShardFileError(
-                self.path,
-                f"has format version {meta['format_version']}, newer than this runtime's {FORMAT_VERSION}",
-            )
-        if int(meta.get("num_shards", "0")) != self.num_shards:
-            raise ShardMismatchError(self.hub, int(meta.get("num_shards", "0")), self.num_shards)
+    async def _write_identity(self) -> None:
+        """A new file: record its format, hub, shard and shard count (one transaction)."""
+        await self.db.execute("BEGIN IMMEDIATE")
+        await self.db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [*self._identity.meta_rows(), (_CANONICAL_ENTITY_IDS, "1")],
+        )
+        await self.db.execute("COMMIT")
 
     async def _lock(self, timeout: float) -> None:
         """Become the file's one owner (an OS lock on ``<file>.lock``, freed when the process
@@ -281,6 +304,8 @@ class ShardStore:
             if db.in_transaction:  # SQLite may have rolled back already (a full disk does)
                 db.execute("ROLLBACK")
             raise
+        # after the commit: a turn is acknowledged only if it went to the file at ``path``
+        self.check_file()
 
     @staticmethod
     def _apply(db: Any, w: TurnWrites) -> None:

@@ -1,0 +1,97 @@
+"""``hub.json``: what a hub's directory says about the hub, read and written by the client.
+
+It records the hub's name, shard count, format version, its identity (``hub_id``, a random id
+also recorded in every shard file of the hub) and, once every shard file has been created, the
+list of those files (``shards``). From then on a shard file that is missing is refused, never
+recreated empty; until then (a hub being created, or whose creation was interrupted) the shard
+hosts create the files that do not exist yet.
+
+A ``hub.json`` written before hubs had an identity was written after all of its shard files
+existed: it is given an identity and its list of files at once, and each shard file records the
+identity the first time it is opened (see ``ShardStore``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrations import DurableValueError, ShardMismatchError
+
+from ._files import HUB_FILE, private_dir, read_hub_file, write_hub_file
+from ._shard_identity import FORMAT_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class HubRecord:
+    """A hub's identity, and whether its shard hosts may create shard files that are missing."""
+
+    hub_id: str
+    create: bool
+
+
+def shard_file(index: int) -> str:
+    """The file name of shard ``index``."""
+    return f"shard-{index:02d}.sqlite"
+
+
+def open_hub_file(directory: str, name: str, num_shards: int) -> HubRecord:
+    """Read the hub's ``hub.json``, or start one for a new hub, so that the hub has an identity
+    on disk before any shard file is opened. Raises :class:`ShardMismatchError` for another
+    shard count and :class:`DurableValueError` naming ``hub.json`` if it cannot be read."""
+    path = os.path.join(directory, HUB_FILE)
+    info = _read(path)
+    if info is None:  # a new hub (or one whose creation stopped before writing this file)
+        new_id = uuid.uuid4().hex
+        _write(path, _record(name, num_shards, new_id, None))
+        return HubRecord(new_id, create=True)
+    recorded = info.get("num_shards")
+    if not isinstance(recorded, int) or isinstance(recorded, bool):
+        raise _bad(path, f"has no valid shard count (num_shards: {recorded!r})")
+    if recorded != num_shards:
+        raise ShardMismatchError(name, recorded, num_shards)
+    hub_id = info.get("hub_id")
+    if not hub_id:  # written before hubs had an identity, after every shard file existed
+        new_id = uuid.uuid4().hex
+        _write(path, {**info, **_record(name, num_shards, new_id, num_shards)})
+        return HubRecord(new_id, create=False)
+    if not isinstance(hub_id, str):
+        raise _bad(path, f"has an invalid hub_id {hub_id!r}")
+    shards = info.get("shards")
+    if shards is None:  # the hub's creation was interrupted: its shard files may be made
+        return HubRecord(hub_id, create=True)
+    expected = [shard_file(i) for i in range(num_shards)]
+    if shards != expected:
+        raise _bad(path, f"lists the shard files {shards!r}; a hub of {num_shards} shards has {expected}")
+    return HubRecord(hub_id, create=False)
+
+
+def record_shards(directory: str, name: str, num_shards: int, hub_id: str) -> None:
+    """Every shard file of the hub exists now: list them in ``hub.json`` (from now on one that
+    is missing is refused)."""
+    _write(os.path.join(directory, HUB_FILE), _record(name, num_shards, hub_id, num_shards))
+
+
+def _record(name: str, num_shards: int, hub_id: str, created: int | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": name, "num_shards": num_shards, "format_version": FORMAT_VERSION, "hub_id": hub_id,
+    }
+    if created is not None:
+        record["shards"] = [shard_file(i) for i in range(created)]
+    return record
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    return read_hub_file(os.path.dirname(path))
+
+
+def _bad(path: str, what: str) -> DurableValueError:
+    return DurableValueError(f"hub file {path} {what}: it is not a valid hub record; fix or restore it")
+
+
+def _write(path: str, info: dict[str, Any]) -> None:
+    """Replace ``hub.json`` (owner-only, atomically: a crash leaves the old file or the new one)."""
+    private_dir(os.path.dirname(path))
+    write_hub_file(os.path.dirname(path), info)
