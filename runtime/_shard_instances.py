@@ -324,6 +324,10 @@ class ShardInstances(ShardBase):
         if result.state.is_final:
             w.clear_instance_work.append(iid)
             after.forgotten.append(iid)
+            if result.withdrawn_lock is not None:
+                lock_set, section_id = result.withdrawn_lock
+                for unlock in unlock_all(lock_set, iid, inst.execution_id, section_id, now):
+                    self._stage_outgoing(unlock, w, after)
             if inst.executor is not None:
                 inst.executor.close()
             inst.executor = None

@@ -1,0 +1,111 @@
+"""Two promises under faults and restarts: one holder per critical section, and a client's
+start applied once (its effects exactly once), whatever happens to the instance afterwards.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from entities import EntityId, entity
+from orchestrations import orchestrator
+from runtime import OrchestrationRuntimeStatus as S
+from runtime import TaskHub
+
+from ..helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@entity(name="PrRoom")
+class Room:
+    """Who is inside the critical section, in order: ``("enter", who)`` / ``("exit", who)``."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str]] = []
+
+    def enter(self, who: str) -> None:
+        self.log.append(("enter", who))
+
+    def exit(self, who: str) -> None:
+        self.log.append(("exit", who))
+
+    def get(self) -> list[tuple[str, str]]:
+        return self.log
+
+
+def R(key: str) -> EntityId:
+    return EntityId("PrRoom", key)
+
+
+def room(hub: TaskHub, key: str) -> tuple[str | None, int, list[tuple[str, str]]]:
+    """(holder, queue length, log) of a room."""
+    found = [m for m in hub.list_entities("PrRoom", include_deleted=True) if m.entity_id == R(key)]
+    if not found:
+        return None, 0, []
+    meta = found[0]
+    return meta.locked_by, meta.queue_length, list(meta.entity_state.log) if meta.entity_state is not None else []
+
+
+def overlaps(log: list[tuple[str, str]]) -> list[str]:
+    """The entries of an enter/exit log at which two were inside at once."""
+    inside: set[str] = set()
+    bad = []
+    for what, who in log:
+        if what == "enter":
+            if inside:
+                bad.append(f"{who} entered while {sorted(inside)} inside")
+            inside.add(who)
+        else:
+            inside.discard(who)
+    return bad
+
+
+# -- Two holders in one critical section ---------------------------------------------------------
+
+
+@orchestrator(name="pr_section")
+def section(ctx):
+    """Lock the rooms of the input, enter the first, wait for "leave", exit."""
+    keys, who = ctx.get_input()
+    with (yield ctx.lock_entities([R(k) for k in keys])):
+        yield ctx.call_entity(R(keys[0]), "enter", who)
+        yield ctx.wait_for_external_event("leave")
+        yield ctx.call_entity(R(keys[0]), "exit", who)
+    return who
+
+
+def entered(hub: TaskHub, key: str) -> list[str]:
+    return [who for what, who in room(hub, key)[2] if what == "enter"]
+
+
+def test_a_terminated_waiter_started_again_is_not_the_holder(hub):
+    """x1 holds room a and waits for room b; it is terminated; y waits for a; x is started
+    again (x2) and asks for a. The new execution is not the holder of its predecessor's lock:
+    x1's request is withdrawn (a is free at once, b no longer waits for it), y goes first, x2
+    after it, one at a time."""
+    a, b = "ta-a", "ta-b"
+    holder = hub.start_new(section, client_input=([b], "holder"), instance_id="pr-holder")
+    wait_until(lambda: entered(hub, b) == ["holder"])
+    hub.start_new(section, client_input=([a, b], "x1"), instance_id="pr-x")
+    wait_until(lambda: room(hub, b)[1] == 1)  # x1 holds a and waits for b
+    assert room(hub, a)[0] == "pr-x"
+    other = hub.start_new(section, client_input=([a], "y"), instance_id="pr-y")
+    wait_until(lambda: room(hub, a)[1] == 1)  # y waits for a
+    hub.terminate("pr-x", "stop")
+    assert hub.wait_for_completion("pr-x", timeout=30).runtime_status is S.Terminated
+    hub.start_new(section, client_input=([a], "x2"), instance_id="pr-x")  # same id, new execution
+    # y asked first and x1 is gone: y is in, though the holder of b has not left
+    assert wait_until(lambda: entered(hub, a)) == ["y"]
+    assert room(hub, a)[0] == "pr-y"
+    assert room(hub, b)[:2] == ("pr-holder", 0)  # x1's request for b was withdrawn
+    hub.raise_event(other, "leave")
+    assert hub.wait_for_completion(other, timeout=30).output == "y"
+    wait_until(lambda: entered(hub, a) == ["y", "x2"])
+    assert room(hub, a)[0] == "pr-x"
+    hub.raise_event("pr-x", "leave")
+    assert hub.wait_for_completion("pr-x", timeout=30).output == "x2"
+    hub.raise_event(holder, "leave")
+    assert hub.wait_for_completion(holder, timeout=30).output == "holder"
+    for key in (a, b):
+        assert overlaps(room(hub, key)[2]) == []
+        wait_until(lambda key=key: room(hub, key)[:2] == (None, 0))
