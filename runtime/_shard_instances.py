@@ -46,7 +46,7 @@ from ._activities import ActivityCall
 from ._codec import decode, encode, failure_from_exception
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, unlock_all
-from ._messages import Instance, Message, to_ts
+from ._messages import Instance, Message, start_key, to_ts
 from ._shard_base import ShardBase
 from ._shard_lifecycle import activity_call, stage_work, terminated_failure
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -170,6 +170,8 @@ class ShardInstances(ShardBase):
                 return None
             if inst.executor is not None:
                 inst.executor.close()
+            if inst.retriable_start is not None:
+                w.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
             w.clear_history.append(inst.num)
             w.clear_instance_work.append(iid)
             w.history[:] = [row for row in w.history if row[0] != inst.num]
@@ -191,6 +193,7 @@ class ShardInstances(ShardBase):
             executor=OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name),
             # DurableTask.Core carries the custom status over continue-as-new
             custom_status_blob=inst.custom_status_blob if carried and inst is not None else None,
+            retriable_start=event.execution_id if msg.client else None,
         )
         self._cache[iid] = fresh
         return fresh

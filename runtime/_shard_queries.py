@@ -16,7 +16,7 @@ from orchestrations._children import children_of
 
 from ._codec import decode
 from ._entity_host import EntityRecord, addressable, parse_holder, unpack_state
-from ._messages import Instance, status_from_row
+from ._messages import Instance, start_key, status_from_row
 from ._shard_base import ShardBase
 from ._status import (
     TERMINAL,
@@ -151,7 +151,11 @@ class ShardQueries(ShardBase):
                 for iid in ids:
                     created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
                     children += [(child, iid) for child in children_of(decode(blob) for _, blob in created)]
-            count = await self._store.purge(ids)
+            # a client's start this host's predecessor applied may still come again (see _group)
+            retired = [start_key(insts[i].execution_id) for i in ids if insts[i].parent is None]
+            if not self._retries_possible:
+                retired = []
+            count = await self._store.purge(ids, retired)
         for iid in ids:
             self._evict(iid)
         return count, children

@@ -4,6 +4,8 @@ start applied once (its effects exactly once), whatever happens to the instance 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from entities import EntityId, entity
@@ -11,6 +13,7 @@ from orchestrations import orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 
+from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -109,3 +112,47 @@ def test_a_terminated_waiter_started_again_is_not_the_holder(hub):
     for key in (a, b):
         assert overlaps(room(hub, key)[2]) == []
         wait_until(lambda key=key: room(hub, key)[:2] == (None, 0))
+
+
+# -- An effect twice -----------------------------------------------------------------------------
+
+
+@entity(name="PrTally")
+def tally(ctx) -> None:
+    ctx.set_state(ctx.get_state(lambda: 0) + ctx.get_input())
+
+
+@orchestrator(name="pr_signal_then_continue")
+def signal_then_continue(ctx):
+    """Signal the tally once, then continue as new once (and, if asked, wait for "go")."""
+    key, round_, wait = ctx.get_input()
+    if round_ == 0:
+        ctx.signal_entity(EntityId("PrTally", key), "add", 1)
+        ctx.continue_as_new((key, 1, wait))
+        return None
+    if wait:
+        yield ctx.wait_for_external_event("go")
+    return "second execution"
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["completed", "running"])
+def test_a_start_retried_after_continue_as_new_is_applied_once(ray_session, tmp_path: Path, wait: bool):
+    """The shard host dies right after committing a client's start, whose execution signalled
+    an entity and continued as new in that same turn; Ray calls the restarted host again with
+    the same start, which must be recognised though the instance's execution id changed
+    (whether the instance has completed since, or still runs)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with TaskHub(f"pr-retried-start-{int(wait)}", data_dir=tmp_path, num_shards=1, always_replay=ALWAYS_REPLAY,
+                 _crash_points=("after_commit",), _crash_marker_dir=str(markers)) as hub:
+        iid = hub.start_new(signal_then_continue, client_input=("once", 0, wait), instance_id="pr-once")
+        assert [p.name for p in markers.iterdir()] == ["after_commit-0"]  # the host died after the commit
+        if wait:
+            hub.raise_event(iid, "go")
+        status = hub.wait_for_completion(iid, timeout=60)
+        assert (status.runtime_status, status.output) == (S.Completed, "second execution")
+        assert [e.event_type for e in hub.get_history(iid)].count("ExecutionStarted") == 1
+        assert wait_until(lambda: hub.read_entity_state(EntityId("PrTally", "once")).entity_state) == 1
+        # nothing else arrives: a second signal would be in the same shard's next turn
+        hub.wait_for_completion(hub.start_new(signal_then_continue, client_input=("other", 1, False)), timeout=30)
+        assert hub.read_entity_state(EntityId("PrTally", "once")).entity_state == 1
