@@ -156,3 +156,38 @@ def test_a_start_retried_after_continue_as_new_is_applied_once(ray_session, tmp_
         # nothing else arrives: a second signal would be in the same shard's next turn
         hub.wait_for_completion(hub.start_new(signal_then_continue, client_input=("other", 1, False)), timeout=30)
         assert hub.read_entity_state(EntityId("PrTally", "once")).entity_state == 1
+
+
+@orchestrator(name="pr_mark")
+def mark(ctx):
+    """Add 1 to the tally of the input, once per execution."""
+    ctx.signal_entity(EntityId("PrTally", ctx.get_input()), "add", 1)
+    return "marked"
+
+
+def test_a_start_retried_after_its_instance_was_replaced_or_purged_is_applied_once(ray_session, tmp_path: Path):
+    """Ray's retry of a start can arrive late at the restarted host: after another start
+    replaced the instance, or after it was purged. It changes nothing either way."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with TaskHub("pr-late-retries", data_dir=tmp_path, num_shards=1, always_replay=ALWAYS_REPLAY,
+                 _crash_points=("after_commit",), _crash_marker_dir=str(markers)) as hub:
+        tallied = EntityId("PrTally", "late")
+        first = hub._start_message(mark, "pr-late", "late")
+        hub._submit([first])  # the host dies after committing it; Ray's retry is acknowledged
+        assert [p.name for p in markers.iterdir()] == ["after_commit-0"]
+        assert hub.wait_for_completion("pr-late", timeout=60).output == "marked"
+        second = hub._start_message(mark, "pr-late", "late")
+        hub._submit([second])  # replaces the finished instance
+        assert hub.wait_for_completion("pr-late", timeout=30).output == "marked"
+        assert wait_until(lambda: hub.read_entity_state(tallied).entity_state == 2)
+        history = hub.get_history("pr-late")
+
+        hub._submit([first])  # a late retry of the first start: the instance is the second's now
+        assert hub.get_history("pr-late") == history
+        assert hub.purge_instance_history("pr-late").instances_deleted == 1
+        hub._submit([second])  # a late retry of the second start, after the purge
+        assert hub.get_status("pr-late") is None
+        hub.wait_for_completion(hub.start_new(mark, client_input="late"), timeout=30)  # a third, to be counted
+        wait_until(lambda: hub.read_entity_state(tallied).entity_state >= 3)
+        assert hub.read_entity_state(tallied).entity_state == 3  # not 4 or 5: no start ran twice
