@@ -386,8 +386,8 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         for msg in batch:
             if msg.parked and msg.msg_id is not None:
                 w.done_scheduled.append(msg.msg_id)
-            elif _client_start(msg):
-                if seen and start_key(_started_execution(msg) or "") in seen:
+            elif (started := _started_execution(msg)) is not None:
+                if seen and start_key(started) in seen:
                     if msg.ack is not None:
                         after.acks[msg.ack] = None  # applied by this host's predecessor
                     continue
@@ -474,11 +474,10 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         task.add_done_callback(self._background.discard)
 
 
-def _client_start(msg: Message) -> bool:
-    return msg.client and isinstance(msg.event, ExecutionStarted)
-
-
 def _started_execution(msg: Message) -> str | None:
     """The execution id of a client's start, or ``None`` for any other message."""
     return msg.event.execution_id if msg.client and isinstance(msg.event, ExecutionStarted) else None
 
+
+def _client_start(msg: Message) -> bool:
+    return _started_execution(msg) is not None

@@ -151,14 +151,19 @@ class ShardQueries(ShardBase):
                 for iid in ids:
                     created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
                     children += [(child, iid) for child in children_of(decode(blob) for _, blob in created)]
-            # a client's start this host's predecessor applied may still come again (see _group)
-            retired = [start_key(insts[i].execution_id) for i in ids if insts[i].parent is None]
-            if not self._retries_possible:
-                retired = []
-            count = await self._store.purge(ids, retired)
+            count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
         for iid in ids:
             self._evict(iid)
         return count, children
+
+    def _retired_starts(self, purged: list[Instance]) -> list[str]:
+        """What a purge keeps in ``delivered`` so that a client's start Ray retries after it
+        changes nothing (see ``ShardHost._group``): on a host Ray restarted, the executions of
+        the purged instances a client may have started (those without a parent); none on a
+        host that never was, which no retry can reach."""
+        if not self._retries_possible:
+            return []
+        return [start_key(inst.execution_id) for inst in purged if inst.parent is None]
 
     async def purge_by(
         self, created_from: float | None, created_to: float | None, statuses: list[str] | None,
