@@ -230,6 +230,20 @@ class OrchestrationExecutor:
             withdrawn_lock=withdrawn,
         )
 
+    def abandon(self) -> tuple[list[Action], tuple[tuple[str, ...], int] | None]:
+        """The runtime fails this execution from outside, after an episode (a value it produced
+        cannot be stored, so that episode's actions are dropped): what it must still send.
+        Returns the unlock actions for every lock it holds (to record and send) and the lock
+        request it was still waiting for (to withdraw), as :meth:`process` does for an
+        execution that ends by itself."""
+        ctx = self.context
+        ctx._pending_actions.clear()
+        ctx._release_all_locks()
+        actions = [a for _, a in sorted(ctx._pending_actions.items())]
+        ctx._pending_actions.clear()
+        withdrawn, ctx._withdrawn_lock = ctx._withdrawn_lock, None
+        return actions, withdrawn
+
     def close(self) -> None:
         """Drop the generator (eviction); user ``finally`` blocks run now, errors ignored."""
         gen, self._generator = self._generator, None

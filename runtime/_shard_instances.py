@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from orchestrations import (
+    Action,
     CreateSubOrchestration,
     CreateTimer,
     DurableValueError,
@@ -39,6 +40,7 @@ from orchestrations import (
     TaskCompleted,
     TaskFailed,
     TimerFired,
+    UnlockEntity,
 )
 from orchestrations._registry import did_you_mean
 
@@ -244,6 +246,7 @@ class ShardInstances(ShardBase):
         except PayloadError as exc:
             result = self._fail_unencodable(inst, executor, result, events, exc, now)
             rows = self._history_rows(inst, result)
+            self._stage_actions(inst, result, now, w, after)  # its unlocks
         w.history.extend(rows)
         inst.history_len += len(result.new_events)
         self._stage_state(inst, result, now, w, after)
@@ -273,17 +276,22 @@ class ShardInstances(ShardBase):
         self, inst: Instance, executor: OrchestrationExecutor, result: ExecutionResult,
         received: list[Any], exc: PayloadError, now: datetime,
     ) -> ExecutionResult:
-        """An episode produced a value that cannot be stored: keep what was received, fail."""
+        """An episode produced a value that cannot be stored: keep what was received, fail.
+        Of the episode's actions only its unlocks remain, with those of the locks the execution
+        still holds; a lock request it still waits for is withdrawn."""
+        released, withdrawn = executor.abandon()
+        unlocks: list[Action] = [*(a for a in result.actions if isinstance(a, UnlockEntity)), *released]
         executor.close()
         inst.executor = None
         failure = FailureDetails("PayloadError", str(exc))
         received_ids = {id(e) for e in received}
         kept = [e for e in result.new_events if id(e) in received_ids]
         return ExecutionResult(
-            new_events=[*kept, ExecutionCompleted(now, "Failed", None, failure)],
-            actions=[],
+            new_events=[*kept, *(a.to_event(now) for a in unlocks), ExecutionCompleted(now, "Failed", None, failure)],
+            actions=unlocks,
             state=ExecutionState.FAILED,
             failure=failure,
+            withdrawn_lock=result.withdrawn_lock or withdrawn,
         )
 
     def _stage_actions(

@@ -770,3 +770,14 @@ def test_is_locked_only_while_the_locks_are_held():
     executor.process([started("orch")], at(1))
     executor.process([EntityLockGranted(at(2), 1, ("@Acct@a",))], at(2))
     assert seen == [False, True, False]
+
+
+def test_abandoning_an_execution_releases_what_it_holds_and_withdraws_what_it_waits_for():
+    # what the runtime asks when it fails an execution for a value it cannot store
+    holding = Instance(waits_inside)
+    holding.start()
+    holding.run(granted(1, KA, KB))
+    assert holding.executor.abandon() == ([UnlockEntity(3, KA, 1), UnlockEntity(4, KB, 1)], None)
+    waiting = Instance(waits_inside)
+    waiting.start()
+    assert waiting.executor.abandon() == ([], ((KA, KB), 1))

@@ -4,6 +4,7 @@ start applied once (its effects exactly once), whatever happens to the instance 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,31 @@ def test_a_start_retried_after_its_instance_was_replaced_or_purged_is_applied_on
         hub.wait_for_completion(hub.start_new(mark, client_input="late"), timeout=30)  # a third, to be counted
         wait_until(lambda: hub.read_entity_state(tallied).entity_state >= 3)
         assert hub.read_entity_state(tallied).entity_state == 3  # not 4 or 5: no start ran twice
+
+
+# -- a lock held by an execution the runtime fails -------------------------------------------------
+
+
+@orchestrator(name="pr_unstorable_inside")
+def unstorable_inside(ctx):
+    """Holds the room, then produces a value that cannot be stored (its output, or its custom
+    status while it still holds the lock)."""
+    key, where = ctx.get_input()
+    with (yield ctx.lock_entities([R(key)])):
+        yield ctx.call_entity(R(key), "enter", where)
+        if where == "output":
+            return threading.Lock()
+        ctx.set_custom_status(threading.Lock())
+        yield ctx.call_entity(R(key), "exit", where)
+    return "never"
+
+
+@pytest.mark.parametrize("where", ["output", "custom_status"])
+def test_an_execution_failed_for_an_unstorable_value_releases_its_locks(hub, where):
+    key = f"unstorable-{where}"
+    status = hub.wait_for_completion(hub.start_new(unstorable_inside, client_input=(key, where)), timeout=30)
+    assert (status.runtime_status, status.failure_details.error_type) == (S.Failed, "PayloadError")
+    after = hub.start_new(section, client_input=([key], "after"))
+    wait_until(lambda: entered(hub, key) == [where, "after"])  # the lock was released
+    hub.raise_event(after, "leave")
+    assert hub.wait_for_completion(after, timeout=30).output == "after"
