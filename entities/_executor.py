@@ -130,8 +130,10 @@ class EntityExecutor:
             if _releases(st, message):
                 st.locked_by = st.lock = None
                 self._drain()
+            else:
+                _withdraw(st, message)
             return
-        if st.locked_by is not None and _sender_id(message) != st.locked_by:
+        if st.locked_by is not None and not _from_holder(st, message):
             st.queue.append(message)
             return
         self._serve(message)
@@ -144,8 +146,7 @@ class EntityExecutor:
             if self.st.locked_by is None:
                 self._serve(queue.pop(0))
                 continue
-            holder = self.st.locked_by
-            index = next((i for i, m in enumerate(queue) if _sender_id(m) == holder), None)
+            index = next((i for i, m in enumerate(queue) if _from_holder(self.st, m)), None)
             if index is None:
                 return
             self._serve(queue.pop(index))
@@ -250,12 +251,41 @@ def _releases(st: EntityState, unlock: EntityUnlockMessage) -> bool:
     return lock.execution_id == unlock.execution_id and lock.task_scheduled_id == unlock.section_id
 
 
-def _sender_id(message: HistoryEvent) -> str | None:
+def _withdraw(st: EntityState, unlock: EntityUnlockMessage) -> None:
+    """An unlock that names a lock request still waiting in the queue withdraws it: the
+    execution that asked ended before it was granted (an unlock without an execution, from a
+    holder recorded before identities were, withdraws nothing)."""
+    if unlock.execution_id is None:
+        return
+    st.queue[:] = [
+        m for m in st.queue
+        if not (
+            isinstance(m, EntityLockMessage)
+            and m.holder.instance_id == unlock.holder_id
+            and m.holder.execution_id == unlock.execution_id
+            and m.holder.task_scheduled_id == unlock.section_id
+        )
+    ]
+
+
+def _sender(message: HistoryEvent) -> ParentInfo | None:
     if isinstance(message, EntityRequest):
-        return message.sender.instance_id if message.sender is not None else None
+        return message.sender
     if isinstance(message, EntityLockMessage):
-        return message.holder.instance_id
+        return message.holder
     return None
+
+
+def _from_holder(st: EntityState, message: HistoryEvent) -> bool:
+    """Whether ``message`` comes from the execution that holds the lock. Another execution of
+    the holder's instance (started again after the holder was terminated, or continued as
+    new) is not the holder: it waits like anyone else. A lock recorded before holders were
+    identified is the instance's."""
+    sender = _sender(message)
+    if sender is None or sender.instance_id != st.locked_by:
+        return False
+    lock = st.lock
+    return lock is None or not sender.execution_id or sender.execution_id == lock.execution_id
 
 
 def _check_sync(value: Any, entity: str, operation: str | None = None) -> None:

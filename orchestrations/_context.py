@@ -85,6 +85,9 @@ class OrchestrationContext:
         #: entity, with the critical section (lock request) each belongs to, whatever the code's
         #: critical-section state says (it can diverge on replay)
         self._granted: dict[str, int] = {}
+        #: the lock request (lock set, its task id) this execution was still waiting for when
+        #: it ended: the runtime withdraws it from the entities (it is not in history)
+        self._withdrawn_lock: tuple[tuple[str, ...], int] | None = None
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -385,6 +388,9 @@ class OrchestrationContext:
         """The execution ends: end the critical section, and release every other lock its
         history says it holds (after a nondeterminism failure the code's section state may
         never have seen a lock that was granted)."""
+        section = self._section
+        if section.state is SectionState.ACQUIRING and not self._is_replaying:  # replay: withdrawn then
+            self._withdrawn_lock = (section.locked, section.section_id)
         self._release_locks()
         for key in sorted(self._granted, key=lambda k: k.encode("utf-8")):
             self._unlock([key], self._granted[key])

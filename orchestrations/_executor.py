@@ -93,6 +93,11 @@ class ExecutionResult:
     #: the episode called ``set_custom_status`` (``custom_status`` is then to be stored,
     #: ``None`` clearing it)
     custom_status_changed: bool = False
+    #: the execution ended while waiting for the locks of a critical section: (lock set, task
+    #: id of its lock request), to withdraw from the entities (an unlock each), so that a grant
+    #: never reaches a later execution's turn and no entity stays locked for an execution that
+    #: is gone
+    withdrawn_lock: tuple[tuple[str, ...], int] | None = None
 
 
 class OrchestrationExecutor:
@@ -206,6 +211,7 @@ class OrchestrationExecutor:
         out.extend(a.to_event(now) for a in actions)
         out.append(OrchestratorCompleted(now))
         carryover: list[EventRaised] = []
+        withdrawn, self.context._withdrawn_lock = self.context._withdrawn_lock, None
         if self._state.is_final and not self._final_recorded:
             self._final_recorded = True
             out.append(self._final_event(now))
@@ -221,7 +227,22 @@ class OrchestrationExecutor:
             custom_status=self.context._custom_status,
             carryover=carryover,
             custom_status_changed=changed,
+            withdrawn_lock=withdrawn,
         )
+
+    def abandon(self) -> tuple[list[Action], tuple[tuple[str, ...], int] | None]:
+        """The runtime fails this execution from outside, after an episode (a value it produced
+        cannot be stored, so that episode's actions are dropped): what it must still send.
+        Returns the unlock actions for every lock it holds (to record and send) and the lock
+        request it was still waiting for (to withdraw), as :meth:`process` does for an
+        execution that ends by itself."""
+        ctx = self.context
+        ctx._pending_actions.clear()
+        ctx._release_all_locks()
+        actions = [a for _, a in sorted(ctx._pending_actions.items())]
+        ctx._pending_actions.clear()
+        withdrawn, ctx._withdrawn_lock = ctx._withdrawn_lock, None
+        return actions, withdrawn
 
     def close(self) -> None:
         """Drop the generator (eviction); user ``finally`` blocks run now, errors ignored."""

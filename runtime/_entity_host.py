@@ -254,7 +254,8 @@ def outgoing_message(out: Outgoing) -> Message:
 def unlock_all(
     lock_set: tuple[str, ...], instance_id: str, execution_id: str | None, section_id: int, now: datetime
 ) -> list[Message]:
-    """Unlock messages for a lock set granted to a holder that can no longer use it (the lock
-    request of task ``section_id`` of that execution): they release that lock, no later one."""
+    """Unlock messages for a lock set granted to (or still requested by) a holder that can no
+    longer use it (the lock request of task ``section_id`` of that execution): they release
+    that lock, no later one, and withdraw the request where it still waits."""
     unlock = EntityUnlockMessage(now, instance_id, execution_id, section_id)
     return [Message(key, unlock) for key in lock_set]

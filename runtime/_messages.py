@@ -99,6 +99,12 @@ class Instance:
     executor: OrchestrationExecutor | None = None
     tasks_scheduled: int = 0
     tasks_done: int = 0
+    #: the execution id of a client's start that created this execution, which Ray may still
+    #: deliver again (a call retried after a shard host restart): when the instance row stops
+    #: naming it (continue-as-new, replaced, purged), it is kept in ``delivered`` (see
+    #: :func:`start_key`) so the retry is recognised. Loaded from a row, an execution without a
+    #: parent may have been a client's start: assumed so.
+    retriable_start: str | None = None
 
     @staticmethod
     def from_row(row: Any) -> Instance:
@@ -116,6 +122,7 @@ class Instance:
             created_at=row[9],
             updated_at=row[10],
             num=row[11],
+            retriable_start=row[2] if row[8] is None else None,
         )
 
     def to_row(self) -> tuple[Any, ...]:
@@ -134,6 +141,12 @@ class Instance:
             self.updated_at,
             self.num,
         )
+
+
+def start_key(execution_id: str) -> str:
+    """The ``delivered`` key of a client's start whose execution the instance row no longer
+    names (message ids are random hex: they never start with ``start:``)."""
+    return f"start:{execution_id}"
 
 
 def status_from_row(

@@ -34,7 +34,7 @@ from ._cache import InstanceCache
 from ._codec import decode, encode
 from ._delivery import Courier, Outbound
 from ._entity_host import EntityRecord
-from ._messages import Message, from_ts, to_ts
+from ._messages import Message, from_ts, start_key, to_ts
 from ._parking import Parking
 from ._shard_base import ShardConfig
 from ._shard_entities import ShardEntities
@@ -96,6 +96,8 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self._peer_token = b""
         self._loop_task: asyncio.Task[None] | None = None
         self._file_watch: asyncio.Task[None] | None = None
+        #: Ray restarted this host: a client's call its predecessor applied may come again
+        self._retries_possible = False
         #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
         #: ones), calls received (client submits and peer batches), peer batches that came
         #: through a Ray call rather than a connection
@@ -134,6 +136,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         async with self._start_lock:
             if self._loop_task is not None:
                 return
+            self._retries_possible = _restarted_by_ray()
             self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
             if self.config.warm_worker:
                 self._activity_out.start_warm_worker()
@@ -494,15 +497,26 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         instance Pending).
 
         A client's start is de-duplicated by its execution id instead (see ``_start``), which
-        keeps the ``delivered`` table, and its random-key inserts, off the start path."""
+        keeps the ``delivered`` table, and its random-key inserts, off the start path. Only a
+        host that Ray restarted can receive a start again (a call retried after its
+        predecessor died); it also looks the start up under :func:`start_key`, where an
+        execution is kept once the instance row no longer names it (continue-as-new, replaced,
+        purged)."""
         remote = [m.msg_id for m in batch if m.msg_id is not None and not (m.from_self or m.parked or _client_start(m))]
+        if self._retries_possible:
+            remote += [start_key(e) for m in batch if (e := _started_execution(m)) is not None]
         seen = await self._store.seen_messages(remote) if remote else set()
         groups: dict[str, list[Message]] = {}
         now_ts = to_ts(now)
         for msg in batch:
             if msg.parked and msg.msg_id is not None:
                 w.done_scheduled.append(msg.msg_id)
-            elif msg.msg_id is not None and not _client_start(msg):
+            elif (started := _started_execution(msg)) is not None:
+                if seen and start_key(started) in seen:
+                    if msg.ack is not None:
+                        after.acks[msg.ack] = None  # applied by this host's predecessor
+                    continue
+            elif msg.msg_id is not None:
                 if msg.from_self:
                     w.done_outbox.append(msg.msg_id)
                 elif msg.msg_id in seen:
@@ -598,6 +612,10 @@ def _restarted_by_ray() -> bool:
         return False
 
 
-def _client_start(msg: Message) -> bool:
-    return msg.client and isinstance(msg.event, ExecutionStarted)
+def _started_execution(msg: Message) -> str | None:
+    """The execution id of a client's start, or ``None`` for any other message."""
+    return msg.event.execution_id if msg.client and isinstance(msg.event, ExecutionStarted) else None
 
+
+def _client_start(msg: Message) -> bool:
+    return _started_execution(msg) is not None

@@ -79,6 +79,8 @@ class ShardBase:
     _rounds: list[TurnWrites]
     _waiters: dict[str, list[asyncio.Future[Any]]]
     _start_waiters: dict[str, list[asyncio.Future[Any]]]
+    #: Ray restarted this host: a client's call its predecessor applied may come again
+    _retries_possible: bool
 
     # -- ShardHost: the actor and its turn loop ---------------------------------------------------
 

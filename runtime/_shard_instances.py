@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from orchestrations import (
+    Action,
     CreateSubOrchestration,
     CreateTimer,
     DurableValueError,
@@ -39,6 +40,7 @@ from orchestrations import (
     TaskCompleted,
     TaskFailed,
     TimerFired,
+    UnlockEntity,
 )
 from orchestrations._registry import did_you_mean
 
@@ -46,7 +48,7 @@ from ._activities import ActivityCall
 from ._codec import decode, encode, failure_from_exception
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, unlock_all
-from ._messages import Instance, Message, to_ts
+from ._messages import Instance, Message, start_key, to_ts
 from ._shard_base import ShardBase
 from ._shard_lifecycle import activity_call, stage_work, terminated_failure
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -170,6 +172,8 @@ class ShardInstances(ShardBase):
                 return None
             if inst.executor is not None:
                 inst.executor.close()
+            if inst.retriable_start is not None:
+                w.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
             w.clear_history.append(inst.num)
             w.clear_instance_work.append(iid)
             w.history[:] = [row for row in w.history if row[0] != inst.num]
@@ -191,6 +195,7 @@ class ShardInstances(ShardBase):
             executor=OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name),
             # DurableTask.Core carries the custom status over continue-as-new
             custom_status_blob=inst.custom_status_blob if carried and inst is not None else None,
+            retriable_start=event.execution_id if msg.client else None,
         )
         self._cache[iid] = fresh
         return fresh
@@ -241,6 +246,7 @@ class ShardInstances(ShardBase):
         except PayloadError as exc:
             result = self._fail_unencodable(inst, executor, result, events, exc, now)
             rows = self._history_rows(inst, result)
+            self._stage_actions(inst, result, now, w, after)  # its unlocks
         w.history.extend(rows)
         inst.history_len += len(result.new_events)
         self._stage_state(inst, result, now, w, after)
@@ -270,17 +276,22 @@ class ShardInstances(ShardBase):
         self, inst: Instance, executor: OrchestrationExecutor, result: ExecutionResult,
         received: list[Any], exc: PayloadError, now: datetime,
     ) -> ExecutionResult:
-        """An episode produced a value that cannot be stored: keep what was received, fail."""
+        """An episode produced a value that cannot be stored: keep what was received, fail.
+        Of the episode's actions only its unlocks remain, with those of the locks the execution
+        still holds; a lock request it still waits for is withdrawn."""
+        released, withdrawn = executor.abandon()
+        unlocks: list[Action] = [*(a for a in result.actions if isinstance(a, UnlockEntity)), *released]
         executor.close()
         inst.executor = None
         failure = FailureDetails("PayloadError", str(exc))
         received_ids = {id(e) for e in received}
         kept = [e for e in result.new_events if id(e) in received_ids]
         return ExecutionResult(
-            new_events=[*kept, ExecutionCompleted(now, "Failed", None, failure)],
-            actions=[],
+            new_events=[*kept, *(a.to_event(now) for a in unlocks), ExecutionCompleted(now, "Failed", None, failure)],
+            actions=unlocks,
             state=ExecutionState.FAILED,
             failure=failure,
+            withdrawn_lock=result.withdrawn_lock or withdrawn,
         )
 
     def _stage_actions(
@@ -324,6 +335,10 @@ class ShardInstances(ShardBase):
         if result.state.is_final:
             w.clear_instance_work.append(iid)
             after.forgotten.append(iid)
+            if result.withdrawn_lock is not None:
+                lock_set, section_id = result.withdrawn_lock
+                for unlock in unlock_all(lock_set, iid, inst.execution_id, section_id, now):
+                    self._stage_outgoing(unlock, w, after)
             if inst.executor is not None:
                 inst.executor.close()
             inst.executor = None

@@ -20,7 +20,7 @@ from orchestrations._children import children_of
 
 from ._codec import decode
 from ._entity_host import EntityRecord, addressable, parse_holder, unpack_state
-from ._messages import Instance, status_from_row
+from ._messages import Instance, start_key, status_from_row
 from ._shard_base import ShardBase
 from ._status import (
     TERMINAL,
@@ -175,10 +175,19 @@ class ShardQueries(ShardBase):
                 for iid in ids:
                     created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
                     children += [(child, iid) for child in children_of(decode(blob) for _, blob in created)]
-            count = await self._store.purge(ids)
+            count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
         for iid in ids:
             self._evict(iid)
         return count, children
+
+    def _retired_starts(self, purged: list[Instance]) -> list[str]:
+        """What a purge keeps in ``delivered`` so that a client's start Ray retries after it
+        changes nothing (see ``ShardHost._group``): on a host Ray restarted, the executions of
+        the purged instances a client may have started (those without a parent); none on a
+        host that never was, which no retry can reach."""
+        if not self._retries_possible:
+            return []
+        return [start_key(inst.execution_id) for inst in purged if inst.parent is None]
 
     async def purge_by(
         self, created_from: float | None, created_to: float | None, statuses: list[str] | None,

@@ -535,8 +535,9 @@ class ShardStore:
         async with self.reader.execute(sql, args) as cur:
             return list(await cur.fetchall())
 
-    async def purge(self, ids: Sequence[str]) -> int:
-        """Delete the instances ``ids`` and everything they own; return how many existed."""
+    async def purge(self, ids: Sequence[str], delivered: Sequence[str] = ()) -> int:
+        """Delete the instances ``ids`` and everything they own, and note ``delivered`` message
+        ids in the same transaction; return how many instances existed."""
         if not ids:
             return 0
         db = self.db
@@ -552,6 +553,7 @@ class ShardStore:
                 count += cur.rowcount
             for table in ("activities", "timers"):
                 await db.executemany(f"DELETE FROM {table} WHERE instance_id = ?", rows)
+            await db.executemany("INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in delivered])
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")

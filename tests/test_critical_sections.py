@@ -28,7 +28,7 @@ from orchestrations import (
     UnlockEntity,
     execute,
 )
-from orchestrations.testing import at, resumed, started, suspended, terminated
+from orchestrations.testing import at, resumed, started, suspended, terminated, timer_fired
 
 A = EntityId("Counter", "a")
 B = EntityId("Counter", "b")
@@ -46,6 +46,7 @@ def assert_same_result(fresh: ExecutionResult, cached: ExecutionResult):
     assert cached.state is fresh.state
     assert cached.output == fresh.output
     assert cached.failure == fresh.failure
+    assert cached.withdrawn_lock == fresh.withdrawn_lock
 
 
 class Instance:
@@ -639,15 +640,33 @@ def test_suspend_and_resume_inside_the_section_keeps_the_locks():
     inst.assert_replay_is_deterministic(r)
 
 
-def test_termination_while_acquiring_sends_no_unlock():
-    # nothing is held yet; the runtime releases a grant that arrives for a finished instance
+def test_termination_while_acquiring_withdraws_the_lock_request():
+    # nothing is held yet, so history records no unlock; the result names the request still
+    # waiting, which the runtime withdraws from its entities (and a grant that arrives for a
+    # finished instance anyway is released by the runtime)
     inst = Instance(waits_inside)
-    inst.start()
+    assert inst.start().withdrawn_lock is None
     r = inst.run(terminated("stop"))
     assert r.state is ExecutionState.TERMINATED
     assert r.actions == []
+    assert r.withdrawn_lock == ((KA, KB), 1)
     late = inst.run(granted(1, KA, KB))
     assert late.actions == [] and late.state is ExecutionState.TERMINATED
+    assert late.withdrawn_lock is None  # reported once
+
+
+def test_ending_while_acquiring_withdraws_the_lock_request():
+    def gives_up(ctx):
+        lock = ctx.lock_entities([A])
+        winner = yield ctx.task_any([lock, ctx.create_timer(ctx.current_utc_datetime)])
+        if winner is not lock:
+            raise ValueError("gave up")
+
+    inst = Instance(gives_up)
+    inst.start()
+    r = inst.run(timer_fired(2, at(1)))
+    assert r.state is ExecutionState.FAILED
+    assert r.withdrawn_lock == ((KA,), 1)
 
 
 # -- replay ------------------------------------------------------------------------------------------
@@ -751,3 +770,14 @@ def test_is_locked_only_while_the_locks_are_held():
     executor.process([started("orch")], at(1))
     executor.process([EntityLockGranted(at(2), 1, ("@Acct@a",))], at(2))
     assert seen == [False, True, False]
+
+
+def test_abandoning_an_execution_releases_what_it_holds_and_withdraws_what_it_waits_for():
+    # what the runtime asks when it fails an execution for a value it cannot store
+    holding = Instance(waits_inside)
+    holding.start()
+    holding.run(granted(1, KA, KB))
+    assert holding.executor.abandon() == ([UnlockEntity(3, KA, 1), UnlockEntity(4, KB, 1)], None)
+    waiting = Instance(waits_inside)
+    waiting.start()
+    assert waiting.executor.abandon() == ([], ((KA, KB), 1))

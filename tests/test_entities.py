@@ -538,6 +538,32 @@ def test_relock_from_queue_serves_the_new_holders_queued_requests():
     assert st.queue == []
 
 
+def test_another_execution_of_the_holders_instance_waits_like_anyone_else():
+    # the holder's instance was terminated and started again: its new execution is not the
+    # holder, neither for a lock request nor for a call
+    st = EntityState(exists=True, state=0, locked_by="A", lock=ParentInfo("A", 1, EXEC))
+    new_lock, new_call = lock("A", ("@counter@c1",), task=1, execution="new"), call("get", by="A", execution="new")
+    assert run(COUNTER, C1, st, new_lock, new_call) == []
+    assert st.queue == [new_lock, new_call] and st.lock == ParentInfo("A", 1, EXEC)
+    # its own execution is still served
+    assert run(COUNTER, C1, st, call("get", by="A", task=3)) == [completed(0, to="A", task=3)]
+    out = run(COUNTER, C1, st, EntityUnlockMessage(T0, "A", EXEC, 1))
+    assert Outgoing("A", EntityLockGranted(NOW, 1, ("@counter@c1",)), "new") in out
+    assert st.lock == ParentInfo("A", 1, "new") and st.queue == []
+
+
+def test_an_unlock_withdraws_the_lock_request_it_names_from_the_queue():
+    st = locked_counter(0, holder="H")
+    ended, other = lock("X", ("@counter@c1",), task=4), lock("Y", ("@counter@c1",), task=2)
+    run(COUNTER, C1, st, ended, other)
+    assert run(COUNTER, C1, st, EntityUnlockMessage(T0, "X", EXEC, 3)) == []  # another request
+    assert st.queue == [ended, other]
+    assert run(COUNTER, C1, st, EntityUnlockMessage(T0, "X", EXEC, 4)) == []
+    assert st.queue == [other] and st.locked_by == "H"
+    out = run(COUNTER, C1, st, unlock("H"))
+    assert out == [Outgoing("Y", EntityLockGranted(NOW, 2, ("@counter@c1",)), EXEC)]
+
+
 def test_lock_works_for_an_unregistered_entity_name():
     st = EntityState()
     out = run(None, EntityId("Ghost", "g"), st, lock("A", ("@ghost@g",), task=1))

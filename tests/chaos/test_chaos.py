@@ -1,7 +1,11 @@
 """The chaos lane: a mixed workload while shard hosts and activity workers are SIGKILLed at
 random moments. Every orchestration must complete with the right result, the bank's total must
 be conserved with no balance below zero (entity effects exactly once), and every activity must
-have run (at least once).
+have run (at least once). Two promises are checked from what the entities recorded: at most one
+holder inside an account's critical section at any time (each account keeps an enter/exit log
+of the sections it was in, checked for overlap), and every orchestration the client started
+had its effects exactly once (each marks a tally once, one of them before continuing as new, so
+a start Ray retries after a kill must not run it again).
 
 Short by default (CI); the long run is ``make chaos``:
 CHAOS_RUNS=5 CHAOS_ORCHESTRATIONS=500 CHAOS_TRANSFERS=1000 CHAOS_KILLS=20.
@@ -14,6 +18,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -49,6 +54,15 @@ def hello_activity(city: str) -> str:
 class Account:
     def __init__(self) -> None:
         self.balance = 0
+        #: ("enter" | "exit", holder) for every critical section this account was in, in order
+        self.log: list[tuple[str, str]] = []
+
+    def enter(self, holder: str) -> int:
+        self.log.append(("enter", holder))
+        return self.balance
+
+    def exit(self, holder: str) -> None:
+        self.log.append(("exit", holder))
 
     def deposit(self, amount: int) -> int:
         self.balance += amount
@@ -64,14 +78,39 @@ class Account:
         return self.balance
 
 
+@entity(name="ChTally")
+def tally(ctx) -> None:
+    """How many times each orchestration marked it: {instance id: count}."""
+    marks = ctx.get_state(dict)
+    marks[ctx.get_input()] = marks.get(ctx.get_input(), 0) + 1
+    ctx.set_state(marks)
+
+
+TALLIES = 8
+
+
+def tally_of(instance_id: str) -> EntityId:
+    return EntityId("ChTally", str(sum(map(ord, instance_id)) % TALLIES))
+
+
+def mark(ctx) -> None:
+    """The effect an orchestration the client started must have exactly once."""
+    ctx.signal_entity(tally_of(ctx.instance_id), "mark", ctx.instance_id)
+
+
 @orchestrator(name="ch_fan")
 def fan(ctx):
     n = ctx.get_input()
+    mark(ctx)
     return sum((yield ctx.task_all([ctx.call_activity(square, i) for i in range(n)])))
 
 
 @orchestrator(name="ch_hello_sequence")
 def hello_sequence(ctx):
+    if ctx.get_input() is None:  # the first execution marks, then continues as new
+        mark(ctx)
+        ctx.continue_as_new("marked")
+        return None
     results = []
     for city in ("Tokyo", "Seattle", "London"):
         results.append((yield ctx.call_activity(hello_activity, city)))
@@ -81,13 +120,60 @@ def hello_sequence(ctx):
 @orchestrator(name="ch_transfers")
 def transfers(ctx):
     bank, plan = ctx.get_input()
-    for src, dst, amount in plan:
+    mark(ctx)
+    for n, (src, dst, amount) in enumerate(plan):
         a, b = EntityId("ChAccount", f"{bank}-{src}"), EntityId("ChAccount", f"{bank}-{dst}")
+        holder = f"{ctx.instance_id}/{n}"
         with (yield ctx.lock_entities([a, b])):
-            if (yield ctx.call_entity(a, "get")) >= amount:
+            balance, _ = yield ctx.task_all([ctx.call_entity(a, "enter", holder), ctx.call_entity(b, "enter", holder)])
+            if balance >= amount:
                 yield ctx.call_entity(a, "withdraw", amount)
                 yield ctx.call_entity(b, "deposit", amount)
+            yield ctx.task_all([ctx.call_entity(a, "exit", holder), ctx.call_entity(b, "exit", holder)])
     return len(plan)
+
+
+def overlaps(log: list[tuple[str, str]]) -> list[str]:
+    """Where an account's enter/exit log shows two holders inside at once, or an exit of a
+    holder that was not inside, or a holder still inside at the end."""
+    inside: set[str] = set()
+    bad = []
+    for what, holder in log:
+        if what == "enter":
+            if inside:
+                bad.append(f"{holder} entered while {sorted(inside)} inside")
+            inside.add(holder)
+        elif holder not in inside:
+            bad.append(f"{holder} left without being inside")
+        else:
+            inside.discard(holder)
+    return bad + [f"{holder} never left" for holder in sorted(inside)]
+
+
+def check_promises(hub: TaskHub, bank: str, started: list[str]) -> int:
+    """At most one holder per account at any time, every section entered and left exactly
+    once on both its accounts, and every client-started orchestration marked its tally exactly
+    once; returns how many sections the logs hold."""
+    logs = [
+        hub.read_entity_state(EntityId("ChAccount", f"{bank}-{i}")).entity_state.log for i in range(ACCOUNTS)
+    ]
+    bad = {i: found for i, log in enumerate(logs) if (found := overlaps(log))}
+    assert not bad, f"two holders in one critical section: {bad}"
+    enters = [holder for log in logs for what, holder in log if what == "enter"]
+    assert len(enters) == 2 * TRANSFERS and set(Counter(enters).values()) == {2}
+
+    def marks() -> Counter[str]:
+        found: Counter[str] = Counter()
+        for i in range(TALLIES):
+            state = hub.read_entity_state(EntityId("ChTally", str(i))).entity_state
+            found.update(state or {})
+        return found
+
+    wait_until(lambda: sum(marks().values()) >= len(started), timeout=120)  # signals may still be on their way
+    found = marks()
+    wrong = {i: found[i] for i in set(found) | set(started) if found[i] != (1 if i in started else 0)}
+    assert not wrong, f"orchestrations whose effects did not happen exactly once (times marked): {wrong}"
+    return len(enters) // 2
 
 
 def busy_workers() -> list[int]:
@@ -166,8 +252,10 @@ def test_mixed_workload_survives_random_kills(ray_session, tmp_path, run):
             hub.read_entity_state(EntityId("ChAccount", f"{bank}-{i}")).entity_state.balance for i in range(ACCOUNTS)
         ]
         assert sum(balances) == ACCOUNTS * INITIAL and min(balances) >= 0
+        sections = check_promises(hub, bank, fans + hellos + movers)
         assert len(killer.kills) >= KILLS
         if KILLS >= 20:  # the long run must hit workers as well as shard hosts
             assert "worker" in killer.kills
         print(f"\nchaos run {run}: {len(killer.kills)} kills ({', '.join(killer.kills)}), "
-              f"{len(statuses)} orchestrations completed, {TRANSFERS} transfers, total {sum(balances)} conserved")
+              f"{len(statuses)} orchestrations completed, {TRANSFERS} transfers, total {sum(balances)} conserved, "
+              f"{sections} critical sections with one holder at a time, every start's effects once")
