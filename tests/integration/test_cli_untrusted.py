@@ -25,7 +25,13 @@ from runtime._files import write_hub_file
 from runtime._store import FORMAT_VERSION, ShardStore
 from runtime.cli import main
 
-pytestmark = pytest.mark.integration
+from ..conftest import ALWAYS_REPLAY
+
+pytestmark = [
+    pytest.mark.integration,
+    # no hub runs here (the CLI reads files): a second run would repeat the first
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="runs no orchestration; the normal run covers it"),
+]
 
 
 class Planted:

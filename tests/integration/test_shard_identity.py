@@ -20,7 +20,11 @@ from runtime import TaskHub
 
 from ..conftest import ALWAYS_REPLAY
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # files, permissions and refusals at open: nothing here depends on replaying orchestrations
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="checks files and inputs, not replay; the normal run covers it"),
+]
 
 
 @orchestrator(name="si_waiter")
