@@ -266,10 +266,6 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         """The messages of a batch from another shard. One that cannot be decoded (a class its
         code no longer has, a corrupt row) is dropped with an error in the log, not refused:
         refused, it would come back for ever ahead of everything its sender sends after it."""
-        try:
-            return [Message.from_bytes(b) for b in blobs]
-        except Exception:
-            pass
         msgs = []
         for blob in blobs:
             try:
@@ -426,8 +422,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
         self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit, touched: set[str]
     ) -> None:
         """Run each record's messages and stage what they write in ``w``."""
-        touched.update(groups)
-        self._readdress_legacy(groups, now, w, after)
+        self._readdress_legacy(groups, now, w, after)  # the ids it takes out were not in memory
         touched.update(groups)
         await self._load_missing_instances(groups)
         await self._load_missing_entities(groups)
@@ -574,7 +569,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
             inst = self._cache.get(iid)
             if inst is not None and inst.status.is_terminal:
                 # a finished instance is rarely touched again: its input and output stay in the
-                # file, not in host memory (the cache is bounded by count, not by bytes)
+                # file, not in host memory
                 del self._cache[iid]
         if self.config.always_replay:
             for iid in after.touched:
