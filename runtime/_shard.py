@@ -138,9 +138,9 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 return
             self._retries_possible = _restarted_by_ray()
             self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            if self.config.warm_worker:
-                self._activity_out.start_warm_worker()
             await self._store.open(self.config.lock_timeout)
+            if self.config.warm_worker:  # only once the file opened: a refused open spawns nothing
+                self._activity_out.start_warm_worker()
             self._peer_token = new_token()
             self._peer_server, self._peer_addr = await serve(self._peer_token, self._on_peer_batch)
             self._last_num = await self._store.last_instance_num()

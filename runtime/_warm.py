@@ -146,7 +146,10 @@ class WarmLane:
         self._busy = False
 
     def start(self) -> None:
-        """Create the worker on this node; the lane opens once it answers."""
+        """Create the worker on this node, once per host process; the lane opens once it
+        answers (Ray restarts the worker if it dies)."""
+        if self._actor is not None:
+            return
         node = ray.get_runtime_context().get_node_id()
         self._actor = _WarmWorkerActor.options(
             num_cpus=0,

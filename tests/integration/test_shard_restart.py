@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 import ray
 
-from orchestrations import orchestrator
+from orchestrations import ShardFileError, orchestrator
 from orchestrations._ids import shard_of
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
@@ -58,3 +58,24 @@ def test_a_restarted_host_rearms_its_timers_and_sends_its_outbox_by_itself(ray_s
         status = hub.wait_for_completion(parent_id, timeout=30)
         assert (status.runtime_status, status.output) == (S.Completed, "woke")
         assert ray.get(hub._shards[1].pid.remote()) != pid  # it was restarted, not spared
+
+
+def _warm_workers_created() -> int:
+    """How many warm worker actors this Ray session has created so far (alive or dead)."""
+    return sum(1 for a in ray._private.state.actors().values() if a["ActorClassName"].endswith("WarmWorker"))
+
+
+def test_a_restarted_host_that_cannot_open_its_file_spawns_no_warm_workers(ray_session, tmp_path):
+    # Before: every call to a restarted host whose file was refused started a new warm worker
+    # process (~200 ms and ~90 MiB each) before the refusal; 10 calls made 10 workers.
+    with TaskHub("restart-warm", data_dir=tmp_path, num_shards=1, lock_timeout=1) as hub:
+        wait_until(lambda: hub.stats()[0]["warm_worker_connected"] == 1)
+        pid = ray.get(hub._shards[0].pid.remote())
+        for path in (tmp_path / "restart-warm").glob("shard-00.sqlite*"):
+            path.unlink()
+        before = _warm_workers_created()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(5):
+            with pytest.raises(ShardFileError, match=r"shard-00\.sqlite: is missing"):
+                hub.start_new(sleeper, None, 0)
+        assert _warm_workers_created() == before
