@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -18,7 +19,6 @@ from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrations import (
-    DurableError,
     DurableValueError,
     EventRaised,
     ExecutionResumed,
@@ -43,7 +43,9 @@ from ._client_args import (
     utc_now,
     utc_timestamp,
 )
+from ._client_async import AsyncClient
 from ._client_entities import EntityClient
+from ._client_link import ClientLink, unwrap
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
@@ -68,7 +70,7 @@ _ShardActor = ray.remote(concurrency_groups={READS: 4})(ShardHost)  # type: igno
 T = TypeVar("T")
 
 
-class TaskHub(EntityClient):
+class TaskHub(EntityClient, AsyncClient):
     """A durable task hub: shard host actors plus their SQLite files under ``data_dir/name/``.
 
     Opening a hub starts a local Ray if none is running, creates one shard host actor per
@@ -126,6 +128,7 @@ class TaskHub(EntityClient):
         self._closed = False
         self._registry_version = -1
         self._shards: list[Any] = []
+        self._link = ClientLink(self._shards, name)
         options: dict[str, Any] = {
             "namespace": NAMESPACE,
             "num_cpus": 0,
@@ -187,6 +190,7 @@ class TaskHub(EntityClient):
         hub._registry_version = -1
         hub._hub_entities = None
         hub._shards = [ray.get_actor(_actor_name(name, i), namespace=NAMESPACE) for i in range(config.num_shards)]
+        hub._link = ClientLink(hub._shards, name)
         hub._sync_registry()
         return hub
 
@@ -195,6 +199,7 @@ class TaskHub(EntityClient):
         if self._closed:
             return
         self._closed = True
+        self._link.close()
         if not self._detached:
             try:
                 ray.get([s.close.remote() for s in self._shards], timeout=30)
@@ -283,12 +288,15 @@ class TaskHub(EntityClient):
         Raises :class:`InstanceNotFoundError` for an unknown id; an event for an instance that
         already finished is dropped.
         """
+        self._submit([self._event_message(instance_id, event_name, event_data)])
+
+    def _event_message(self, instance_id: str, event_name: str, event_data: Any) -> Message:
         validate_instance_id(instance_id)
         if not isinstance(event_name, str) or not event_name:
             raise DurableValueError(f"event name must be a non-empty string, got {event_name!r}")
         check_encodable(event_name, "event name")
         encode(event_data, "event_data")
-        self._submit([Message(instance_id, EventRaised(utc_now(), event_name, event_data))])
+        return Message(instance_id, EventRaised(utc_now(), event_name, event_data))
 
     def terminate(self, instance_id: str, reason: str | None = None, recursive: bool = True) -> None:
         """Terminate a Pending, Running or Suspended instance (no effect on a finished one).
@@ -297,10 +305,13 @@ class TaskHub(EntityClient):
         waiting for are terminated too, and theirs, on whatever shard they live; ``False``
         terminates this instance only (its children run on, and their results are dropped).
         """
+        self._submit([self._terminate_message(instance_id, reason, recursive)])
+
+    def _terminate_message(self, instance_id: str, reason: str | None, recursive: bool) -> Message:
         validate_instance_id(instance_id)
         encode(reason, "reason")
-        msg = Message(instance_id, ExecutionTerminated(utc_now(), reason), recursive=check_bool(recursive, "recursive"))
-        self._submit([msg])
+        event = ExecutionTerminated(utc_now(), reason)
+        return Message(instance_id, event, recursive=check_bool(recursive, "recursive"))
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
         """Suspend an instance: events are held (durably, in order) until it resumes."""
@@ -334,9 +345,13 @@ class TaskHub(EntityClient):
         return self.start_new(status.name, new_id, status.input_)
 
     def _control(self, instance_id: str, event: HistoryEvent, reason: Any) -> None:
+        self._submit([self._control_message(instance_id, event, reason)])
+
+    @staticmethod
+    def _control_message(instance_id: str, event: HistoryEvent, reason: Any) -> Message:
         validate_instance_id(instance_id)
         encode(reason, "reason")
-        self._submit([Message(instance_id, event)])
+        return Message(instance_id, event)
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -365,8 +380,8 @@ class TaskHub(EntityClient):
         ids = instance_ids(instance_id)
         if ids is None:
             iid = validate_instance_id(instance_id)
-            shard = self._shard(iid)
-            return self._call(lambda: shard.get_status.remote(iid, show_history, show_history_output, show_input))
+            index = self._shard_index(iid)
+            return self._link.run(self._link.status(index, iid, show_history, show_history_output, show_input))
         by_shard = self._by_shard(ids, lambda iid: iid)
         parts = self._on_shards("get_statuses", by_shard, show_history, show_history_output, show_input)
         found = {iid: status for part, statuses in zip(by_shard.values(), parts) for iid, status in zip(part, statuses)}
@@ -390,11 +405,13 @@ class TaskHub(EntityClient):
         """
         validate_instance_id(instance_id)
         check_timeout(timeout)
-        shard = self._shard(instance_id)
-        ref = shard.wait.remote(instance_id, timeout)
         if show_progress:
+            shard = self._shard(instance_id)
+            ref = shard.wait.remote(instance_id, timeout)
             _progress_until(ref, lambda: ray.get(shard.progress.remote(instance_id)), instance_id)
-        status = self._call(lambda: ref)
+            status = self._call(lambda: ref)
+        else:
+            status = self._link.run(self._link.wait(self._shard_index(instance_id), "wait", instance_id, timeout))
         if status is None:
             raise TimeoutError(f"orchestration {instance_id!r} did not finish within {timeout} s")
         return status
@@ -411,8 +428,7 @@ class TaskHub(EntityClient):
         """
         validate_instance_id(instance_id)
         check_timeout(timeout)
-        shard = self._shard(instance_id)
-        status = self._call(lambda: shard.wait_start.remote(instance_id, timeout))
+        status = self._link.run(self._link.wait(self._shard_index(instance_id), "wait_start", instance_id, timeout))
         if status is None:
             raise TimeoutError(f"orchestration {instance_id!r} did not start within {timeout} s")
         return status
@@ -522,9 +538,12 @@ class TaskHub(EntityClient):
     # -- plumbing ----------------------------------------------------------------------------------
 
     def _shard(self, instance_id: str) -> Any:
+        return self._shards[self._shard_index(instance_id)]
+
+    def _shard_index(self, instance_id: str) -> int:
         if self._closed:
             raise DurableValueError(f"task hub {self.name!r} is closed")
-        return self._shards[shard_of(instance_id, self.num_shards)]
+        return shard_of(instance_id, self.num_shards)
 
     def _by_shard(self, items: list[T], key: Callable[[T], str]) -> dict[int, list[T]]:
         """``items`` grouped by the shard of their id ``key(item)``, each group in given order."""
@@ -542,13 +561,31 @@ class TaskHub(EntityClient):
         return self._call(lambda: [getattr(shards[i], method).remote(part, *args) for i, part in by_shard.items()])
 
     def _submit(self, msgs: list[Message]) -> None:
+        """Send client messages to their shards (over the link); returns once all are
+        committed, raising the error that refused any of them."""
+        self._link.run(self._send(self._client_batches(msgs)))
+
+    async def _submit_async(self, msgs: list[Message]) -> None:
+        """:meth:`_submit` for the asyncio client."""
+        await self._link.run_async(self._send(self._client_batches(msgs)))
+
+    def _client_batches(self, msgs: list[Message]) -> dict[int, list[Message]]:
+        """``msgs`` marked as a client's, each with its id, grouped by shard."""
         by_shard: dict[int, list[Message]] = {}
         for msg in msgs:
             msg.client, msg.msg_id = True, uuid.uuid4().hex
             by_shard.setdefault(shard_of(msg.instance_id, self.num_shards), []).append(msg)
         if self._closed:
             raise DurableValueError(f"task hub {self.name!r} is closed")
-        self._call(lambda: [self._shards[i].submit.remote(m) for i, m in by_shard.items()])
+        return by_shard
+
+    async def _send(self, by_shard: dict[int, list[Message]]) -> None:
+        """On the link's loop: each shard's messages at once."""
+        if len(by_shard) == 1:
+            [(index, part)] = by_shard.items()
+            await self._link.submit(index, part)
+        else:
+            await asyncio.gather(*(self._link.submit(i, part) for i, part in by_shard.items()))
 
     def _registry_blob(self) -> bytes:
         """The registry shipped to the shards, with the built-in activities (``call_http``'s)
@@ -572,10 +609,10 @@ class TaskHub(EntityClient):
         try:
             return ray.get(make())  # type: ignore[call-overload,no-any-return]
         except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, DurableError):
-                raise cause from None
-            raise
+            error = unwrap(exc)
+            if error is exc:
+                raise
+            raise error from None
 
 
 def _placement(num_shards: int) -> list[dict[str, Any]]:

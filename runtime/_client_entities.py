@@ -52,6 +52,11 @@ class EntityClient:
         at that time, not before, even across a restart of the entity's shard host (the signal
         is kept in its shard file meanwhile); a time that has passed runs it now.
         """
+        self._submit([self._signal_message(entity_id, operation_name, operation_input, scheduled_time)])
+
+    def _signal_message(
+        self, entity_id: EntityId, operation_name: str, operation_input: Any, scheduled_time: datetime | None
+    ) -> Message:
         key = _entity_key(entity_id)
         if not isinstance(operation_name, str) or not operation_name:
             raise DurableValueError(f"operation name must be a non-empty string, got {operation_name!r}")
@@ -61,7 +66,7 @@ class EntityClient:
         self._sync_registry()
         self._check_entity_name(entity_id.name)
         request = EntityRequest(utc_now(), operation_name, operation_input, None, True)
-        self._submit([Message(key, request, due=due)])
+        return Message(key, request, due=due)
 
     def _check_entity_name(self, name: str) -> None:
         """Raise ``ValueError`` (nothing written) unless an entity named ``name`` is registered

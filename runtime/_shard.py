@@ -37,6 +37,7 @@ from ._entity_host import EntityRecord
 from ._messages import Message, from_ts, start_key, to_ts
 from ._parking import Parking
 from ._shard_base import ShardConfig
+from ._shard_clients import ShardClients
 from ._shard_entities import ShardEntities
 from ._shard_instances import ShardInstances
 from ._shard_lifecycle import ShardLifecycle
@@ -56,7 +57,7 @@ MAX_LOCAL_ROUNDS = 8
 FILE_CHECK_SECONDS = 2.0
 
 
-class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
+class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, ShardClients):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     def __init__(self, config: ShardConfig) -> None:
@@ -216,6 +217,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
                 task.cancel()
         if self._peer_server is not None:
             self._peer_server.close()
+        self._close_client_servers()
         self._courier.close()
         self._parking.close()
         for handles in self._timer_handles.values():
@@ -226,10 +228,17 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries):
 
     # -- client entry points -----------------------------------------------------------------------
 
-    async def submit(self, messages: Sequence[Message]) -> None:
+    async def submit(self, messages: Sequence[Message], retried: bool = False) -> None:
         """Apply client messages (start, raise, terminate, suspend, resume); returns once they
-        are committed, raising the error that refused any of them."""
+        are committed, raising the error that refused any of them.
+
+        ``retried``: the client sent them before over a connection that dropped before the
+        answer, so this host may have applied them already: from now on it looks client
+        starts up under their ``start:`` keys as a restarted host does (other messages are
+        always de-duplicated by their ids)."""
         await self._ensure_started()
+        if retried:
+            self._retries_possible = True
         self.calls += 1
         loop = asyncio.get_running_loop()
         futures = []

@@ -1,0 +1,193 @@
+"""A driver's connections to the shard hosts: how ``TaskHub`` calls reach them cheaply.
+
+A Ray actor call costs one to a few milliseconds on a small machine, several times a frame on
+an open connection. So a ``TaskHub`` asks each shard host once, through Ray, where it listens
+for clients (see :mod:`runtime._shard_clients`), and sends its submits, waits and status reads
+there; a loop of ``start_new`` calls then costs about one group commit each, and many calls in
+flight at once (the asyncio client) share the host's commits.
+
+The connections live on one event loop in a daemon thread of the driver, started on first use:
+the blocking methods hand it their request and wait for the answer, the ``*_async`` methods
+await it from the caller's loop, so a ``TaskHub`` may be used from several threads and from
+asyncio code at once.
+
+Ray stays the fallback, so nothing depends on the connection: a host whose address cannot be
+asked or reached is called through Ray (a connection is tried again a second later), and a
+request whose connection drops before its answer is sent again through Ray, flagged
+``retried``, to the same or a restarted host. Sending again is safe: every client message
+carries its id (and a start its execution id), by which a host applies it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from ray.exceptions import RayTaskError
+
+from orchestrations import DurableError, DurableValueError
+
+from ._messages import Message
+from ._shard_clients import decode_reply
+from ._wire import ConnectionLostError, FrameClient
+
+T = TypeVar("T")
+
+#: which server of a host: the main loop's (submits, waits) or the reads loop's (status)
+MAIN, READS = "main", "reads"
+#: seconds before a connection that could not be opened is tried again (Ray meanwhile)
+RETRY_SECONDS = 1.0
+#: seconds to open a connection and present the token
+CONNECT_SECONDS = 5.0
+#: a submit whose messages encode to more than this goes through Ray (a frame is bounded)
+MAX_FRAME_PAYLOAD = 64 * 2**20
+
+
+def unwrap(exc: RayTaskError) -> BaseException:
+    """The library's own error a Ray call failed with, else the Ray error itself."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, DurableError) else exc
+
+
+async def by_ray(ref: Any) -> Any:
+    """Await a Ray call, re-raising the library's own errors unwrapped."""
+    try:
+        return await ref
+    except RayTaskError as exc:
+        error = unwrap(exc)
+        if error is exc:
+            raise
+        raise error from None
+
+
+class ClientLink:
+    """The connections of one ``TaskHub`` to its shard hosts (``shards``: their actor handles,
+    by index), on the link's own event loop."""
+
+    def __init__(self, shards: Sequence[Any], hub: str) -> None:
+        self._shards = shards
+        self._hub = hub
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conns: dict[tuple[str, int], FrameClient] = {}
+        self._opening: dict[tuple[str, int], asyncio.Task[FrameClient | None]] = {}
+        self._retry_at: dict[tuple[str, int], float] = {}
+        self._closed = False
+
+    # -- from the caller's thread ------------------------------------------------------------------
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the link's loop and block until it is done."""
+        return asyncio.run_coroutine_threadsafe(coro, self._running_loop(coro)).result()
+
+    async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the link's loop; await it from the caller's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._running_loop(coro)))
+
+    def close(self) -> None:
+        """Close the connections and stop the loop (later calls raise)."""
+        with self._lock:
+            self._closed, loop = True, self._loop
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._close_all(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+
+    def _running_loop(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise DurableValueError(f"task hub {self._hub!r} is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name=f"durable-client-{self._hub}", daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    # -- on the link's loop ------------------------------------------------------------------------
+
+    async def submit(self, index: int, msgs: list[Message]) -> None:
+        """Send client messages to shard ``index``; returns once they are committed."""
+        blobs = [m.to_bytes() for m in msgs]
+        shard = self._shards[index]
+        if sum(len(b) for b in blobs) > MAX_FRAME_PAYLOAD:
+            await by_ray(shard.submit.remote(msgs))
+            return
+        await self._request(
+            index, MAIN, ("submit", (blobs, False)), lambda retried: by_ray(shard.submit.remote(msgs, retried))
+        )
+
+    async def wait(self, index: int, method: str, instance_id: str, timeout: float | None) -> Any:
+        """Shard ``index``'s ``wait`` or ``wait_start`` (``method``) for an instance."""
+        shard = self._shards[index]
+        return await self._request(
+            index, MAIN, (method, (instance_id, timeout)),
+            lambda _: by_ray(getattr(shard, method).remote(instance_id, timeout)),
+        )
+
+    async def status(self, index: int, instance_id: str, *flags: bool) -> Any:
+        """Shard ``index``'s committed status of an instance (``get_status``'s flags)."""
+        shard = self._shards[index]
+        return await self._request(
+            index, READS, ("status", (instance_id, *flags)),
+            lambda _: by_ray(shard.get_status.remote(instance_id, *flags)),
+        )
+
+    async def _request(
+        self, index: int, kind: str, payload: Any, fallback: Callable[[bool], Awaitable[T]]
+    ) -> T:
+        """``payload`` over the connection, else ``fallback(retried)`` through Ray."""
+        conn = await self._connection(index, kind)
+        if conn is None:
+            return await fallback(False)
+        try:
+            delivered, reply = await conn.request(payload)
+        except ConnectionLostError:
+            return await fallback(True)
+        if not delivered:  # the host's handler itself failed (not an error it answered)
+            raise RuntimeError(f"shard {index} could not answer a client request: {reply}")
+        value: T = decode_reply(reply)
+        return value
+
+    async def _connection(self, index: int, kind: str) -> FrameClient | None:
+        """The open connection to shard ``index``'s ``kind`` server, opened if need be;
+        ``None`` while it cannot be (try Ray)."""
+        key = (kind, index)
+        conn = self._conns.get(key)
+        if conn is not None and not conn.closed:
+            return conn
+        if time.monotonic() < self._retry_at.get(key, 0.0):
+            return None
+        opening = self._opening.get(key)
+        if opening is None:
+            opening = asyncio.get_running_loop().create_task(self._open(key))
+            self._opening[key] = opening
+        return await asyncio.shield(opening)
+
+    async def _open(self, key: tuple[str, int]) -> FrameClient | None:
+        kind, index = key
+        shard = self._shards[index]
+        try:
+            ask = shard.client_address if kind == MAIN else shard.client_read_address
+            host, port, token = await ask.remote()
+            conn: FrameClient | None = await asyncio.wait_for(FrameClient.connect(host, port, token), CONNECT_SECONDS)
+        except Exception:  # the Ray call that follows reports whatever is wrong with the host
+            self._retry_at[key] = time.monotonic() + RETRY_SECONDS
+            conn = None
+        finally:
+            del self._opening[key]
+        if conn is not None:
+            old = self._conns.get(key)
+            if old is not None:
+                old.close()
+            self._conns[key] = conn
+        return conn
+
+    async def _close_all(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
