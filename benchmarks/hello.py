@@ -22,6 +22,16 @@ What it measures, in the same process and Ray instance:
   refs. The order of the two sides alternates from run to run. Every output is checked after
   the timed region (exit status 1 on a wrong or missing one).
 
+The user-shaped parts (each off unless asked for; see ``_hello_user.py``) run on a second
+hub opened with ``TaskHub``'s defaults (``--shards`` does not apply to them), each next to
+plain Ray written with asyncio (N coroutines, each awaiting its three tasks in turn, under
+``asyncio.gather``):
+
+* ``--loop N``: a loop of N ``start_new``, then a loop of N ``wait_for_completion``;
+* ``--async N``: the asyncio client, ``asyncio.gather`` of N (``start_new_async`` then
+  ``wait_for_completion_async``);
+* ``--single K``: K hellos one at a time vs K plain Ray sequences of three awaited tasks.
+
 Before the timed runs, an untimed warm-up of each side (10 sequential samples and
 min(N, 100) concurrent sequences) starts Ray's workers and the hub.
 
@@ -32,7 +42,13 @@ fields only with N > 0)::
      "ray_p50_ms": .., "ray_p99_ms": .., "durable_p50_ms": .., "durable_p99_ms": ..,
      "ray_p50_ms_runs": [...], ..., "ratio_p50": .., "ratio_p99": ..,
      "ray_seconds": [...], "durable_seconds": [...], "ray_median": x, "durable_median": y,
-     "ratio_durable_over_ray": y / x}
+     "ratio_durable_over_ray": y / x,
+     "default_shards": D,                                        # with any user-shaped part
+     "loop": N, "loop_ray_median": .., "loop_durable_median": .., "loop_ratio": ..,
+     "loop_starts_median": .., (and each run's "*_seconds")     # with --loop
+     "async": N, "async_ray_median": .., "async_durable_median": .., "async_ratio": ..,
+     "single": K, "single_ray_p50_ms": .., "single_durable_p50_ms": .., "single_ray_p99_ms": ..,
+     "single_durable_p99_ms": .., "single_ratio_p50": .., "single_durable_p99_over_p50": ..}
 
 Everything else (progress, Ray's own output) goes to stderr.
 
@@ -41,6 +57,7 @@ Run it from the repository root (``RAY_AUTH_MODE=disabled`` if your Ray needs it
     python benchmarks/hello.py                               # latency + 1,000 concurrent
     python benchmarks/hello.py --concurrent 10000 --samples 0  # throughput only
     python benchmarks/hello.py --samples 20 --concurrent 100 --runs 1
+    python benchmarks/hello.py --samples 0 --concurrent 0 --loop 1000 --async 1000 --single 200
 """
 
 from __future__ import annotations
@@ -53,6 +70,7 @@ from collections.abc import Generator
 from typing import Any
 
 import _common as common  # benchmarks/ is on sys.path
+import _hello_user as user
 import ray
 from _common import BenchmarkError, log, run_main
 
@@ -141,6 +159,16 @@ def latency(hub: TaskHub, args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+async def ray_sequence() -> list[str]:
+    """One plain Ray sequence as an asyncio user writes it: three tasks awaited in turn."""
+    greetings: list[str] = []
+    for city in CITIES:
+        greetings = await ray_say_hello.remote(greetings, city)
+    if greetings != EXPECTED:
+        raise BenchmarkError(f"plain Ray sequence returned {greetings!r}")
+    return greetings
+
+
 # -- throughput --------------------------------------------------------------------------------
 
 
@@ -196,11 +224,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sequential sequences per latency run (0: no latency part)")
     parser.add_argument("--concurrent", type=int, default=1000, metavar="N",
                         help="concurrent sequences per throughput run (0: no throughput part)")
+    parser.add_argument("--loop", type=int, default=0, metavar="N",
+                        help="a loop of N start_new then N waits, hub defaults (0: skip)")
+    parser.add_argument("--async", dest="async_", type=int, default=0, metavar="N",
+                        help="N asyncio-client sequences under asyncio.gather, hub defaults (0: skip)")
+    parser.add_argument("--single", type=int, default=0, metavar="K",
+                        help="K hellos one at a time vs plain Ray asyncio, hub defaults (0: skip)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.shards < 1 or args.samples < 0 or args.concurrent < 0:
-        parser.error("--runs and --shards must be positive, --samples and --concurrent >= 0")
-    if args.samples == 0 and args.concurrent == 0:
-        parser.error("nothing to do with --samples 0 and --concurrent 0")
+    counts = (args.samples, args.concurrent, args.loop, args.async_, args.single)
+    if args.runs < 1 or args.shards < 1 or min(counts) < 0:
+        parser.error("--runs and --shards must be positive, --samples, --concurrent, --loop, --async, --single >= 0")
+    if not any(counts):
+        parser.error("nothing to do: every part is 0")
     return args
 
 
@@ -208,12 +243,30 @@ def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     """Latency part, then throughput part; returns the JSON line's fields."""
     result: dict[str, Any] = {"benchmark": "hello", "runs": args.runs, "shards": args.shards,
                               "samples": args.samples, "concurrent": args.concurrent}
-    with common.ray_session(), common.open_hub("hello-bench", data_dir, args.shards) as hub:
-        if args.samples:
-            result.update(latency(hub, args))
-        if args.concurrent:
-            result.update(throughput(hub, args))
+    with common.ray_session():
+        if args.samples or args.concurrent:
+            with common.open_hub("hello-bench", data_dir, args.shards) as hub:
+                if args.samples:
+                    result.update(latency(hub, args))
+                if args.concurrent:
+                    result.update(throughput(hub, args))
+        if args.loop or args.async_ or args.single:
+            result.update(user_shaped(args, data_dir))
     return result
+
+
+def user_shaped(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
+    """The ``--loop``, ``--async`` and ``--single`` parts on a hub at its defaults."""
+    shape = (hello_sequence, EXPECTED, ray_sequence)
+    with TaskHub("hello-user", data_dir=data_dir) as hub:
+        fields: dict[str, Any] = {"default_shards": hub.num_shards}
+        if args.single:
+            fields.update(user.single_part(hub, *shape, args.single, args.runs, args.timeout))
+        if args.loop:
+            fields.update(user.loop_part(hub, *shape, args.loop, args.runs, args.timeout))
+        if args.async_:
+            fields.update(user.async_part(hub, *shape, args.async_, args.runs, args.timeout))
+    return fields
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,184 @@
+"""The client's path against a real hub: the asyncio client, calls over the direct connection
+to the shard hosts, the Ray fallback when a connection cannot be opened or drops (with a retried
+start applied once), a TaskHub used from two threads, and errors re-raised as the library's own."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+import pytest
+import ray
+
+from entities import EntityContext, EntityId, entity
+from orchestrations import (
+    DurableValueError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    orchestrator,
+)
+from runtime import OrchestrationRuntimeStatus as S
+
+from ..helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@orchestrator(name="cl_echo")
+def echo(ctx):
+    return ctx.get_input()
+
+
+@orchestrator(name="cl_wait")
+def wait_for_go(ctx):
+    return (yield ctx.wait_for_external_event("go"))
+
+
+@orchestrator(name="cl_again")
+def again_then_wait(ctx):
+    if ctx.get_input() == 0:
+        ctx.continue_as_new(1)
+        return None
+    return (yield ctx.wait_for_external_event("go"))
+
+
+@entity(name="ClCounter")
+def counter(ctx: EntityContext) -> None:
+    if ctx.operation_name == "add":
+        ctx.set_state(ctx.get_state(lambda: 0) + ctx.get_input())
+
+
+def _waiting_on(hub, instance_id: str) -> bool:
+    """Whether the instance's shard host holds a waiter for it (a wait reached the host)."""
+    return bool(ray.get(hub._shard(instance_id).__ray_call__.remote(lambda host: instance_id in host._waiters)))
+
+
+def test_asyncio_client_runs_many_starts_and_waits_at_once(hub):
+    async def one(i: int):
+        iid = await hub.start_new_async(echo, client_input=i)
+        return iid, await hub.wait_for_completion_async(iid, timeout=60)
+
+    async def many():
+        return await asyncio.gather(*(one(i) for i in range(60)))
+
+    results = asyncio.run(many())
+    assert [status.output for _, status in results] == list(range(60))
+    assert {status.runtime_status for _, status in results} == {S.Completed}
+    assert len({iid for iid, _ in results}) == 60
+    status = asyncio.run(hub.get_status_async(results[0][0]))
+    assert (status.runtime_status, status.output) == (S.Completed, 0)
+    assert asyncio.run(hub.get_status_async("cl-nobody")) is None
+
+
+def test_asyncio_client_events_control_and_signals(hub):
+    async def scenario():
+        iid = await hub.start_new_async(wait_for_go, "cl-async-events")
+        await hub.suspend_async(iid, "hold")
+        await hub.raise_event_async(iid, "go", 5)
+        held = await hub.get_status_async(iid)
+        await hub.resume_async(iid, "go on")
+        done = await hub.wait_for_completion_async(iid, timeout=30)
+        other = await hub.start_new_async(wait_for_go)
+        await hub.terminate_async(other, "stop")
+        stopped = await hub.wait_for_completion_async(other, timeout=30)
+        for n in (1, 2, 3):
+            await hub.signal_entity_async(EntityId("ClCounter", "a"), "add", n)
+        return held, done, stopped
+
+    held, done, stopped = asyncio.run(scenario())
+    assert held.runtime_status == S.Suspended
+    assert (done.runtime_status, done.output) == (S.Completed, 5)
+    assert (stopped.runtime_status, stopped.output) == (S.Terminated, "stop")
+    wait_until(lambda: hub.read_entity_state(EntityId("ClCounter", "a")).entity_state == 6)
+
+
+def test_errors_come_back_unwrapped_over_the_connection(hub):
+    iid = hub.start_new(wait_for_go, "cl-errors")
+    with pytest.raises(InstanceAlreadyExistsError) as sync_error:
+        hub.start_new(wait_for_go, iid)
+    assert type(sync_error.value) is InstanceAlreadyExistsError
+    with pytest.raises(InstanceAlreadyExistsError) as async_error:
+        asyncio.run(hub.start_new_async(wait_for_go, iid))
+    assert type(async_error.value) is InstanceAlreadyExistsError
+    with pytest.raises(InstanceNotFoundError) as not_found:
+        asyncio.run(hub.wait_for_completion_async("cl-unknown", timeout=5))
+    assert type(not_found.value) is InstanceNotFoundError
+    with pytest.raises(InstanceNotFoundError):
+        hub.raise_event("cl-unknown", "go")
+    with pytest.raises(DurableValueError, match="no orchestrator named 'cl_not_registered'"):
+        asyncio.run(hub.start_new_async("cl_not_registered"))
+    with pytest.raises(TimeoutError):
+        asyncio.run(hub.wait_for_completion_async(iid, timeout=0.05))
+    with pytest.raises(DurableValueError):  # bad input: refused in the caller, nothing sent
+        asyncio.run(hub.raise_event_async(iid, ""))
+    hub.raise_event(iid, "go", "fine")
+    assert hub.wait_for_completion(iid, timeout=30).output == "fine"
+
+
+def test_a_wait_in_flight_when_the_connection_drops_is_answered_through_ray(hub):
+    iid = hub.start_new(wait_for_go, "cl-drop")
+
+    async def scenario():
+        waiting = asyncio.ensure_future(hub.wait_for_completion_async(iid, timeout=60))
+        await asyncio.to_thread(wait_until, lambda: _waiting_on(hub, iid))
+        hub._link.run(hub._link._close_all())  # the connections drop with the wait in flight
+        await asyncio.to_thread(wait_until, lambda: _waiting_on(hub, iid))  # asked again, through Ray
+        await hub.raise_event_async(iid, "go", "after the drop")  # a new connection
+        return await waiting
+
+    status = asyncio.run(scenario())
+    assert (status.runtime_status, status.output) == (S.Completed, "after the drop")
+
+
+def test_calls_go_through_ray_when_no_connection_can_be_opened(hub):
+    link = hub._link
+    link.run(link._close_all())
+    keys = [(kind, i) for kind in ("main", "reads") for i in range(hub.num_shards)]
+    for key in keys:
+        link._retry_at[key] = math.inf
+    try:
+        iid = hub.start_new(echo, client_input="by ray")
+        assert hub.wait_for_completion(iid, timeout=30).output == "by ray"
+        assert hub.get_status(iid).runtime_status == S.Completed
+        with pytest.raises(InstanceAlreadyExistsError):
+            hub.start_new(wait_for_go, hub.start_new(wait_for_go))
+        assert link._conns == {}
+    finally:
+        for key in keys:
+            link._retry_at.pop(key, None)
+    assert hub.wait_for_completion(hub.start_new(echo, client_input=1), timeout=30).output == 1
+    assert link._conns  # connected again
+
+
+def test_a_start_sent_again_after_its_connection_dropped_is_applied_once(hub):
+    """The host applied the start, the answer was lost with the connection, and the instance
+    continued as new meanwhile: the start sent again through Ray must be recognised."""
+    msg = hub._start_message(again_then_wait, "cl-retried", 0)
+    hub._submit([msg])  # over the connection; msg now carries its client id
+    wait_until(lambda: (s := hub.get_status("cl-retried")) is not None and s.input_ == 1)
+    ray.get(hub._shard("cl-retried").submit.remote([msg], True))  # no InstanceAlreadyExistsError
+    status = hub.get_status("cl-retried")
+    assert (status.runtime_status, status.input_) == (S.Running, 1)  # not started again
+    hub.raise_event("cl-retried", "go", "once")
+    assert hub.wait_for_completion("cl-retried", timeout=30).output == "once"
+
+
+def test_a_hub_used_from_two_threads(hub):
+    outputs: dict[int, list[object]] = {0: [], 1: []}
+    errors: list[BaseException] = []
+
+    def loop(n: int) -> None:
+        try:
+            ids = [hub.start_new(echo, client_input=(n, i)) for i in range(25)]
+            outputs[n] = [hub.wait_for_completion(iid, timeout=60).output for iid in ids]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert outputs == {n: [(n, i) for i in range(25)] for n in (0, 1)}
