@@ -72,6 +72,7 @@ class ClientLink:
         self._hub = hub
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._conns: dict[tuple[str, int], FrameClient] = {}
         self._opening: dict[tuple[str, int], asyncio.Task[FrameClient | None]] = {}
         self._retry_at: dict[tuple[str, int], float] = {}
@@ -88,13 +89,16 @@ class ClientLink:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._running_loop(coro)))
 
     def close(self) -> None:
-        """Close the connections and stop the loop (later calls raise)."""
+        """Close the connections and stop the loop (later calls raise); again: nothing."""
         with self._lock:
-            self._closed, loop = True, self._loop
-        if loop is None:
+            self._closed, loop, self._loop, thread = True, self._loop, None, self._thread
+        if loop is None or thread is None:
             return
         asyncio.run_coroutine_threadsafe(self._close_all(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
 
     def _running_loop(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -105,7 +109,7 @@ class ClientLink:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name=f"durable-client-{self._hub}", daemon=True)
                 thread.start()
-                self._loop = loop
+                self._loop, self._thread = loop, thread
             return self._loop
 
     # -- on the link's loop ------------------------------------------------------------------------
@@ -188,6 +192,5 @@ class ClientLink:
         return conn
 
     async def _close_all(self) -> None:
-        for conn in self._conns.values():
-            conn.close()
-        self._conns.clear()
+        conns, self._conns = list(self._conns.values()), {}
+        await asyncio.gather(*(conn.aclose() for conn in conns))

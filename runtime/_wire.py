@@ -2,7 +2,8 @@
 
 A Ray call costs about 1.2 ms round trip on a small machine (most of it in Ray's own
 machinery), a message on an open TCP connection about 0.1 ms. So where two long-lived
-processes of a hub talk a lot (a shard host and its warm worker, two shard hosts), Ray
+processes of a hub talk a lot (a shard host and its warm worker, two shard hosts, a driver's
+``TaskHub`` and a shard host), Ray
 creates, places and restarts them and carries each one's address and a random token, and the
 traffic itself goes over a plain connection: length-prefixed pickle frames, each request
 ``(request id, payload)`` answered by ``(request id, reply)``. A server unpickles nothing
@@ -58,8 +59,9 @@ class Limits:
     #: the largest frame read; the real traffic is batches of messages and activity calls,
     #: whose payloads a hub keeps far below this (a batch that is not goes through Ray)
     max_frame_bytes: int = 256 * 2**20
-    #: connections open at once: the real traffic is one per peer shard host (at most 255),
-    #: and each costs a file descriptor (a process often may have 1024)
+    #: connections open at once: the real traffic is one per peer shard host (at most 255)
+    #: and one per driver on each client server, and each costs a file descriptor (a process
+    #: often may have 1024); a driver refused one uses Ray calls instead
     max_connections: int = 512
 
 
@@ -198,6 +200,12 @@ class FrameClient:
         except (asyncio.IncompleteReadError, OSError):
             pass
         self.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait until the reading task has ended (nothing left pending)."""
+        self.close()
+        with contextlib.suppress(Exception):
+            await self._reader_task
 
     def close(self) -> None:
         """Close the connection; requests in flight fail with :class:`ConnectionLostError`."""
