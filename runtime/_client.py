@@ -48,7 +48,7 @@ from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._http import BUILTIN_ACTIVITIES
-from ._hub_file import open_hub_file, record_shards, shard_file
+from ._hub_file import default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
 from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._shard import ShardHost
@@ -75,6 +75,12 @@ class TaskHub(EntityClient):
     shard (``num_cpus=0``: they mostly wait) and recovers any work left in the files. All
     methods block until the shard has committed what they asked for.
 
+    ``num_shards`` is fixed when the hub is created (``hub.json`` records it). Left ``None``, a
+    new hub gets one shard per CPU of the Ray cluster (``ray.cluster_resources()["CPU"]``, 1 to
+    16: more shard hosts than cores only adds processes that compete for them), and an existing
+    hub reopens with the count it was created with, whatever the CPUs are now. A count given
+    explicitly must match an existing hub's (else :class:`ShardMismatchError`).
+
     Each shard host keeps its most recently used unfinished instances in memory: at most
     ``cache_size`` of them, holding at most ``cache_bytes`` of inputs (the least recently
     used leave first and are replayed from the file when next needed; a finished instance
@@ -86,7 +92,7 @@ class TaskHub(EntityClient):
         name: str = "default",
         *,
         data_dir: str | os.PathLike[str] = ".durable",
-        num_shards: int = 4,
+        num_shards: int | None = None,
         always_replay: bool = False,
         detached: bool = False,
         cache_size: int = 10_000,
@@ -113,15 +119,18 @@ class TaskHub(EntityClient):
         if sync is None:
             raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
         self.name = name
-        self.num_shards = num_shards
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
         self._hub_entities: frozenset[str] | None = None
-        record = open_hub_file(self.directory, name, num_shards)
         self._started_ray = False
-        if not ray.is_initialized():
-            ray.init(**{"include_dashboard": False, "logging_level": logging.WARNING, **(ray_init_kwargs or {})})
-            self._started_ray = True
+        if num_shards is None:  # the count the hub was created with, or one that suits the CPUs
+            num_shards = recorded_num_shards(self.directory)
+            if num_shards is None:
+                self._init_ray(ray_init_kwargs)
+                num_shards = default_num_shards(ray.cluster_resources().get("CPU", 1))
+        self.num_shards = num_shards
+        record = open_hub_file(self.directory, name, num_shards)
+        self._init_ray(ray_init_kwargs)
         self._detached = detached
         self._closed = False
         self._registry_version = -1
@@ -166,6 +175,12 @@ class TaskHub(EntityClient):
             record_shards(self.directory, name, num_shards, record.hub_id)
 
     # -- opening ----------------------------------------------------------------------------------
+
+    def _init_ray(self, ray_init_kwargs: dict[str, Any] | None) -> None:
+        """Start a local Ray unless one is running (this hub then shuts it down on close)."""
+        if not ray.is_initialized():
+            ray.init(**{"include_dashboard": False, "logging_level": logging.WARNING, **(ray_init_kwargs or {})})
+            self._started_ray = True
 
     @classmethod
     def connect(cls, name: str = "default", *, registry: Registry | None = None) -> TaskHub:
