@@ -165,10 +165,11 @@ class ActivityDispatcher:
         self.outstanding: dict[str, set[tuple[str, int]]] = {}
         self._warm = WarmLane(spawn)
 
-    def start_warm_worker(self) -> None:
+    def start_warm_worker(self, run_here_meanwhile: bool = True) -> None:
         """Start this host's warm worker (see ``runtime._warm``); it takes small batches once
-        it is up and idle (until then, and whenever it is busy, Ray tasks do)."""
-        self._warm.start()
+        it is up and idle (whenever it is busy, Ray tasks do; until it is up, this process
+        does if ``run_here_meanwhile``, else Ray tasks)."""
+        self._warm.start(run_here_meanwhile)
 
     def set_registry(self, specs: dict[str, ActivitySpec], version: int) -> None:
         """Use these activities from now on (shipped to workers once, through the object store)."""
