@@ -6,6 +6,9 @@ node) and, once it is up, sends it batches over a plain connection (see ``runtim
 ~0.1 ms round trip). Ray creates, places and restarts the worker and carries its address and
 token.
 
+The host creates its worker with the first batch the worker could take, not before: a host
+that runs no activity starts no process, and opening a hub waits for none.
+
 The host sends it one small batch at a time, and only activities without Ray options, so
 Ray's CPU accounting is bypassed by at most one small batch per shard host. If the
 connection drops (the worker died), the batch in flight goes to a Ray task instead
