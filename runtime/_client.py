@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import ray
-from ray.exceptions import RayTaskError
+from ray.exceptions import ActorAlreadyExistsError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrations import (
@@ -156,15 +156,14 @@ class TaskHub(EntityClient):
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
                 hub_id=record.hub_id, create=record.create,
             )
-            actor_name = _actor_name(name, i)
-            try:
-                ray.get_actor(actor_name, namespace=NAMESPACE)
-            except ValueError:
-                pass
-            else:
+            try:  # Ray looks the name up itself (a second lookup here cost a round trip per shard)
+                host = _ShardActor.options(name=_actor_name(name, i), **options, **placement[i]).remote(config)
+            except ActorAlreadyExistsError:
+                self._kill()  # the hosts created before this one, if any
                 self._shards = []
-                raise DurableValueError(f"task hub {name!r} is already open in this Ray cluster (connect to it)")
-            self._shards.append(_ShardActor.options(name=actor_name, **options, **placement[i]).remote(config))
+                already = f"task hub {name!r} is already open in this Ray cluster (connect to it)"
+                raise DurableValueError(already) from None
+            self._shards.append(host)
         blob = self._registry_blob()
         try:
             self._call(lambda: [s.start.remote(blob) for s in self._shards])
