@@ -164,11 +164,17 @@ class ActivityDispatcher:
         self.parallelism = 1
         self.outstanding: dict[str, set[tuple[str, int]]] = {}
         self._warm = WarmLane(spawn)
+        #: ``None``: no warm worker; else it is created with the first batch it could take,
+        #: and whether this process runs small batches until it answers
+        self._warm_run_here: bool | None = None
 
-    def start_warm_worker(self) -> None:
-        """Start this host's warm worker (see ``runtime._warm``); it takes small batches once
-        it is up and idle (until then, and whenever it is busy, Ray tasks do)."""
-        self._warm.start()
+    def start_warm_worker(self, run_here_meanwhile: bool = True) -> None:
+        """Give this host a warm worker (see ``runtime._warm``), created with the first batch
+        it could take (a host that runs no activity starts no process for it, and opening a
+        hub waits for none). It takes small batches once it is up and idle (whenever it is
+        busy, Ray tasks do; until it is up, this process does if ``run_here_meanwhile``, else
+        Ray tasks)."""
+        self._warm_run_here = run_here_meanwhile
 
     def set_registry(self, specs: dict[str, ActivitySpec], version: int) -> None:
         """Use these activities from now on (shipped to workers once, through the object store)."""
@@ -215,12 +221,12 @@ class ActivityDispatcher:
             ]
             self._spawn(self._answer(unknown, outcomes))
         for options, group in groups.items():
-            if (
-                not options and len(group) <= WARM_MAX_CALLS
-                and isinstance(self._registry_ref, bytes) and self._warm.available()
-            ):
-                self._submit(group, options, warm=True)
-                continue
+            if not options and len(group) <= WARM_MAX_CALLS and isinstance(self._registry_ref, bytes):
+                if self._warm_run_here is not None:
+                    self._warm.start(self._warm_run_here)  # once; nothing if it exists
+                if self._warm.available():
+                    self._submit(group, options, warm=True)
+                    continue
             size = batch_sizes(len(group), self.parallelism)
             for start in range(0, len(group), size):
                 self._submit(group[start : start + size], options)

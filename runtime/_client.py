@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import ray
-from ray.exceptions import RayTaskError
+from ray.exceptions import ActorAlreadyExistsError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrations import (
@@ -50,7 +50,7 @@ from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._http import BUILTIN_ACTIVITIES
-from ._hub_file import open_hub_file, record_shards, shard_file
+from ._hub_file import default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
 from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._shard import ShardHost
@@ -77,6 +77,12 @@ class TaskHub(EntityClient, AsyncClient):
     shard (``num_cpus=0``: they mostly wait) and recovers any work left in the files. All
     methods block until the shard has committed what they asked for.
 
+    ``num_shards`` is fixed when the hub is created (``hub.json`` records it). Left ``None``, a
+    new hub gets one shard per CPU of the Ray cluster (``ray.cluster_resources()["CPU"]``, 1 to
+    16: more shard hosts than cores only adds processes that compete for them), and an existing
+    hub reopens with the count it was created with, whatever the CPUs are now. A count given
+    explicitly must match an existing hub's (else :class:`ShardMismatchError`).
+
     Each shard host keeps its most recently used unfinished instances in memory: at most
     ``cache_size`` of them, holding at most ``cache_bytes`` of inputs (the least recently
     used leave first and are replayed from the file when next needed; a finished instance
@@ -88,7 +94,7 @@ class TaskHub(EntityClient, AsyncClient):
         name: str = "default",
         *,
         data_dir: str | os.PathLike[str] = ".durable",
-        num_shards: int = 4,
+        num_shards: int | None = None,
         always_replay: bool = False,
         detached: bool = False,
         cache_size: int = 10_000,
@@ -115,15 +121,18 @@ class TaskHub(EntityClient, AsyncClient):
         if sync is None:
             raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
         self.name = name
-        self.num_shards = num_shards
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
         self._hub_entities: frozenset[str] | None = None
-        record = open_hub_file(self.directory, name, num_shards)
         self._started_ray = False
-        if not ray.is_initialized():
-            ray.init(**{"include_dashboard": False, "logging_level": logging.WARNING, **(ray_init_kwargs or {})})
-            self._started_ray = True
+        if num_shards is None:  # the count the hub was created with, or one that suits the CPUs
+            num_shards = recorded_num_shards(self.directory)
+            if num_shards is None:
+                self._init_ray(ray_init_kwargs)
+                num_shards = default_num_shards(ray.cluster_resources().get("CPU", 1))
+        self.num_shards = num_shards
+        record = open_hub_file(self.directory, name, num_shards)
+        self._init_ray(ray_init_kwargs)
         self._detached = detached
         self._closed = False
         self._registry_version = -1
@@ -150,15 +159,14 @@ class TaskHub(EntityClient, AsyncClient):
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
                 hub_id=record.hub_id, create=record.create,
             )
-            actor_name = _actor_name(name, i)
-            try:
-                ray.get_actor(actor_name, namespace=NAMESPACE)
-            except ValueError:
-                pass
-            else:
+            try:  # Ray looks the name up itself (a second lookup here cost a round trip per shard)
+                host = _ShardActor.options(name=_actor_name(name, i), **options, **placement[i]).remote(config)
+            except ActorAlreadyExistsError:
+                self._kill()  # the hosts created before this one, if any
                 self._shards = []
-                raise DurableValueError(f"task hub {name!r} is already open in this Ray cluster (connect to it)")
-            self._shards.append(_ShardActor.options(name=actor_name, **options, **placement[i]).remote(config))
+                already = f"task hub {name!r} is already open in this Ray cluster (connect to it)"
+                raise DurableValueError(already) from None
+            self._shards.append(host)
         blob = self._registry_blob()
         try:
             self._call(lambda: [s.start.remote(blob) for s in self._shards])
@@ -169,6 +177,12 @@ class TaskHub(EntityClient, AsyncClient):
             record_shards(self.directory, name, num_shards, record.hub_id)
 
     # -- opening ----------------------------------------------------------------------------------
+
+    def _init_ray(self, ray_init_kwargs: dict[str, Any] | None) -> None:
+        """Start a local Ray unless one is running (this hub then shuts it down on close)."""
+        if not ray.is_initialized():
+            ray.init(**{"include_dashboard": False, "logging_level": logging.WARNING, **(ray_init_kwargs or {})})
+            self._started_ray = True
 
     @classmethod
     def connect(cls, name: str = "default", *, registry: Registry | None = None) -> TaskHub:

@@ -46,9 +46,11 @@ def check_settings(
     always_replay: object, detached: object, warm_worker: object, cache_bytes: object = 1,
 ) -> None:
     """The numeric and boolean settings of ``TaskHub(...)``: each bad one is refused naming the
-    setting (a bool is not a number; NaN, infinity and negatives are not a time)."""
-    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= 256:
-        raise DurableValueError(f"num_shards must be an int from 1 to 256, got {num_shards!r}")
+    setting (a bool is not a number; NaN, infinity and negatives are not a time). ``num_shards``
+    may be ``None`` (the hub's recorded count, or the default for the cluster's CPUs)."""
+    shards_ok = isinstance(num_shards, int) and not isinstance(num_shards, bool) and 1 <= num_shards <= 256
+    if num_shards is not None and not shards_ok:
+        raise DurableValueError(f"num_shards must be an int from 1 to 256 or None, got {num_shards!r}")
     if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
         raise DurableValueError(f"cache_size must be a positive int, got {cache_size!r}")
     if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 1:

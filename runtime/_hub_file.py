@@ -32,6 +32,28 @@ class HubRecord:
     create: bool
 
 
+#: The most shard hosts a hub gets by default, whatever the CPU count: beyond this a hub is
+#: better sized on purpose (each host is a process of ~90 MiB, plus its warm worker).
+MAX_DEFAULT_SHARDS = 16
+
+
+def default_num_shards(cpus: float) -> int:
+    """The shard count a new hub gets when ``num_shards`` is not given: one per CPU of the
+    cluster (``cpus``, Ray's ``cluster_resources()["CPU"]``), at least 1 and at most
+    ``MAX_DEFAULT_SHARDS``. More shard hosts than cores only adds processes that compete for the
+    cores; fewer leaves cores idle under load."""
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus >= 1:  # NaN, 0, a fraction
+        return 1
+    return int(min(cpus, MAX_DEFAULT_SHARDS))
+
+
+def recorded_num_shards(directory: str) -> int | None:
+    """The shard count ``hub.json`` in ``directory`` records, or ``None`` for a hub not created
+    yet. Raises :class:`DurableValueError` naming ``hub.json`` if it cannot be read."""
+    info = read_hub_file(directory)
+    return None if info is None else int(info["num_shards"])
+
+
 def shard_file(index: int) -> str:
     """The file name of shard ``index``."""
     return f"shard-{index:02d}.sqlite"

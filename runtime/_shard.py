@@ -141,7 +141,9 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
             self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
             await self._store.open(self.config.lock_timeout)
             if self.config.warm_worker:  # only once the file opened: a refused open spawns nothing
-                self._activity_out.start_warm_worker()
+                # created with the first batch it could take; until it is up, this host runs
+                # small batches itself, unless Ray restarted it (an activity may have crashed it)
+                self._activity_out.start_warm_worker(run_here_meanwhile=not self._retries_possible)
             self._peer_token = new_token()
             self._peer_server, self._peer_addr = await serve(self._peer_token, self._on_peer_batch)
             self._last_num = await self._store.last_instance_num()

@@ -6,15 +6,26 @@ node) and, once it is up, sends it batches over a plain connection (see ``runtim
 ~0.1 ms round trip). Ray creates, places and restarts the worker and carries its address and
 token.
 
+The host creates its worker with the first batch the worker could take, not before: a host
+that runs no activity starts no process, and opening a hub waits for none.
+
 The host sends it one small batch at a time, and only activities without Ray options, so
 Ray's CPU accounting is bypassed by at most one small batch per shard host. If the
 connection drops (the worker died), the batch in flight goes to a Ray task instead
 (activities run at least once) and the host reconnects once Ray has restarted the worker.
+
+Until the worker first answers (its process takes ~0.5-1 s to start, more on a busy machine),
+a host that Ray did not restart runs those small batches itself, one at a time, on a thread of
+its own (the code a Ray task would run, with the activities it already holds), rather than on
+a Ray task that would wait for yet another worker process to start: a hub's first activities
+run at once. A restarted host does not (the crash may have come from an activity), nor one
+whose worker never comes up (Ray tasks take its batches, as before).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import secrets
@@ -25,7 +36,17 @@ from typing import Any
 
 import ray
 
-from ._wire import HEADER, TOKEN_BYTES, FrameClient, FrameTooLargeError, Limits, frame, new_token, node_ip
+from ._wire import (
+    HEADER,
+    TOKEN_BYTES,
+    ConnectionLostError,
+    FrameClient,
+    FrameTooLargeError,
+    Limits,
+    frame,
+    new_token,
+    node_ip,
+)
 
 log = logging.getLogger("ray_durable.warm")
 
@@ -144,21 +165,31 @@ class WarmLane:
         self._actor: Any = None
         self._client: FrameClient | None = None
         self._busy = False
+        #: the worker was created and has not answered yet: small batches run in this process
+        self._run_here = False
+        self._here_busy = False
 
-    def start(self) -> None:
+    def start(self, run_here_meanwhile: bool = True) -> None:
         """Create the worker on this node, once per host process; the lane opens once it
-        answers (Ray restarts the worker if it dies)."""
+        answers (Ray restarts the worker if it dies). Until then, with ``run_here_meanwhile``,
+        the lane runs its batches in this process (see the module docstring)."""
         if self._actor is not None:
             return
+        self._run_here = run_here_meanwhile
+        self._actor = self._create_worker()
+        self._spawn(self._connect())
+
+    @staticmethod
+    def _create_worker() -> Any:
+        """The worker actor, on this node."""
         node = ray.get_runtime_context().get_node_id()
-        self._actor = _WarmWorkerActor.options(
+        return _WarmWorkerActor.options(
             num_cpus=0,
             memory=1,  # a request that asks for nothing ignores a soft node affinity
             max_restarts=-1,
             max_task_retries=-1,
             scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node, soft=True),
         ).remote()
-        self._spawn(self._connect())
 
     @property
     def connected(self) -> bool:
@@ -166,15 +197,20 @@ class WarmLane:
         return self._client is not None and not self._client.closed
 
     def available(self) -> bool:
-        """Whether a batch can go out now (connected and idle)."""
-        return self._client is not None and not self._client.closed and not self._busy
+        """Whether a batch can go out now (connected and idle, or still starting and running
+        nothing here)."""
+        if self._client is not None and not self._client.closed:
+            return not self._busy
+        return self._run_here and not self._here_busy
 
     def submit(
         self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]
     ) -> asyncio.Future[Any]:
         """Send one batch; the future gets the encoded outcomes (what a Ray task returns), or
-        ``ConnectionLostError`` if the worker died (then the lane reconnects)."""
-        assert self._client is not None
+        ``ConnectionLostError`` if the worker died (then the lane reconnects) or, for a batch
+        run here, if it did not finish normally (a Ray task runs it again)."""
+        if self._client is None or self._client.closed:
+            return self._submit_here(registry_key, registry_blob, calls)
         self._busy = True
         future = self._client.request((registry_key, registry_blob, list(calls)))
         future.add_done_callback(self._done)
@@ -186,9 +222,41 @@ class WarmLane:
             self._client = None
             self._spawn(self._connect())
 
+    def _submit_here(
+        self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        """Run one batch on a thread of this process (the worker is still starting)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._here_busy = True
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            self._here_busy = False
+            if not future.done():
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+
+        def run() -> None:
+            from ._activities import run_batch
+
+            result, error = None, None
+            try:
+                result = run_batch(registry_key, registry_blob, list(calls))
+            except BaseException as exc:  # sys.exit in an activity, or a bug: a Ray task runs it again
+                error = ConnectionLostError(f"a batch run in the shard host did not finish: {exc!r}")
+            with contextlib.suppress(RuntimeError):  # the host closed its loop meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name="warm-start-up", daemon=True).start()
+        return future
+
     async def _connect(self) -> None:
         try:
             host, port, token = await self._actor.address.remote()
             self._client = await FrameClient.connect(host, port, token)
         except Exception:  # no warm worker: Ray tasks do everything
             log.warning("activity warm worker unreachable; using Ray tasks only", exc_info=True)
+        finally:
+            self._run_here = False  # from now on the worker, or Ray tasks, run every batch

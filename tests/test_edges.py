@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+import ray
 from click.testing import CliRunner
 
 from entities import EntityId
@@ -139,14 +140,16 @@ def test_a_wait_timeout_that_is_not_a_number_of_seconds_is_refused(timeout):
 GARBAGE = ["not json at all", "{}", '{"num_shards": 0}', '{"num_shards": "2"}', "[1, 2]", "\xff\xfe"]
 
 
+@pytest.mark.parametrize("shards", [{"num_shards": 2}, {}], ids=["explicit", "default"])
 @pytest.mark.parametrize("content", GARBAGE)
-def test_taskhub_refuses_a_garbage_hub_file_naming_it(tmp_path, content):
+def test_taskhub_refuses_a_garbage_hub_file_naming_it(tmp_path, content, shards):
     directory = tmp_path / "garbled"
     directory.mkdir()
     (directory / "hub.json").write_bytes(content.encode("latin-1"))
     with pytest.raises(DurableValueError, match="hub file") as info:
-        TaskHub("garbled", data_dir=tmp_path, num_shards=2)
+        TaskHub("garbled", data_dir=tmp_path, **shards)  # without num_shards: read for the count
     assert str(directory / "hub.json") in str(info.value)
+    assert not ray.is_initialized()  # refused before a Ray was started for it
 
 
 @pytest.mark.parametrize("content", GARBAGE)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from orchestrations import DurableValueError, ShardMismatchError
-from runtime._hub_file import open_hub_file, record_shards
+from runtime._hub_file import default_num_shards, open_hub_file, record_shards, recorded_num_shards
 
 
 def test_a_new_hub_gets_an_identity_first_and_its_file_list_once_created(tmp_path):
@@ -47,3 +47,26 @@ def test_a_garbled_hub_json_is_refused_by_name(tmp_path, content):
     with pytest.raises(DurableValueError, match=r"hub\.json"):
         open_hub_file(str(tmp_path), "h", 2)
     assert (tmp_path / "hub.json").read_text() == content  # left as it is
+
+
+@pytest.mark.parametrize(
+    ("cpus", "expected"),
+    [(1, 1), (2, 2), (2.5, 2), (8.0, 8), (16, 16), (64, 16), (0, 1), (0.5, 1), (float("nan"), 1), (True, 1)],
+)
+def test_the_default_shard_count_is_one_per_cpu_from_1_to_16(cpus, expected):
+    assert default_num_shards(cpus) == expected
+
+
+def test_the_recorded_shard_count_is_read_whatever_the_default(tmp_path):
+    assert recorded_num_shards(str(tmp_path)) is None  # a hub not created yet
+    open_hub_file(str(tmp_path), "h", 3)
+    assert recorded_num_shards(str(tmp_path)) == 3  # even while its creation is unfinished
+    record = open_hub_file(str(tmp_path), "h", recorded_num_shards(str(tmp_path)) or 0)
+    record_shards(str(tmp_path), "h", 3, record.hub_id)
+    assert recorded_num_shards(str(tmp_path)) == 3
+
+
+def test_a_garbled_hub_json_is_refused_when_reading_its_shard_count(tmp_path):
+    (tmp_path / "hub.json").write_text('{"num_shards": 0}')
+    with pytest.raises(DurableValueError, match=r"hub\.json"):
+        recorded_num_shards(str(tmp_path))

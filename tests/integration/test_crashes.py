@@ -48,10 +48,11 @@ def dies_once(args: tuple[str, int]) -> int:
 
 @activity(name="cr_in_actor")
 def in_actor(_: object) -> bool:
-    """Whether this activity runs in an actor (the shard host's warm worker)."""
-    import ray
+    """Whether this activity runs on the shard host's warm worker (its batches run on its
+    connection's thread; not a Ray task, nor the host itself while the worker starts)."""
+    import threading
 
-    return ray.get_runtime_context().get_actor_id() is not None
+    return threading.current_thread().name == "warm-worker"
 
 
 @activity(name="cr_warm_dies_once")
@@ -123,7 +124,9 @@ def test_shard_hosts_killed_after_commit_before_acknowledgement(ray_session, tmp
 
 
 def test_activity_worker_killed_during_execution(ray_session, tmp_path):
-    with TaskHub("crash-worker", data_dir=tmp_path, num_shards=1, always_replay=ALWAYS_REPLAY) as hub:
+    # no warm worker: the batch runs on a Ray task (neither the warm worker nor the host)
+    with TaskHub("crash-worker", data_dir=tmp_path, num_shards=1, warm_worker=False,
+                 always_replay=ALWAYS_REPLAY) as hub:
         status = hub.wait_for_completion(hub.start_new(worker_death, client_input=str(tmp_path)), timeout=120)
         assert (tmp_path / "worker-killed").exists()
         assert (status.runtime_status, status.output) == (S.Completed, 2 * sum(range(4)))

@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import ray
 
 from orchestrations import (
     DurableValueError,
@@ -17,6 +18,7 @@ from orchestrations import (
 )
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
+from runtime._hub_file import default_num_shards
 
 from ..conftest import ALWAYS_REPLAY
 
@@ -128,6 +130,25 @@ def test_reopen_with_other_shard_count_is_refused(ray_session, tmp_path):
     TaskHub("shards", data_dir=tmp_path, num_shards=2).close()
     with pytest.raises(ShardMismatchError, match="num_shards=2"):
         TaskHub("shards", data_dir=tmp_path, num_shards=3)
+
+
+def test_a_hub_opened_without_num_shards_gets_one_per_cpu_and_reopens_with_it(ray_session, tmp_path):
+    with TaskHub("default-shards", data_dir=tmp_path) as first:
+        assert first.num_shards == default_num_shards(ray.cluster_resources()["CPU"])
+        iid = first.start_new(wait_for_go)
+    with TaskHub("default-shards", data_dir=tmp_path) as second:
+        assert second.num_shards == first.num_shards
+        second.raise_event(iid, "go", "reopened")
+        assert second.wait_for_completion(iid, timeout=30).output == "reopened"
+
+
+def test_a_hub_reopens_without_num_shards_with_the_count_it_was_created_with(ray_session, tmp_path):
+    # created with a count the CPUs would not give it (as if the cluster had more or fewer CPUs then)
+    other = default_num_shards(ray.cluster_resources()["CPU"]) + 1
+    TaskHub("recorded-shards", data_dir=tmp_path, num_shards=other).close()
+    with TaskHub("recorded-shards", data_dir=tmp_path) as hub:
+        assert hub.num_shards == other
+        assert hub.wait_for_completion(hub.start_new(echo, client_input=7), timeout=30).output == 7
 
 
 def test_an_instance_survives_closing_and_reopening_the_hub(ray_session, tmp_path):

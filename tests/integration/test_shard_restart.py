@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 import ray
 
-from orchestrations import ShardFileError, orchestrator
+from orchestrations import ShardFileError, activity, orchestrator
 from orchestrations._ids import shard_of
 from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
@@ -29,6 +29,16 @@ pytestmark = pytest.mark.integration
 def sleeper(ctx):
     yield ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=ctx.get_input()))
     return "woke"
+
+
+@activity(name="rs_greet")
+def greet(name: str) -> str:
+    return f"Hello {name}!"
+
+
+@orchestrator(name="rs_greeter")
+def greeter(ctx):
+    return (yield ctx.call_activity(greet, ctx.get_input()))
 
 
 @orchestrator(name="rs_parent")
@@ -69,6 +79,7 @@ def test_a_restarted_host_that_cannot_open_its_file_spawns_no_warm_workers(ray_s
     # Before: every call to a restarted host whose file was refused started a new warm worker
     # process (~200 ms and ~90 MiB each) before the refusal; 10 calls made 10 workers.
     with TaskHub("restart-warm", data_dir=tmp_path, num_shards=1, lock_timeout=1) as hub:
+        hub.wait_for_completion(hub.start_new(greeter, None, "x"), timeout=30)  # creates the warm worker
         wait_until(lambda: hub.stats()[0]["warm_worker_connected"] == 1)
         pid = ray.get(hub._shards[0].pid.remote())
         for path in (tmp_path / "restart-warm").glob("shard-00.sqlite*"):
@@ -79,3 +90,14 @@ def test_a_restarted_host_that_cannot_open_its_file_spawns_no_warm_workers(ray_s
             with pytest.raises(ShardFileError, match=r"shard-00\.sqlite: is missing"):
                 hub.start_new(sleeper, None, 0)
         assert _warm_workers_created() == before
+
+
+def test_a_host_creates_its_warm_worker_with_its_first_activity_not_before(ray_session, tmp_path):
+    before = _warm_workers_created()
+    with TaskHub("warm-first", data_dir=tmp_path, num_shards=1, always_replay=ALWAYS_REPLAY) as hub:
+        assert hub.wait_for_completion(hub.start_new(sleeper, None, 0), timeout=30).output == "woke"
+        assert _warm_workers_created() == before  # opening the hub and a timer started no process
+        status = hub.wait_for_completion(hub.start_new(greeter, None, "Tokyo"), timeout=30)
+        assert status.output == "Hello Tokyo!"  # run by the host itself or its new warm worker
+        wait_until(lambda: hub.stats()[0]["warm_worker_connected"] == 1)
+        assert _warm_workers_created() == before + 1

@@ -5,10 +5,10 @@ entities stored as their attributes, registries that merge rather than replace."
 from __future__ import annotations
 
 import sqlite3
+import threading
 from contextlib import closing
 
 import pytest
-import ray
 
 from entities import EntityContext, EntityId, entity
 from orchestrations import Registry, activity, orchestrator
@@ -78,8 +78,9 @@ def transfer(ctx):
 
 @activity(name="tn_where")
 def where(_: object) -> bool:
-    """Whether this activity ran in an actor (the warm worker) rather than a Ray task."""
-    return ray.get_runtime_context().get_actor_id() is not None
+    """Whether this activity ran on the warm worker (on its connection's thread) rather than
+    on a Ray task or in the host while the worker starts."""
+    return threading.current_thread().name == "warm-worker"
 
 
 @orchestrator(name="tn_sequence")
@@ -203,7 +204,9 @@ def test_class_entity_state_is_stored_as_attributes_and_rebuilt(one_shard, data_
 
 
 def test_activities_use_the_warm_worker_unless_it_is_turned_off(ray_session, data_dir, one_shard):
-    # the warm worker comes up a second or two after its host (a new process)
+    # the warm worker is created with the host's first activity and comes up a second or two
+    # later (a new process); until then the host runs small batches itself
+    one_shard.wait_for_completion(one_shard.start_new(sequence), timeout=30)
     wait_until(lambda: one_shard.stats()[0]["warm_worker_connected"])
     iid = one_shard.start_new(sequence)
     warm = one_shard.wait_for_completion(iid, timeout=30).output
