@@ -34,6 +34,15 @@ the Ray side; the conservation check runs after every timed run of both sides. T
 the two sides alternates from run to run (run 0: ray first, run 1: durable first, ...). Before
 the timed runs, one small untimed round of each warms up Ray's workers and the hub.
 
+``--shape orchestrations`` measures the shape users write (issue 12): one ``transfer``
+orchestration per transfer (the README's critical section: lock both accounts, ``get``,
+``withdraw``, ``deposit``), all T started at once by a loop of ``TaskHub.start_new`` (or one
+``start_new_batch`` with ``--start batch``), then a loop of ``wait_for_completion``; the hub at
+its defaults (``--shards`` only if given). Afterwards the total must be unchanged, no balance
+negative and no account still locked. Its baseline: the same ``Bank`` actor driven by T
+coroutines started at once, one transfer each. Its JSON line has ``"shape": "orchestrations"``,
+``"start"``, ``"locks_left": 0`` and the same timing fields (``concurrency`` is T).
+
 Output: exactly one JSON line on stdout::
 
     {"benchmark": "bank", "transfers": T, "accounts": A, "concurrency": C, "runs": R,
@@ -47,6 +56,7 @@ Run it from the repository root (``RAY_AUTH_MODE=disabled`` if your Ray needs it
 
     python benchmarks/bank.py
     python benchmarks/bank.py --transfers 200 --accounts 10 --concurrency 16 --runs 1 --shards 2
+    python benchmarks/bank.py --shape orchestrations --accounts 10
 """
 
 from __future__ import annotations
@@ -109,6 +119,19 @@ def bank_worker(ctx: Any) -> Generator[Any, Any, int]:
                 yield ctx.call_entity(b, "deposit", amount)
                 done += 1
     return done
+
+
+@orchestrator
+def transfer(ctx: Any) -> Generator[Any, Any, bool]:
+    """One transfer, as the README writes it; returns whether it moved money."""
+    src, dst, amount = ctx.get_input()
+    a, b = EntityId(ENTITY_NAME, src), EntityId(ENTITY_NAME, dst)
+    with (yield ctx.lock_entities([a, b])):
+        if (yield ctx.call_entity(a, "get")) < amount:
+            return False
+        yield ctx.call_entity(a, "withdraw", amount)
+        yield ctx.call_entity(b, "deposit", amount)
+    return True
 
 
 @ray.remote(num_cpus=0)
@@ -222,6 +245,29 @@ def run_durable(hub: TaskHub, shares: list[list[Transfer]], timeout: float) -> t
     return elapsed, done
 
 
+def run_orchestrations(hub: TaskHub, transfers: list[Transfer], start: str, timeout: float) -> tuple[float, int]:
+    """One ``transfer`` orchestration per transfer, all started at once (a loop of
+    ``start_new``, or one ``start_new_batch``): (seconds, transfers that moved money)."""
+    begin = time.perf_counter()
+    if start == "batch":
+        ids = hub.start_new_batch(transfer, transfers)
+    else:
+        ids = [hub.start_new(transfer, client_input=t) for t in transfers]
+    statuses = [hub.wait_for_completion(iid, timeout=timeout) for iid in ids]
+    elapsed = time.perf_counter() - begin
+    for iid, status in zip(ids, statuses, strict=True):
+        if status.runtime_status != OrchestrationRuntimeStatus.Completed:
+            raise BenchmarkError(f"orchestration {iid} ended {status.runtime_status}: {status.failure_details}")
+    return elapsed, sum(bool(s.output) for s in statuses)
+
+
+def check_unlocked(hub: TaskHub) -> None:
+    """No account may still be locked, or have anything waiting, once every transfer ended."""
+    left = [m for m in hub.list_entities(ENTITY_NAME, include_deleted=True) if m.locked_by is not None]
+    if left:
+        raise BenchmarkError(f"{len(left)} accounts still locked, e.g. {left[0].entity_id} by {left[0].locked_by}")
+
+
 # -- plain Ray side ----------------------------------------------------------------------------
 
 
@@ -266,8 +312,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="RNG seed for account pairs and amounts")
     parser.add_argument("--initial-balance", type=int, default=1000, help="starting balance of every account")
     parser.add_argument("--max-amount", type=int, default=300, help="largest transfer amount")
+    parser.add_argument("--shape", choices=("workers", "orchestrations"), default="workers",
+                        help="C long-lived workers (default), or one orchestration per transfer at hub defaults")
+    parser.add_argument("--start", choices=("loop", "batch"), default="loop",
+                        help="--shape orchestrations: a loop of start_new (default) or one start_new_batch")
+    parser.set_defaults(shards=None)
     args = parser.parse_args(argv)
-    common.require_positive(parser, args, "transfers", "concurrency", "runs", "shards", "max_amount")
+    if args.shards is None and args.shape == "workers":
+        args.shards = common.DEFAULT_SHARDS
+    common.require_positive(parser, args, "transfers", "concurrency", "runs", "max_amount")
+    if args.shards is not None and args.shards < 1:
+        parser.error("--shards must be positive")
     if args.accounts < 2:
         parser.error("--accounts must be at least 2")
     if args.initial_balance < 0:
@@ -321,9 +376,63 @@ def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     }
 
 
+def benchmark_orchestrations(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
+    """``--shape orchestrations``: one transfer orchestration each, hub at its defaults."""
+    keys = account_keys(args.accounts)
+    rng = random.Random(args.seed)
+    warm = make_transfers(keys, min(args.transfers, WARMUP_TRANSFERS), args.max_amount, rng)
+    transfers = make_transfers(keys, args.transfers, args.max_amount, rng)
+    initial = dict.fromkeys(keys, args.initial_balance)
+    expected_total = args.initial_balance * args.accounts
+    seconds: dict[str, list[float]] = {"ray": [], "durable": []}
+    options = {} if args.shards is None else {"num_shards": args.shards}
+    with common.ray_session():
+        hub = TaskHub("bank-orchestrations", data_dir=data_dir, **options)
+        try:
+            bank = Bank.options(max_concurrency=100_000).remote()  # type: ignore[attr-defined]
+            setup_durable(hub, keys, args.initial_balance, timeout=min(args.timeout, 120.0))
+            run_ray(bank, [[t] for t in warm], initial)
+            run_orchestrations(hub, warm, args.start, args.timeout)
+            for run, side in common.alternating(args.runs, ("ray", "durable")):
+                if side == "ray":
+                    elapsed, done = run_ray(bank, [[t] for t in transfers], initial)
+                    balances: dict[str, int] = ray.get(bank.snapshot.remote())
+                else:
+                    elapsed, done = run_orchestrations(hub, transfers, args.start, args.timeout)
+                    balances = read_balances(hub, keys)
+                    check_unlocked(hub)
+                seconds[side].append(elapsed)
+                check_balances(balances, expected_total, f"run {run + 1} {side}")
+                log(f"run {run + 1}/{args.runs} {side}: {elapsed:.3f} s "
+                    f"({args.transfers / elapsed:.1f} transfers/s, {done} moved money)")
+            shards = hub.num_shards
+        finally:
+            hub.close()
+    ray_median = statistics.median(seconds["ray"])
+    durable_median = statistics.median(seconds["durable"])
+    return {
+        "benchmark": "bank",
+        "shape": "orchestrations",
+        "start": args.start,
+        "transfers": args.transfers,
+        "accounts": args.accounts,
+        "concurrency": args.transfers,
+        "runs": args.runs,
+        "shards": shards,
+        "durable_seconds": [round(s, 4) for s in seconds["durable"]],
+        "ray_seconds": [round(s, 4) for s in seconds["ray"]],
+        "durable_transfers_per_second_median": round(args.transfers / durable_median, 2),
+        "ray_transfers_per_second_median": round(args.transfers / ray_median, 2),
+        "ratio_durable_over_ray_time": common.ratio(durable_median, ray_median),
+        "total_conserved": True,
+        "locks_left": 0,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_main("bank", args.data_dir, lambda data_dir: benchmark(args, data_dir))
+    run = benchmark_orchestrations if args.shape == "orchestrations" else benchmark
+    return run_main("bank", args.data_dir, lambda data_dir: run(args, data_dir))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,22 +42,29 @@ class EntityRecord:
     ``sealed`` is ``(exists, state blob)`` for the current state when it is known (the row's
     blob after a load, the last operation's after a turn): the next operation's rollback copy
     and the next row, so a state is encoded once per operation that changes it, never twice.
+
+    ``queued`` keeps the encoding of each message waiting in the queue (by ``id()``, with the
+    message itself, so the id cannot be reused while it is kept). The row stores the queue as
+    the list of those encodings: a message is encoded once while it waits, not again with the
+    whole queue at every write of the entity (a queue of hundreds of lock requests behind a
+    contended account made every row write cost milliseconds).
     """
 
     entity_id: EntityId
     state: EntityState
     updated_at: float = 0.0
     sealed: tuple[bool, bytes | None] | None = None
+    queued: dict[int, tuple[HistoryEvent, bytes]] = field(default_factory=dict)
 
     @staticmethod
     def from_row(row: Any, spec: Any = None) -> EntityRecord:
         """Build from an ``entities`` row (see ``ENTITY_COLUMNS``); ``spec`` (the entity's
         ``EntitySpec``, if registered) rebuilds a class entity's object."""
-        queue = decode(row[5]) if row[5] is not None else []
+        queue, queued = decode_queue(row[5])
         exists = bool(row[2])
         locked_by, lock = parse_holder(row[4])
         st = EntityState(exists, unpack_state(decode(row[3]), spec) if exists else None, locked_by, queue, lock)
-        return EntityRecord(EntityId.parse(row[0]), st, row[6], (exists, row[3] if exists else None))
+        return EntityRecord(EntityId.parse(row[0]), st, row[6], (exists, row[3] if exists else None), queued)
 
     def metadata(self) -> EntityMetadata:
         """What ``list_entities`` reports about this entity (``locked_by``: the holder's
@@ -72,8 +79,23 @@ class EntityRecord:
         sealed = self.sealed
         if sealed is None or sealed[0] != st.exists:
             sealed = self.sealed = seal_state(st.exists, st.state, spec, key)
-        queue_blob = encode(st.queue, f"queue of entity {key}") if st.queue else None
+        queue_blob = self._queue_blob(key) if st.queue else None
+        if not st.queue:
+            self.queued = {}
         return (key, self.entity_id.name, int(st.exists), sealed[1], holder_text(st), queue_blob, self.updated_at)
+
+    def _queue_blob(self, key: str) -> bytes:
+        """The ``queue`` column: the list of the queued messages' encodings, each encoded the
+        first time it is written (see ``queued``); what left the queue is forgotten."""
+        kept, blobs = {}, []
+        for event in self.state.queue:
+            hit = self.queued.get(id(event))
+            if hit is None or hit[0] is not event:
+                hit = (event, encode(event, f"a message queued at entity {key}"))
+            kept[id(event)] = hit
+            blobs.append(hit[1])
+        self.queued = kept
+        return encode(blobs, f"queue of entity {key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +105,23 @@ class EntityMoved(HistoryEvent):
     does not own its canonical id; the owner adopts it (see ``ShardHost._adopt_moved``)."""
 
     row: tuple[Any, ...] = ()
+
+
+def decode_queue(blob: bytes | None) -> tuple[list[HistoryEvent], dict[int, tuple[HistoryEvent, bytes]]]:
+    """The queue of an ``entities`` row, and the encodings it was stored with (see
+    ``EntityRecord.queued``). A row written before messages were encoded one by one holds
+    the list of messages itself."""
+    if blob is None:
+        return [], {}
+    stored = decode(blob)
+    queue, queued = [], {}
+    for item in stored:
+        if isinstance(item, bytes):
+            event = decode(item)
+            queued[id(event)] = (event, item)
+            item = event
+        queue.append(item)
+    return queue, queued
 
 
 def addressable(rows: Iterable[Any]) -> list[Any]:

@@ -50,8 +50,11 @@ from ._wire import new_token, serve
 log = logging.getLogger("ray_durable.shard")
 
 #: Most rounds of same-shard messages one turn applies (an entity signalling itself forever
-#: must not starve the shard); what is left goes through the outbox to a later turn.
-MAX_LOCAL_ROUNDS = 8
+#: must not starve the shard); what is left goes through the outbox to a later turn. A
+#: critical section whose orchestration and entities share a shard takes about a dozen rounds
+#: (lock, pass the lock on, grant, then a request and its answer per call, unlock): at 8 it
+#: needed a second turn and commit, while everyone queued behind its locks waited.
+MAX_LOCAL_ROUNDS = 32
 
 #: How often an idle host checks that its file is still there (a commit checks every time).
 FILE_CHECK_SECONDS = 2.0
