@@ -4,7 +4,11 @@ Each benchmark runs as its own subprocess (its own Ray instance), one after the 
 the same Python interpreter: fan-out/fan-in of 10,000 and of 100,000 activities
 (``fanout.py``), latency of one hello sequence plus 1,000 concurrent sequences and 10,000
 concurrent sequences (``hello.py``), 1,000 locked bank transfers (``bank.py``) and starting
-10,000 orchestrations into a hub holding 100,000 (``start_full.py``). Each script runs its
+10,000 orchestrations into a hub holding 100,000 (``start_full.py``); then the shapes users write,
+at the hub's defaults: hello sequences from a loop of ``start_new``, from the asyncio client and
+one alone (``hello.py --loop/--async/--single``), 1,000 transfer orchestrations over 100 and 10
+accounts (``bank.py --shape orchestrations``) and the quick start's hub open and first result
+in a fresh process (``start_up.py``). Each script runs its
 plain-Ray baseline in the same process and reports medians of 3 runs; their stderr
 (progress) passes through to this script's stderr.
 
@@ -84,6 +88,16 @@ BENCHMARKS = (
               ("--transfers", "100", "--shards", "4")),
     Benchmark("start_full", "start 10,000 into a hub holding 100,000", "start_full.py",
               (), ("--existing", "2000", "--new", "500")),
+    # the shapes users write (issue 12): one call at a time, the hub at its defaults
+    Benchmark("hello_user", "hello sequences as users call them", "hello.py",
+              ("--samples", "0", "--concurrent", "0", "--loop", "1000", "--async", "1000", "--single", "200"),
+              ("--samples", "0", "--concurrent", "0", "--loop", "100", "--async", "100", "--single", "20")),
+    Benchmark("bank_user", "1,000 transfer orchestrations, 100 accounts", "bank.py",
+              ("--shape", "orchestrations"), ("--shape", "orchestrations", "--transfers", "100")),
+    Benchmark("bank_user_10", "1,000 transfer orchestrations, 10 accounts", "bank.py",
+              ("--shape", "orchestrations", "--accounts", "10"),
+              ("--shape", "orchestrations", "--accounts", "10", "--transfers", "100")),
+    Benchmark("start_up", "the quick start: hub open and first result", "start_up.py", (), ()),
 )
 BY_KEY = {b.key: b for b in BENCHMARKS}
 
@@ -203,6 +217,55 @@ def start_full_rows(r: dict[str, Any]) -> list[Row]:
     return [empty, full]
 
 
+def hello_user_rows(r: dict[str, Any]) -> list[Row]:
+    """A loop of ``start_new`` then of waits (target at most 1.0x plain Ray with asyncio), the
+    asyncio client under ``gather`` (at most 0.5x), and one sequence alone (p50 at most plain
+    Ray's p50 and 8 ms; p99 at most 2x its own p50); the hub at its defaults."""
+    shards = r["default_shards"]
+    rows = []
+    if r.get("loop"):
+        rows.append(Row(f"{r['loop']:,} hello sequences, a loop of start_new then of waits ({shards} shards, default)",
+                        seconds(r["loop_durable_median"]), seconds(r["loop_ray_median"]) + " (asyncio)",
+                        r["loop_ratio"], "≤ 1.0x plain Ray", r["loop_ratio"] <= 1.0, f"{r['loop_ratio']:.2f}x", 1.0))
+    if r.get("async"):
+        rows.append(Row(f"{r['async']:,} hello sequences, asyncio client under gather ({shards} shards, default)",
+                        seconds(r["async_durable_median"]), seconds(r["async_ray_median"]) + " (asyncio)",
+                        r["async_ratio"], "≤ 0.5x plain Ray", r["async_ratio"] <= 0.5, f"{r['async_ratio']:.2f}x",
+                        0.5))
+    if r.get("single"):
+        p50, ray50, p99 = r["single_durable_p50_ms"], r["single_ray_p50_ms"], r["single_durable_p99_ms"]
+        rows.append(Row(f"one hello sequence alone, p50 ({shards} shards, default)", f"{p50:.1f} ms",
+                        f"{ray50:.1f} ms", r["single_ratio_p50"], "≤ plain Ray and ≤ 8 ms",
+                        p50 <= ray50 and p50 <= 8, f"{p50:.1f} ms, {r['single_ratio_p50']:.2f}x", 1.0))
+        spread = r["single_durable_p99_over_p50"]
+        rows.append(Row(f"one hello sequence alone, p99 ({shards} shards, default)", f"{p99:.1f} ms",
+                        f"{r['single_ray_p99_ms']:.1f} ms", p99 / r["single_ray_p99_ms"], "≤ 2x its p50",
+                        spread <= 2, f"{spread:.2f}x p50"))
+    return rows
+
+
+def bank_user_rows(r: dict[str, Any], floor: int) -> list[Row]:
+    """One transfer orchestration per transfer, started by a loop of ``start_new`` at the hub's
+    defaults; target at least ``floor`` transfers per second."""
+    tps = r["durable_transfers_per_second_median"]
+    row = Row(f"{r['transfers']:,} transfer orchestrations (a loop of start_new), {r['accounts']} accounts, "
+              f"{r['shards']} shards (default)", f"{tps:.0f} transfers/s",
+              f"{r['ray_transfers_per_second_median']:.0f} transfers/s", r["ratio_durable_over_ray_time"],
+              f"≥ {floor:,} transfers/s", tps >= floor, f"{tps:.0f}/s")
+    return [row]
+
+
+def start_up_rows(r: dict[str, Any]) -> list[Row]:
+    """The quick start in a fresh process: hub open plus the first result after ``ray.init()``
+    (target under 1 s), against plain Ray's first result after ``ray.init()``."""
+    total, open_, first = r["durable_open_plus_first_median"], r["durable_hub_open_median"], \
+        r["durable_first_result_median"]
+    ray_first = r["ray_first_result_median"]
+    return [Row(f"quick start: hub open ({seconds(open_)}) + first result ({seconds(first)}) after ray.init(), "
+                f"{r['shards']} shards (default)", seconds(total), f"{seconds(ray_first)} (first tasks)",
+                total / ray_first if ray_first else None, "< 1 s", total < 1.0, seconds(total))]
+
+
 ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "fanout_10k": fanout_10k_rows,
     "fanout_100k": fanout_100k_rows,
@@ -211,6 +274,10 @@ ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "bank": bank_rows,
     "bank_4": lambda r: bank_rows(r, target=False),
     "start_full": start_full_rows,
+    "hello_user": hello_user_rows,
+    "bank_user": lambda r: bank_user_rows(r, 1000),
+    "bank_user_10": lambda r: bank_user_rows(r, 250),
+    "start_up": start_up_rows,
 }
 
 
