@@ -107,8 +107,9 @@ def ray_session() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_hub(name: str, data_dir: str, shards: int, **options: Any) -> Iterator[TaskHub]:
-    """A :class:`TaskHub` (Ray must already be up) that is closed when the block ends."""
+def open_hub(name: str, data_dir: str, shards: int | None, **options: Any) -> Iterator[TaskHub]:
+    """A :class:`TaskHub` (Ray must already be up) that is closed when the block ends;
+    ``shards=None`` leaves ``num_shards`` at the hub's default."""
     hub = TaskHub(name, data_dir=data_dir, num_shards=shards, **options)
     try:
         yield hub

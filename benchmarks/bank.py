@@ -358,15 +358,23 @@ def benchmark(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
             check_balances(balances, expected_total, f"run {run + 1} {side}")
             log(f"run {run + 1}/{args.runs} {side}: {elapsed:.3f} s "
                 f"({args.transfers / elapsed:.1f} transfers/s, {done} moved money)")
+    return result(args, seconds, args.concurrency, args.shards)
+
+
+def result(
+    args: argparse.Namespace, seconds: dict[str, list[float]], concurrency: int, shards: int, **extra: Any
+) -> dict[str, Any]:
+    """The JSON line of a run of either shape (``extra``: the shape's own fields, first)."""
     ray_median = statistics.median(seconds["ray"])
     durable_median = statistics.median(seconds["durable"])
     return {
         "benchmark": "bank",
+        **extra,
         "transfers": args.transfers,
         "accounts": args.accounts,
-        "concurrency": args.concurrency,
+        "concurrency": concurrency,
         "runs": args.runs,
-        "shards": args.shards,
+        "shards": shards,
         "durable_seconds": [round(s, 4) for s in seconds["durable"]],
         "ray_seconds": [round(s, 4) for s in seconds["ray"]],
         "durable_transfers_per_second_median": round(args.transfers / durable_median, 2),
@@ -385,48 +393,26 @@ def benchmark_orchestrations(args: argparse.Namespace, data_dir: str) -> dict[st
     initial = dict.fromkeys(keys, args.initial_balance)
     expected_total = args.initial_balance * args.accounts
     seconds: dict[str, list[float]] = {"ray": [], "durable": []}
-    options = {} if args.shards is None else {"num_shards": args.shards}
-    with common.ray_session():
-        hub = TaskHub("bank-orchestrations", data_dir=data_dir, **options)
-        try:
-            bank = Bank.options(max_concurrency=100_000).remote()  # type: ignore[attr-defined]
-            setup_durable(hub, keys, args.initial_balance, timeout=min(args.timeout, 120.0))
-            run_ray(bank, [[t] for t in warm], initial)
-            run_orchestrations(hub, warm, args.start, args.timeout)
-            for run, side in common.alternating(args.runs, ("ray", "durable")):
-                if side == "ray":
-                    elapsed, done = run_ray(bank, [[t] for t in transfers], initial)
-                    balances: dict[str, int] = ray.get(bank.snapshot.remote())
-                else:
-                    elapsed, done = run_orchestrations(hub, transfers, args.start, args.timeout)
-                    balances = read_balances(hub, keys)
-                    check_unlocked(hub)
-                seconds[side].append(elapsed)
-                check_balances(balances, expected_total, f"run {run + 1} {side}")
-                log(f"run {run + 1}/{args.runs} {side}: {elapsed:.3f} s "
-                    f"({args.transfers / elapsed:.1f} transfers/s, {done} moved money)")
-            shards = hub.num_shards
-        finally:
-            hub.close()
-    ray_median = statistics.median(seconds["ray"])
-    durable_median = statistics.median(seconds["durable"])
-    return {
-        "benchmark": "bank",
-        "shape": "orchestrations",
-        "start": args.start,
-        "transfers": args.transfers,
-        "accounts": args.accounts,
-        "concurrency": args.transfers,
-        "runs": args.runs,
-        "shards": shards,
-        "durable_seconds": [round(s, 4) for s in seconds["durable"]],
-        "ray_seconds": [round(s, 4) for s in seconds["ray"]],
-        "durable_transfers_per_second_median": round(args.transfers / durable_median, 2),
-        "ray_transfers_per_second_median": round(args.transfers / ray_median, 2),
-        "ratio_durable_over_ray_time": common.ratio(durable_median, ray_median),
-        "total_conserved": True,
-        "locks_left": 0,
-    }
+    with common.ray_session(), common.open_hub("bank-orchestrations", data_dir, args.shards) as hub:
+        bank = Bank.options(max_concurrency=100_000).remote()  # type: ignore[attr-defined]
+        setup_durable(hub, keys, args.initial_balance, timeout=min(args.timeout, 120.0))
+        run_ray(bank, [[t] for t in warm], initial)
+        run_orchestrations(hub, warm, args.start, args.timeout)
+        for run, side in common.alternating(args.runs, ("ray", "durable")):
+            if side == "ray":
+                elapsed, done = run_ray(bank, [[t] for t in transfers], initial)
+                balances: dict[str, int] = ray.get(bank.snapshot.remote())
+            else:
+                elapsed, done = run_orchestrations(hub, transfers, args.start, args.timeout)
+                balances = read_balances(hub, keys)
+                check_unlocked(hub)
+            seconds[side].append(elapsed)
+            check_balances(balances, expected_total, f"run {run + 1} {side}")
+            log(f"run {run + 1}/{args.runs} {side}: {elapsed:.3f} s "
+                f"({args.transfers / elapsed:.1f} transfers/s, {done} moved money)")
+        shards = hub.num_shards
+    return {**result(args, seconds, args.transfers, shards, shape="orchestrations", start=args.start),
+            "locks_left": 0}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -274,9 +274,7 @@ class TaskHub(EntityClient, AsyncClient):
         or an input that cannot be serialized, and :class:`InstanceAlreadyExistsError` when the
         id is Pending, Running or Suspended. A Completed, Failed or Terminated id is replaced.
         """
-        due = utc_timestamp(start_at, "start_at") if start_at is not None else None
-        msg = self._start_message(orchestration_function_name, instance_id, client_input)
-        msg.due = due
+        msg = self._start_message(orchestration_function_name, instance_id, client_input, start_at)
         self._submit([msg])
         return msg.instance_id
 
@@ -288,13 +286,18 @@ class TaskHub(EntityClient, AsyncClient):
         self._submit(msgs)
         return [m.instance_id for m in msgs]
 
-    def _start_message(self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any) -> Message:
+    def _start_message(
+        self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any,
+        start_at: datetime | None = None,
+    ) -> Message:
+        """The start of one instance (checked: name, id, input, ``start_at``), not yet sent."""
+        due = utc_timestamp(start_at, "start_at") if start_at is not None else None
         name = function_name(fn, "orchestrator")
         self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
         blob = encode(client_input, "client_input")
         event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
-        return Message(iid, event, input_blob=blob)
+        return Message(iid, event, input_blob=blob, due=due)
 
     def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
         """Send external event ``event_name`` to an instance (buffered if nobody waits yet).

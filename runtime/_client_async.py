@@ -24,7 +24,7 @@ from orchestrations import (
     validate_instance_id,
 )
 
-from ._client_args import check_timeout, utc_now, utc_timestamp
+from ._client_args import check_timeout, utc_now
 from ._client_link import ClientLink
 from ._messages import Message
 from ._status import DurableOrchestrationStatus
@@ -35,7 +35,10 @@ class AsyncClient:
 
     _link: ClientLink
 
-    def _start_message(self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any) -> Message:
+    def _start_message(
+        self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any,
+        start_at: datetime | None = None,
+    ) -> Message:
         raise NotImplementedError
 
     def _event_message(self, instance_id: str, event_name: str, event_data: Any) -> Message:
@@ -70,9 +73,7 @@ class AsyncClient:
         """:meth:`start_new` for asyncio code: returns the instance id once the start is
         committed; the same arguments, checks and errors (``ValueError`` before anything is
         sent, :class:`InstanceAlreadyExistsError` from the shard)."""
-        due = utc_timestamp(start_at, "start_at") if start_at is not None else None
-        msg = self._start_message(orchestration_function_name, instance_id, client_input)
-        msg.due = due
+        msg = self._start_message(orchestration_function_name, instance_id, client_input, start_at)
         await self._submit_async([msg])
         return msg.instance_id
 
