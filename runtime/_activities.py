@@ -8,8 +8,6 @@ lets a fan-out beat one-Ray-task-per-call: scheduling cost is paid per batch, no
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,6 +20,7 @@ import ray
 from orchestrations import FailureDetails, TaskCompleted, TaskFailed
 from orchestrations._registry import ActivitySpec, did_you_mean
 
+from ._batch import run_batch
 from ._codec import decode, encode, failure_from_exception
 from ._messages import Message
 from ._warm import WarmLane
@@ -45,77 +44,6 @@ class ActivityCall:
     task_id: int
     name: str
     input_blob: bytes
-
-
-_registry_cache: dict[str, dict[str, ActivitySpec]] = {}
-
-
-def _activities(registry_key: str, registry_blob: bytes) -> dict[str, ActivitySpec]:
-    table = _registry_cache.get(registry_key)
-    if table is None:
-        _registry_cache.clear()
-        table = _registry_cache[registry_key] = decode(registry_blob)
-    return table
-
-
-def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]) -> bytes:
-    """Run ``calls`` (name, encoded input) and return the encoded list of outcomes.
-
-    Each outcome is ``(True, result)`` or ``(False, FailureDetails)``. A result that cannot be
-    encoded becomes a failure of that call only.
-    """
-    table = _activities(registry_key, registry_blob)
-    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(calls)
-    pending_async: list[tuple[int, Any]] = []
-    for i, (name, input_blob) in enumerate(calls):
-        spec = table[name]
-        try:
-            arg = decode(input_blob)
-            if spec.is_async:
-                pending_async.append((i, _call(spec.fn, arg)))
-                continue
-            outcomes[i] = (True, _call(spec.fn, arg))
-        except Exception as exc:
-            outcomes[i] = (False, failure_from_exception(exc))
-    if pending_async:
-        asyncio.run(_gather_into(outcomes, pending_async))
-    try:
-        return encode(outcomes, "activity results")
-    except Exception:
-        return encode([_encodable(o) for o in outcomes], "activity results")
-
-
-_takes_input: dict[Any, bool] = {}
-
-
-def _call(fn: Callable[..., Any], arg: Any) -> Any:
-    """Call an activity with its input, or with nothing if it takes no parameter."""
-    takes = _takes_input.get(fn)
-    if takes is None:
-        try:
-            params = inspect.signature(fn).parameters.values()
-            takes = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
-        except (TypeError, ValueError):
-            takes = True
-        _takes_input[fn] = takes
-    return fn(arg) if takes else fn()
-
-
-async def _gather_into(outcomes: list[tuple[bool, Any]], pending: list[tuple[int, Any]]) -> None:
-    results = await asyncio.gather(*(coro for _, coro in pending), return_exceptions=True)
-    for (i, _), result in zip(pending, results):
-        if isinstance(result, BaseException):
-            outcomes[i] = (False, failure_from_exception(result))
-        else:
-            outcomes[i] = (True, result)
-
-
-def _encodable(outcome: tuple[bool, Any]) -> tuple[bool, Any]:
-    try:
-        encode(outcome[1])
-    except Exception as exc:
-        return (False, failure_from_exception(exc))
-    return outcome
 
 
 _remote_run_batch = ray.remote(run_batch)

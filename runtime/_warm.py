@@ -36,6 +36,7 @@ from typing import Any
 
 import ray
 
+from ._batch import run_batch
 from ._wire import (
     HEADER,
     TOKEN_BYTES,
@@ -58,7 +59,7 @@ WARM_LIMITS = Limits(max_connections=8)
 
 class WarmWorker:
     """The worker side (a Ray actor): serves batches from its host's connection, one after
-    the other, with ``runtime._activities.run_batch`` (the code a Ray task runs). Threads,
+    the other, with ``runtime._batch.run_batch`` (the code a Ray task runs). Threads,
     not asyncio: an activity may block.
 
     Its port is reachable by anyone, so it holds what it accepts to ``limits`` as
@@ -99,8 +100,6 @@ class WarmWorker:
             self._slots.release()
 
     def _serve(self, conn: socket.socket) -> None:
-        from ._activities import run_batch
-
         limits = self._limits
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(limits.handshake_seconds)
@@ -239,8 +238,6 @@ class WarmLane:
                     future.set_exception(error)
 
         def run() -> None:
-            from ._activities import run_batch
-
             result, error = None, None
             try:
                 result = run_batch(registry_key, registry_blob, list(calls))
