@@ -21,7 +21,6 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import ray
@@ -34,7 +33,7 @@ from ._cache import InstanceCache
 from ._codec import decode, encode
 from ._delivery import Courier, Outbound
 from ._entity_host import EntityRecord
-from ._messages import Message, from_ts, start_key, to_ts
+from ._messages import Message, from_ts, start_key
 from ._parking import Parking
 from ._shard_base import ShardConfig
 from ._shard_clients import ShardClients
@@ -42,7 +41,8 @@ from ._shard_entities import ShardEntities
 from ._shard_instances import ShardInstances
 from ._shard_lifecycle import ShardLifecycle
 from ._shard_queries import ShardQueries
-from ._store import ShardStore, TurnWrites
+from ._store import ShardStore
+from ._turn import Turn
 from ._turn_state import AfterCommit, due_later, utcnow
 from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
@@ -92,8 +92,6 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
         #: ``wait_for_orchestration_start`` callers, by instance
         self._start_waiters: dict[str, list[asyncio.Future[Any]]] = {}
         self._parking = Parking(self._enqueue_many)
-        #: the writes of the turn being run, by round (see ``_current_history``)
-        self._rounds: list[TurnWrites] = []
         self._db_lock = asyncio.Lock()
         self._peer_server: asyncio.Server | None = None
         self._peer_addr: tuple[str, int] = ("", 0)
@@ -369,24 +367,20 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
         that still stay local go through the outbox as before.
         """
         self.turns += 1
-        now = utcnow()
-        after = AfterCommit()
-        rounds: list[TurnWrites] = []
-        self._rounds = rounds
-        touched: set[str] = set()
+        turn = Turn(self.config.index)
         acked = self._courier.take_acked()
         forget, self._forget_delivered = self._forget_delivered, []
         try:
-            await self._stage_rounds(batch, now, rounds, touched, after, acked, forget)
+            await self._stage_rounds(batch, turn, acked, forget)
             self._crash_point("before_commit")
             self._crash_point("error_before_commit")
             async with self._db_lock:
-                await self._store.commit(rounds)
+                await self._store.commit(turn.rounds)
         except BaseException as exc:
             # Nothing of the turn is in the file: nothing of it stays in memory either (an
             # instance it started, an entity it changed), whether its commit or its staging
             # failed; each record reloads from the file when next needed.
-            for iid in touched:
+            for iid in turn.touched:
                 self._evict(iid)
                 self._activity_out.forget(iid)  # started early; replay schedules them again
             self._courier.give_back_acked(acked)  # their outbox rows are still there
@@ -397,78 +391,70 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
         self._write_failures = 0
         self._courier.acked_deleted(acked)
         self._crash_point("after_commit")
-        self._after_commit(after)
+        self._after_commit(turn.after)
 
     async def _stage_rounds(
-        self, batch: list[Message], now: datetime, rounds: list[TurnWrites], touched: set[str], after: AfterCommit,
-        acked: list[tuple[int, str]], forget: list[str],
+        self, batch: list[Message], turn: Turn, acked: list[tuple[int, str]], forget: list[str]
     ) -> None:
         """Apply ``batch``, and the same-shard messages it sends in further rounds, staging each
-        round's writes in ``rounds``; every record the turn runs is added to ``touched``. The
-        first round also deletes the outbox rows of ``acked`` messages and the ``delivered``
-        records of ``forget``."""
-        groups: dict[str, list[Message]] = {}
+        round's writes in ``turn``. The first round also deletes the outbox rows of ``acked``
+        messages and the ``delivered`` records of ``forget``."""
+        turn.writes.done_outbox.extend(msg_id for _, msg_id in acked)
+        turn.writes.forget_delivered.extend(forget)
+        groups = await self._group(batch, turn)
         while True:
-            w = TurnWrites()
-            if not rounds:
-                w.done_outbox.extend(msg_id for _, msg_id in acked)
-                w.forget_delivered.extend(forget)
-                groups = await self._group(batch, now, w, after)
-            rounds.append(w)
             self.messages += sum(map(len, groups.values()))
-            await self._apply(groups, now, w, after, touched)
-            self._start_activities_early(after)
-            local, after.local = after.local, []
+            await self._apply(groups, turn)
+            self._start_activities_early(turn.after)
+            local, turn.after.local = turn.after.local, []
             if not local:
                 return
-            if len(rounds) >= MAX_LOCAL_ROUNDS:
-                self._stage_outs(local, w, after, keep_local=False)
+            if len(turn.rounds) >= MAX_LOCAL_ROUNDS:
+                turn.send(local, keep_local=False)
                 return
             groups = {}
             self.local_messages += len(local)
             for out in local:
-                if out.msg.due is not None and due_later(out.msg, to_ts(now)):
-                    self._park(out.msg, out.msg.due, w, after)  # a scheduled signal to this shard
+                if out.msg.due is not None and due_later(out.msg, turn.now_ts):
+                    turn.park(out.msg, out.msg.due)  # a scheduled signal to this shard
                 else:
                     groups.setdefault(out.msg.instance_id, []).append(out.msg)
+            turn.next_round()
 
-    async def _apply(
-        self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit, touched: set[str]
-    ) -> None:
-        """Run each record's messages and stage what they write in ``w``."""
-        self._readdress_legacy(groups, now, w, after)  # the ids it takes out were not in memory
-        touched.update(groups)
+    async def _apply(self, groups: dict[str, list[Message]], turn: Turn) -> None:
+        """Run each record's messages and stage what they write in ``turn``."""
+        self._readdress_legacy(groups, turn)  # the ids it takes out were not in memory
+        turn.touched.update(groups)
         await self._load_missing_instances(groups)
         await self._load_missing_entities(groups)
         for iid, msgs in groups.items():
-            w_mark, after_mark = w.mark(), after.mark()
+            mark = turn.mark()
             try:
                 if iid.startswith("@"):
-                    self._run_entity(iid, msgs, now, w, after)
+                    self._run_entity(iid, msgs, turn)
                 else:
-                    await self._run_instance(iid, msgs, now, w, after)
+                    await self._run_instance(iid, msgs, turn)
             except Exception as exc:
                 # A bug, not a user error (those fail the instance): stage nothing of this
                 # record, forget its in-memory state (it reloads from the file), refuse its
                 # messages; the rest of the turn commits.
                 log.exception("shard %s: %s failed in a turn", self.config.index, iid)
-                w.rollback(w_mark)
-                after.rollback(after_mark)
+                turn.rollback(mark)
                 self._evict(iid)
-                self._refuse_failed(iid, msgs, exc, now, w, after)
+                self._refuse_failed(iid, msgs, exc, turn)
 
     def _refuse_failed(
-        self, key: str, msgs: list[Message], error: Exception, now: datetime, w: TurnWrites, after: AfterCommit
+        self, key: str, msgs: list[Message], error: Exception, turn: Turn
     ) -> None:
         """The messages of a record that failed in a turn: a client is told ``error``;
         another shard's are let go (they are recorded as delivered, so sending them again
         would change nothing) and, to an entity, answered as :meth:`_refuse` does."""
         if key.startswith("@"):
-            self._refuse(key, msgs, error, now, w, after)
+            self._refuse(key, msgs, error, turn)
             return
         for msg in msgs:
             if msg.ack is not None:
-                after.acks[msg.ack] = error if msg.client else None
+                turn.after.acks[msg.ack] = error if msg.client else None
 
     def _start_activities_early(self, after: AfterCommit) -> None:
         """Dispatch the turn's activities while its commit is being written, not after it.
@@ -485,21 +471,13 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
         self._activity_out.dispatch(after.activities)
         after.activities.clear()
 
-    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
+    def _stage_outgoing(self, msg: Message, turn: Turn) -> None:
         """Send ``msg``: to a record of this shard in the turn's next round, otherwise through
         the outbox of this turn (sent after the commit)."""
-        self._stage_outs([self._outgoing(msg)], w, after)
-
-    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: AfterCommit, keep_local: bool = True) -> None:
-        for out in outs:
-            if keep_local and out.dest == self.config.index:
-                after.local.append(out)
-            else:
-                w.add_outbox.append((out.msg_id, out.dest, out.blob))
-                after.outbox.append(out)
+        turn.send([self._outgoing(msg)])
 
     async def _group(
-        self, batch: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+        self, batch: list[Message], turn: Turn
     ) -> dict[str, list[Message]]:
         """Group by instance, dropping duplicates of messages delivered before, and parking
         those due later (a start due later is parked by ``_run_instance``, which also makes its
@@ -516,29 +494,29 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
             remote += [start_key(e) for m in batch if (e := _started_execution(m)) is not None]
         seen = await self._store.seen_messages(remote) if remote else set()
         groups: dict[str, list[Message]] = {}
-        now_ts = to_ts(now)
+        now_ts = turn.now_ts
         for msg in batch:
             if msg.parked and msg.msg_id is not None:
-                w.done_scheduled.append(msg.msg_id)
+                turn.writes.done_scheduled.append(msg.msg_id)
             elif (started := _started_execution(msg)) is not None:
                 if seen and start_key(started) in seen:
                     if msg.ack is not None:
-                        after.acks[msg.ack] = None  # applied by this host's predecessor
+                        turn.after.acks[msg.ack] = None  # applied by this host's predecessor
                     continue
             elif msg.msg_id is not None:
                 if msg.from_self:
-                    w.done_outbox.append(msg.msg_id)
+                    turn.writes.done_outbox.append(msg.msg_id)
                 elif msg.msg_id in seen:
                     if msg.ack is not None:
-                        after.acks[msg.ack] = None
+                        turn.after.acks[msg.ack] = None
                     continue
                 else:
                     seen.add(msg.msg_id)
-                    w.delivered.append(msg.msg_id)
+                    turn.writes.delivered.append(msg.msg_id)
             if msg.due is not None and due_later(msg, now_ts) and not isinstance(msg.event, ExecutionStarted):
-                self._park(msg, msg.due, w, after)
+                turn.park(msg, msg.due)
                 if msg.ack is not None:
-                    after.acks[msg.ack] = None
+                    turn.after.acks[msg.ack] = None
                 continue
             groups.setdefault(msg.instance_id, []).append(msg)
         return groups

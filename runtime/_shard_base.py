@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import asyncio
     import contextlib
     from collections import OrderedDict
-    from datetime import datetime
 
     from orchestrations import FailureDetails, ParentInfo
     from orchestrations._registry import OrchestratorSpec
@@ -25,8 +24,8 @@ if TYPE_CHECKING:
     from ._entity_host import EntityRecord
     from ._messages import Instance, Message
     from ._parking import Parking
-    from ._store import ShardStore, TurnWrites
-    from ._turn_state import AfterCommit
+    from ._store import ShardStore
+    from ._turn import Turn
     from ._watchdog import EpisodeWatch
 
 
@@ -76,7 +75,6 @@ class ShardBase:
     _watch: EpisodeWatch | None
     _loop_task: asyncio.Task[None] | None
     _parking: Parking
-    _rounds: list[TurnWrites]
     _waiters: dict[str, list[asyncio.Future[Any]]]
     _start_waiters: dict[str, list[asyncio.Future[Any]]]
     #: Ray restarted this host: a client's call its predecessor applied may come again
@@ -93,10 +91,7 @@ class ShardBase:
     def _outgoing(self, msg: Message) -> Outbound:
         raise NotImplementedError
 
-    def _stage_outgoing(self, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
-        raise NotImplementedError
-
-    def _stage_outs(self, outs: list[Outbound], w: TurnWrites, after: AfterCommit, keep_local: bool = True) -> None:
+    def _stage_outgoing(self, msg: Message, turn: Turn) -> None:
         raise NotImplementedError
 
     # -- ShardEntities ----------------------------------------------------------------------------
@@ -110,33 +105,32 @@ class ShardBase:
         raise NotImplementedError
 
     async def _episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, msgs: list[Message], turn: Turn
     ) -> None:
         raise NotImplementedError
 
     def _reply_to_parent(
-        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
-        w: TurnWrites, after: AfterCommit,
+        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, turn: Turn,
     ) -> None:
         raise NotImplementedError
 
     # -- ShardLifecycle ---------------------------------------------------------------------------
 
     async def _run_episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, msgs: list[Message], turn: Turn
     ) -> None:
         raise NotImplementedError
 
     async def _rewind(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance | None, msg: Message, turn: Turn
     ) -> Message | None:
         raise NotImplementedError
 
-    def _hold_start(self, inst: Instance, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
+    def _hold_start(self, inst: Instance, msg: Message, turn: Turn) -> None:
         raise NotImplementedError
 
     def _begin_scheduled(self, inst: Instance | None, msg: Message) -> Instance | None:
         raise NotImplementedError
 
-    def _while_pending(self, inst: Instance, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit) -> None:
+    def _while_pending(self, inst: Instance, msg: Message, turn: Turn) -> None:
         raise NotImplementedError

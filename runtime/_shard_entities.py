@@ -7,7 +7,6 @@ names were case-insensitive to their canonical ids.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from entities import EntityId, EntityState, Outgoing, run_entity
@@ -26,12 +25,12 @@ from ._entity_host import (
     outgoing_message,
     unlock_all,
 )
-from ._messages import Message, to_ts
+from ._messages import Message
 from ._shard_base import ShardBase
-from ._turn_state import AfterCommit, utcnow
+from ._turn_state import utcnow
 
 if TYPE_CHECKING:
-    from ._store import TurnWrites
+    from ._turn import Turn
 
 log = logging.getLogger("ray_durable.shard")
 
@@ -87,7 +86,7 @@ class ShardEntities(ShardBase):
     # -- one entity's messages --------------------------------------------------------------------
 
     def _readdress_legacy(
-        self, groups: dict[str, list[Message]], now: datetime, w: TurnWrites, after: AfterCommit
+        self, groups: dict[str, list[Message]], turn: Turn
     ) -> None:
         """Messages addressed to an entity id in the form written before entity names were
         case-insensitive (``@Account@a``, still in an outbox) go to the canonical id
@@ -98,7 +97,7 @@ class ShardEntities(ShardBase):
             try:
                 canonical = entity_key(key)
             except DurableValueError as exc:  # an empty key (the previous version allowed it), a long one
-                self._refuse(key, groups.pop(key), exc, now, w, after)
+                self._refuse(key, groups.pop(key), exc, turn)
                 continue
             if canonical == key:
                 continue
@@ -110,11 +109,11 @@ class ShardEntities(ShardBase):
                 continue
             for msg in msgs:
                 if msg.ack is not None:
-                    after.acks[msg.ack] = None
-                self._stage_outgoing(Message(canonical, msg.event, execution_id=msg.execution_id), w, after)
+                    turn.after.acks[msg.ack] = None
+                self._stage_outgoing(Message(canonical, msg.event, execution_id=msg.execution_id), turn)
 
     def _refuse(
-        self, key: str, msgs: list[Message], error: Exception, now: datetime, w: TurnWrites, after: AfterCommit
+        self, key: str, msgs: list[Message], error: Exception, turn: Turn
     ) -> None:
         """Messages to ``key`` that this shard cannot accept: each is answered and let go in
         this turn, never refused back to a sender that would send it again ahead of
@@ -125,7 +124,7 @@ class ShardEntities(ShardBase):
         failure = failure_from_exception(error)
         for msg in msgs:
             if msg.ack is not None:
-                after.acks[msg.ack] = error if msg.client else None
+                turn.after.acks[msg.ack] = error if msg.client else None
             event = msg.event
             if isinstance(event, EntityRequest) and not event.is_signal and event.sender is not None:
                 sender = event.sender
@@ -133,13 +132,13 @@ class ShardEntities(ShardBase):
                 sender = event.holder
                 for unlock in unlock_all(
                     event.lock_set[: event.position], sender.instance_id, sender.execution_id,
-                    sender.task_scheduled_id, now,
+                    sender.task_scheduled_id, turn.now,
                 ):
-                    self._stage_outgoing(unlock, w, after)
+                    self._stage_outgoing(unlock, turn)
             else:
                 continue
-            answer = EntityOperationFailed(now, sender.task_scheduled_id, failure)
-            self._stage_outgoing(Message(sender.instance_id, answer, execution_id=sender.execution_id), w, after)
+            answer = EntityOperationFailed(turn.now, sender.task_scheduled_id, failure)
+            self._stage_outgoing(Message(sender.instance_id, answer, execution_id=sender.execution_id), turn)
 
     async def _load_missing_entities(self, groups: dict[str, list[Message]]) -> None:
         """Load the records of the turn's entities that are not in memory."""
@@ -152,7 +151,7 @@ class ShardEntities(ShardBase):
                 spec = self._entity_specs.get(fresh.entity_id.name)
                 self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
 
-    def _run_entity(self, key: str, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit) -> None:
+    def _run_entity(self, key: str, msgs: list[Message], turn: Turn) -> None:
         """Run an entity's messages in order and stage its new state and outgoing messages.
 
         The keeper encodes each operation's state and messages as the operation ends, so a
@@ -162,18 +161,18 @@ class ShardEntities(ShardBase):
         self._entities.move_to_end(key)
         for msg in msgs:
             if msg.ack is not None:
-                after.acks[msg.ack] = None
+                turn.after.acks[msg.ack] = None
         spec = self._entity_specs.get(record.entity_id.name)
         if any(type(m.event) is EntityMoved for m in msgs):
             msgs = self._adopt_moved(record, msgs, spec)
         keeper = RowKeeper(record, spec, self._prepare_outgoing)
         outgoing = run_entity(
-            spec, record.entity_id, record.state, [m.event for m in msgs], now, keeper, self._check_entity_name
+            spec, record.entity_id, record.state, [m.event for m in msgs], turn.now, keeper, self._check_entity_name
         )
-        record.updated_at = to_ts(now)
-        w.entities.append(record.to_row(spec))
+        record.updated_at = turn.now_ts
+        turn.writes.entities.append(record.to_row(spec))
         prepared = keeper.prepared
-        self._stage_outs([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing], w, after)
+        turn.send([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing])
 
     def _prepare_outgoing(self, out: Outgoing) -> Outbound:
         """Something an entity sends, as an outbox message (encoded once)."""

@@ -50,12 +50,12 @@ from ._delivery import Outbound
 from ._entity_host import entity_action_message, unlock_all
 from ._messages import Instance, Message, start_key, to_ts
 from ._shard_base import ShardBase
-from ._shard_lifecycle import activity_call, stage_work, terminated_failure
+from ._shard_lifecycle import activity_call, terminated_failure
 from ._status import TERMINAL, OrchestrationRuntimeStatus
-from ._turn_state import AfterCommit, due_later
+from ._turn_state import due_later
 
 if TYPE_CHECKING:
-    from ._store import TurnWrites
+    from ._turn import Turn
 
 _STATE_TO_STATUS = {
     ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
@@ -81,7 +81,7 @@ class ShardInstances(ShardBase):
                 self._cache[iid] = Instance.from_row(row)
 
     async def _run_instance(
-        self, iid: str, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+        self, iid: str, msgs: list[Message], turn: Turn
     ) -> None:
         inst = self._cache.get(iid)
         if inst is not None:
@@ -92,60 +92,61 @@ class ShardInstances(ShardBase):
         pending: list[Message] = []
         for msg in msgs:
             if msg.ack is not None:
-                after.acks[msg.ack] = None
+                turn.after.acks[msg.ack] = None
             if isinstance(msg.event, ExecutionRewound):
                 if inst is not None and pending:
-                    await self._run_episode(inst, pending, now, w, after)
+                    await self._run_episode(inst, pending, turn)
                 pending = []
-                restart = await self._rewind(inst, msg, now, w, after)
+                restart = await self._rewind(inst, msg, turn)
                 if restart is not None:  # a purged child its rewinding parent starts again
-                    started = self._start(inst, restart, now, w, after)
+                    started = self._start(inst, restart, turn)
                     if started is not None:
                         inst, pending = started, [restart]
                 continue
             if isinstance(msg.event, ExecutionStarted):
                 if inst is not None and pending:
-                    await self._run_episode(inst, pending, now, w, after)
+                    await self._run_episode(inst, pending, turn)
                 pending = []
                 if msg.parked:
                     started = self._begin_scheduled(inst, msg)
                 else:
-                    started = self._start(inst, msg, now, w, after)
+                    started = self._start(inst, msg, turn)
                 if started is not None:
                     inst = started
-                    if due_later(msg, to_ts(now)):
-                        self._hold_start(inst, msg, w, after)
+                    if due_later(msg, turn.now_ts):
+                        self._hold_start(inst, msg, turn)
                     else:
                         pending = [msg, *(Message(iid, e) for e in msg.carryover)]
                 continue
             if inst is not None and inst.status is OrchestrationRuntimeStatus.Pending:
-                self._while_pending(inst, msg, now, w, after)
+                self._while_pending(inst, msg, turn)
                 continue
             if inst is None or inst.status in TERMINAL or inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
-                self._drop(msg, inst is not None, now, w, after)
+                self._drop(msg, inst is not None, turn)
                 continue
             if msg.execution_id is not None and msg.execution_id != inst.execution_id:
-                self._drop(msg, True, now, w, after)
+                self._drop(msg, True, turn)
                 continue
             pending.append(msg)
         if inst is not None and pending:
-            await self._run_episode(inst, pending, now, w, after)
+            await self._run_episode(inst, pending, turn)
         if inst is not None:
-            after.touched.append(iid)
+            turn.after.touched.append(iid)
 
-    def _drop(self, msg: Message, known: bool, now: datetime, w: TurnWrites, after: AfterCommit) -> None:
+    def _drop(self, msg: Message, known: bool, turn: Turn) -> None:
         """A message for an instance that does not exist, is over, or is another execution:
         dropped. A client (not another shard, which would only retry) is told the instance
         does not exist; locks granted to a holder that can no longer use them are released."""
         if not known and msg.ack is not None and msg.client:
-            after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
+            turn.after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
         if isinstance(msg.event, EntityLockGranted):
             grant = msg.event
-            for unlock in unlock_all(grant.lock_set, msg.instance_id, msg.execution_id, grant.task_scheduled_id, now):
-                self._stage_outgoing(unlock, w, after)
+            unlocks = unlock_all(grant.lock_set, msg.instance_id, msg.execution_id, grant.task_scheduled_id, turn.now)
+            for unlock in unlocks:
+                self._stage_outgoing(unlock, turn)
 
     def _start(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance | None, msg: Message, turn: Turn
     ) -> Instance | None:
         """Create (or replace) the instance of an ExecutionStarted message; ``None`` if refused."""
         event = msg.event
@@ -155,7 +156,8 @@ class ShardInstances(ShardBase):
             # a driver may start by name code it does not have itself, but not unknown code
             if msg.ack is not None:
                 hint = did_you_mean(event.name, self._orchestrators)
-                after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered ({hint})")
+                unknown = DurableValueError(f"no orchestrator named {event.name!r} is registered ({hint})")
+                turn.after.acks[msg.ack] = unknown
             return None
         if inst is not None:
             if msg.client and inst.execution_id == event.execution_id:
@@ -166,20 +168,20 @@ class ShardInstances(ShardBase):
             if not restarting and inst.status not in TERMINAL:
                 error = InstanceAlreadyExistsError(iid, inst.status.value)
                 if msg.ack is not None and msg.client:  # a client's start: refuse it
-                    after.acks[msg.ack] = error
+                    turn.after.acks[msg.ack] = error
                 if event.parent is not None:
-                    self._reply_to_parent(event.parent, None, failure_from_exception(error), now, w, after)
+                    self._reply_to_parent(event.parent, None, failure_from_exception(error), turn)
                 return None
             if inst.executor is not None:
                 inst.executor.close()
             if inst.retriable_start is not None:
-                w.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
-            w.clear_history.append(inst.num)
-            w.clear_instance_work.append(iid)
-            w.history[:] = [row for row in w.history if row[0] != inst.num]
-            after.forgotten.append(iid)
+                turn.writes.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
+            turn.writes.clear_history.append(inst.num)
+            turn.writes.clear_instance_work.append(iid)
+            turn.writes.history[:] = [row for row in turn.writes.history if row[0] != inst.num]
+            turn.after.forgotten.append(iid)
         carried = inst is not None and msg.continue_as_new  # the same instance, a new execution
-        created = inst.created_at if carried and inst is not None else to_ts(now)
+        created = inst.created_at if carried and inst is not None else turn.now_ts
         input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
         fresh = Instance(
             instance_id=iid,
@@ -188,7 +190,7 @@ class ShardInstances(ShardBase):
             status=OrchestrationRuntimeStatus.Running,
             input_blob=input_blob,
             created_at=created,
-            updated_at=to_ts(now),
+            updated_at=turn.now_ts,
             parent=event.parent,
             history_len=0,
             num=self._next_num(),
@@ -220,7 +222,7 @@ class ShardInstances(ShardBase):
         return inst.executor
 
     async def _episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, msgs: list[Message], turn: Turn
     ) -> None:
         """Run one episode of ``inst`` over ``msgs`` and stage what it produced."""
         executor = await self._executor_for(inst)
@@ -229,27 +231,27 @@ class ShardInstances(ShardBase):
         for msg in msgs:
             event = msg.event
             if isinstance(event, (TaskCompleted, TaskFailed)):
-                w.done_activities.append((iid, event.task_scheduled_id))
+                turn.writes.done_activities.append((iid, event.task_scheduled_id))
                 inst.tasks_done += 1
             elif isinstance(event, TimerFired):
-                w.done_timers.append((iid, event.timer_id))
+                turn.writes.done_timers.append((iid, event.timer_id))
                 self._timer_handles.get(iid, {}).pop(event.timer_id, None)
             events.append(event)
         with self._watching(inst):
-            result = executor.process(events, now)
+            result = executor.process(events, turn.now)
         try:
             rows = self._history_rows(inst, result)
-            self._stage_actions(inst, result, now, w, after)
+            self._stage_actions(inst, result, turn)
             if result.custom_status_changed:
                 status = result.custom_status
                 inst.custom_status_blob = None if status is None else encode(status, "custom status")
         except PayloadError as exc:
-            result = self._fail_unencodable(inst, executor, result, events, exc, now)
+            result = self._fail_unencodable(inst, executor, result, events, exc, turn.now)
             rows = self._history_rows(inst, result)
-            self._stage_actions(inst, result, now, w, after)  # its unlocks
-        w.history.extend(rows)
+            self._stage_actions(inst, result, turn)  # its unlocks
+        turn.writes.history.extend(rows)
         inst.history_len += len(result.new_events)
-        self._stage_state(inst, result, now, w, after)
+        self._stage_state(inst, result, turn)
 
     @contextlib.contextmanager
     def _watching(self, inst: Instance) -> Iterator[None]:
@@ -295,7 +297,7 @@ class ShardInstances(ShardBase):
         )
 
     def _stage_actions(
-        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, result: ExecutionResult, turn: Turn
     ) -> None:
         iid, exec_id = inst.instance_id, inst.execution_id
         running = not result.state.is_final
@@ -311,41 +313,41 @@ class ShardInstances(ShardBase):
                     staged_timers.append((iid, exec_id, action.task_id, to_ts(action.fire_at)))
             elif isinstance(action, CreateSubOrchestration):
                 start = ExecutionStarted(
-                    now, action.name, action.input, action.instance_id, uuid.uuid4().hex,
+                    turn.now, action.name, action.input, action.instance_id, uuid.uuid4().hex,
                     ParentInfo(iid, action.task_id, exec_id),
                 )
                 staged_out.append(self._outgoing(Message(action.instance_id, start)))
             elif isinstance(action, SendEvent):
-                event = EventRaised(now, action.name, action.input)
+                event = EventRaised(turn.now, action.name, action.input)
                 staged_out.append(self._outgoing(Message(action.instance_id, event)))
             else:
-                msg = entity_action_message(action, iid, exec_id, now)
+                msg = entity_action_message(action, iid, exec_id, turn.now)
                 if msg is not None:
                     staged_out.append(self._outgoing(msg))
-        self._stage_outs(staged_out, w, after)
-        stage_work(staged_activities, staged_timers, w, after)
+        turn.send(staged_out)
+        turn.stage_work(staged_activities, staged_timers)
         inst.tasks_scheduled += len(staged_activities)
 
     def _stage_state(
-        self, inst: Instance, result: ExecutionResult, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, result: ExecutionResult, turn: Turn
     ) -> None:
         iid = inst.instance_id
         inst.status = _STATE_TO_STATUS[result.state]
-        inst.updated_at = to_ts(now)
+        inst.updated_at = turn.now_ts
         if result.state.is_final:
-            w.clear_instance_work.append(iid)
-            after.forgotten.append(iid)
+            turn.writes.clear_instance_work.append(iid)
+            turn.after.forgotten.append(iid)
             if result.withdrawn_lock is not None:
                 lock_set, section_id = result.withdrawn_lock
-                for unlock in unlock_all(lock_set, iid, inst.execution_id, section_id, now):
-                    self._stage_outgoing(unlock, w, after)
+                for unlock in unlock_all(lock_set, iid, inst.execution_id, section_id, turn.now):
+                    self._stage_outgoing(unlock, turn)
             if inst.executor is not None:
                 inst.executor.close()
             inst.executor = None
         if result.state is ExecutionState.CONTINUED_AS_NEW:
-            restart = ExecutionStarted(now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent)
+            restart = ExecutionStarted(turn.now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent)
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
-            self._stage_outgoing(msg, w, after)
+            self._stage_outgoing(msg, turn)
         elif result.state.is_final:
             inst.output_blob = encode(result.output, "orchestration output")
             inst.failure_blob = encode(result.failure) if result.failure is not None else None
@@ -354,18 +356,17 @@ class ShardInstances(ShardBase):
                 if result.state is ExecutionState.TERMINATED:
                     failure = terminated_failure(iid, result.output)
                 output = result.output if result.state is ExecutionState.COMPLETED else None
-                self._reply_to_parent(inst.parent, output, failure, now, w, after)
+                self._reply_to_parent(inst.parent, output, failure, turn)
         row = inst.to_row()
-        w.instances.append(row)
+        turn.writes.instances.append(row)
         if result.state.is_final and result.state is not ExecutionState.CONTINUED_AS_NEW:
-            after.finished.append((iid, row))
+            turn.after.finished.append((iid, row))
 
     def _reply_to_parent(
-        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, now: datetime,
-        w: TurnWrites, after: AfterCommit,
+        self, parent: ParentInfo, output: Any, failure: FailureDetails | None, turn: Turn,
     ) -> None:
         if failure is None:
-            event: Any = SubOrchestrationInstanceCompleted(now, parent.task_scheduled_id, output)
+            event: Any = SubOrchestrationInstanceCompleted(turn.now, parent.task_scheduled_id, output)
         else:
-            event = SubOrchestrationInstanceFailed(now, parent.task_scheduled_id, failure)
-        self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), w, after)
+            event = SubOrchestrationInstanceFailed(turn.now, parent.task_scheduled_id, failure)
+        self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), turn)

@@ -10,8 +10,6 @@ the turn's one commit.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from orchestrations import (
@@ -39,10 +37,9 @@ from ._codec import decode, encode
 from ._messages import Instance, Message, to_ts
 from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
-from ._turn_state import AfterCommit
 
 if TYPE_CHECKING:
-    from ._store import TurnWrites
+    from ._turn import Turn
 
 S = OrchestrationRuntimeStatus
 
@@ -58,31 +55,23 @@ def activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> Activ
     return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
 
 
-def stage_work(
-    activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: AfterCommit
-) -> None:
-    """Record activities and timers in this turn's commit; dispatch and arm them after it."""
-    w.add_activities.extend((c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities)
-    w.add_timers.extend(timers)
-    after.activities.extend(activities)
-    after.timers.extend(timers)
-
-
 class ShardLifecycle(ShardBase):
     """Mixed into :class:`ShardHost`: terminate and rewind across children, Pending instances,
     parked messages."""
 
     # -- history as the turn leaves it ----------------------------------------------------------
 
-    async def _current_history(self, inst: Instance, event_types: tuple[str, ...] | None = None) -> list[HistoryEvent]:
-        """``inst``'s history as this turn leaves it: the committed rows, then what earlier
+    async def _current_history(
+        self, inst: Instance, turn: Turn, event_types: tuple[str, ...] | None = None
+    ) -> list[HistoryEvent]:
+        """``inst``'s history as ``turn`` leaves it: the committed rows, then what earlier
         rounds and episodes of the turn staged (a start, or a rewind's cut, may be in this same
         turn). Only the events of ``event_types``, if given."""
         if event_types is None:
             rows = dict(enumerate(await self._store.load_history(inst.num)))
         else:
             rows = dict(await self._store.load_events(inst.num, event_types))
-        for staged in self._rounds:
+        for staged in turn.rounds:
             for num, cut in staged.truncate_history:
                 if num == inst.num:
                     rows = {seq: blob for seq, blob in rows.items() if seq < cut}
@@ -96,51 +85,51 @@ class ShardLifecycle(ShardBase):
     # -- terminate ------------------------------------------------------------------------------
 
     async def _run_episode(
-        self, inst: Instance, msgs: list[Message], now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, msgs: list[Message], turn: Turn
     ) -> None:
         """Run one episode; if a recursive terminate ended the instance in it, terminate the
         sub-orchestrations it left open too (on whatever shard they live, through the outbox)."""
         was_open = inst.status not in TERMINAL
-        await self._episode(inst, msgs, now, w, after)
+        await self._episode(inst, msgs, turn)
         if was_open and inst.status is S.Terminated:
             for msg in msgs:  # the first terminate is the one that took effect
                 if isinstance(msg.event, ExecutionTerminated):
                     if msg.recursive:
-                        await self._terminate_children(inst, msg.event.reason, now, w, after)
+                        await self._terminate_children(inst, msg.event.reason, turn)
                     break
 
     async def _terminate_children(
-        self, inst: Instance, reason: str | None, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, reason: str | None, turn: Turn
     ) -> None:
-        for child in open_children(await self._current_history(inst, CHILD_EVENT_TYPES)):
-            self._stage_outgoing(Message(child, ExecutionTerminated(now, reason), recursive=True), w, after)
+        for child in open_children(await self._current_history(inst, turn, CHILD_EVENT_TYPES)):
+            self._stage_outgoing(Message(child, ExecutionTerminated(turn.now, reason), recursive=True), turn)
 
     # -- rewind ---------------------------------------------------------------------------------
 
     async def _rewind(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance | None, msg: Message, turn: Turn
     ) -> Message | None:
         """A client's rewind of a Failed instance, or a parent's rewind reaching its child
         (``msg.restart``). Returns the start to run when the child was purged."""
         if msg.restart is not None:
-            return await self._rewind_for_parent(inst, msg, now, w, after)
+            return await self._rewind_for_parent(inst, msg, turn)
         if inst is None or inst.status is not S.Failed:
             if msg.ack is not None:
-                after.acks[msg.ack] = _not_rewindable(msg.instance_id, inst)
+                turn.after.acks[msg.ack] = _not_rewindable(msg.instance_id, inst)
             return None
         assert isinstance(msg.event, ExecutionRewound)
-        await self._rewind_failed(inst, msg.event, now, w, after)
+        await self._rewind_failed(inst, msg.event, turn)
         return None
 
     async def _rewind_failed(
-        self, inst: Instance, event: ExecutionRewound, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, event: ExecutionRewound, turn: Turn
     ) -> None:
         """Cut a Failed instance's failing episode from history and run it again (see
         :func:`orchestrations._rewind.plan_rewind`): its incoming events are delivered again
         without the failures, every activity without an answer is dispatched again, every timer
         not fired armed again, and every sub-orchestration without an answer asked again."""
         iid = inst.instance_id
-        history = await self._current_history(inst)
+        history = await self._current_history(inst, turn)
         plan = plan_rewind(history)
         kept = history[: plan.cut]
         executor = OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name)
@@ -148,16 +137,16 @@ class ShardLifecycle(ShardBase):
             executor.replay(kept)
         inst.executor, inst.history_len = executor, plan.cut
         inst.status, inst.output_blob, inst.failure_blob = S.Running, None, None
-        w.truncate_history.append((inst.num, plan.cut))
-        for staged in self._rounds:  # rows this turn staged past the cut go too (the commit
+        turn.writes.truncate_history.append((inst.num, plan.cut))
+        for staged in turn.rounds:  # rows this turn staged past the cut go too (the commit
             # deletes before it inserts, so a staged row would otherwise outlive the cut)
             staged.history[:] = [row for row in staged.history if row[0] != inst.num or row[1] < plan.cut]
-        self._restage_unanswered(inst, [*kept, *plan.redeliver], w, after)
-        self._ask_children(inst, plan.children, event.reason, now, w, after)
+        self._restage_unanswered(inst, [*kept, *plan.redeliver], turn)
+        self._ask_children(inst, plan.children, event.reason, turn)
         rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))
-        await self._episode(inst, [rewound, *(Message(iid, e) for e in plan.redeliver)], now, w, after)
+        await self._episode(inst, [rewound, *(Message(iid, e) for e in plan.redeliver)], turn)
 
-    def _restage_unanswered(self, inst: Instance, history: list[Any], w: TurnWrites, after: AfterCommit) -> None:
+    def _restage_unanswered(self, inst: Instance, history: list[Any], turn: Turn) -> None:
         """Dispatch again every activity ``history`` scheduled without an answer; arm again every
         timer it created that has not fired."""
         iid, exec_id = inst.instance_id, inst.execution_id
@@ -173,21 +162,21 @@ class ShardLifecycle(ShardBase):
             for e in history
             if isinstance(e, TimerCreated) and e.event_id not in fired
         ]
-        stage_work(activities, timers, w, after)
+        turn.stage_work(activities, timers)
 
     def _ask_children(
-        self, inst: Instance, children: list[SubOrchestrationInstanceCreated], reason: str | None, now: datetime,
-        w: TurnWrites, after: AfterCommit,
+        self, inst: Instance, children: list[SubOrchestrationInstanceCreated], reason: str | None, turn: Turn,
     ) -> None:
         """Send each unanswered child a rewind carrying its start (to run it again if purged)."""
         for created in children:
             parent = ParentInfo(inst.instance_id, created.event_id, inst.execution_id)
+            now = turn.now
             start = ExecutionStarted(now, created.name, created.input, created.instance_id, uuid.uuid4().hex, parent)
             msg = Message(created.instance_id, ExecutionRewound(now, reason), restart=start)
-            self._stage_outgoing(msg, w, after)
+            self._stage_outgoing(msg, turn)
 
     async def _rewind_for_parent(
-        self, inst: Instance | None, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance | None, msg: Message, turn: Turn
     ) -> Message | None:
         """A rewinding parent asks this child for its result: a Failed child is rewound (and so
         on down), a purged one is started again (the start is returned), a finished one answers
@@ -197,25 +186,25 @@ class ShardLifecycle(ShardBase):
         if inst is None:
             return Message(msg.instance_id, start)
         if inst.status is S.Failed:
-            await self._rewind_failed(inst, event, now, w, after)
+            await self._rewind_failed(inst, event, turn)
         elif inst.status is S.Completed:
-            self._reply_to_parent(start.parent, decode(inst.output_blob), None, now, w, after)
+            self._reply_to_parent(start.parent, decode(inst.output_blob), None, turn)
         elif inst.status is S.Terminated:
             failure = terminated_failure(inst.instance_id, decode(inst.output_blob))
-            self._reply_to_parent(start.parent, None, failure, now, w, after)
+            self._reply_to_parent(start.parent, None, failure, turn)
         return None
 
     # -- scheduled starts and Pending instances -------------------------------------------------
 
-    def _hold_start(self, inst: Instance, msg: Message, w: TurnWrites, after: AfterCommit) -> None:
+    def _hold_start(self, inst: Instance, msg: Message, turn: Turn) -> None:
         """A start due later: the instance exists now, Pending, and its start waits parked."""
         assert msg.due is not None
         if inst.executor is not None:
             inst.executor.close()
         inst.status, inst.executor = S.Pending, None
-        w.instances.append(inst.to_row())
+        turn.writes.instances.append(inst.to_row())
         self._parking.note_start(inst.instance_id, msg.due)
-        self._park(msg, msg.due, w, after)
+        turn.park(msg, msg.due)
 
     def _begin_scheduled(self, inst: Instance | None, msg: Message) -> Instance | None:
         """A parked start that is due: the Pending instance starts running (``None``: it was
@@ -230,40 +219,32 @@ class ShardLifecycle(ShardBase):
         return inst
 
     def _while_pending(
-        self, inst: Instance, msg: Message, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, msg: Message, turn: Turn
     ) -> None:
         """A message for a Pending instance: a terminate ends it; anything else is held (parked)
         until it starts, then delivered to that execution only."""
         if isinstance(msg.event, ExecutionTerminated):
-            self._terminate_pending(inst, msg.event, now, w, after)
+            self._terminate_pending(inst, msg.event, turn)
             return
         if msg.execution_id is None:
             msg.execution_id = inst.execution_id
         due = self._parking.start_due(inst.instance_id)
-        self._park(msg, due if due is not None else to_ts(now) + 1.0, w, after)
+        turn.park(msg, due if due is not None else turn.now_ts + 1.0)
 
     def _terminate_pending(
-        self, inst: Instance, event: ExecutionTerminated, now: datetime, w: TurnWrites, after: AfterCommit
+        self, inst: Instance, event: ExecutionTerminated, turn: Turn
     ) -> None:
         """Terminate an instance that never started: its parked start and held messages go."""
         iid = inst.instance_id
-        inst.status, inst.updated_at = S.Terminated, to_ts(now)
+        inst.status, inst.updated_at = S.Terminated, turn.now_ts
         inst.output_blob = encode(event.reason, "termination reason")
         self._parking.forget_start(iid)
         stale = self._parking.of_instance(iid)
-        w.done_scheduled.extend(stale)
-        after.unparked.extend(stale)
+        turn.writes.done_scheduled.extend(stale)
+        turn.after.unparked.extend(stale)
         row = inst.to_row()
-        w.instances.append(row)
-        after.finished.append((iid, row))
-
-    def _park(self, msg: Message, due: float, w: TurnWrites, after: AfterCommit) -> None:
-        """Keep ``msg`` in this turn's commit until ``due`` (a ``scheduled`` row), then apply it."""
-        if msg.msg_id is None:
-            msg.msg_id = uuid.uuid4().hex
-        msg.due = due
-        w.add_scheduled.append((msg.msg_id, due, msg.to_bytes()))
-        after.parked.append(replace(msg, ack=None))
+        turn.writes.instances.append(row)
+        turn.after.finished.append((iid, row))
 
     async def _load_parked(self) -> None:
         """On start: hold again every message parked before a restart."""
