@@ -592,7 +592,10 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
 
 
 def _restarted_by_ray() -> bool:
-    """Whether this actor process is a restart Ray made after the previous one died."""
+    """Whether this actor process is a restart Ray made after the previous one died (never for
+    a host built outside Ray, in a test: asking Ray's runtime context would start a Ray)."""
+    if not ray.is_initialized():
+        return False
     try:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not in an actor (a host built directly, in a test)
