@@ -6,13 +6,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import ActorAlreadyExistsError, RayTaskError
@@ -20,57 +18,39 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrations import (
     DurableValueError,
-    EventRaised,
-    ExecutionResumed,
-    ExecutionRewound,
-    ExecutionStarted,
-    ExecutionSuspended,
-    ExecutionTerminated,
-    HistoryEvent,
-    InstanceNotFoundError,
     default_registry,
-    validate_instance_id,
 )
-from orchestrations._ids import check_encodable, new_instance_id, shard_of
-from orchestrations._registry import Registry, function_name
+from orchestrations._ids import shard_of
+from orchestrations._registry import Registry
 
 from ._client_args import (
-    check_bool,
-    check_prefix,
+    check_hub_name,
     check_settings,
-    check_timeout,
-    instance_ids,
-    utc_now,
-    utc_timestamp,
+    synchronous_mode,
 )
 from ._client_async import AsyncClient
+from ._client_control import ControlClient
 from ._client_entities import EntityClient
 from ._client_link import ClientLink, unwrap
+from ._client_queries import QueryClient
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
-from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._shard import ShardHost
 from ._shard_base import ShardConfig
 from ._shard_queries import READS
-from ._status import (
-    DurableOrchestrationStatus,
-    InstancePage,
-    PurgeHistoryResult,
-)
 
 log = logging.getLogger("ray_durable")
 
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: status, history and entity reads run on their own loop: a blocked turn does not hold them
 _ShardActor = ray.remote(concurrency_groups={READS: 4})(ShardHost)  # type: ignore[call-overload]
 T = TypeVar("T")
 
 
-class TaskHub(EntityClient, AsyncClient):
+class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
     """A durable task hub: shard host actors plus their SQLite files under ``data_dir/name/``.
 
     Opening a hub starts a local Ray if none is running, creates one shard host actor per
@@ -108,29 +88,19 @@ class TaskHub(EntityClient, AsyncClient):
         _crash_marker_dir: str | None = None,
         ray_init_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _HUB_NAME.match(name):
-            raise DurableValueError(
-                f"hub name must be 1-64 letters, digits, '_', '.' or '-' (no path separator), got {name!r}"
-            )
+        check_hub_name(name)
         check_settings(
             num_shards=num_shards, cache_size=cache_size, lock_timeout=lock_timeout,
             slow_episode_warning=slow_episode_warning, always_replay=always_replay, detached=detached,
             warm_worker=warm_worker, cache_bytes=cache_bytes,
         )
-        sync = {"full": "FULL", "normal": "NORMAL"}.get(durability)
-        if sync is None:
-            raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+        sync = synchronous_mode(durability)
         self.name = name
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
         self._hub_entities: frozenset[str] | None = None
         self._started_ray = False
-        if num_shards is None:  # the count the hub was created with, or one that suits the CPUs
-            num_shards = recorded_num_shards(self.directory)
-            if num_shards is None:
-                self._init_ray(ray_init_kwargs)
-                num_shards = default_num_shards(ray.cluster_resources().get("CPU", 1))
-        self.num_shards = num_shards
+        self.num_shards = num_shards = self._shard_count(num_shards, ray_init_kwargs)
         record = open_hub_file(self.directory, name, num_shards)
         self._init_ray(ray_init_kwargs)
         self._detached = detached
@@ -138,6 +108,43 @@ class TaskHub(EntityClient, AsyncClient):
         self._registry_version = -1
         self._shards: list[Any] = []
         self._link = ClientLink(self._shards, name)
+        configs = [
+            ShardConfig(
+                hub=name, index=i, num_shards=num_shards,
+                path=os.path.join(self.directory, shard_file(i)),
+                always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
+                warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
+                crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
+                hub_id=record.hub_id, create=record.create,
+            )
+            for i in range(num_shards)
+        ]
+        self._create_hosts(configs, detached)
+        blob = self._registry_blob()
+        try:
+            self._call(lambda: [s.start.remote(blob) for s in self._shards])
+        except BaseException:
+            self._kill()
+            raise
+        if record.create:  # every shard file exists now: from here on a missing one is refused
+            record_shards(self.directory, name, num_shards, record.hub_id)
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _shard_count(self, num_shards: int | None, ray_init_kwargs: dict[str, Any] | None) -> int:
+        """``num_shards``, or if ``None`` the count the hub was created with, or (a new hub) one
+        that suits the cluster's CPUs (only then is Ray started before the hub file is read)."""
+        if num_shards is None:
+            num_shards = recorded_num_shards(self.directory)
+            if num_shards is None:
+                self._init_ray(ray_init_kwargs)
+                num_shards = default_num_shards(ray.cluster_resources().get("CPU", 1))
+        return num_shards
+
+    def _create_hosts(self, configs: list[ShardConfig], detached: bool) -> None:
+        """Create one shard host actor per config, named for this hub and spread over the
+        nodes; raises :class:`DurableValueError` (having killed those it created) if the hub is
+        already open in this Ray cluster."""
         options: dict[str, Any] = {
             "namespace": NAMESPACE,
             "num_cpus": 0,
@@ -149,16 +156,9 @@ class TaskHub(EntityClient, AsyncClient):
         }
         if detached:
             options["lifetime"] = "detached"
-        placement = _placement(num_shards)
-        for i in range(num_shards):
-            config = ShardConfig(
-                hub=name, index=i, num_shards=num_shards,
-                path=os.path.join(self.directory, shard_file(i)),
-                always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
-                warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
-                crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
-                hub_id=record.hub_id, create=record.create,
-            )
+        placement = _placement(len(configs))
+        for config in configs:
+            name, i = config.hub, config.index
             try:  # Ray looks the name up itself (a second lookup here cost a round trip per shard)
                 host = _ShardActor.options(name=_actor_name(name, i), **options, **placement[i]).remote(config)
             except ActorAlreadyExistsError:
@@ -167,16 +167,6 @@ class TaskHub(EntityClient, AsyncClient):
                 already = f"task hub {name!r} is already open in this Ray cluster (connect to it)"
                 raise DurableValueError(already) from None
             self._shards.append(host)
-        blob = self._registry_blob()
-        try:
-            self._call(lambda: [s.start.remote(blob) for s in self._shards])
-        except BaseException:
-            self._kill()
-            raise
-        if record.create:  # every shard file exists now: from here on a missing one is refused
-            record_shards(self.directory, name, num_shards, record.hub_id)
-
-    # -- opening ----------------------------------------------------------------------------------
 
     def _init_ray(self, ray_init_kwargs: dict[str, Any] | None) -> None:
         """Start a local Ray unless one is running (this hub then shuts it down on close)."""
@@ -251,294 +241,6 @@ class TaskHub(EntityClient, AsyncClient):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    # -- orchestrations ----------------------------------------------------------------------------
-
-    def start_new(
-        self,
-        orchestration_function_name: str | Callable[..., Any],
-        instance_id: str | None = None,
-        client_input: Any = None,
-        *,
-        start_at: datetime | None = None,
-    ) -> str:
-        """Start an orchestration; returns its instance id once the start is committed.
-
-        With ``start_at`` (a UTC ``datetime``; naive is taken as UTC) the instance exists at
-        once, Pending (its status and created time are visible), and runs its first episode at
-        that time, not before, even across a restart of its shard host. Events sent to it
-        meanwhile are held and delivered when it starts; terminating it ends it without it ever
-        running. A time that has passed starts it now. (durabletask's ``start_at``.)
-
-        Raises ``ValueError`` (nothing written) for an unknown orchestrator, a bad instance id
-        or an input that cannot be serialized, and :class:`InstanceAlreadyExistsError` when the
-        id is Pending, Running or Suspended. A Completed, Failed or Terminated id is replaced.
-        """
-        msg = self._start_message(orchestration_function_name, instance_id, client_input, start_at)
-        self._submit([msg])
-        return msg.instance_id
-
-    def start_new_batch(
-        self, orchestration_function_name: str | Callable[..., Any], inputs: Iterable[Any]
-    ) -> list[str]:
-        """Start one instance per input (random ids) with one call per shard; returns the ids."""
-        msgs = [self._start_message(orchestration_function_name, None, x) for x in inputs]
-        self._submit(msgs)
-        return [m.instance_id for m in msgs]
-
-    def _start_message(
-        self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any,
-        start_at: datetime | None = None,
-    ) -> Message:
-        """The start of one instance (checked: name, id, input, ``start_at``), not yet sent."""
-        due = utc_timestamp(start_at, "start_at") if start_at is not None else None
-        name = function_name(fn, "orchestrator")
-        self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
-        iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
-        blob = encode(client_input, "client_input")
-        event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
-        return Message(iid, event, input_blob=blob, due=due)
-
-    def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
-        """Send external event ``event_name`` to an instance (buffered if nobody waits yet).
-
-        Raises :class:`InstanceNotFoundError` for an unknown id; an event for an instance that
-        already finished is dropped.
-        """
-        self._submit([self._event_message(instance_id, event_name, event_data)])
-
-    def _event_message(self, instance_id: str, event_name: str, event_data: Any) -> Message:
-        validate_instance_id(instance_id)
-        if not isinstance(event_name, str) or not event_name:
-            raise DurableValueError(f"event name must be a non-empty string, got {event_name!r}")
-        check_encodable(event_name, "event name")
-        encode(event_data, "event_data")
-        return Message(instance_id, EventRaised(utc_now(), event_name, event_data))
-
-    def terminate(self, instance_id: str, reason: str | None = None, recursive: bool = True) -> None:
-        """Terminate a Pending, Running or Suspended instance (no effect on a finished one).
-
-        With ``recursive`` (the default, as in durabletask), the sub-orchestrations it is still
-        waiting for are terminated too, and theirs, on whatever shard they live; ``False``
-        terminates this instance only (its children run on, and their results are dropped).
-        """
-        self._submit([self._terminate_message(instance_id, reason, recursive)])
-
-    def _terminate_message(self, instance_id: str, reason: str | None, recursive: bool) -> Message:
-        validate_instance_id(instance_id)
-        encode(reason, "reason")
-        event = ExecutionTerminated(utc_now(), reason)
-        return Message(instance_id, event, recursive=check_bool(recursive, "recursive"))
-
-    def suspend(self, instance_id: str, reason: str | None = None) -> None:
-        """Suspend an instance: events are held (durably, in order) until it resumes."""
-        self._control(instance_id, ExecutionSuspended(utc_now(), reason), reason)
-
-    def resume(self, instance_id: str, reason: str | None = None) -> None:
-        """Resume a suspended instance and apply what arrived meanwhile."""
-        self._control(instance_id, ExecutionResumed(utc_now(), reason), reason)
-
-    def rewind(self, instance_id: str, reason: str | None = None) -> None:
-        """Re-run a Failed instance from its last good state: the failing episode is cut from
-        history and runs again, and the activities that failed are dispatched anew.
-
-        Sub-orchestrations it has no answer from are asked again, recursively (as
-        DurableTask.Core does): a Failed child is rewound the same way and the parent waits for
-        its new result instead of receiving the old failure; a child that was purged is started
-        again with its recorded input; a finished child answers again.
-
-        Raises ``ValueError`` unless the instance is Failed.
-        """
-        self._control(instance_id, ExecutionRewound(utc_now(), reason), reason)
-
-    def restart(self, instance_id: str, restart_with_new_instance_id: bool = True) -> str:
-        """Start the instance's orchestrator again with the same input; returns the new id
-        (the same id if ``restart_with_new_instance_id`` is false, which requires the old
-        instance to be Completed, Failed or Terminated)."""
-        status = self.get_status(instance_id)
-        if status is None:
-            raise InstanceNotFoundError(instance_id)
-        new_id = None if restart_with_new_instance_id else instance_id
-        return self.start_new(status.name, new_id, status.input_)
-
-    def _control(self, instance_id: str, event: HistoryEvent, reason: Any) -> None:
-        self._submit([self._control_message(instance_id, event, reason)])
-
-    @staticmethod
-    def _control_message(instance_id: str, event: HistoryEvent, reason: Any) -> Message:
-        validate_instance_id(instance_id)
-        encode(reason, "reason")
-        return Message(instance_id, event)
-
-    # -- queries -----------------------------------------------------------------------------------
-
-    @overload
-    def get_status(
-        self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
-        show_input: bool = True,
-    ) -> DurableOrchestrationStatus | None: ...
-
-    @overload
-    def get_status(
-        self, instance_id: list[str] | tuple[str, ...], show_history: bool = False, show_history_output: bool = False,
-        show_input: bool = True,
-    ) -> list[DurableOrchestrationStatus | None]: ...
-
-    def get_status(
-        self, instance_id: str | list[str] | tuple[str, ...], show_history: bool = False,
-        show_history_output: bool = False, show_input: bool = True,
-    ) -> DurableOrchestrationStatus | list[DurableOrchestrationStatus | None] | None:
-        """The committed status of an instance, or ``None`` if there is none.
-
-        Given a list (or tuple) of ids, returns a list of the same length and order, each a
-        status or ``None``, read with one call per shard (DF .NET's
-        ``GetStatusAsync(IEnumerable<string>)``).
-        """
-        ids = instance_ids(instance_id)
-        if ids is None:
-            iid = validate_instance_id(instance_id)
-            index = self._shard_index(iid)
-            return self._link.run(self._link.status(index, iid, show_history, show_history_output, show_input))
-        by_shard = self._by_shard(ids, lambda iid: iid)
-        parts = self._on_shards("get_statuses", by_shard, show_history, show_history_output, show_input)
-        found = {iid: status for part, statuses in zip(by_shard.values(), parts) for iid, status in zip(part, statuses)}
-        return [found[iid] for iid in ids]
-
-    def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        """The instance's history events, oldest first. Raises for an unknown id."""
-        validate_instance_id(instance_id)
-        history = self._call(lambda: self._shard(instance_id).get_history.remote(instance_id))
-        if history is None:
-            raise InstanceNotFoundError(instance_id)
-        return history
-
-    def wait_for_completion(
-        self, instance_id: str, timeout: float | None = None, show_progress: bool = False
-    ) -> DurableOrchestrationStatus:
-        """Block until the instance is Completed, Failed or Terminated and return its status.
-
-        The shard host answers when the instance ends (no polling). Raises ``TimeoutError``
-        past ``timeout`` seconds. ``show_progress`` draws a progress bar of its activities.
-        """
-        validate_instance_id(instance_id)
-        check_timeout(timeout)
-        if show_progress:
-            shard = self._shard(instance_id)
-            ref = shard.wait.remote(instance_id, timeout)
-            _progress_until(ref, lambda: ray.get(shard.progress.remote(instance_id)), instance_id)
-            status = self._call(lambda: ref)
-        else:
-            status = self._link.run(self._link.wait(self._shard_index(instance_id), "wait", instance_id, timeout))
-        if status is None:
-            raise TimeoutError(f"orchestration {instance_id!r} did not finish within {timeout} s")
-        return status
-
-    def wait_for_orchestration_start(
-        self, instance_id: str, timeout: float | None = None
-    ) -> DurableOrchestrationStatus:
-        """Block until the instance is no longer Pending (it started running, or ended before)
-        and return its status (durabletask's ``wait_for_orchestration_start``).
-
-        Only an instance started with ``start_at`` is ever Pending: any other returns at once.
-        The shard host answers when the start commits (no polling). Raises ``TimeoutError``
-        past ``timeout`` seconds and :class:`InstanceNotFoundError` for an unknown id.
-        """
-        validate_instance_id(instance_id)
-        check_timeout(timeout)
-        status = self._link.run(self._link.wait(self._shard_index(instance_id), "wait_start", instance_id, timeout))
-        if status is None:
-            raise TimeoutError(f"orchestration {instance_id!r} did not start within {timeout} s")
-        return status
-
-    def get_status_by(
-        self,
-        created_time_from: datetime | None = None,
-        created_time_to: datetime | None = None,
-        runtime_status: StatusFilter = None,
-        instance_id_prefix: str | None = None,
-    ) -> list[DurableOrchestrationStatus]:
-        """Every instance matching the filters, oldest first (``instance_id_prefix``: only ids
-        that start with it)."""
-        page = self.list_instances(
-            created_time_from, created_time_to, runtime_status, page_size=None, instance_id_prefix=instance_id_prefix
-        )
-        return page.instances
-
-    def list_instances(
-        self,
-        created_time_from: datetime | None = None,
-        created_time_to: datetime | None = None,
-        runtime_status: StatusFilter = None,
-        page_size: int | None = 100,
-        continuation_token: str | None = None,
-        show_input: bool = True,
-        instance_id_prefix: str | None = None,
-    ) -> InstancePage:
-        """One page of instances ordered by creation time; pass the token back for the next.
-
-        ``instance_id_prefix`` keeps only the ids that start with it (each shard reads just
-        that range of its primary key); paging works the same with it.
-        """
-
-        def query_shards(lo: float | None, hi: float | None, statuses: list[str] | None,
-                         after: tuple[float, str] | None, limit: int | None, prefix: str | None,
-                         ) -> list[list[ShardRow]]:
-            return self._call(
-                lambda: [s.query.remote(lo, hi, statuses, after, limit, show_input, prefix) for s in self._shards]
-            )
-
-        return query_page(
-            query_shards, created_time_from, created_time_to, runtime_status, page_size, continuation_token,
-            instance_id_prefix,
-        )
-
-    def purge_instance_history(self, instance_id: str | Sequence[str], recursive: bool = True) -> PurgeHistoryResult:
-        """Delete a Completed, Failed or Terminated instance and its history (a Pending,
-        Running or Suspended one is left alone and not counted).
-
-        Given a list (or tuple) of ids, purges each of them (one call per shard) and returns
-        the total. With ``recursive`` (the default, as in durabletask), the sub-orchestrations
-        a purged instance started are purged too, and theirs, under the same rule: only the
-        finished ones. A purge is not one transaction across shards: a crash midway leaves the
-        rest to purge again.
-        """
-        ids = instance_ids(instance_id)
-        if ids is None:
-            ids = [validate_instance_id(instance_id)]
-        return self._purge_tree([(iid, None) for iid in ids], check_bool(recursive, "recursive"))
-
-    def purge_instance_history_by(
-        self,
-        created_time_from: datetime | None = None,
-        created_time_to: datetime | None = None,
-        runtime_status: StatusFilter = None,
-        instance_id_prefix: str | None = None,
-        recursive: bool = True,
-    ) -> PurgeHistoryResult:
-        """Delete every finished instance matching the filters (and, with ``recursive``, the
-        sub-orchestrations they started, as :meth:`purge_instance_history`); returns how many."""
-        statuses = status_values(runtime_status)
-        lo, hi = timestamp_of(created_time_from), timestamp_of(created_time_to)
-        prefix, recursive = check_prefix(instance_id_prefix), check_bool(recursive, "recursive")
-        parts = self._call(lambda: [s.purge_by.remote(lo, hi, statuses, prefix, recursive) for s in self._shards])
-        deleted = sum(count for count, _ in parts)
-        children = [child for _, found in parts for child in found]
-        return PurgeHistoryResult(deleted + self._purge_tree(children, recursive).instances_deleted)
-
-    def _purge_tree(self, targets: list[tuple[str, str | None]], recursive: bool) -> PurgeHistoryResult:
-        """Purge ``targets`` ((id, required parent id or None)), then, level by level, the
-        children the shards report, each level with one call per shard."""
-        deleted, seen = 0, {iid for iid, _ in targets}
-        while targets:
-            parts = self._on_shards("purge", self._by_shard(targets, lambda target: target[0]), recursive)
-            deleted += sum(count for count, _ in parts)
-            targets = []
-            for _, children in parts:
-                for child, parent in children:
-                    if child not in seen:
-                        seen.add(child)
-                        targets.append((child, parent))
-        return PurgeHistoryResult(deleted)
 
     def stats(self) -> list[dict[str, int]]:
         """Per-shard counters (turns, cached instances, outstanding activities)."""
@@ -655,22 +357,3 @@ def _placement(num_shards: int) -> list[dict[str, Any]]:
 def _node_of_host(host: object) -> str:
     """Run inside a shard host (through ``__ray_call__``): the id of the node it runs on."""
     return ray.get_runtime_context().get_node_id()
-
-
-def _progress_until(ref: Any, poll: Callable[[], tuple[int, int]], label: str) -> None:
-    """Draw a progress bar of (done, scheduled) until ``ref`` is ready."""
-    from tqdm import tqdm
-
-    with tqdm(desc=label[:24], unit="task", total=0) as bar:
-        while True:
-            ready, _ = ray.wait([ref], timeout=0.25)
-            done, scheduled = poll()
-            if scheduled != bar.total:
-                bar.total = scheduled
-            bar.n = done
-            bar.refresh()
-            if ready:
-                return
-
-
-

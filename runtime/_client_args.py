@@ -4,9 +4,29 @@ anything is sent (``DurableTypeError``/``DurableValueError``, also ``TypeError``
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 
 from orchestrations import DurableTypeError, DurableValueError, validate_instance_id
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_hub_name(name: object) -> str:
+    """``name`` if it can name a hub: its directory and its actors' names."""
+    if not isinstance(name, str) or not _HUB_NAME.match(name):
+        raise DurableValueError(
+            f"hub name must be 1-64 letters, digits, '_', '.' or '-' (no path separator), got {name!r}"
+        )
+    return name
+
+
+def synchronous_mode(durability: object) -> str:
+    """SQLite's ``synchronous`` setting for a hub's ``durability`` ("full" or "normal")."""
+    sync = {"full": "FULL", "normal": "NORMAL"}.get(durability) if isinstance(durability, str) else None
+    if sync is None:
+        raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+    return sync
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,175 @@
+"""The task hub client's control of orchestration instances: start (now, later, in batches),
+raise events, terminate, suspend, resume, rewind and restart. Each call checks its arguments
+before anything is sent and returns once its effect is committed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from orchestrations import (
+    DurableValueError,
+    EventRaised,
+    ExecutionResumed,
+    ExecutionRewound,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    HistoryEvent,
+    InstanceNotFoundError,
+    validate_instance_id,
+)
+from orchestrations._ids import check_encodable, new_instance_id
+from orchestrations._registry import function_name
+
+from ._client_args import check_bool, utc_now, utc_timestamp
+from ._client_link import ClientLink
+from ._codec import encode
+from ._messages import Message
+
+T = TypeVar("T")
+
+
+class ControlClient:
+    """Mixed into :class:`TaskHub`: what a driver does to orchestration instances."""
+
+    name: str
+    num_shards: int
+    _shards: list[Any]
+    _link: ClientLink
+
+    def _call(self, make: Callable[[], T]) -> T:
+        raise NotImplementedError
+
+    def _submit(self, msgs: list[Message]) -> None:
+        raise NotImplementedError
+
+    def _shard(self, instance_id: str) -> Any:
+        raise NotImplementedError
+
+    def _shard_index(self, instance_id: str) -> int:
+        raise NotImplementedError
+
+    def _sync_registry(self) -> None:
+        raise NotImplementedError
+
+    def get_status(self, instance_id: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def start_new(
+        self,
+        orchestration_function_name: str | Callable[..., Any],
+        instance_id: str | None = None,
+        client_input: Any = None,
+        *,
+        start_at: datetime | None = None,
+    ) -> str:
+        """Start an orchestration; returns its instance id once the start is committed.
+
+        With ``start_at`` (a UTC ``datetime``; naive is taken as UTC) the instance exists at
+        once, Pending (its status and created time are visible), and runs its first episode at
+        that time, not before, even across a restart of its shard host. Events sent to it
+        meanwhile are held and delivered when it starts; terminating it ends it without it ever
+        running. A time that has passed starts it now. (durabletask's ``start_at``.)
+
+        Raises ``ValueError`` (nothing written) for an unknown orchestrator, a bad instance id
+        or an input that cannot be serialized, and :class:`InstanceAlreadyExistsError` when the
+        id is Pending, Running or Suspended. A Completed, Failed or Terminated id is replaced.
+        """
+        msg = self._start_message(orchestration_function_name, instance_id, client_input, start_at)
+        self._submit([msg])
+        return msg.instance_id
+
+    def start_new_batch(
+        self, orchestration_function_name: str | Callable[..., Any], inputs: Iterable[Any]
+    ) -> list[str]:
+        """Start one instance per input (random ids) with one call per shard; returns the ids."""
+        msgs = [self._start_message(orchestration_function_name, None, x) for x in inputs]
+        self._submit(msgs)
+        return [m.instance_id for m in msgs]
+
+    def _start_message(
+        self, fn: str | Callable[..., Any], instance_id: str | None, client_input: Any,
+        start_at: datetime | None = None,
+    ) -> Message:
+        """The start of one instance (checked: name, id, input, ``start_at``), not yet sent."""
+        due = utc_timestamp(start_at, "start_at") if start_at is not None else None
+        name = function_name(fn, "orchestrator")
+        self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
+        iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
+        blob = encode(client_input, "client_input")
+        event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
+        return Message(iid, event, input_blob=blob, due=due)
+
+    def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
+        """Send external event ``event_name`` to an instance (buffered if nobody waits yet).
+
+        Raises :class:`InstanceNotFoundError` for an unknown id; an event for an instance that
+        already finished is dropped.
+        """
+        self._submit([self._event_message(instance_id, event_name, event_data)])
+
+    def _event_message(self, instance_id: str, event_name: str, event_data: Any) -> Message:
+        validate_instance_id(instance_id)
+        if not isinstance(event_name, str) or not event_name:
+            raise DurableValueError(f"event name must be a non-empty string, got {event_name!r}")
+        check_encodable(event_name, "event name")
+        encode(event_data, "event_data")
+        return Message(instance_id, EventRaised(utc_now(), event_name, event_data))
+
+    def terminate(self, instance_id: str, reason: str | None = None, recursive: bool = True) -> None:
+        """Terminate a Pending, Running or Suspended instance (no effect on a finished one).
+
+        With ``recursive`` (the default, as in durabletask), the sub-orchestrations it is still
+        waiting for are terminated too, and theirs, on whatever shard they live; ``False``
+        terminates this instance only (its children run on, and their results are dropped).
+        """
+        self._submit([self._terminate_message(instance_id, reason, recursive)])
+
+    def _terminate_message(self, instance_id: str, reason: str | None, recursive: bool) -> Message:
+        validate_instance_id(instance_id)
+        encode(reason, "reason")
+        event = ExecutionTerminated(utc_now(), reason)
+        return Message(instance_id, event, recursive=check_bool(recursive, "recursive"))
+
+    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Suspend an instance: events are held (durably, in order) until it resumes."""
+        self._control(instance_id, ExecutionSuspended(utc_now(), reason), reason)
+
+    def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Resume a suspended instance and apply what arrived meanwhile."""
+        self._control(instance_id, ExecutionResumed(utc_now(), reason), reason)
+
+    def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Re-run a Failed instance from its last good state: the failing episode is cut from
+        history and runs again, and the activities that failed are dispatched anew.
+
+        Sub-orchestrations it has no answer from are asked again, recursively (as
+        DurableTask.Core does): a Failed child is rewound the same way and the parent waits for
+        its new result instead of receiving the old failure; a child that was purged is started
+        again with its recorded input; a finished child answers again.
+
+        Raises ``ValueError`` unless the instance is Failed.
+        """
+        self._control(instance_id, ExecutionRewound(utc_now(), reason), reason)
+
+    def restart(self, instance_id: str, restart_with_new_instance_id: bool = True) -> str:
+        """Start the instance's orchestrator again with the same input; returns the new id
+        (the same id if ``restart_with_new_instance_id`` is false, which requires the old
+        instance to be Completed, Failed or Terminated)."""
+        status = self.get_status(instance_id)
+        if status is None:
+            raise InstanceNotFoundError(instance_id)
+        new_id = None if restart_with_new_instance_id else instance_id
+        return self.start_new(status.name, new_id, status.input_)
+
+    def _control(self, instance_id: str, event: HistoryEvent, reason: Any) -> None:
+        self._submit([self._control_message(instance_id, event, reason)])
+
+    @staticmethod
+    def _control_message(instance_id: str, event: HistoryEvent, reason: Any) -> Message:
+        validate_instance_id(instance_id)
+        encode(reason, "reason")
+        return Message(instance_id, event)
