@@ -5,27 +5,30 @@ One turn: take every waiting message, run each instance's executor on its messag
 of it in one transaction, and only then dispatch activities, arm timers, deliver the outbox and
 answer clients. See DESIGN.md, "One turn of a shard host".
 
-This module is the actor: its start and recovery, its entry points, the turn loop and what
-happens around the commit. What a turn does with one record is in its parts:
-``_shard_instances`` (orchestration instances), ``_shard_entities`` (entities),
-``_shard_lifecycle`` (terminate and rewind across children, Pending instances, parked messages);
-the read paths are in ``_shard_queries``. ``_shard_base`` declares what the parts share.
+This module is the actor: its state, its start and recovery, its entry points and the loop
+that takes the mailbox turn after turn. The rest is cut by concern:
+
+- ``_shard_turn`` runs one turn (a :class:`~runtime._turn.Turn` object carries its clock,
+  writes and effects), with its parts ``_shard_instances`` (orchestration instances),
+  ``_shard_entities`` (entities), ``_shard_lifecycle`` (terminate and rewind across children,
+  Pending instances, parked messages) and ``_shard_directory`` (the records in memory, LRU);
+- ``_shard_queries`` reads committed state (on its own loop), ``_shard_clients`` serves the
+  clients' connections, ``_shard_admin`` purges, cleans up, counts and injects faults.
+
+``_shard_base`` declares what the parts share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sqlite3
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import ray
 
-from orchestrations import ExecutionStarted, ShardWriteError, TimerFired
+from orchestrations import ShardWriteError
 from orchestrations._registry import OrchestratorSpec
 
 from ._activities import ActivityCall, ActivityDispatcher
@@ -33,34 +36,24 @@ from ._cache import InstanceCache
 from ._codec import decode, encode
 from ._delivery import Courier, Outbound
 from ._entity_host import EntityRecord
-from ._messages import Message, from_ts, start_key
+from ._messages import Message
 from ._parking import Parking
+from ._shard_admin import ShardAdmin
 from ._shard_base import ShardConfig
 from ._shard_clients import ShardClients
-from ._shard_entities import ShardEntities
-from ._shard_instances import ShardInstances
-from ._shard_lifecycle import ShardLifecycle
 from ._shard_queries import ShardQueries
+from ._shard_turn import ShardTurns
 from ._store import ShardStore
-from ._turn import Turn
-from ._turn_state import AfterCommit, due_later, utcnow
 from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
 
 log = logging.getLogger("ray_durable.shard")
 
-#: Most rounds of same-shard messages one turn applies (an entity signalling itself forever
-#: must not starve the shard); what is left goes through the outbox to a later turn. A
-#: critical section whose orchestration and entities share a shard takes about a dozen rounds
-#: (lock, pass the lock on, grant, then a request and its answer per call, unlock): at 8 it
-#: needed a second turn and commit, while everyone queued behind its locks waited.
-MAX_LOCAL_ROUNDS = 32
-
 #: How often an idle host checks that its file is still there (a commit checks every time).
 FILE_CHECK_SECONDS = 2.0
 
 
-class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, ShardClients):
+class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     def __init__(self, config: ShardConfig) -> None:
@@ -201,18 +194,6 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
         self._activity_out.set_registry(activities, version)
         return registry_blob
 
-    def _crash_point(self, point: str) -> None:
-        """Fault injection for tests: die here, once per shard and point (a marker file); at a
-        point named ``error_...``, raise instead (a turn that fails, in a host that lives on)."""
-        if point in self.config.crash_points and self.config.crash_marker_dir:
-            marker = os.path.join(self.config.crash_marker_dir, f"{point}-{self.config.index}")
-            if not os.path.exists(marker):
-                with open(marker, "w") as f:
-                    f.write(str(os.getpid()))
-                if point.startswith("error_"):
-                    raise RuntimeError(f"fault injected at {point} (shard {self.config.index})")
-                os._exit(17)
-
     async def close(self) -> None:
         """Stop the loop and close the store (pending work stays on disk)."""
         for task in (self._loop_task, self._file_watch):
@@ -287,35 +268,6 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
                           self.config.index, exc)
         return msgs
 
-    def fail_next_commits(self, count: int) -> None:
-        """Fault injection for tests: the next ``count`` commits fail as on a full disk."""
-        self._store.failing_commits = count
-
-    def pid(self) -> int:
-        """This host's process id (for fault-injection tests)."""
-        return os.getpid()
-
-    def get_config(self) -> ShardConfig:
-        """This shard's settings (used by ``TaskHub.connect``)."""
-        return self.config
-
-    async def stats(self) -> dict[str, int]:
-        """Counters for tests and benchmarks."""
-        return {
-            "turns": self.turns,
-            "messages": self.messages,
-            "local_messages": self.local_messages,
-            "calls": self.calls,
-            "ray_deliveries": self.ray_deliveries,
-            "cached": len(self._cache),
-            "entities_cached": len(self._entities),
-            "outstanding": self._activity_out.count(),
-            "slow_episodes": self._watch.slow_episodes if self._watch is not None else 0,
-            "warm_worker_connected": int(self._activity_out.warm_worker_connected),
-            "parked": len(self._parking),
-            "failed_commits": self.failed_commits,
-        }
-
     # -- the turn loop -----------------------------------------------------------------------------
 
     def _enqueue(self, msg: Message) -> None:
@@ -355,235 +307,7 @@ class ShardHost(ShardInstances, ShardEntities, ShardLifecycle, ShardQueries, Sha
             delay = min(0.25 * 2 ** min(self._write_failures, 6), 10.0)
             asyncio.get_running_loop().call_later(delay, self._enqueue_many, again)
 
-    async def _turn(self, batch: list[Message]) -> None:
-        """Apply ``batch`` and commit it in one transaction.
-
-        Messages the turn sends to records of this same shard are applied in the same turn,
-        in further rounds (up to ``MAX_LOCAL_ROUNDS``), rather than through the outbox and a
-        later turn with its own commit: a lock request passing two entities of one shard, or
-        an entity answering an orchestration next to it, costs no extra commit. Each round
-        stages its own writes and the commit applies them in round order, so the file ends up
-        exactly as if every round had been a turn of its own; the messages of the last round
-        that still stay local go through the outbox as before.
-        """
-        self.turns += 1
-        turn = Turn(self.config.index)
-        acked = self._courier.take_acked()
-        forget, self._forget_delivered = self._forget_delivered, []
-        try:
-            await self._stage_rounds(batch, turn, acked, forget)
-            self._crash_point("before_commit")
-            self._crash_point("error_before_commit")
-            async with self._db_lock:
-                await self._store.commit(turn.rounds)
-        except BaseException as exc:
-            # Nothing of the turn is in the file: nothing of it stays in memory either (an
-            # instance it started, an entity it changed), whether its commit or its staging
-            # failed; each record reloads from the file when next needed.
-            for iid in turn.touched:
-                self._evict(iid)
-                self._activity_out.forget(iid)  # started early; replay schedules them again
-            self._courier.give_back_acked(acked)  # their outbox rows are still there
-            self._forget_delivered[:0] = forget
-            if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
-                raise ShardWriteError(self.config.path, str(exc)) from exc
-            raise
-        self._write_failures = 0
-        self._courier.acked_deleted(acked)
-        self._crash_point("after_commit")
-        self._after_commit(turn.after)
-
-    async def _stage_rounds(
-        self, batch: list[Message], turn: Turn, acked: list[tuple[int, str]], forget: list[str]
-    ) -> None:
-        """Apply ``batch``, and the same-shard messages it sends in further rounds, staging each
-        round's writes in ``turn``. The first round also deletes the outbox rows of ``acked``
-        messages and the ``delivered`` records of ``forget``."""
-        turn.writes.done_outbox.extend(msg_id for _, msg_id in acked)
-        turn.writes.forget_delivered.extend(forget)
-        groups = await self._group(batch, turn)
-        while True:
-            self.messages += sum(map(len, groups.values()))
-            await self._apply(groups, turn)
-            self._start_activities_early(turn.after)
-            local, turn.after.local = turn.after.local, []
-            if not local:
-                return
-            if len(turn.rounds) >= MAX_LOCAL_ROUNDS:
-                turn.send(local, keep_local=False)
-                return
-            groups = {}
-            self.local_messages += len(local)
-            for out in local:
-                if out.msg.due is not None and due_later(out.msg, turn.now_ts):
-                    turn.park(out.msg, out.msg.due)  # a scheduled signal to this shard
-                else:
-                    groups.setdefault(out.msg.instance_id, []).append(out.msg)
-            turn.next_round()
-
-    async def _apply(self, groups: dict[str, list[Message]], turn: Turn) -> None:
-        """Run each record's messages and stage what they write in ``turn``."""
-        self._readdress_legacy(groups, turn)  # the ids it takes out were not in memory
-        turn.touched.update(groups)
-        await self._load_missing_instances(groups)
-        await self._load_missing_entities(groups)
-        for iid, msgs in groups.items():
-            mark = turn.mark()
-            try:
-                if iid.startswith("@"):
-                    self._run_entity(iid, msgs, turn)
-                else:
-                    await self._run_instance(iid, msgs, turn)
-            except Exception as exc:
-                # A bug, not a user error (those fail the instance): stage nothing of this
-                # record, forget its in-memory state (it reloads from the file), refuse its
-                # messages; the rest of the turn commits.
-                log.exception("shard %s: %s failed in a turn", self.config.index, iid)
-                turn.rollback(mark)
-                self._evict(iid)
-                self._refuse_failed(iid, msgs, exc, turn)
-
-    def _refuse_failed(
-        self, key: str, msgs: list[Message], error: Exception, turn: Turn
-    ) -> None:
-        """The messages of a record that failed in a turn: a client is told ``error``;
-        another shard's are let go (they are recorded as delivered, so sending them again
-        would change nothing) and, to an entity, answered as :meth:`_refuse` does."""
-        if key.startswith("@"):
-            self._refuse(key, msgs, error, turn)
-            return
-        for msg in msgs:
-            if msg.ack is not None:
-                turn.after.acks[msg.ack] = error if msg.client else None
-
-    def _start_activities_early(self, after: AfterCommit) -> None:
-        """Dispatch the turn's activities while its commit is being written, not after it.
-
-        Activities run at least once: one started by a turn whose commit is then lost is
-        simply scheduled again when its instance replays, and its result cannot overtake the
-        commit (the next turn starts after this one). So the activity's run and the fsync
-        overlap instead of adding up. Instances that ended or were replaced this turn drop
-        their outstanding work first, so a new execution's activities are not forgotten.
-        """
-        for iid in after.forgotten:
-            self._forget_work(iid)
-        after.forgotten.clear()
-        self._activity_out.dispatch(after.activities)
-        after.activities.clear()
-
-    def _stage_outgoing(self, msg: Message, turn: Turn) -> None:
-        """Send ``msg``: to a record of this shard in the turn's next round, otherwise through
-        the outbox of this turn (sent after the commit)."""
-        turn.send([self._outgoing(msg)])
-
-    async def _group(
-        self, batch: list[Message], turn: Turn
-    ) -> dict[str, list[Message]]:
-        """Group by instance, dropping duplicates of messages delivered before, and parking
-        those due later (a start due later is parked by ``_run_instance``, which also makes its
-        instance Pending).
-
-        A client's start is de-duplicated by its execution id instead (see ``_start``), which
-        keeps the ``delivered`` table, and its random-key inserts, off the start path. Only a
-        host that Ray restarted can receive a start again (a call retried after its
-        predecessor died); it also looks the start up under :func:`start_key`, where an
-        execution is kept once the instance row no longer names it (continue-as-new, replaced,
-        purged)."""
-        remote = [m.msg_id for m in batch if m.msg_id is not None and not (m.from_self or m.parked or _client_start(m))]
-        if self._retries_possible:
-            remote += [start_key(e) for m in batch if (e := _started_execution(m)) is not None]
-        seen = await self._store.seen_messages(remote) if remote else set()
-        groups: dict[str, list[Message]] = {}
-        now_ts = turn.now_ts
-        for msg in batch:
-            if msg.parked and msg.msg_id is not None:
-                turn.writes.done_scheduled.append(msg.msg_id)
-            elif (started := _started_execution(msg)) is not None:
-                if seen and start_key(started) in seen:
-                    if msg.ack is not None:
-                        turn.after.acks[msg.ack] = None  # applied by this host's predecessor
-                    continue
-            elif msg.msg_id is not None:
-                if msg.from_self:
-                    turn.writes.done_outbox.append(msg.msg_id)
-                elif msg.msg_id in seen:
-                    if msg.ack is not None:
-                        turn.after.acks[msg.ack] = None
-                    continue
-                else:
-                    seen.add(msg.msg_id)
-                    turn.writes.delivered.append(msg.msg_id)
-            if msg.due is not None and due_later(msg, now_ts) and not isinstance(msg.event, ExecutionStarted):
-                turn.park(msg, msg.due)
-                if msg.ack is not None:
-                    turn.after.acks[msg.ack] = None
-                continue
-            groups.setdefault(msg.instance_id, []).append(msg)
-        return groups
-
-    def _outgoing(self, msg: Message) -> Outbound:
-        return self._courier.prepare(msg)
-
-    def _forget_work(self, iid: str) -> None:
-        """The instance ended or was replaced: late activity results and timers are moot."""
-        self._activity_out.forget(iid)
-        for handle in self._timer_handles.pop(iid, {}).values():
-            handle.cancel()
-
-    def _evict(self, key: str) -> None:
-        """Forget an instance's or entity's in-memory state; it reloads from the file."""
-        self._entities.pop(key, None)
-        inst = self._cache.pop(key, None)
-        if inst is not None and inst.executor is not None:
-            inst.executor.close()
-
     # -- after the commit ----------------------------------------------------------------------------
-
-    def _after_commit(self, after: AfterCommit) -> None:
-        for future, error in after.acks.items():
-            if not future.done():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
-        for iid, exec_id, timer_id, fire_at in after.timers:
-            self._arm_timer(iid, exec_id, timer_id, fire_at)
-        self._courier.deliver(after.outbox)
-        if after.parked or after.unparked:
-            self._parking.discard(after.unparked)
-            self._parking.add(after.parked)
-        if self._start_waiters:
-            self._answer_start_waiters(after.touched)
-        for iid, row in after.finished:
-            for future in self._waiters.get(iid, []):
-                if not future.done():
-                    future.set_result(row)  # the committed row: waiters answer without a read
-            inst = self._cache.get(iid)
-            if inst is not None and inst.status.is_terminal:
-                # a finished instance is rarely touched again: its input and output stay in the
-                # file, not in host memory
-                del self._cache[iid]
-        if self.config.always_replay:
-            for iid in after.touched:
-                inst = self._cache.get(iid)
-                if inst is not None and inst.executor is not None:
-                    inst.executor.close()
-                    inst.executor = None
-        while self._cache.over(self.config.cache_size, self.config.cache_bytes):
-            _, inst = self._cache.popitem(last=False)
-            if inst.executor is not None:
-                inst.executor.close()
-        while len(self._entities) > self.config.cache_size:
-            self._entities.popitem(last=False)
-
-    def _arm_timer(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, fire_at - time.time())
-        handle = loop.call_later(delay, self._timer_due, iid, exec_id, timer_id, fire_at)
-        self._timer_handles.setdefault(iid, {})[timer_id] = handle
-
-    def _timer_due(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
-        self._enqueue(Message(iid, TimerFired(utcnow(), timer_id, from_ts(fire_at)), execution_id=exec_id))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -602,10 +326,3 @@ def _restarted_by_ray() -> bool:
         return False
 
 
-def _started_execution(msg: Message) -> str | None:
-    """The execution id of a client's start, or ``None`` for any other message."""
-    return msg.event.execution_id if msg.client and isinstance(msg.event, ExecutionStarted) else None
-
-
-def _client_start(msg: Message) -> bool:
-    return _started_execution(msg) is not None

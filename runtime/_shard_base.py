@@ -1,6 +1,7 @@
 """The settings of a shard host, and :class:`ShardBase`: what the parts a shard host is made of
-(``ShardInstances``, ``ShardEntities``, ``ShardLifecycle``, ``ShardQueries``) use from the host
-and from each other, declared once so the type checker checks every part against it.
+(``ShardTurns`` with ``ShardInstances``, ``ShardEntities``, ``ShardLifecycle`` and
+``ShardDirectory``; ``ShardQueries``, ``ShardClients``, ``ShardAdmin``) use from the host and
+from each other, declared once so the type checker checks every part against it.
 
 ``ShardBase`` comes last in ``ShardHost``'s MRO, so its stubs never hide a real method, whatever
 the order of the parts; a test pins that the host defines every one of them.
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
     from orchestrations import FailureDetails, ParentInfo
     from orchestrations._registry import OrchestratorSpec
 
+    from ._activities import ActivityDispatcher
     from ._cache import InstanceCache
-    from ._delivery import Outbound
+    from ._delivery import Courier, Outbound
     from ._entity_host import EntityRecord
     from ._messages import Instance, Message
     from ._parking import Parking
@@ -79,14 +81,37 @@ class ShardBase:
     _start_waiters: dict[str, list[asyncio.Future[Any]]]
     #: Ray restarted this host: a client's call its predecessor applied may come again
     _retries_possible: bool
+    _activity_out: ActivityDispatcher
+    _courier: Courier
+    #: ids of ``delivered`` records the next turn deletes (their senders cannot resend them)
+    _forget_delivered: list[str]
+    #: counters for ``stats()``
+    turns: int
+    messages: int
+    local_messages: int
+    calls: int
+    ray_deliveries: int
+    failed_commits: int
 
     # -- ShardHost: the actor and its turn loop ---------------------------------------------------
 
     async def _ensure_started(self) -> None:
         raise NotImplementedError
 
+    def _enqueue(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    # -- ShardAdmin -------------------------------------------------------------------------------
+
+    def _crash_point(self, point: str) -> None:
+        raise NotImplementedError
+
+    # -- ShardDirectory ---------------------------------------------------------------------------
+
     def _evict(self, key: str) -> None:
         raise NotImplementedError
+
+    # -- ShardTurns -------------------------------------------------------------------------------
 
     def _outgoing(self, msg: Message) -> Outbound:
         raise NotImplementedError

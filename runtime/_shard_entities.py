@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from entities import EntityId, EntityState, Outgoing, run_entity
+from entities import Outgoing, run_entity
 from entities._registry import check_entity_name
 from orchestrations import DurableValueError, EntityLockMessage, EntityOperationFailed, EntityRequest
 from orchestrations._ids import entity_key, shard_of
@@ -139,17 +139,6 @@ class ShardEntities(ShardBase):
                 continue
             answer = EntityOperationFailed(turn.now, sender.task_scheduled_id, failure)
             self._stage_outgoing(Message(sender.instance_id, answer, execution_id=sender.execution_id), turn)
-
-    async def _load_missing_entities(self, groups: dict[str, list[Message]]) -> None:
-        """Load the records of the turn's entities that are not in memory."""
-        missing = [i for i in groups if i.startswith("@") and i not in self._entities]
-        if missing:
-            rows = await self._store.load_entities(missing)
-            for key in missing:
-                found = rows.get(key)
-                fresh = EntityRecord(EntityId.parse(key), EntityState())
-                spec = self._entity_specs.get(fresh.entity_id.name)
-                self._entities[key] = EntityRecord.from_row(found, spec) if found is not None else fresh
 
     def _run_entity(self, key: str, msgs: list[Message], turn: Turn) -> None:
         """Run an entity's messages in order and stage its new state and outgoing messages.

@@ -73,13 +73,6 @@ class ShardInstances(ShardBase):
 
     # -- one instance's messages ------------------------------------------------------------------
 
-    async def _load_missing_instances(self, groups: dict[str, list[Message]]) -> None:
-        """Load the records of the turn's instances that are not in memory."""
-        missing = [i for i in groups if not i.startswith("@") and i not in self._cache]
-        if missing:
-            for iid, row in (await self._store.load_instances(missing)).items():
-                self._cache[iid] = Instance.from_row(row)
-
     async def _run_instance(
         self, iid: str, msgs: list[Message], turn: Turn
     ) -> None:

@@ -16,7 +16,7 @@ from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 from runtime._codec import decode
 from runtime._entity_host import ObjectState
-from runtime._shard import MAX_LOCAL_ROUNDS
+from runtime._shard_turn import MAX_LOCAL_ROUNDS
 
 from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
