@@ -43,6 +43,7 @@ from orchestrations import (
     UnlockEntity,
 )
 from orchestrations._registry import did_you_mean
+from orchestrations._starts import StartRule, start_rule
 
 from ._activities import ActivityCall
 from ._codec import decode, encode, failure_from_exception
@@ -73,9 +74,9 @@ class ShardInstances(ShardBase):
 
     # -- one instance's messages ------------------------------------------------------------------
 
-    async def _run_instance(
-        self, iid: str, msgs: list[Message], turn: Turn
-    ) -> None:
+    async def _run_instance(self, iid: str, msgs: list[Message], turn: Turn) -> None:
+        """Run an instance's messages in order: starts and rewinds begin an execution, the
+        messages between them run as episodes; messages it cannot take are held or dropped."""
         inst = self._cache.get(iid)
         if inst is not None:
             self._cache.move_to_end(iid)
@@ -86,30 +87,10 @@ class ShardInstances(ShardBase):
         for msg in msgs:
             if msg.ack is not None:
                 turn.after.acks[msg.ack] = None
-            if isinstance(msg.event, ExecutionRewound):
+            if isinstance(msg.event, (ExecutionRewound, ExecutionStarted)):
                 if inst is not None and pending:
                     await self._run_episode(inst, pending, turn)
-                pending = []
-                restart = await self._rewind(inst, msg, turn)
-                if restart is not None:  # a purged child its rewinding parent starts again
-                    started = self._start(inst, restart, turn)
-                    if started is not None:
-                        inst, pending = started, [restart]
-                continue
-            if isinstance(msg.event, ExecutionStarted):
-                if inst is not None and pending:
-                    await self._run_episode(inst, pending, turn)
-                pending = []
-                if msg.parked:
-                    started = self._begin_scheduled(inst, msg)
-                else:
-                    started = self._start(inst, msg, turn)
-                if started is not None:
-                    inst = started
-                    if due_later(msg, turn.now_ts):
-                        self._hold_start(inst, msg, turn)
-                    else:
-                        pending = [msg, *(Message(iid, e) for e in msg.carryover)]
+                inst, pending = await self._begin(inst, msg, turn)
                 continue
             if inst is not None and inst.status is OrchestrationRuntimeStatus.Pending:
                 self._while_pending(inst, msg, turn)
@@ -126,6 +107,24 @@ class ShardInstances(ShardBase):
         if inst is not None:
             turn.after.touched.append(iid)
 
+    async def _begin(self, inst: Instance | None, msg: Message, turn: Turn) -> tuple[Instance | None, list[Message]]:
+        """A start or a rewind (the episode of the messages before it has run): returns the
+        instance from now on and the messages of its next episode."""
+        if isinstance(msg.event, ExecutionRewound):
+            restart = await self._rewind(inst, msg, turn)
+            if restart is not None:  # a purged child its rewinding parent starts again
+                started = self._start(inst, restart, turn)
+                if started is not None:
+                    return started, [restart]
+            return inst, []
+        started = self._begin_scheduled(inst, msg) if msg.parked else self._start(inst, msg, turn)
+        if started is None:
+            return inst, []
+        if due_later(msg, turn.now_ts):
+            self._hold_start(started, msg, turn)
+            return started, []
+        return started, [msg, *(Message(msg.instance_id, e) for e in msg.carryover)]
+
     def _drop(self, msg: Message, known: bool, turn: Turn) -> None:
         """A message for an instance that does not exist, is over, or is another execution:
         dropped. A client (not another shard, which would only retry) is told the instance
@@ -138,62 +137,69 @@ class ShardInstances(ShardBase):
             for unlock in unlocks:
                 self._stage_outgoing(unlock, turn)
 
-    def _start(
-        self, inst: Instance | None, msg: Message, turn: Turn
-    ) -> Instance | None:
-        """Create (or replace) the instance of an ExecutionStarted message; ``None`` if refused."""
+    def _start(self, inst: Instance | None, msg: Message, turn: Turn) -> Instance | None:
+        """Create, replace or continue the instance of an ExecutionStarted message as
+        :func:`orchestrations._starts.start_rule` decides; ``None`` if the start changes nothing
+        (refused, retried, or stale)."""
         event = msg.event
         assert isinstance(event, ExecutionStarted)
-        iid = msg.instance_id
-        if msg.client and event.name not in self._orchestrators:
-            # a driver may start by name code it does not have itself, but not unknown code
-            if msg.ack is not None:
-                hint = did_you_mean(event.name, self._orchestrators)
-                unknown = DurableValueError(f"no orchestrator named {event.name!r} is registered ({hint})")
-                turn.after.acks[msg.ack] = unknown
+        rule = start_rule(
+            registered=event.name in self._orchestrators, from_client=msg.client,
+            continue_as_new=msg.continue_as_new, status=None if inst is None else inst.status,
+            current_execution_id=None if inst is None else inst.execution_id, execution_id=event.execution_id,
+        )
+        if not rule.creates:
+            self._refuse_start(rule, inst, msg, turn)
             return None
         if inst is not None:
-            if msg.client and inst.execution_id == event.execution_id:
-                return None  # a retried start that was applied already: acknowledge, change nothing
-            restarting = msg.continue_as_new and inst.status is OrchestrationRuntimeStatus.ContinuedAsNew
-            if msg.continue_as_new and not restarting:
-                return None  # terminated (or replaced) while its restart was on the way
-            if not restarting and inst.status not in TERMINAL:
-                error = InstanceAlreadyExistsError(iid, inst.status.value)
-                if msg.ack is not None and msg.client:  # a client's start: refuse it
-                    turn.after.acks[msg.ack] = error
-                if event.parent is not None:
-                    self._reply_to_parent(event.parent, None, failure_from_exception(error), turn)
-                return None
-            if inst.executor is not None:
-                inst.executor.close()
-            if inst.retriable_start is not None:
-                turn.writes.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
-            turn.writes.clear_history.append(inst.num)
-            turn.writes.clear_instance_work.append(iid)
-            turn.writes.history[:] = [row for row in turn.writes.history if row[0] != inst.num]
-            turn.after.forgotten.append(iid)
-        carried = inst is not None and msg.continue_as_new  # the same instance, a new execution
-        created = inst.created_at if carried and inst is not None else turn.now_ts
+            self._clear_execution(inst, turn)
+        carried = inst if rule is StartRule.CONTINUE else None  # the same instance, a new execution
         input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
         fresh = Instance(
-            instance_id=iid,
+            instance_id=msg.instance_id,
             name=event.name,
             execution_id=event.execution_id,
             status=OrchestrationRuntimeStatus.Running,
             input_blob=input_blob,
-            created_at=created,
+            created_at=carried.created_at if carried is not None else turn.now_ts,
             updated_at=turn.now_ts,
             parent=event.parent,
             history_len=0,
             num=self._next_num(),
-            executor=OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name),
+            executor=OrchestrationExecutor(self._orchestrators, msg.instance_id, self._check_entity_name),
             # DurableTask.Core carries the custom status over continue-as-new
-            custom_status_blob=inst.custom_status_blob if carried and inst is not None else None,
+            custom_status_blob=carried.custom_status_blob if carried is not None else None,
             retriable_start=event.execution_id if msg.client else None,
         )
-        self._cache[iid] = fresh
+        self._cache[msg.instance_id] = fresh
         return fresh
+
+    def _refuse_start(self, rule: StartRule, inst: Instance | None, msg: Message, turn: Turn) -> None:
+        """Tell whoever must know that a start changed nothing: a client that started a name
+        nobody registered, or an id that is active (its parent too); a retried or stale start
+        is acknowledged in silence."""
+        event = msg.event
+        assert isinstance(event, ExecutionStarted)
+        if rule is StartRule.UNKNOWN_ORCHESTRATOR and msg.ack is not None:
+            hint = did_you_mean(event.name, self._orchestrators)
+            turn.after.acks[msg.ack] = DurableValueError(f"no orchestrator named {event.name!r} is registered ({hint})")
+        elif rule is StartRule.ALREADY_EXISTS and inst is not None:
+            error = InstanceAlreadyExistsError(msg.instance_id, inst.status.value)
+            if msg.ack is not None and msg.client:  # a client's start: refuse it
+                turn.after.acks[msg.ack] = error
+            if event.parent is not None:
+                self._reply_to_parent(event.parent, None, failure_from_exception(error), turn)
+
+    def _clear_execution(self, inst: Instance, turn: Turn) -> None:
+        """A new execution replaces ``inst``'s: its history, outstanding work and generator go."""
+        if inst.executor is not None:
+            inst.executor.close()
+        if inst.retriable_start is not None:
+            turn.writes.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
+        turn.writes.clear_history.append(inst.num)
+        turn.writes.clear_instance_work.append(inst.instance_id)
+        turn.writes.history[:] = [row for row in turn.writes.history if row[0] != inst.num]
+        turn.after.forgotten.append(inst.instance_id)
 
     def _next_num(self) -> int:
         """A new instance number: history rows are keyed by it, so they are appended in order

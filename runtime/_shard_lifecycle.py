@@ -13,13 +13,11 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from orchestrations import (
-    DurableValueError,
     ExecutionRewound,
     ExecutionStarted,
     ExecutionTerminated,
     FailureDetails,
     HistoryEvent,
-    InstanceNotFoundError,
     OrchestrationExecutor,
     ParentInfo,
     SubOrchestrationInstanceCreated,
@@ -31,6 +29,7 @@ from orchestrations import (
 )
 from orchestrations._children import CHILD_EVENT_TYPES, open_children
 from orchestrations._rewind import plan_rewind
+from orchestrations._starts import ChildRewind, child_rewind, rewind_refusal
 
 from ._activities import ActivityCall
 from ._codec import decode, encode
@@ -113,9 +112,10 @@ class ShardLifecycle(ShardBase):
         (``msg.restart``). Returns the start to run when the child was purged."""
         if msg.restart is not None:
             return await self._rewind_for_parent(inst, msg, turn)
-        if inst is None or inst.status is not S.Failed:
+        refusal = rewind_refusal(msg.instance_id, None if inst is None else inst.status)
+        if refusal is not None or inst is None:
             if msg.ack is not None:
-                turn.after.acks[msg.ack] = _not_rewindable(msg.instance_id, inst)
+                turn.after.acks[msg.ack] = refusal
             return None
         assert isinstance(msg.event, ExecutionRewound)
         await self._rewind_failed(inst, msg.event, turn)
@@ -183,13 +183,14 @@ class ShardLifecycle(ShardBase):
         again; a running one answers when it ends."""
         start, event = msg.restart, msg.event
         assert start is not None and start.parent is not None and isinstance(event, ExecutionRewound)
-        if inst is None:
+        step = child_rewind(None if inst is None else inst.status)
+        if step is ChildRewind.START_AGAIN or inst is None:
             return Message(msg.instance_id, start)
-        if inst.status is S.Failed:
+        if step is ChildRewind.REWIND:
             await self._rewind_failed(inst, event, turn)
-        elif inst.status is S.Completed:
+        elif step is ChildRewind.ANSWER_OUTPUT:
             self._reply_to_parent(start.parent, decode(inst.output_blob), None, turn)
-        elif inst.status is S.Terminated:
+        elif step is ChildRewind.ANSWER_TERMINATED:
             failure = terminated_failure(inst.instance_id, decode(inst.output_blob))
             self._reply_to_parent(start.parent, None, failure, turn)
         return None
@@ -266,9 +267,3 @@ class ShardLifecycle(ShardBase):
                 for future in futures:
                     if not future.done():
                         future.set_result(row)
-
-
-def _not_rewindable(instance_id: str, inst: Instance | None) -> Exception:
-    if inst is None:
-        return InstanceNotFoundError(instance_id)
-    return DurableValueError(f"only a Failed instance can be rewound; {instance_id!r} is {inst.status.value}")
