@@ -140,19 +140,27 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                 self._activity_out.start_warm_worker(run_here_meanwhile=not self._retries_possible)
             self._peer_token = new_token()
             self._peer_server, self._peer_addr = await serve(self._peer_token, self._on_peer_batch)
-            self._last_num = await self._store.last_instance_num()
-            saved = await self._store.load_registry()
-            if saved is not None:
-                self._install_registry(saved)
-            await self._move_legacy_entities()
-            activities, timers, outbox = await self._store.pending_work()
-            self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
-            for iid, exec_id, timer_id, fire_at in timers:
-                self._arm_timer(iid, exec_id, timer_id, fire_at)
-            self._courier.deliver([Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
-            await self._load_parked()
+            await self._recover()
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
             self._file_watch = asyncio.get_running_loop().create_task(self._watch_file())
+
+    async def _recover(self) -> None:
+        """Take up what the open file holds: the instance counter, the saved registry, entities
+        written before names were case-insensitive, and pending work (activities without a
+        result dispatched again, timers armed again, the outbox sent again, parked messages
+        held again). Nothing here needs Ray, so a host built without it (the unit suite in
+        ``tests/test_shard_turns.py``) recovers the same way, then runs turns with ``_turn``."""
+        self._last_num = await self._store.last_instance_num()
+        saved = await self._store.load_registry()
+        if saved is not None:
+            self._install_registry(saved)
+        await self._move_legacy_entities()
+        activities, timers, outbox = await self._store.pending_work()
+        self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
+        for iid, exec_id, timer_id, fire_at in timers:
+            self._arm_timer(iid, exec_id, timer_id, fire_at)
+        self._courier.deliver([Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
+        await self._load_parked()
 
     async def _watch_file(self) -> None:
         """Check every ``FILE_CHECK_SECONDS`` that the shard file is still the one opened (each

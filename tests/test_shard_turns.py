@@ -1,0 +1,239 @@
+"""Turns of a shard host on a real SQLite file, without Ray.
+
+``ShardHost`` is the class Ray makes an actor of; built directly it is a plain object. Here its
+store is opened and recovered (``_recover``, what a Ray-started host does too), and turns run
+with ``_turn`` on batches of messages shaped as the client, an activity worker and the event
+path send them. Each test then reads the file (with ``sqlite3``) and the replies (each client
+message's ack future). Activities are recorded instead of sent to Ray workers (the one
+stand-in: ``RecordingDispatcher``); their results come back as the messages a worker's answer
+becomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import uuid
+from collections.abc import Sequence
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrations import (
+    DurableValueError,
+    EventRaised,
+    ExecutionStarted,
+    InstanceAlreadyExistsError,
+    Registry,
+    TaskCompleted,
+)
+from runtime._activities import ActivityCall, ActivityDispatcher
+from runtime._codec import encode
+from runtime._messages import Message
+from runtime._shard import ShardHost
+from runtime._shard_base import ShardConfig
+from runtime._status import OrchestrationRuntimeStatus as S
+
+REGISTRY = Registry()
+
+
+def _greet(name: str) -> str:
+    return f"hello {name}"
+
+
+def _sequence(ctx: Any) -> Any:
+    first = yield ctx.call_activity("unit_greet", "a")
+    second = yield ctx.call_activity("unit_greet", "b")
+    return [first, second]
+
+
+def _approval(ctx: Any) -> Any:
+    answer = yield ctx.wait_for_external_event("approve")
+    return f"approved: {answer}"
+
+
+REGISTRY.add_activity(_greet, "unit_greet")
+REGISTRY.add_orchestrator(_sequence, "unit_sequence")
+REGISTRY.add_orchestrator(_approval, "unit_approval")
+
+
+class RecordingDispatcher(ActivityDispatcher):
+    """Records the activities a turn dispatches instead of sending them to Ray workers."""
+
+    def __init__(self) -> None:
+        super().__init__("unit", lambda msgs: None, lambda coro: coro.close())
+        self.sent: list[ActivityCall] = []
+
+    def dispatch(self, calls: Sequence[ActivityCall]) -> None:
+        for call in calls:
+            self.outstanding.setdefault(call.instance_id, set()).add((call.execution_id, call.task_id))
+        self.sent.extend(calls)
+
+
+async def _open(path: Path) -> ShardHost:
+    """A shard host of a 1-shard hub on ``path``, opened and recovered without Ray."""
+    config = ShardConfig(hub="unit", index=0, num_shards=1, path=str(path), warm_worker=False,
+                         slow_episode_seconds=None)
+    host = ShardHost(config)
+    host._activity_out = RecordingDispatcher()
+    await host._store.open(config.lock_timeout)
+    orchestrators, activities, entity_specs, version = REGISTRY.snapshot()
+    host._install_registry(encode((orchestrators, activities, entity_specs, version), "registry"), merge=True)
+    await host._recover()
+    return host
+
+
+async def _turn(host: ShardHost, *msgs: Message) -> list[Any]:
+    """Run one turn of ``msgs``; the reply to each client message (``None``: applied, or the
+    error that refused it)."""
+    loop = asyncio.get_running_loop()
+    for msg in msgs:
+        if msg.client:
+            msg.ack = loop.create_future()
+    await host._turn(list(msgs))
+    replies = []
+    for msg in msgs:
+        if msg.ack is not None:
+            assert msg.ack.done()
+            replies.append(msg.ack.exception() or msg.ack.result())
+    return replies
+
+
+def _start(iid: str, name: str, value: Any = None) -> Message:
+    """A client's start, as ``TaskHub.start_new`` sends it."""
+    event = ExecutionStarted(datetime.now(UTC), name, value, iid, uuid.uuid4().hex)
+    return Message(iid, event, input_blob=encode(value), client=True, msg_id=uuid.uuid4().hex)
+
+
+def _raise(iid: str, name: str, data: Any) -> Message:
+    """A client's event, as ``TaskHub.raise_event`` sends it."""
+    return Message(iid, EventRaised(datetime.now(UTC), name, data), client=True, msg_id=uuid.uuid4().hex)
+
+
+def _result(call: ActivityCall, value: Any) -> Message:
+    """An activity's result, as the dispatcher turns a worker's answer into a message."""
+    return Message(call.instance_id, TaskCompleted(datetime.now(UTC), call.task_id, value),
+                   execution_id=call.execution_id)
+
+
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
+
+
+def _history(path: Path) -> list[str]:
+    return [r[0] for r in _rows(path, "SELECT event_type FROM history ORDER BY num, seq")]
+
+
+def test_a_start_commits_the_instance_its_history_and_its_first_activity(tmp_path):
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        assert await _turn(host, _start("s1", "unit_sequence")) == [None]
+        [call] = host._activity_out.sent
+        assert (call.instance_id, call.name) == ("s1", "unit_greet")
+        await host.close()
+
+    asyncio.run(scenario())
+    path = tmp_path / "shard-00.sqlite"
+    assert _rows(path, "SELECT instance_id, name, status FROM instances") == [("s1", "unit_sequence", "Running")]
+    assert _history(path) == ["ExecutionStarted", "OrchestratorStarted", "TaskScheduled", "OrchestratorCompleted"]
+    assert _rows(path, "SELECT instance_id, name FROM activities") == [("s1", "unit_greet")]
+
+
+def test_activity_results_drive_the_instance_to_completion(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        await _turn(host, _start("s1", "unit_sequence"))
+        first = host._activity_out.sent[-1]
+        assert await _turn(host, _result(first, "hello a")) == []  # no client to answer
+        second = host._activity_out.sent[-1]
+        assert second.task_id > first.task_id
+        assert _rows(path, "SELECT task_id FROM activities") == [(second.task_id,)]
+        await _turn(host, _result(second, "hello b"))
+        status = await host._read_status("s1")
+        assert status is not None and status.runtime_status is S.Completed
+        assert status.output == ["hello a", "hello b"]
+        await _turn(host, _result(second, "again"))  # a duplicate result changes nothing
+        await host.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT status FROM instances") == [("Completed",)]
+    assert _rows(path, "SELECT * FROM activities") == []
+    history = _history(path)
+    assert history.count("TaskCompleted") == 2 and "ExecutionCompleted" in history[-2:]
+
+
+def test_an_event_is_delivered_and_a_duplicate_of_it_dropped(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        await _turn(host, _start("e1", "unit_approval"))
+        event = _raise("e1", "approve", "yes")
+        again = Message(event.instance_id, event.event, client=True, msg_id=event.msg_id)  # a retried call
+        assert await _turn(host, event) == [None]
+        assert await _turn(host, again) == [None]  # acknowledged, not applied twice
+        status = await host._read_status("e1")
+        assert status is not None and status.output == "approved: yes"
+        await host.close()
+
+    asyncio.run(scenario())
+    assert _history(path).count("EventRaised") == 1
+    assert len(_rows(path, "SELECT msg_id FROM delivered")) >= 1
+
+
+def test_refused_starts_are_answered_and_write_nothing(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        [unknown] = await _turn(host, _start("u1", "unit_nope"))
+        assert isinstance(unknown, DurableValueError) and "unit_nope" in str(unknown)
+        await _turn(host, _start("a1", "unit_approval"))
+        [exists] = await _turn(host, _start("a1", "unit_approval"))
+        assert isinstance(exists, InstanceAlreadyExistsError)
+        await host.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT instance_id, status FROM instances") == [("a1", "Running")]
+    assert _history(path) == ["ExecutionStarted", "OrchestratorStarted", "OrchestratorCompleted"]
+
+
+def test_a_reopened_host_dispatches_again_the_activities_without_a_result(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        await _turn(host, _start("r1", "unit_sequence"))
+        await host.close()
+        again = await _open(path)  # the instance is not in memory: it replays from the file
+        [call] = again._activity_out.sent
+        assert (call.instance_id, call.name) == ("r1", "unit_greet")
+        await _turn(again, _result(call, "hello a"))
+        second = again._activity_out.sent[-1]
+        assert second.task_id > call.task_id
+        await again.close()
+        assert _rows(path, "SELECT task_id FROM activities") == [(second.task_id,)]
+
+    asyncio.run(scenario())
+
+
+def test_turns_without_ray_start_no_ray(tmp_path):
+    ray = sys.modules.get("ray")
+    before = ray is not None and ray.is_initialized()
+
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        await _turn(host, _start("n1", "unit_approval"))
+        await host.close()
+
+    asyncio.run(scenario())
+    if before:
+        pytest.skip("another test of this session started a Ray")
+    assert not sys.modules["ray"].is_initialized()
