@@ -149,11 +149,9 @@ class ClientLink:
         if conn is None:
             return await fallback(False)
         try:
-            delivered, reply = await conn.request(payload)
+            reply = await conn.request(payload)
         except ConnectionLostError:
             return await fallback(True)
-        if not delivered:  # the host's handler itself failed (not an error it answered)
-            raise RuntimeError(f"shard {index} could not answer a client request: {reply}")
         value: T = decode_reply(reply)
         return value
 

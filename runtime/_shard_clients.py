@@ -10,8 +10,9 @@ suspend, resume, rewind) and waits on the host's main loop, status reads on the 
 The guarantees are those of the Ray methods, because the requests run the same code: a
 submit is answered once its messages are committed (requests that arrive while a turn commits
 join the next turn, one commit for all of them), a wait when the instance ended. A request
-answers ``(True, value)``, or ``(False, error)`` with the error that refused it (the client
-re-raises it as it is), each encoded through :mod:`runtime._codec` so that user types travel.
+answers with the one reply shape of :mod:`runtime._wire`: ``(True, value)``, or
+``(False, error)`` with the error that refused it (the client re-raises it as it is), each
+encoded through :mod:`runtime._codec` so that user types travel.
 
 When a connection drops with a request in flight, the client sends the request again through
 the Ray method (see ``ClientLink``), flagged ``retried``: the host may have applied it already,
@@ -31,7 +32,7 @@ from ._codec import decode, encode
 from ._messages import Message
 from ._shard_base import ShardBase
 from ._shard_queries import READS
-from ._wire import new_token, serve
+from ._wire import Reply, new_token, serve
 
 #: one server per loop: (server, its loop, (host, port, token)), started on first ask
 _Serving = asyncio.Task[tuple[asyncio.Server, asyncio.AbstractEventLoop, tuple[str, int, bytes]]]
@@ -85,35 +86,30 @@ class ShardClients(ShardBase):
                 server, loop, _ = serving.result()
                 loop.call_soon_threadsafe(server.close)
 
-    async def _on_client_request(self, payload: tuple[str, tuple[Any, ...]]) -> tuple[bool, bytes]:
+    async def _on_client_request(self, payload: tuple[str, tuple[Any, ...]]) -> bytes:
         """``("submit", (message blobs, retried))``, ``("wait", (id, timeout))`` or
-        ``("wait_start", (id, timeout))``."""
+        ``("wait_start", (id, timeout))``: the encoded value (an error raised goes back
+        encoded, see :func:`_encode_error`)."""
         op, args = payload
-        try:
-            if op == "submit":
-                blobs, retried = args
-                await self.submit([Message.from_bytes(b) for b in blobs], retried)
-                value: Any = None
-            elif op == "wait":
-                value = await self.wait(*args)
-            elif op == "wait_start":
-                value = await self.wait_start(*args)
-            else:
-                raise ValueError(f"unknown client request {op!r}")
-        except Exception as exc:
-            return False, _encode_error(exc)
-        return True, encode(value, "reply")
+        if op == "submit":
+            blobs, retried = args
+            await self.submit([Message.from_bytes(b) for b in blobs], retried)
+            value: Any = None
+        elif op == "wait":
+            value = await self.wait(*args)
+        elif op == "wait_start":
+            value = await self.wait_start(*args)
+        else:
+            raise ValueError(f"unknown client request {op!r}")
+        return encode(value, "reply")
 
-    async def _on_read_request(self, payload: tuple[str, tuple[Any, ...]]) -> tuple[bool, bytes]:
-        """``("status", (id, show_history, show_history_output, show_input))``."""
+    async def _on_read_request(self, payload: tuple[str, tuple[Any, ...]]) -> bytes:
+        """``("status", (id, show_history, show_history_output, show_input))``: the encoded
+        status."""
         op, args = payload
-        try:
-            if op != "status":
-                raise ValueError(f"unknown client read {op!r}")
-            value = await self._read_status(*args)
-        except Exception as exc:
-            return False, _encode_error(exc)
-        return True, encode(value, "reply")
+        if op != "status":
+            raise ValueError(f"unknown client read {op!r}")
+        return encode(await self._read_status(*args), "reply")
 
 
 async def _serve_on_loop(
@@ -121,7 +117,7 @@ async def _serve_on_loop(
 ) -> tuple[asyncio.Server, asyncio.AbstractEventLoop, tuple[str, int, bytes]]:
     """A server of client requests on the running loop, with a fresh token."""
     token = new_token()
-    server, (host, port) = await serve(token, handle)
+    server, (host, port) = await serve(token, handle, describe_error=_encode_error)
     return server, asyncio.get_running_loop(), (host, port, token)
 
 
@@ -134,8 +130,9 @@ def _encode_error(exc: Exception) -> bytes:
         return encode(RuntimeError(repr(exc)), "error")
 
 
-def decode_reply(reply: tuple[bool, bytes]) -> Any:
-    """The client's side of a reply: its value, or its error raised as it is."""
+def decode_reply(reply: Reply) -> Any:
+    """The client's side of a reply (both halves encoded): its value, or its error raised as
+    it is."""
     ok, blob = reply
     value = decode(blob)
     if not ok:

@@ -44,9 +44,11 @@ from ._wire import (
     FrameClient,
     FrameTooLargeError,
     Limits,
+    Reply,
     frame,
     new_token,
     node_ip,
+    ok_reply,
 )
 
 log = logging.getLogger("ray_durable.warm")
@@ -114,7 +116,7 @@ class WarmWorker:
             if body is None:
                 return
             request_id, (registry_key, registry_blob, calls) = pickle.loads(body)
-            conn.sendall(frame((request_id, run_batch(registry_key, registry_blob, calls))))
+            conn.sendall(frame((request_id, ok_reply(run_batch(registry_key, registry_blob, calls)))))
 
 
 def _fill(conn: socket.socket, buffer: bytearray, size: int) -> None:
@@ -211,9 +213,9 @@ class WarmLane:
         if self._client is None or self._client.closed:
             return self._submit_here(registry_key, registry_blob, calls)
         self._busy = True
-        future = self._client.request((registry_key, registry_blob, list(calls)))
-        future.add_done_callback(self._done)
-        return future
+        reply = self._client.request((registry_key, registry_blob, list(calls)))
+        reply.add_done_callback(self._done)
+        return _value_of(reply)
 
     def _done(self, future: asyncio.Future[Any]) -> None:
         self._busy = False
@@ -257,3 +259,27 @@ class WarmLane:
             log.warning("activity warm worker unreachable; using Ray tasks only", exc_info=True)
         finally:
             self._run_here = False  # from now on the worker, or Ray tasks, run every batch
+
+
+def _value_of(reply: asyncio.Future[Reply]) -> asyncio.Future[Any]:
+    """A future of the value of the worker's reply to a batch (the encoded outcomes); it
+    fails as ``reply`` does (``ConnectionLostError``), or with ``ConnectionLostError`` if the
+    worker answered that it could not run the batch (a Ray task runs it again)."""
+    value: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def settle(done: asyncio.Future[Reply]) -> None:
+        if value.done():
+            return
+        if done.cancelled():
+            value.cancel()
+        elif (error := done.exception()) is not None:
+            value.set_exception(error)
+        else:
+            ok, result = done.result()
+            if ok:
+                value.set_result(result)
+            else:
+                value.set_exception(ConnectionLostError(f"the warm worker could not run a batch: {result}"))
+
+    reply.add_done_callback(settle)
+    return value

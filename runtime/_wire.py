@@ -9,6 +9,11 @@ traffic itself goes over a plain connection: length-prefixed pickle frames, each
 ``(request id, payload)`` answered by ``(request id, reply)``. A server unpickles nothing
 from a connection that has not first sent its token. Both ends are the hub's own code.
 
+Every server (the peer server and the client servers of :func:`serve`, the warm worker of
+``runtime._warm``) answers with one shape, a :data:`Reply`: ``(True, value)``, or
+``(False, error)`` when its handler raised (``error`` is what the server makes of the exception:
+its ``repr`` unless it says otherwise, e.g. the client servers encode it to be raised again).
+
 When a connection drops, every request in flight fails with :class:`ConnectionLostError`;
 the caller decides what happens to it (the protocols above it are at-least-once with
 de-duplication, so sending again is always safe).
@@ -67,6 +72,19 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+#: what every server answers a request with: ``(True, value)`` or ``(False, error)``
+Reply = tuple[bool, Any]
+
+
+def ok_reply(value: Any) -> Reply:
+    """The reply of a request that was handled: its value."""
+    return (True, value)
+
+
+def error_reply(error: Any) -> Reply:
+    """The reply of a request whose handler raised: what the server says of the error."""
+    return (False, error)
+
 
 def frame(value: Any) -> bytes:
     """``value`` as one length-prefixed frame."""
@@ -112,12 +130,13 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
 
 async def serve(
     token: bytes, handle: Callable[[Any], Awaitable[Any]], host: str | None = None,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits = DEFAULT_LIMITS, describe_error: Callable[[Exception], Any] = repr,
 ) -> tuple[asyncio.Server, tuple[str, int]]:
     """An asyncio server on ``host`` (default: this Ray node's address): each request's
-    payload goes to ``handle`` and its reply is ``(True, result)`` or ``(False, repr(error))``
-    (requests of one connection are handled concurrently, replies go back as each finishes).
-    What it accepts is bounded by ``limits``. Returns the server and its (host, port)."""
+    payload goes to ``handle`` and its :data:`Reply` is ``(True, result)`` or
+    ``(False, describe_error(error))`` (requests of one connection are handled concurrently,
+    replies go back as each finishes). What it accepts is bounded by ``limits``. Returns the
+    server and its (host, port)."""
     open_connections = 0
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -131,9 +150,9 @@ async def serve(
 
         async def answer(request_id: int, payload: Any) -> None:
             try:
-                reply: Any = (True, await handle(payload))
+                reply = ok_reply(await handle(payload))
             except Exception as exc:
-                reply = (False, repr(exc))
+                reply = error_reply(describe_error(exc))
             with contextlib.suppress(OSError):
                 writer.write(frame((request_id, reply)))
 

@@ -258,10 +258,11 @@ def test_the_warm_worker_serves_a_batch_that_arrives_in_pieces_and_one_that_arri
         conn.sendall(request[5:])
         conn.sendall(frame((2, ("key", registry, [("double", encode(1))]))))
         replies = [_read_reply(conn), _read_reply(conn)]
-    assert [(rid, decode(blob)) for rid, blob in replies] == [(1, [(True, 42)]), (2, [(True, 2)])]
+    # the one reply shape of every server: (True, value); the value is the encoded outcomes
+    assert [(rid, ok, decode(blob)) for rid, (ok, blob) in replies] == [(1, True, [(True, 42)]), (2, True, [(True, 2)])]
 
 
-def _read_reply(conn: socket.socket) -> tuple[int, bytes]:
+def _read_reply(conn: socket.socket) -> tuple[int, tuple[bool, bytes]]:
     head = _exactly(conn, HEADER.size)
     return pickle.loads(_exactly(conn, HEADER.unpack(head)[0]))
 
@@ -273,3 +274,27 @@ def _exactly(conn: socket.socket, size: int) -> bytes:
         assert chunk, "the worker closed the connection"
         data += chunk
     return data
+
+
+def test_a_client_server_answers_in_the_same_shape_with_its_errors_encoded():
+    from runtime._shard_clients import _encode_error, decode_reply
+
+    async def handle(payload):
+        if payload == "boom":
+            raise KeyError("no such thing")
+        return encode(payload)
+
+    async def main():
+        token = new_token()
+        server, (host, port) = await serve(token, handle, host="127.0.0.1", describe_error=_encode_error)
+        client = await FrameClient.connect(host, port, token)
+        good, bad = await client.request("x"), await client.request("boom")
+        server.close()
+        client.close()
+        return good, bad
+
+    good, bad = run(main())
+    assert good[0] is True and decode_reply(good) == "x"
+    assert bad[0] is False
+    with pytest.raises(KeyError, match="no such thing"):
+        decode_reply(bad)
