@@ -37,7 +37,7 @@ from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._http import BUILTIN_ACTIVITIES
-from ._hub_file import default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
+from ._hub_file import HubRecord, default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
 from ._shard import ShardHost
 from ._shard_base import ShardConfig
@@ -103,15 +103,12 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         self.num_shards = num_shards = self._shard_count(num_shards, ray_init_kwargs)
         record = open_hub_file(self.directory, name, num_shards)
         self._init_ray(ray_init_kwargs)
-        self._detached = detached
-        self._closed = False
-        self._registry_version = -1
+        self._detached, self._closed, self._registry_version = detached, False, -1
         self._shards: list[Any] = []
         self._link = ClientLink(self._shards, name)
         configs = [
             ShardConfig(
-                hub=name, index=i, num_shards=num_shards,
-                path=os.path.join(self.directory, shard_file(i)),
+                hub=name, index=i, num_shards=num_shards, path=os.path.join(self.directory, shard_file(i)),
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
                 warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
@@ -120,16 +117,22 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
             for i in range(num_shards)
         ]
         self._create_hosts(configs, detached)
+        self._start_hosts(record)
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _start_hosts(self, record: HubRecord) -> None:
+        """Have every host open its file, install the registry and recover (all killed if one
+        fails); then, for a new hub, record its shard files (from here on a missing one is
+        refused, never created again)."""
         blob = self._registry_blob()
         try:
             self._call(lambda: [s.start.remote(blob) for s in self._shards])
         except BaseException:
             self._kill()
             raise
-        if record.create:  # every shard file exists now: from here on a missing one is refused
-            record_shards(self.directory, name, num_shards, record.hub_id)
-
-    # -- opening ----------------------------------------------------------------------------------
+        if record.create:
+            record_shards(self.directory, self.name, self.num_shards, record.hub_id)
 
     def _shard_count(self, num_shards: int | None, ray_init_kwargs: dict[str, Any] | None) -> int:
         """``num_shards``, or if ``None`` the count the hub was created with, or (a new hub) one
