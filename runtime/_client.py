@@ -552,6 +552,18 @@ class TaskHub(EntityClient, AsyncClient):
         """
         return self._call(lambda: [s.__ray_call__.remote(_node_of_host) for s in self._shards])
 
+    def serve_ui(self, port: int = 0, host: str = "127.0.0.1", allow_remote: bool = False) -> Any:
+        """Serve the web UI for this hub on a background thread of this process (``port=0``:
+        a free port) and return the server: its ``url`` is where to point a browser, its
+        ``stop()`` ends it. Only the local host unless ``allow_remote`` (it has no
+        authentication). See :mod:`runtime.ui`."""
+        from .ui import serve
+
+        server = serve(self, self.name, live=True, host=host, port=port, allow_remote=allow_remote,
+                       registry=self._registry)
+        log.info("task hub %s: web UI at %s", self.name, server.url)
+        return server
+
     # -- plumbing ----------------------------------------------------------------------------------
 
     def _shard(self, instance_id: str) -> Any:
