@@ -7,17 +7,19 @@ outputs, history events, messages) goes through :func:`encode` and :func:`decode
 
 from __future__ import annotations
 
+import base64
 import builtins
 import dataclasses
 import enum
 import io
+import math
 import pickle
 import sys
 from typing import Any
 
 import cloudpickle
 
-from orchestrations import FailureDetails, PayloadError
+from orchestrations import DurableValueError, FailureDetails, PayloadError
 from orchestrations._errors import describe
 from orchestrations._failures import failure_of
 
@@ -179,3 +181,52 @@ def failure_from_exception(exc: BaseException) -> FailureDetails:
     except Exception:
         return failure
     return FailureDetails(failure.error_type, failure.message, failure.details, exc)
+
+
+# -- values as JSON (exported histories) -----------------------------------------------------------
+
+#: the key of the one-key object that carries a value JSON cannot hold: base64 of its pickle
+PICKLE_MARK = "$pickle"
+
+
+def to_json_value(value: Any, what: str = "value") -> Any:
+    """``value`` as JSON data if JSON carries it exactly (``None``, ``bool``, ``int``, finite
+    ``float``, ``str``, and lists and string-keyed dicts of those: it loads back equal and of
+    the same types), else ``{"$pickle": base64 of its pickle}``. A tuple, a set or a user's
+    object is pickled, and so is a dict with a ``"$pickle"`` key (it would read as a marked
+    value). Raises :class:`PayloadError` naming ``what`` if it cannot be pickled either."""
+    try:
+        exact = _json_exact(value)
+    except RecursionError:
+        exact = False
+    if exact:
+        return value
+    return {PICKLE_MARK: base64.b64encode(encode(value, what)).decode("ascii")}
+
+
+def from_json_value(data: Any) -> Any:
+    """The value :func:`to_json_value` turned into ``data``: a marked pickle is decoded (this
+    rebuilds its objects, importing the modules of their classes), other JSON is the value."""
+    if isinstance(data, dict) and PICKLE_MARK in data:
+        blob = data[PICKLE_MARK]
+        if len(data) != 1 or not isinstance(blob, str):
+            raise DurableValueError(f"a marked value must be {{{PICKLE_MARK!r}: base64 string}}, got {describe(data)}")
+        try:
+            raw = base64.b64decode(blob, validate=True)
+        except ValueError as exc:
+            raise DurableValueError(f"a marked value is not base64 ({exc}): {describe(blob)}") from None
+        return decode(raw)
+    return data
+
+
+def _json_exact(value: Any) -> bool:
+    kind = type(value)
+    if value is None or kind in (bool, int, str):
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_json_exact(v) for v in value)
+    if kind is dict:
+        return PICKLE_MARK not in value and all(type(k) is str and _json_exact(v) for k, v in value.items())
+    return False

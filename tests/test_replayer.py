@@ -187,3 +187,9 @@ def test_bad_input_is_refused_naming_it():
         Replayer(V1).replay({"x": ["not an event"]})
     with pytest.raises(DurableTypeError, match="registry must be"):
         Replayer({"billing": billing})  # type: ignore[arg-type]
+
+
+def test_events_after_the_last_episode_are_new_to_the_code_which_may_finish_on_them():
+    history = run(V1, "billing")[:-3]  # the activity's answer recorded, its episode not yet run
+    assert isinstance(history[-1], TaskCompleted)
+    assert Replayer(V1).replay({"b": history}) == [ReplayResult("b", "billing")]
