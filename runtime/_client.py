@@ -49,6 +49,7 @@ from ._client_link import ClientLink, unwrap
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
+from ._history_json import history_to_json
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
@@ -411,6 +412,12 @@ class TaskHub(EntityClient, AsyncClient):
         if history is None:
             raise InstanceNotFoundError(instance_id)
         return history
+
+    def export_history(self, instance_id: str) -> str:
+        """The instance's history as a JSON document (``runtime._history_json``): events by type
+        name and named fields, values as JSON where JSON carries them exactly, else marked
+        pickles; ``runtime.replay`` loads it back for the replayer. Raises for an unknown id."""
+        return history_to_json(instance_id, self.get_history(instance_id))
 
     def wait_for_completion(
         self, instance_id: str, timeout: float | None = None, show_progress: bool = False

@@ -66,13 +66,18 @@ class HubFiles:
 
     Raises ``ValueError`` if there is no hub there (no ``hub.json``) or it was written in
     another format version. With ``raw``, payloads are not decoded at all: each is a
-    :class:`RawPayload`, and a history is a list of :class:`RawEvent`.
+    :class:`RawPayload`, and a history is a list of :class:`RawEvent`. With ``trusted``, they
+    are decoded as a shard host decodes them (:func:`runtime._codec.decode`: a user's objects
+    are rebuilt, importing their modules): what replaying and exporting need, for files one
+    trusts as much as the code that runs them.
     """
 
-    def __init__(self, name: str, data_dir: str | os.PathLike[str], raw: bool = False) -> None:
+    def __init__(
+        self, name: str, data_dir: str | os.PathLike[str], raw: bool = False, trusted: bool = False
+    ) -> None:
         self.name = name
         self.raw = raw
-        self._decode: Callable[[bytes | None], Any] = RawPayload.of if raw else safe_decode
+        self._decode: Callable[[bytes | None], Any] = RawPayload.of if raw else decode if trusted else safe_decode
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         info = read_hub_file(self.directory)
         if info is None:
@@ -133,7 +138,16 @@ class HubFiles:
             rows = conn.execute(sql, (row[_NUM],)).fetchall()
         if self.raw:
             return [RawEvent(kind, from_ts(at), name, RawPayload.of(data)) for kind, at, name, data in rows]
-        return [safe_decode(data) for *_, data in rows]
+        return [self._decode(data) for *_, data in rows]
+
+    def instance_ids(self) -> list[str]:
+        """Every stored instance's id, shard by shard, each shard's in order of creation."""
+        found: list[str] = []
+        sql = "SELECT instance_id FROM instances ORDER BY created_at, instance_id"
+        for shard in range(self.num_shards):
+            with self._snapshot(shard) as conn:
+                found += [row[0] for row in conn.execute(sql)]
+        return found
 
     def list_instances(
         self,
