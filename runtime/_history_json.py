@@ -12,7 +12,6 @@ pickle). Loading checks every name and type and refuses what it does not know, n
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import types
 import typing
@@ -127,7 +126,7 @@ def _from_json(data: Any, hint: Any, what: str) -> Any:
             return datetime.fromisoformat(data)
         except (TypeError, ValueError):
             raise DurableValueError(f"{what} must be an ISO 8601 time, got {describe(data)}") from None
-    records = [k for k in kinds if dataclasses.is_dataclass(k)]
+    records = [k for k in kinds if isinstance(k, type) and dataclasses.is_dataclass(k)]
     if records and isinstance(data, dict):
         return _record_from_json(records[0], data)
     if tuple in kinds and isinstance(data, list):
@@ -139,9 +138,15 @@ def _from_json(data: Any, hint: Any, what: str) -> Any:
     return value
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """``cls``'s field annotations, resolved (once per class)."""
+    found = _HINTS.get(cls)
+    if found is None:
+        found = _HINTS[cls] = typing.get_type_hints(cls)
+    return found
 
 
 def _kinds(hint: Any) -> frozenset[Any]:
