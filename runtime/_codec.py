@@ -26,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from orchestrations import DurableTypeError, FailureDetails, HistoryEvent, ParentInfo, PayloadError
+from orchestrations import DurableTypeError, DurableValueError, FailureDetails, HistoryEvent, ParentInfo, PayloadError
 from orchestrations._errors import describe
 from orchestrations._failures import failure_of
 from orchestrations._history import EVENT_TYPES
@@ -415,56 +415,107 @@ class UnknownEvent:
     result: None = None
 
 
-def event_to_record(event: HistoryEvent) -> dict[str, Any]:
+def event_to_record(event: HistoryEvent, what: str = "an event's payload") -> dict[str, Any]:
     """``event`` as a JSON-ready record: ``{"type": <event-type name>, <field>: <value>, ...}``,
-    payloads as :func:`to_json_value` trees, times as ISO 8601, nested records as objects."""
+    payloads as :func:`to_json_value` trees, times as ISO 8601, nested records as objects.
+    Raises :class:`PayloadError` naming ``what`` for a payload that cannot be stored."""
     shape = _SHAPES_BY_CLASS.get(type(event))
     if shape is None:
         raise DurableTypeError(f"{type(event).__qualname__} is not a stored history event type")
     record: dict[str, Any] = {"type": shape.name}
-    for name, writer in shape.out:
-        record[name] = writer(getattr(event, name))
+    try:
+        for name, writer in shape.out:
+            record[name] = writer(getattr(event, name))
+    except PayloadError as exc:
+        raise PayloadError(what, exc.value_repr, exc.reason) from None
     return record
 
 
-def event_from_record(record: dict[str, Any], mode: str = TRUSTED) -> HistoryEvent | UnknownEvent:
-    """The event of an :func:`event_to_record` record. Fields missing from the record take
-    their defaults; fields this code does not know are ignored. In a non-trusted mode, a record
-    that cannot be rebuilt is an :class:`UnknownEvent` instead of an error."""
+def event_from_record(record: dict[str, Any]) -> HistoryEvent:
+    """The event of an :func:`event_to_record` record; raises if it cannot be rebuilt. Fields
+    missing from the record take their defaults; fields this code does not know are ignored."""
+    shape = _SHAPES_BY_NAME.get(record.get("type"))  # type: ignore[arg-type]
+    if shape is None:
+        raise DurableValueError(f"unknown history event type {record.get('type')!r} in a stored record")
+    into = shape.into
+    return shape.cls(**{name: into[name](value, TRUSTED) for name, value in record.items() if name in into})
+
+
+def read_event_record(record: Any, mode: str = LENIENT) -> HistoryEvent | UnknownEvent:
+    """:func:`event_from_record` for a reader: a record that cannot be rebuilt is an
+    :class:`UnknownEvent`, and payloads are read in ``mode`` (never raises)."""
     try:
         shape = _SHAPES_BY_NAME[record["type"]]
-        fields = {name: shape.into[name](value, mode) for name, value in record.items() if name in shape.into}
-        return shape.cls(**fields)
+        into = shape.into
+        return shape.cls(**{name: into[name](value, mode) for name, value in record.items() if name in into})
     except Exception as exc:
-        if mode == TRUSTED:
-            raise
         return _unknown_event(record, exc)
 
 
 def _unknown_event(record: Any, exc: Exception) -> UnknownEvent:
     """What is left to show of a record that could not be rebuilt."""
-    kind = record.get("type") if isinstance(record, dict) else None
+    record = record if isinstance(record, dict) else {}
+    kind = record.get("type")
     try:
         at = datetime.fromisoformat(record["timestamp"])
     except Exception:
         at = datetime.fromtimestamp(0, tz=UTC)
-    name = record.get("name") if isinstance(record, dict) and isinstance(record.get("name"), str) else None
-    reason = f"unknown event type {kind!r}" if isinstance(exc, KeyError) and kind not in _SHAPES_BY_NAME else (
-        f"{type(exc).__name__}: {exc}")
+    name = record.get("name") if isinstance(record.get("name"), str) else None
+    known = isinstance(kind, str) and kind in _SHAPES_BY_NAME
+    reason = f"{type(exc).__name__}: {exc}" if known else f"unknown event type {kind!r}"
     return UnknownEvent(str(kind or "?"), at, name, Undecodable(str(kind or "event"), reason))
 
 
-def dump_event(event: HistoryEvent) -> str:
+def dump_event(event: HistoryEvent, what: str = "an event's payload") -> str:
     """The stored form of a history event: the JSON text of :func:`event_to_record`."""
-    return json.dumps(event_to_record(event), separators=(",", ":"))
+    return json.dumps(event_to_record(event, what), separators=(",", ":"))
 
 
-def load_event(text: str | bytes, mode: str = TRUSTED) -> HistoryEvent | UnknownEvent:
-    """The history event stored as ``text`` by :func:`dump_event` (see the modes above)."""
+def load_event(text: str | bytes) -> HistoryEvent:
+    """The history event stored as ``text`` by :func:`dump_event`; raises if it cannot be."""
+    return event_from_record(json.loads(text))
+
+
+def read_event(text: str | bytes | None, mode: str = LENIENT) -> HistoryEvent | UnknownEvent:
+    """:func:`load_event` for a reader (see :func:`read_event_record`; never raises)."""
     try:
-        record = json.loads(text)
-    except ValueError as exc:
+        record = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        return _unknown_event({}, exc)
+    return read_event_record(record, mode)
+
+
+# -- nested records stored in their own columns ---------------------------------------------------
+
+
+def dump_json(tree: Any) -> str:
+    """A JSON tree (made of :func:`to_json_value` values and records) as compact JSON text."""
+    return json.dumps(tree, separators=(",", ":"))
+
+
+def dump_failure(failure: FailureDetails | None) -> str | None:
+    """The stored form of a :class:`FailureDetails` (``None`` stays ``None``)."""
+    return None if failure is None else dump_json(_failure_out(failure))
+
+
+def load_failure(text: str | bytes | None, mode: str = TRUSTED) -> FailureDetails | Undecodable | None:
+    """The inverse of :func:`dump_failure`; in a non-trusted mode, an :class:`Undecodable` for
+    text that is not a failure record."""
+    if text is None:
+        return None
+    try:
+        return _failure_in(json.loads(text), mode)
+    except Exception as exc:
         if mode == TRUSTED:
             raise
-        return _unknown_event({}, exc)
-    return event_from_record(record, mode)
+        return Undecodable("FailureDetails", f"{type(exc).__name__}: {exc}")
+
+
+def dump_parent(parent: ParentInfo | None) -> str | None:
+    """The stored form of a :class:`ParentInfo` (``None`` stays ``None``)."""
+    return None if parent is None else dump_json(_parent_out(parent))
+
+
+def load_parent(text: str | bytes | None) -> ParentInfo | None:
+    """The inverse of :func:`dump_parent`."""
+    return None if text is None else _parent_in(json.loads(text), TRUSTED)

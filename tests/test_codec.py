@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from orchestrations import DurableTypeError, FailureDetails, HistoryEvent, ParentInfo
+from orchestrations import DurableTypeError, DurableValueError, FailureDetails, HistoryEvent, ParentInfo
 from orchestrations._history import EVENT_TYPES, EntityUnlockMessage, ExecutionStarted, TaskCompleted, TaskFailed
 from runtime._codec import (
     LENIENT,
@@ -31,6 +31,8 @@ from runtime._codec import (
     is_exact_json,
     load_event,
     load_value,
+    read_event,
+    read_event_record,
     to_json_value,
 )
 
@@ -161,13 +163,13 @@ def test_a_record_of_a_non_event_is_refused() -> None:
 
 def test_an_unknown_event_type_is_shown_not_raised_by_readers() -> None:
     text = json.dumps({"type": "FromTheFuture", "timestamp": NOW.isoformat(), "name": "n"})
-    with pytest.raises(KeyError):
+    with pytest.raises(DurableValueError, match="unknown history event type 'FromTheFuture'"):
         load_event(text)
-    event = load_event(text, LENIENT)
+    event = read_event(text, LENIENT)
     assert isinstance(event, UnknownEvent)
     assert (event.event_type, event.timestamp, event.name) == ("FromTheFuture", NOW, "n")
     assert "unknown event type 'FromTheFuture'" in repr(event.input)
-    assert isinstance(load_event("not json", SAFE), UnknownEvent)
+    assert isinstance(read_event("not json", SAFE), UnknownEvent)
 
 
 @pytest.fixture
@@ -197,7 +199,7 @@ def test_a_value_whose_class_is_gone_is_reported_as_undecodable(gone_value: str)
 def test_an_event_with_an_undecodable_payload_keeps_its_other_fields(gone_value: str) -> None:
     record = event_to_record(TaskCompleted(NOW, 3, None))
     record["result"] = json.loads(gone_value)
-    event = event_from_record(record, LENIENT)
+    event = read_event_record(record, LENIENT)
     assert isinstance(event, TaskCompleted) and event.task_scheduled_id == 3
     assert isinstance(event.result, Undecodable)
     assert "undecodable" in repr(event.result)
@@ -226,3 +228,18 @@ def test_corrupt_stored_text_is_undecodable_for_readers() -> None:
 def test_to_json_value_of_plain_data_is_the_value_itself() -> None:
     value = {"a": [1, 2]}
     assert to_json_value(value) is value
+
+
+def test_failure_and_parent_columns_round_trip_as_json() -> None:
+    from runtime._codec import dump_failure, dump_parent, load_failure, load_parent
+
+    failure = FailureDetails("ValueError", "boom", "tb", ValueError("boom"))
+    text = dump_failure(failure)
+    assert text is not None and json.loads(text)["error_type"] == "ValueError"
+    back = load_failure(text)
+    assert isinstance(back, FailureDetails) and back.describe() == "ValueError: boom"
+    assert dump_failure(None) is None and load_failure(None) is None
+    assert isinstance(load_failure("[1]", LENIENT), Undecodable)
+    parent = ParentInfo("p", 2, "e")
+    assert load_parent(dump_parent(parent)) == parent
+    assert dump_parent(None) is None
