@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pytest
 
@@ -35,8 +34,8 @@ from orchestrations.testing import (
     timer_created,
     timer_fired,
 )
-from runtime._codec import PICKLE_MARK, from_json_value, to_json_value
-from runtime._history_json import event_from_json, event_to_json, histories_from_json, history_to_json
+from runtime._codec import PICKLE_KEY, event_from_record, event_to_record
+from runtime._history_json import histories_from_json, history_to_json
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def test_the_document_names_events_and_fields_and_carries_plain_values_as_json()
         "parent": {"instance_id": "parent-1", "task_scheduled_id": 3, "execution_id": "exec-9"},
     }
     assert set(scheduled) == {"type", "timestamp", "event_id", "name", "input"}
-    assert list(scheduled["input"]) == [PICKLE_MARK]  # a user's object: a marked pickle
+    assert list(scheduled["input"]) == [PICKLE_KEY]  # a user's object: a marked pickle
     assert timer["fire_at"] == "2017-05-05T18:46:28+00:00"
     assert document["events"][4]["lock_set"] == ["@account@a", "@account@b"]
     assert document["events"][-1]["result"] == [1.5, None, True, "ok"]
@@ -90,28 +89,9 @@ def test_a_failure_with_its_exception_round_trips():
     cause = ConnectionError("carrier down")
     event = ExecutionCompleted(at(1), "Failed", "ConnectionError: carrier down",
                                FailureDetails("ConnectionError", "carrier down", "Traceback ...", cause))
-    back = event_from_json(json.loads(json.dumps(event_to_json(event))))
+    back = event_from_record(json.loads(json.dumps(event_to_record(event))))
     assert back.failure.cause.args == cause.args and type(back.failure.cause) is ConnectionError
     assert (back.status, back.result, back.failure.details) == (event.status, event.result, "Traceback ...")
-
-
-@pytest.mark.parametrize("value", [
-    None, True, 3, -0.5, "text", [1, [2, "x"]], {"a": {"b": None}},
-])
-def test_what_json_carries_exactly_stays_plain_json(value):
-    assert to_json_value(value) == value
-    assert from_json_value(json.loads(json.dumps(to_json_value(value)))) == value
-
-
-@pytest.mark.parametrize("value", [
-    (1, 2), {1: "int key"}, {"$pickle": "looks marked"}, float("nan"), datetime(2024, 1, 1, tzinfo=UTC),
-    Parcel(1.0), {"nested": (1,)}, b"bytes", {3},
-])
-def test_what_json_cannot_carry_exactly_is_a_marked_pickle(value):
-    data = to_json_value(value)
-    assert list(data) == [PICKLE_MARK]
-    back = from_json_value(json.loads(json.dumps(data)))
-    assert back == value or (back != back and value != value)  # nan is not equal to itself
 
 
 def test_a_loaded_history_replays():
@@ -131,17 +111,14 @@ def test_a_loaded_history_replays():
     ("not json", "not a JSON history"),
     ('{"events": []}', "format None"),
     ('{"format": 1, "events": []}', "needs its 'instance_id'"),
+    ('{"format": 1, "instance_id": "x", "events": [7]}', "event 0 of 'x' is not a record"),
     ('{"format": 1, "instance_id": "x", "events": [{"type": "Nope", "timestamp": "2024-01-01T00:00:00"}]}',
-     "unknown history event type 'Nope'"),
+     "event 0 of 'x': unknown history event type 'Nope'"),
     ('{"format": 1, "instance_id": "x", "events": [{"type": "OrchestratorStarted", "timestamp": 5}]}',
-     "must be an ISO 8601 time"),
-    ('{"format": 1, "instance_id": "x", "events": [{"type": "OrchestratorStarted"}]}', "needs its field 'timestamp'"),
+     "event 0 \\(OrchestratorStarted\\) of 'x' cannot be read"),
+    ('{"format": 1, "instance_id": "x", "events": [{"type": "OrchestratorStarted"}]}', "cannot be read"),
     ('{"format": 1, "instance_id": "x", "events": [{"type": "TaskCompleted", "timestamp": "2024-01-01T00:00:00",'
-     ' "task_scheduled_id": "one"}]}', "task_scheduled_id must be int"),
-    ('{"format": 1, "instance_id": "x", "events": [{"type": "OrchestratorStarted", '
-     '"timestamp": "2024-01-01T00:00:00", "extra": 1}]}', "no field"),
-    ('{"format": 1, "instance_id": "x", "events": [{"type": "TaskCompleted", "timestamp": "2024-01-01T00:00:00",'
-     ' "task_scheduled_id": 1, "result": {"$pickle": "%%%"}}]}', "not base64"),
+     ' "task_scheduled_id": 1, "result": {"$pickle": "%%%"}}]}', "cannot be read"),
 ])
 def test_a_bad_document_is_refused_naming_what_is_wrong(text, error):
     with pytest.raises(DurableValueError, match=error):
