@@ -7,6 +7,7 @@ failed, non-deterministic, not registered, several histories at once).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from orchestrations import (
     Registry,
     ScheduleTask,
     TaskCompleted,
+    TaskScheduled,
 )
 from orchestrations.testing import Replayer, ReplayResult, at, started, task_failed
 
@@ -193,3 +195,60 @@ def test_events_after_the_last_episode_are_new_to_the_code_which_may_finish_on_t
     history = run(V1, "billing")[:-3]  # the activity's answer recorded, its episode not yet run
     assert isinstance(history[-1], TaskCompleted)
     assert Replayer(V1).replay({"b": history}) == [ReplayResult("b", "billing")]
+
+
+# -- with the versioning work: versions, patches and input digests are checked too ------------------
+
+VERSIONED = "version" in inspect.signature(Registry.add_orchestrator).parameters
+DIGESTS = "input_digest" in getattr(TaskScheduled, "__dataclass_fields__", {})
+needs_versions = pytest.mark.skipif(not VERSIONED, reason="needs @orchestrator(version=...)")
+
+
+def billing_v2(ctx):
+    first = yield ctx.call_activity("step", "bill")
+    second = yield ctx.call_activity("step", "receipt")
+    return [first, second]
+
+
+@needs_versions
+def test_an_instance_recorded_on_a_version_the_code_no_longer_has_is_flagged_naming_it():
+    old = Registry()
+    old.add_orchestrator(billing, "billing", version=1)
+    history = run(old, "billing")
+    new = Registry()
+    new.add_orchestrator(billing_v2, "billing", version=2)
+    [result] = Replayer(new).replay({"b": history})
+    assert not result.ok and "version 1" in result.message, result
+    both = Registry()
+    both.add_orchestrator(billing, "billing", version=1)
+    both.add_orchestrator(billing_v2, "billing", version=2)
+    assert Replayer(both).replay({"b": history}) == [ReplayResult("b", "billing")]
+
+
+@needs_versions
+def test_a_patch_keeps_old_instances_on_the_old_branch_and_removing_it_is_flagged():
+    def billing_patched(ctx):
+        if ctx.is_patched("receipt"):
+            yield ctx.call_activity("step", "receipt")
+        result = yield ctx.call_activity("step", "bill")
+        return result
+
+    patched = registry(billing=billing_patched)
+    old, new = run(V1, "billing", instance_id="old"), run(patched, "billing", instance_id="new")
+    assert Replayer(patched).replay({"old": old, "new": new}) == [
+        ReplayResult("old", "billing"), ReplayResult("new", "billing"),
+    ]
+    [dropped] = Replayer(V1).replay({"new": new})  # the patch's branch taken out too early
+    assert dropped.error_type == ND
+
+
+@pytest.mark.skipif(not DIGESTS, reason="needs input digests in history")
+def test_a_changed_activity_input_for_the_same_task_is_flagged():
+    def shipping_weighs_first(ctx):
+        yield ctx.call_activity("step", "weigh")  # was "pack": same activity, another input
+        yield ctx.wait_for_external_event("go")
+        yield ctx.call_activity("step", "ship")
+        return "shipped"
+
+    [result] = Replayer(registry(shipping=shipping_weighs_first)).replay({"s": run(V1, "shipping")})
+    assert result.error_type == ND, result
