@@ -36,7 +36,8 @@ class ReplayResult:
     ``"orchestrations.NonDeterminismError"`` (the code took another path
     than the history), ``"OrchestratorNotFound"`` (no orchestrator of that name is registered),
     the type of an exception the code raises where the history shows it went on, or
-    ``"InvalidHistory"``.
+    ``"InvalidHistory"``; a loader reports a history it cannot read as ``"UndecodableHistory"``
+    (``runtime.replay.replay_files``).
     """
 
     instance_id: str

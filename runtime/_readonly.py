@@ -140,13 +140,14 @@ class HubFiles:
             return [RawEvent(kind, from_ts(at), name, RawPayload.of(data)) for kind, at, name, data in rows]
         return [self._decode(data) for *_, data in rows]
 
-    def instance_ids(self) -> list[str]:
-        """Every stored instance's id, shard by shard, each shard's in order of creation."""
-        found: list[str] = []
-        sql = "SELECT instance_id FROM instances ORDER BY created_at, instance_id"
+    def instance_names(self) -> list[tuple[str, str]]:
+        """Every stored instance's id and orchestrator name, shard by shard, each shard's in
+        order of creation."""
+        found: list[tuple[str, str]] = []
+        sql = "SELECT instance_id, name FROM instances ORDER BY created_at, instance_id"
         for shard in range(self.num_shards):
             with self._snapshot(shard) as conn:
-                found += [row[0] for row in conn.execute(sql)]
+                found += [(row[0], row[1]) for row in conn.execute(sql)]
         return found
 
     def list_instances(

@@ -49,7 +49,8 @@ def histories_from_files(
     those of ``instance_ids``), read one at a time. Raises ``ValueError`` if there is no such
     hub, :class:`InstanceNotFoundError` for an id it does not hold."""
     with closing(HubFiles(hub, data_dir, trusted=True)) as files:
-        for instance_id in files.instance_ids() if instance_ids is None else instance_ids:
+        ids = [iid for iid, _ in files.instance_names()] if instance_ids is None else instance_ids
+        for instance_id in ids:
             events = files.get_history(instance_id)
             yield instance_id, events  # type: ignore[misc]  # decoded: HistoryEvents, not RawEvents
 
@@ -74,12 +75,12 @@ def replay_files(
     of type ``"UndecodableHistory"`` naming the reason; the others are replayed all the same."""
     results: list[ReplayResult] = []
     with closing(HubFiles(hub, data_dir, trusted=True)) as files:
-        for instance_id in files.instance_ids():
+        for instance_id, name in files.instance_names():
             try:
                 events = files.get_history(instance_id)
             except Exception as exc:  # unpickling runs the user's code: any error, one instance
                 reason = f"a stored value cannot be decoded here ({type(exc).__name__}: {exc})"
-                results.append(ReplayResult(instance_id, None, "UndecodableHistory", reason))
+                results.append(ReplayResult(instance_id, name, "UndecodableHistory", reason))
                 continue
             results += replayer.replay([(instance_id, list(events))])  # type: ignore[arg-type]
     return results

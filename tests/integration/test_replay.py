@@ -9,8 +9,10 @@ one still waiting for it, and every "rp_bill", replay cleanly.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,6 +31,14 @@ pytestmark = pytest.mark.integration
 
 HUB = "replay-shop"
 BROKEN = {"ship-done-1", "ship-done-2"}  # past the event: they ran the step that changes
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Parcel:
+    """An input of a class of this module: a process that cannot import it cannot decode it."""
+
+    weight: float
 
 
 def step(what: str) -> str:
@@ -92,12 +102,13 @@ def shop(ray_session, data_dir, tmp_path_factory):
             hub.start_new("rp_ship", instance_id=iid)
         for iid in ("bill-1", "bill-2"):
             hub.start_new("rp_bill", instance_id=iid)
+        hub.start_new("rp_bill", instance_id="bill-parcel", client_input=Parcel(2.5))
         for iid in ("ship-done-1", "ship-done-2"):
             hub.raise_event(iid, "go")
-        for iid in ("ship-done-1", "ship-done-2", "bill-1", "bill-2"):
+        for iid in ("ship-done-1", "ship-done-2", "bill-1", "bill-2", "bill-parcel"):
             assert hub.wait_for_completion(iid, timeout=60).output is not None
         hub.wait_for_orchestration_start("ship-wait-1", timeout=60)
-        ids = ["ship-done-1", "ship-wait-1", "ship-done-2", "bill-1", "bill-2"]
+        ids = ["ship-done-1", "ship-wait-1", "ship-done-2", "bill-1", "bill-2", "bill-parcel"]
         from_hub = histories_from_hub(hub, ids)
         exported = hub.export_history("ship-done-1")
     modules = tmp_path_factory.mktemp("code")
@@ -110,10 +121,15 @@ def flagged(results) -> set[str]:
     return {r.instance_id for r in results if not r.ok}
 
 
-def ray_durable(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The installed ``ray-durable`` script in a process of its own (a fresh registry)."""
+def ray_durable(cwd: Path, *args: str, tests_importable: bool = True) -> subprocess.CompletedProcess[str]:
+    """The installed ``ray-durable`` script in a process of its own (a fresh registry), where
+    this module (the class of one instance's input) can be imported, or not."""
     script = Path(sys.executable).parent / "ray-durable"
-    return subprocess.run([str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if tests_importable:
+        env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_the_replayer_flags_exactly_the_instances_a_change_breaks_on_the_hubs_files(shop):
@@ -157,13 +173,29 @@ def test_cli_replay_of_a_hub_exits_1_naming_what_would_fail_and_0_when_nothing_w
     assert changed.returncode == 1, changed.stdout + changed.stderr
     lines = changed.stdout.splitlines()
     assert {line.split(" ", 1)[0] for line in lines[:-1]} == BROKEN
-    assert lines[-1] == "2 of 5 instance(s) would fail with this code"
+    assert lines[-1] == "2 of 6 instance(s) would fail with this code"
     same = ray_durable(shop.modules, *args, "--import", "shop_same", "--json")
     assert same.returncode == 0, same.stdout + same.stderr
     report = json.loads(same.stdout)
-    assert (report["replayed"], report["failing"]) == (5, 0)
+    assert (report["replayed"], report["failing"]) == (6, 0)
     nothing = ray_durable(shop.modules, *args)  # no code imported: nothing is registered
     assert nothing.returncode == 1 and "OrchestratorNotFound" in nothing.stdout
+
+
+def test_an_instance_whose_values_cannot_be_decoded_here_is_named_and_the_others_replay(shop):
+    result = ray_durable(shop.modules, "replay", "--hub", HUB, "--data-dir", str(shop.data_dir),
+                         "--import", "shop_same", tests_importable=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "bill-parcel (rp_bill): UndecodableHistory: a stored value cannot be decoded here "
+        "(ModuleNotFoundError: No module named 'tests')",
+        "1 of 6 instance(s) would fail with this code",
+    ]
+
+
+def test_cli_export_of_an_unknown_instance_is_one_line_and_exit_status_1(shop):
+    result = CliRunner().invoke(main, ["--hub", HUB, "--data-dir", str(shop.data_dir), "export", "no-such"])
+    assert result.exit_code == 1 and result.output.strip() == "Error: no orchestration instance with id 'no-such'"
 
 
 def test_cli_replay_refuses_bad_arguments_with_exit_status_2(shop):
