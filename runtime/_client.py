@@ -230,6 +230,12 @@ class TaskHub(EntityClient, AsyncClient):
         self._closed = False
         self.close()
 
+    def export_history(self, instance_id: str) -> str:
+        """The instance's history as a JSON document (``runtime._history_json``): events by type
+        name and named fields, values as JSON where JSON carries them exactly, else marked
+        pickles; ``runtime.replay`` loads it back for the replayer. Raises for an unknown id."""
+        return history_to_json(instance_id, self.get_history(instance_id))
+
     def _kill(self) -> None:
         """Kill the shard hosts and wait until Ray has released their names, so the hub can
         be reopened at once (Ray frees a killed actor's name asynchronously)."""
@@ -412,12 +418,6 @@ class TaskHub(EntityClient, AsyncClient):
         if history is None:
             raise InstanceNotFoundError(instance_id)
         return history
-
-    def export_history(self, instance_id: str) -> str:
-        """The instance's history as a JSON document (``runtime._history_json``): events by type
-        name and named fields, values as JSON where JSON carries them exactly, else marked
-        pickles; ``runtime.replay`` loads it back for the replayer. Raises for an unknown id."""
-        return history_to_json(instance_id, self.get_history(instance_id))
 
     def wait_for_completion(
         self, instance_id: str, timeout: float | None = None, show_progress: bool = False
