@@ -3,9 +3,9 @@
 What the CLI reads when no hub of that name runs in a reachable Ray cluster. Each file is
 opened with SQLite's ``mode=ro``, so reading never writes, never takes the shard's owner lock
 and never disturbs a hub that has the files open in another process: it sees committed state
-only. Reading runs no code from the files: payloads are decoded with
-:func:`runtime._codec.safe_decode` (plain data and this product's records; a user's object is
-shown by its type name), or not at all with ``raw`` (``ray-durable --no-decode``). Only
+only. Reading runs no code from the files: payloads are read in the converter's ``SAFE`` mode
+(JSON values as they are; a marked pickle rebuilt only when it holds plain data, else shown as
+an ``Undecodable`` naming its type), or not at all with ``raw`` (``ray-durable --no-decode``). Only
 :meth:`HubFiles.saved_registry`, which control commands need to run the hub, loads code.
 Rows become the very records a shard host returns (``status_from_row``; entity rows as
 ``list_entities`` reports them), and listing pages through :func:`query_page` as ``TaskHub``
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +35,7 @@ from orchestrations import (
 from orchestrations._ids import shard_of
 from orchestrations._registry import Registry
 
-from ._codec import RawPayload, decode, safe_decode
+from ._codec import RAW, SAFE, RawPayload, decode, load_value, read_event
 from ._entity_host import addressable, parse_holder
 from ._files import read_hub_file
 from ._messages import from_ts, status_from_row
@@ -72,15 +72,16 @@ class HubFiles:
     def __init__(self, name: str, data_dir: str | os.PathLike[str], raw: bool = False) -> None:
         self.name = name
         self.raw = raw
-        self._decode: Callable[[bytes | None], Any] = RawPayload.of if raw else safe_decode
+        self._mode = RAW if raw else SAFE
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         info = read_hub_file(self.directory)
         if info is None:
             raise DurableValueError(f"no task hub {name!r} in {os.path.dirname(self.directory)}")
         if info.get("format_version") != FORMAT_VERSION:
+            upgrade = " (open it once with TaskHub to migrate it)" if info.get("format_version") == 2 else ""
             raise DurableValueError(
                 f"task hub {name!r} has format version {info.get('format_version')}; "
-                f"this version of ray-durable reads {FORMAT_VERSION}"
+                f"this version of ray-durable reads {FORMAT_VERSION}{upgrade}"
             )
         self.num_shards: int = info["num_shards"]
         self._conns: dict[int, sqlite3.Connection] = {}
@@ -119,7 +120,7 @@ class HubFiles:
         validate_instance_id(instance_id)
         with self._snapshot(shard_of(instance_id, self.num_shards)) as conn:
             row = self._instance_row(conn, instance_id)
-        return None if row is None else status_from_row(row, decode_value=self._decode)
+        return None if row is None else status_from_row(row, mode=self._mode)
 
     def get_history(self, instance_id: str) -> list[HistoryEvent] | list[RawEvent]:
         """The instance's committed history events, oldest first (:class:`RawEvent` with
@@ -133,7 +134,7 @@ class HubFiles:
             rows = conn.execute(sql, (row[_NUM],)).fetchall()
         if self.raw:
             return [RawEvent(kind, from_ts(at), name, RawPayload.of(data)) for kind, at, name, data in rows]
-        return [safe_decode(data) for *_, data in rows]
+        return [read_event(data, SAFE) for *_, data in rows]
 
     def list_instances(
         self,
@@ -160,7 +161,7 @@ class HubFiles:
             for shard in range(self.num_shards):
                 with self._snapshot(shard) as conn:
                     rows = conn.execute(sql, [*args, -1 if limit is None else limit]).fetchall()
-                parts.append([(row[_CREATED], row[0], status_from_row(row, decode_value=self._decode)) for row in rows])
+                parts.append([(row[_CREATED], row[0], status_from_row(row, mode=self._mode)) for row in rows])
             return parts
 
         return query_page(
@@ -177,7 +178,7 @@ class HubFiles:
             row = conn.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)).fetchone()
         if row is None:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(bool(row[2]), self._decode(row[3]) if row[2] else None)
+        return EntityStateResponse(bool(row[2]), load_value(row[3], self._mode) if row[2] else None)
 
     def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
         """Every entity that has state (every one, with ``include_deleted``), or every one
@@ -195,11 +196,11 @@ class HubFiles:
 
     def _entity_metadata(self, row: Any) -> EntityMetadata:
         """What ``list_entities`` reports of an ``entities`` row, payloads through this
-        reader's decoder (the queue's length is inside its pickle: raw, it shows as bytes)."""
+        reader's mode (raw, the queue shows as its stored text)."""
         exists = bool(row[2])
-        queue = self._decode(row[5]) if row[5] is not None else []
+        queue = load_value(row[5], self._mode) if row[5] is not None else []
         length = len(queue) if isinstance(queue, list) else queue  # a planted queue shows as what it is
-        state = self._decode(row[3]) if exists else None
+        state = load_value(row[3], self._mode) if exists else None
         return EntityMetadata(EntityId.parse(row[0]), exists, state, parse_holder(row[4])[0], length, from_ts(row[6]))
 
     # -- the hub's code ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from orchestrations._children import CHILD_EVENT_TYPES, open_children
 from orchestrations._rewind import plan_rewind
 
 from ._activities import ActivityCall
-from ._codec import decode, encode
+from ._codec import dump_value, load_event, load_value
 from ._messages import Instance, Message, to_ts
 from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -54,7 +54,7 @@ def terminated_failure(instance_id: str, reason: Any) -> FailureDetails:
 
 def activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> ActivityCall:
     """An activity of ``inst``'s current execution, its input encoded for table and worker."""
-    blob = encode(input_, f"input of activity {name!r}")
+    blob = dump_value(input_, f"input of activity {name!r}")
     return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
 
 
@@ -91,7 +91,7 @@ class ShardLifecycle(ShardBase):
                 for row in staged.history
                 if row[0] == inst.num and (event_types is None or row[2] in event_types)
             )
-        return [decode(rows[seq]) for seq in sorted(rows)]
+        return [load_event(rows[seq]) for seq in sorted(rows)]
 
     # -- terminate ------------------------------------------------------------------------------
 
@@ -199,9 +199,9 @@ class ShardLifecycle(ShardBase):
         if inst.status is S.Failed:
             await self._rewind_failed(inst, event, now, w, after)
         elif inst.status is S.Completed:
-            self._reply_to_parent(start.parent, decode(inst.output_blob), None, now, w, after)
+            self._reply_to_parent(start.parent, load_value(inst.output_blob), None, now, w, after)
         elif inst.status is S.Terminated:
-            failure = terminated_failure(inst.instance_id, decode(inst.output_blob))
+            failure = terminated_failure(inst.instance_id, load_value(inst.output_blob))
             self._reply_to_parent(start.parent, None, failure, now, w, after)
         return None
 
@@ -248,7 +248,7 @@ class ShardLifecycle(ShardBase):
         """Terminate an instance that never started: its parked start and held messages go."""
         iid = inst.instance_id
         inst.status, inst.updated_at = S.Terminated, to_ts(now)
-        inst.output_blob = encode(event.reason, "termination reason")
+        inst.output_blob = dump_value(event.reason, "termination reason")
         self._parking.forget_start(iid)
         stale = self._parking.of_instance(iid)
         w.done_scheduled.extend(stale)

@@ -18,7 +18,7 @@ import ray
 from orchestrations import InstanceNotFoundError, SubOrchestrationInstanceCreated
 from orchestrations._children import children_of
 
-from ._codec import decode
+from ._codec import LENIENT, load_event, load_value, read_event
 from ._entity_host import EntityRecord, addressable, parse_holder, unpack_state
 from ._messages import Instance, start_key, status_from_row
 from ._shard_base import ShardBase
@@ -79,7 +79,7 @@ class ShardQueries(ShardBase):
     ) -> DurableOrchestrationStatus:
         status = status_from_row(row, show_input)
         if show_history:
-            history = [decode(b) for b in await self._store.load_history(row[11], reader=True)]
+            history: list[Any] = [read_event(b) for b in await self._store.load_history(row[11], reader=True)]
             if not show_history_output:
                 history = [_without_output(e) for e in history]
             status = replace(status, history=history)
@@ -92,7 +92,7 @@ class ShardQueries(ShardBase):
         row = await self._store.get_instance(instance_id)
         if row is None:
             return None
-        return [decode(b) for b in await self._store.load_history(row[11], reader=True)]
+        return [read_event(b) for b in await self._store.load_history(row[11], reader=True)]
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
@@ -174,7 +174,7 @@ class ShardQueries(ShardBase):
             if recursive:
                 for iid in ids:
                     created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
-                    children += [(child, iid) for child in children_of(decode(blob) for _, blob in created)]
+                    children += [(child, iid) for child in children_of(load_event(blob) for _, blob in created)]
             count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
         for iid in ids:
             self._evict(iid)
@@ -207,7 +207,8 @@ class ShardQueries(ShardBase):
         row = await self._store.get_entity(key)
         if row is None or not row[2]:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(True, unpack_state(decode(row[3]), self._entity_specs.get(row[1].lower())))
+        state = load_value(row[3], LENIENT)
+        return EntityStateResponse(True, unpack_state(state, self._entity_specs.get(row[1].lower())))
 
     @ray.method(concurrency_group=READS)
     async def list_entities(self, name: str | None, include_deleted: bool = False) -> list[EntityMetadata]:
