@@ -27,7 +27,8 @@ FIXTURE = Path(__file__).parent / "data" / "hub_v2"
 @pytest.fixture
 def hub_v2(tmp_path: Path) -> Path:
     """A copy of the version-2 hub (the checked-in files are never opened for writing)."""
-    return Path(shutil.copytree(FIXTURE, tmp_path / "hub_v2"))
+    skip = shutil.ignore_patterns("*-shm", "*-wal", "*.lock")
+    return Path(shutil.copytree(FIXTURE, tmp_path / "hub_v2", ignore=skip))
 
 
 def _open(directory: Path, shard: int) -> ShardStore:
@@ -49,8 +50,8 @@ def _rows(path: Path, sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
 
 
-def test_the_fixture_is_a_version_2_hub() -> None:
-    assert _rows(FIXTURE / "shard-00.sqlite", "SELECT value FROM meta WHERE key = 'format_version'") == [("2",)]
+def test_the_fixture_is_a_version_2_hub(hub_v2: Path) -> None:
+    assert _rows(hub_v2 / "shard-00.sqlite", "SELECT value FROM meta WHERE key = 'format_version'") == [("2",)]
     assert FORMAT_VERSION == 3
 
 

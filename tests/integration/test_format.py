@@ -29,7 +29,7 @@ FIXTURE = Path(__file__).parent.parent / "data" / "hub_v2"
 @pytest.fixture(scope="module")
 def migrated(ray_session: None, tmp_path_factory: pytest.TempPathFactory):
     data_dir = tmp_path_factory.mktemp("format")
-    shutil.copytree(FIXTURE, data_dir / "hub_v2")
+    shutil.copytree(FIXTURE, data_dir / "hub_v2", ignore=shutil.ignore_patterns("*-shm", "*-wal", "*.lock"))
     with TaskHub("hub_v2", data_dir=str(data_dir), num_shards=2, always_replay=ALWAYS_REPLAY) as hub:
         yield hub, data_dir / "hub_v2"
 
