@@ -303,8 +303,13 @@ class _RecordShape:
 
     cls: type[HistoryEvent]
     name: str
+    #: every field with its writer, in the class's order
     out: tuple[tuple[str, Callable[[Any], Any]], ...]
     into: dict[str, Callable[[Any, str], Any]]
+    #: the fields stored as they are (str, int, bool) and the others with their readers: a
+    #: record is rebuilt with one dict comprehension and a call per field that needs one
+    plain: frozenset[str]
+    special: tuple[tuple[str, Callable[[Any, str], Any]], ...]
 
 
 def _shape(name: str, cls: type[HistoryEvent]) -> _RecordShape:
@@ -316,7 +321,9 @@ def _shape(name: str, cls: type[HistoryEvent]) -> _RecordShape:
         writer, reader = _FIELD_KINDS[annotation]
         out.append((f.name, writer))
         into[f.name] = reader
-    return _RecordShape(cls, name, tuple(out), into)
+    plain = frozenset(n for n, reader in into.items() if reader is _plain_in)
+    special = tuple((n, reader) for n, reader in into.items() if reader is not _plain_in)
+    return _RecordShape(cls, name, tuple(out), into, plain, special)
 
 
 #: the stored event types by their stored name: the keys of ``EVENT_TYPES`` (the names of the
@@ -377,8 +384,12 @@ def event_from_record(record: dict[str, Any]) -> HistoryEvent:
     shape = _SHAPES_BY_NAME.get(record.get("type"))  # type: ignore[arg-type]
     if shape is None:
         raise DurableValueError(f"unknown history event type {record.get('type')!r} in a stored record")
-    into = shape.into
-    return shape.cls(**{name: into[name](value, TRUSTED) for name, value in record.items() if name in into})
+    plain = shape.plain
+    fields = {name: value for name, value in record.items() if name in plain}
+    for name, reader in shape.special:
+        if name in record:
+            fields[name] = reader(record[name], TRUSTED)
+    return shape.cls(**fields)
 
 
 def read_event_record(record: Any, mode: str = LENIENT) -> HistoryEvent | UnknownEvent:
