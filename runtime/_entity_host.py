@@ -30,6 +30,7 @@ from orchestrations._ids import parse_entity_key
 
 from ._codec import dump_event, dump_value, load_event, load_value, register_runtime_event, split_records
 from ._messages import Message, from_ts
+from ._schema import EntityRow
 from ._status import EntityMetadata
 
 log = logging.getLogger("ray_durable.entities")
@@ -58,14 +59,18 @@ class EntityRecord:
     queued: dict[int, tuple[HistoryEvent, str]] = field(default_factory=dict)
 
     @staticmethod
-    def from_row(row: Any, spec: Any = None) -> EntityRecord:
-        """Build from an ``entities`` row (see ``ENTITY_COLUMNS``); ``spec`` (the entity's
-        ``EntitySpec``, if registered) rebuilds a class entity's object."""
-        queue, queued = decode_queue(row[5])
-        exists = bool(row[2])
-        locked_by, lock = parse_holder(row[4])
-        st = EntityState(exists, unpack_state(load_value(row[3]), spec) if exists else None, locked_by, queue, lock)
-        return EntityRecord(EntityId.parse(row[0]), st, row[6], (exists, row[3] if exists else None), queued)
+    def from_row(row: EntityRow | tuple[Any, ...], spec: Any = None) -> EntityRecord:
+        """Build from an ``entities`` row (a plain tuple, as one travels in a message, is read
+        as one); ``spec`` (the entity's ``EntitySpec``, if registered) rebuilds a class
+        entity's object."""
+        row = EntityRow._make(row)
+        queue, queued = decode_queue(row.queue)
+        exists = bool(row.has_state)
+        locked_by, lock = parse_holder(row.locked_by)
+        state = unpack_state(load_value(row.state), spec) if exists else None
+        st = EntityState(exists, state, locked_by, queue, lock)
+        return EntityRecord(EntityId.parse(row.entity_id), st, row.updated_at, (exists, row.state if exists else None),
+                            queued)
 
     def metadata(self) -> EntityMetadata:
         """What ``list_entities`` reports about this entity (``locked_by``: the holder's
@@ -74,7 +79,7 @@ class EntityRecord:
         updated = from_ts(self.updated_at)
         return EntityMetadata(self.entity_id, st.exists, st.state, st.locked_by, len(st.queue), updated)
 
-    def to_row(self, spec: Any = None) -> tuple[Any, ...]:
+    def to_row(self, spec: Any = None) -> EntityRow:
         """The ``entities`` row (state and queue encoded; see :func:`pack_state`)."""
         st, key = self.state, str(self.entity_id)
         sealed = self.sealed
@@ -83,7 +88,8 @@ class EntityRecord:
         queue_blob = self._queue_blob(key) if st.queue else None
         if not st.queue:
             self.queued = {}
-        return (key, self.entity_id.name, int(st.exists), sealed[1], holder_text(st), queue_blob, self.updated_at)
+        holder = holder_text(st)
+        return EntityRow(key, self.entity_id.name, int(st.exists), sealed[1], holder, queue_blob, self.updated_at)
 
     def _queue_blob(self, key: str) -> str:
         """The ``queue`` column: the JSON array of the queued messages' records, each encoded
@@ -124,26 +130,25 @@ def decode_queue(text: str | None) -> tuple[list[HistoryEvent], dict[int, tuple[
     return queue, queued
 
 
-
-def addressable(rows: Iterable[Any]) -> list[Any]:
+def addressable(rows: Iterable[EntityRow]) -> list[EntityRow]:
     """The ``entities`` rows whose id is a valid entity id. The previous version allowed an
     empty key (``@counter@``), which no ``EntityId`` can address now: such a row is left in
     the file, out of every listing, rather than failing the query."""
     found = []
     for row in rows:
         try:
-            parse_entity_key(row[0])
+            parse_entity_key(row.entity_id)
         except DurableValueError:
-            log.warning("entity row %r has an id no EntityId can address (empty key?); skipped", row[0])
+            log.warning("entity row %r has an id no EntityId can address (empty key?); skipped", row.entity_id)
             continue
         found.append(row)
     return found
 
 
-def canonical_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def canonical_row(row: EntityRow) -> EntityRow:
     """An ``entities`` row under its canonical id (the name lower-cased)."""
-    entity_id = EntityId.parse(row[0])
-    return (str(entity_id), entity_id.name, *row[2:])
+    entity_id = EntityId.parse(row.entity_id)
+    return row._replace(entity_id=str(entity_id), name=entity_id.name)
 
 
 def seal_state(exists: bool, state: Any, spec: Any, key: str) -> tuple[bool, str | None]:

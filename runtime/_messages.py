@@ -22,6 +22,7 @@ from ._codec import (
     load_parent,
     load_value,
 )
+from ._schema import InstanceRow
 from ._status import DurableOrchestrationStatus, OrchestrationRuntimeStatus
 
 
@@ -139,27 +140,27 @@ class Instance:
     retriable_start: str | None = None
 
     @staticmethod
-    def from_row(row: Any) -> Instance:
-        """Build from an ``instances`` row (see ``INSTANCE_COLUMNS``)."""
+    def from_row(row: InstanceRow) -> Instance:
+        """Build from an ``instances`` row."""
         return Instance(
-            instance_id=row[0],
-            name=row[1],
-            execution_id=row[2],
-            status=OrchestrationRuntimeStatus(row[3]),
-            input_blob=row[4],
-            output_blob=row[5],
-            custom_status_blob=row[6],
-            failure_blob=row[7],
-            parent=load_parent(row[8]),
-            created_at=row[9],
-            updated_at=row[10],
-            num=row[11],
-            retriable_start=row[2] if row[8] is None else None,
+            instance_id=row.instance_id,
+            name=row.name,
+            execution_id=row.execution_id,
+            status=OrchestrationRuntimeStatus(row.status),
+            input_blob=row.input,
+            output_blob=row.output,
+            custom_status_blob=row.custom_status,
+            failure_blob=row.failure,
+            parent=load_parent(row.parent),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            num=row.num,
+            retriable_start=row.execution_id if row.parent is None else None,
         )
 
-    def to_row(self) -> tuple[Any, ...]:
+    def to_row(self) -> InstanceRow:
         """The ``instances`` row."""
-        return (
+        return InstanceRow(
             self.instance_id,
             self.name,
             self.execution_id,
@@ -181,20 +182,20 @@ def start_key(execution_id: str) -> str:
     return f"start:{execution_id}"
 
 
-def status_from_row(row: Any, show_input: bool = True, mode: str = LENIENT) -> DurableOrchestrationStatus:
+def status_from_row(row: InstanceRow, show_input: bool = True, mode: str = LENIENT) -> DurableOrchestrationStatus:
     """A client status record from an ``instances`` row, its payloads read in ``mode`` (see
     ``runtime._codec``: a value that cannot be decoded is an ``Undecodable``; a reader of a
     hub's files passes ``SAFE``, which runs no code from them, or ``RAW``)."""
-    failure: Any = load_failure(row[7], mode)  # an Undecodable or RawPayload where it cannot be read
+    failure: Any = load_failure(row.failure, mode)  # an Undecodable or RawPayload where it cannot be read
     return DurableOrchestrationStatus(
-        name=row[1],
-        instance_id=row[0],
-        created_time=from_ts(row[9]),
-        last_updated_time=from_ts(row[10]),
-        input_=load_value(row[4], mode) if show_input else None,
-        output=load_value(row[5], mode),
-        runtime_status=OrchestrationRuntimeStatus(row[3]),
-        custom_status=load_value(row[6], mode),
+        name=row.name,
+        instance_id=row.instance_id,
+        created_time=from_ts(row.created_at),
+        last_updated_time=from_ts(row.updated_at),
+        input_=load_value(row.input, mode) if show_input else None,
+        output=load_value(row.output, mode),
+        runtime_status=OrchestrationRuntimeStatus(row.status),
+        custom_status=load_value(row.custom_status, mode),
         history=None,
         failure_details=failure,
     )

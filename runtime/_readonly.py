@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from entities import EntityId
 from orchestrations import (
@@ -40,6 +39,7 @@ from ._entity_host import addressable, parse_holder
 from ._files import read_hub_file
 from ._messages import from_ts, status_from_row
 from ._paging import ShardRow, StatusFilter, query_page
+from ._schema import EntityRow, InstanceRow
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
 from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
 
@@ -54,10 +54,6 @@ class RawEvent:
     input: RawPayload | None
     result: None = None
 
-
-_INSTANCE_FIELDS = INSTANCE_COLUMNS.replace(" ", "").split(",")
-#: where an ``INSTANCE_COLUMNS`` row holds its creation time and ``num`` (its history rows' key)
-_CREATED, _NUM = _INSTANCE_FIELDS.index("created_at"), _INSTANCE_FIELDS.index("num")
 
 
 class HubFiles:
@@ -109,9 +105,10 @@ class HubFiles:
             conn.execute("COMMIT")
 
     @staticmethod
-    def _instance_row(conn: sqlite3.Connection, instance_id: str) -> Any:
+    def _instance_row(conn: sqlite3.Connection, instance_id: str) -> InstanceRow | None:
         sql = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
-        return conn.execute(sql, (instance_id,)).fetchone()
+        row = conn.execute(sql, (instance_id,)).fetchone()
+        return None if row is None else InstanceRow._make(row)
 
     # -- orchestrations ---------------------------------------------------------------------------
 
@@ -131,7 +128,7 @@ class HubFiles:
             if row is None:
                 raise InstanceNotFoundError(instance_id)
             sql = "SELECT event_type, timestamp, name, data FROM history WHERE num = ? ORDER BY seq"
-            rows = conn.execute(sql, (row[_NUM],)).fetchall()
+            rows = conn.execute(sql, (row.num,)).fetchall()
         if self.raw:
             return [RawEvent(kind, from_ts(at), name, RawPayload.of(data)) for kind, at, name, data in rows]
         return [read_event(data, SAFE) for *_, data in rows]
@@ -160,8 +157,8 @@ class HubFiles:
             parts = []
             for shard in range(self.num_shards):
                 with self._snapshot(shard) as conn:
-                    rows = conn.execute(sql, [*args, -1 if limit is None else limit]).fetchall()
-                parts.append([(row[_CREATED], row[0], status_from_row(row, mode=self._mode)) for row in rows])
+                    rows = map(InstanceRow._make, conn.execute(sql, [*args, -1 if limit is None else limit]).fetchall())
+                parts.append([(row.created_at, row.instance_id, status_from_row(row, mode=self._mode)) for row in rows])
             return parts
 
         return query_page(
@@ -175,10 +172,11 @@ class HubFiles:
         """An entity's committed state."""
         key = str(entity_id)
         with self._snapshot(shard_of(key, self.num_shards)) as conn:
-            row = conn.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)).fetchone()
-        if row is None:
+            found = conn.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)).fetchone()
+        if found is None:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(bool(row[2]), load_value(row[3], self._mode) if row[2] else None)
+        row = EntityRow._make(found)
+        return EntityStateResponse(bool(row.has_state), load_value(row.state, self._mode) if row.has_state else None)
 
     def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
         """Every entity that has state (every one, with ``include_deleted``), or every one
@@ -190,18 +188,19 @@ class HubFiles:
         found = []
         for shard in range(self.num_shards):
             with self._snapshot(shard) as conn:
-                rows = addressable(conn.execute(sql, args).fetchall())
+                rows = addressable(map(EntityRow._make, conn.execute(sql, args).fetchall()))
                 found += [self._entity_metadata(row) for row in rows]
         return sorted(found, key=lambda m: str(m.entity_id).encode())
 
-    def _entity_metadata(self, row: Any) -> EntityMetadata:
+    def _entity_metadata(self, row: EntityRow) -> EntityMetadata:
         """What ``list_entities`` reports of an ``entities`` row, payloads through this
         reader's mode (raw, the queue shows as its stored text)."""
-        exists = bool(row[2])
-        queue = load_value(row[5], self._mode) if row[5] is not None else []
+        exists = bool(row.has_state)
+        queue = load_value(row.queue, self._mode) if row.queue is not None else []
         length = len(queue) if isinstance(queue, list) else queue  # a planted queue shows as what it is
-        state = load_value(row[3], self._mode) if exists else None
-        return EntityMetadata(EntityId.parse(row[0]), exists, state, parse_holder(row[4])[0], length, from_ts(row[6]))
+        state = load_value(row.state, self._mode) if exists else None
+        holder = parse_holder(row.locked_by)[0]
+        return EntityMetadata(EntityId.parse(row.entity_id), exists, state, holder, length, from_ts(row.updated_at))
 
     # -- the hub's code ---------------------------------------------------------------------------
 

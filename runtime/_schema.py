@@ -3,6 +3,8 @@ tools in any language) and the column lists rows are read and written with."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 #: A page cache and memory map large enough that a hub holding 100,000 instances does not read
 #: its B-trees from disk on every turn (SQLite's default cache is 2 MB).
 _PERFORMANCE_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA mmap_size=268435456", "PRAGMA temp_store=MEMORY")
@@ -65,12 +67,67 @@ CREATE TABLE IF NOT EXISTS delivered(msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scheduled(msg_id TEXT PRIMARY KEY, due REAL NOT NULL, data BLOB NOT NULL);
 """
 
-ENTITY_COLUMNS = "entity_id, name, has_state, state, locked_by, queue, updated_at"
 
 #: meta key: every entity id in the file is canonical (its name lower-cased). A file written
 #: before entity names were case-insensitive lacks it until its entities are moved.
 _CANONICAL_ENTITY_IDS = "canonical_entity_ids"
-INSTANCE_COLUMNS = (
-    "instance_id, name, execution_id, status, input, output, custom_status, failure, parent, "
-    "created_at, updated_at, num"
-)
+
+
+class InstanceRow(NamedTuple):
+    """A row of ``instances``: an orchestration instance's current execution. Payload columns
+    hold the converter's JSON text (``failure`` and ``parent`` are records); times are epoch
+    seconds; ``num`` keys its history rows."""
+
+    instance_id: str
+    name: str
+    execution_id: str
+    status: str
+    input: str | None
+    output: str | None
+    custom_status: str | None
+    failure: str | None
+    parent: str | None
+    created_at: float
+    updated_at: float
+    num: int
+
+
+class EntityRow(NamedTuple):
+    """A row of ``entities``: an entity's state (JSON text), lock holder and queue (a JSON
+    array of event records)."""
+
+    entity_id: str
+    name: str
+    has_state: int
+    state: str | None
+    locked_by: str | None
+    queue: str | None
+    updated_at: float
+
+
+class HistoryRow(NamedTuple):
+    """A row of ``history``: one event (``data``, its record as JSON) of the instance numbered
+    ``num``; ``event_type``, ``timestamp`` and ``name`` repeat the record's for queries."""
+
+    num: int
+    seq: int
+    event_type: str
+    timestamp: float
+    name: str | None
+    data: str
+
+
+class ActivityRow(NamedTuple):
+    """A row of ``activities``: an activity scheduled and not answered yet."""
+
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    input: str
+
+
+#: the columns of each row type, in order (``SELECT {INSTANCE_COLUMNS} FROM instances``)
+INSTANCE_COLUMNS = ", ".join(InstanceRow._fields)
+ENTITY_COLUMNS = ", ".join(EntityRow._fields)
+ACTIVITY_COLUMNS = ", ".join(ActivityRow._fields)

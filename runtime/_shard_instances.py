@@ -49,6 +49,7 @@ from ._codec import dump_event, dump_failure, dump_value, failure_from_exception
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, unlock_all
 from ._messages import Instance, Message, start_key, to_ts
+from ._schema import HistoryRow
 from ._shard_base import ShardBase
 from ._shard_lifecycle import activity_call, stage_work, terminated_failure
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -176,7 +177,7 @@ class ShardInstances(ShardBase):
                 w.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
             w.clear_history.append(inst.num)
             w.clear_instance_work.append(iid)
-            w.history[:] = [row for row in w.history if row[0] != inst.num]
+            w.history[:] = [row for row in w.history if row.num != inst.num]
             after.forgotten.append(iid)
         carried = inst is not None and msg.continue_as_new  # the same instance, a new execution
         created = inst.created_at if carried and inst is not None else to_ts(now)
@@ -265,10 +266,11 @@ class ShardInstances(ShardBase):
         finally:
             watch.end()
 
-    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[tuple[Any, ...]]:
+    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[HistoryRow]:
         base, iid = inst.history_len, inst.instance_id
         return [
-            (inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name, dump_event(e, f"{e.event_type} of {iid!r}"))
+            HistoryRow(inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name,
+                       dump_event(e, f"{e.event_type} of {iid!r}"))
             for i, e in enumerate(result.new_events)
         ]
 

@@ -37,6 +37,7 @@ from orchestrations._rewind import plan_rewind
 from ._activities import ActivityCall
 from ._codec import dump_value, load_event, load_value
 from ._messages import Instance, Message, to_ts
+from ._schema import ActivityRow
 from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
 from ._turn_state import AfterCommit
@@ -62,7 +63,9 @@ def stage_work(
     activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: AfterCommit
 ) -> None:
     """Record activities and timers in this turn's commit; dispatch and arm them after it."""
-    w.add_activities.extend((c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities)
+    w.add_activities.extend(
+        ActivityRow(c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities
+    )
     w.add_timers.extend(timers)
     after.activities.extend(activities)
     after.timers.extend(timers)
@@ -87,9 +90,9 @@ class ShardLifecycle(ShardBase):
                 if num == inst.num:
                     rows = {seq: blob for seq, blob in rows.items() if seq < cut}
             rows.update(
-                (row[1], row[5])
+                (row.seq, row.data)
                 for row in staged.history
-                if row[0] == inst.num and (event_types is None or row[2] in event_types)
+                if row.num == inst.num and (event_types is None or row.event_type in event_types)
             )
         return [load_event(rows[seq]) for seq in sorted(rows)]
 
@@ -151,7 +154,7 @@ class ShardLifecycle(ShardBase):
         w.truncate_history.append((inst.num, plan.cut))
         for staged in self._rounds:  # rows this turn staged past the cut go too (the commit
             # deletes before it inserts, so a staged row would otherwise outlive the cut)
-            staged.history[:] = [row for row in staged.history if row[0] != inst.num or row[1] < plan.cut]
+            staged.history[:] = [row for row in staged.history if row.num != inst.num or row.seq < plan.cut]
         self._restage_unanswered(inst, [*kept, *plan.redeliver], w, after)
         self._ask_children(inst, plan.children, event.reason, now, w, after)
         rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))

@@ -66,9 +66,9 @@ def test_a_version_2_file_is_migrated_in_place_with_a_backup(hub_v2: Path, caplo
     assert (backup.stat().st_mode & 0o777) == 0o600
     assert "migrated to version 3" in caplog.text and str(backup) in caplog.text
 
-    from runtime._schema import INSTANCE_COLUMNS
+    from runtime._schema import INSTANCE_COLUMNS, InstanceRow
 
-    rows = {r[0]: r for r in _rows(path, f"SELECT {INSTANCE_COLUMNS} FROM instances")}
+    rows = {r[0]: InstanceRow._make(r) for r in _rows(path, f"SELECT {INSTANCE_COLUMNS} FROM instances")}
     done = Instance.from_row(rows["done-1"])
     assert load_value(done.input_blob) == {"user": "ada"}
     assert json.loads(done.input_blob or "") == {"user": "ada"}  # plain JSON now
