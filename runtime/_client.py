@@ -46,7 +46,7 @@ from ._client_args import (
 from ._client_async import AsyncClient
 from ._client_entities import EntityClient
 from ._client_link import ClientLink, unwrap
-from ._codec import encode
+from ._codec import dump_value, encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
 from ._history_json import history_to_json
@@ -302,7 +302,7 @@ class TaskHub(EntityClient, AsyncClient):
         name = function_name(fn, "orchestrator")
         self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
-        blob = encode(client_input, "client_input")
+        blob = dump_value(client_input, "client_input")
         event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
         return Message(iid, event, input_blob=blob, due=due)
 

@@ -12,14 +12,10 @@ does not depend on the module paths of the engine's classes and a tool in any la
 from __future__ import annotations
 
 import base64
-import builtins
 import dataclasses
-import enum
-import io
 import json
 import math
 import pickle
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +26,8 @@ from orchestrations import DurableTypeError, DurableValueError, FailureDetails, 
 from orchestrations._errors import describe
 from orchestrations._failures import failure_of
 from orchestrations._history import EVENT_TYPES
+
+from ._codec_safe import Undecoded, _UndecodedType, safe_decode
 
 PROTOCOL = 5
 
@@ -59,124 +57,30 @@ def decode(blob: bytes | None) -> Any:
     return pickle.loads(blob)
 
 
-# -- reading a hub's files without running code from them ----------------------------------------
-
-#: what a reader rebuilds besides the classes of this product's own records
-_SAFE_GLOBALS = frozenset({
-    ("builtins", name) for name in (
-        "list", "dict", "set", "frozenset", "tuple", "bytes", "bytearray", "str", "int", "float", "complex",
-        "bool", "range", "slice", "object",
-    )
-} | {
-    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"), ("datetime", "timedelta"),
-    ("datetime", "timezone"), ("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID"),
-    ("collections", "OrderedDict"), ("collections", "deque"), ("collections", "Counter"),
-    ("copyreg", "_reconstructor"),  # builds an object of a class that itself passed these checks
-})
-_OWN_PACKAGES = ("orchestrations", "entities", "runtime")
-
-
-def _ignore(*args: Any) -> None:
-    """What an :class:`Undecoded` does with whatever a pickle does to it."""
-
-
-class _UndecodedType(type):
-    """The stand-ins' type: calling a stand-in (a pickle's REDUCE) makes another stand-in
-    class, so a later NEWOBJ on it, which needs a class, works too."""
-
-    type_name: str
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls.type_name.endswith("._make_skeleton_class") and len(args) > 1 and isinstance(args[1], str):
-            return _stand_in(f"{args[1]} (a class carried by value)")  # cloudpickle's class of __main__
-        return _stand_in(cls.type_name)
-
-    def __repr__(cls) -> str:
-        return f"<{cls.type_name}: not decoded>"
-
-    __setitem__ = _ignore
-
-
-class Undecoded(metaclass=_UndecodedType):
-    """Stands for a stored object that :func:`safe_decode` does not rebuild (its type is not
-    one a reader may create: user classes, functions, anything carried by value). Its ``repr``
-    names the type it stands for; whatever the pickle does to it is ignored."""
-
-    type_name = "value"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Undecoded:
-        return object.__new__(cls)
-
-    __setstate__ = staticmethod(_ignore)
-    append = staticmethod(_ignore)
-    extend = staticmethod(_ignore)
-    __setitem__ = _ignore
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _stand_in(self.type_name)
-
-    def __repr__(self) -> str:
-        return f"<{self.type_name}: not decoded>"
-
-
-def _stand_in(type_name: str) -> Any:
-    return _UndecodedType("Undecoded", (Undecoded,), {"type_name": type_name})
-
-
-def _own_record_class(module: str, name: str) -> Any:
-    """The class ``module.name`` if it is one of this product's records (a dataclass, an enum
-    or an error) in a module already imported; else ``None``. Nothing is imported."""
-    if module.split(".", 1)[0] not in _OWN_PACKAGES or module not in sys.modules or "." in name:
-        return None
-    found = getattr(sys.modules[module], name, None)
-    if isinstance(found, type) and (
-        dataclasses.is_dataclass(found) or issubclass(found, (enum.Enum, BaseException))
-    ):
-        return found
-    return None
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module == "builtins" and isinstance(getattr(builtins, name, None), type):
-            found = super().find_class(module, name)
-            if issubclass(found, BaseException):
-                return found
-        return _own_record_class(module, name) or _stand_in(f"{module}.{name}")
-
-
-def safe_decode(blob: bytes | None) -> Any:
-    """The value encoded in ``blob``, rebuilt without running code from it: only plain data
-    (containers, numbers, strings, times), this product's own records and built-in errors
-    are rebuilt, anything else (a user's class, a function) is an :class:`Undecoded` naming
-    its type, and no module is imported. What a reader of a hub's files uses (the CLI): a
-    file planted in a hub cannot make it run code. A blob that cannot be read at all is an
-    :class:`Undecoded` too."""
-    if blob is None:
-        return None
-    try:
-        return _RestrictedUnpickler(io.BytesIO(blob)).load()
-    except Exception:
-        return _stand_in(f"unreadable value of {len(blob)} bytes")
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RawPayload:
     """A stored payload shown as it is, not decoded (``ray-durable --no-decode``): its size and
-    its first bytes in hex."""
+    its beginning (the stored JSON text; the first bytes in hex for bytes)."""
 
     size: int
     head: str
+    kind: str = "pickle"
 
     @staticmethod
-    def of(blob: bytes | None) -> RawPayload | None:
+    def of(blob: bytes | str | None) -> RawPayload | None:
         """``blob`` as a :class:`RawPayload` (``None`` stays ``None``)."""
-        return None if blob is None else RawPayload(len(blob), bytes(blob[:24]).hex())
+        if blob is None:
+            return None
+        if isinstance(blob, str):
+            return RawPayload(len(blob), blob[:48], "json")
+        return RawPayload(len(blob), bytes(blob[:24]).hex())
 
     def __repr__(self) -> str:
-        return f"<pickle, {self.size} bytes: {self.head}{'...' if self.size > 24 else ''}>"
+        json_text = self.kind == "json"
+        cut = len(self.head) < self.size if json_text else self.size > 24
+        unit = "chars" if json_text else "bytes"
+        return f"<{self.kind}, {self.size} {unit}: {self.head}{'...' if cut else ''}>"
 
     __str__ = __repr__
 
@@ -248,6 +152,8 @@ def to_json_value(value: Any, what: str = "value") -> Any:
 #: runs them but gives an :class:`Undecodable` for one that fails, ``SAFE`` runs no code from
 #: them (see :func:`safe_decode`) and gives an :class:`Undecodable` for what it cannot read
 TRUSTED, LENIENT, SAFE = "trusted", "lenient", "safe"
+#: not decoded at all: each stored value is a :class:`RawPayload` (``ray-durable --no-decode``)
+RAW = "raw"
 
 
 def from_json_value(tree: Any, mode: str = TRUSTED) -> Any:
@@ -296,6 +202,8 @@ def load_value(text: str | bytes | None, mode: str = TRUSTED) -> Any:
     non-trusted mode, text that is not JSON is an :class:`Undecodable`."""
     if text is None:
         return None
+    if mode == RAW:
+        return RawPayload.of(text)
     try:
         tree = json.loads(text)
     except ValueError as exc:
@@ -338,6 +246,11 @@ def _failure_out(failure: FailureDetails | None) -> dict[str, Any] | None:
 def _failure_in(record: dict[str, Any] | None, mode: str) -> FailureDetails | None:
     if record is None:
         return None
+    if PICKLE_KEY in record:  # kept by a migration that could not read it
+        failure = from_json_value(record, mode)
+        if not isinstance(failure, FailureDetails):
+            raise DurableValueError(f"a kept failure pickle holds {failure!r}")
+        return failure
     cause = from_json_value(record.get("cause"), mode)
     if not isinstance(cause, BaseException):
         cause = None  # a cause that cannot be rebuilt: the type, message and details stay
@@ -360,6 +273,14 @@ def _value_out(value: Any) -> Any:
     return to_json_value(value, "an event's payload")
 
 
+def _values_out(value: tuple[Any, ...]) -> Any:
+    return to_json_value(list(value), "an event's payload")
+
+
+def _values_in(value: Any, mode: str) -> tuple[Any, ...]:
+    return tuple(from_json_value(value, mode))
+
+
 #: how a field of each annotation is stored and read back; a field of another annotation
 #: (a new event with a new kind of field) fails at import, loudly, not when first written
 _FIELD_KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, str], Any]]] = {
@@ -371,6 +292,7 @@ _FIELD_KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, str], Any]]] 
     "ParentInfo": (_parent_out, _parent_in),
     "ParentInfo | None": (_parent_out, _parent_in),
     "tuple[str, ...]": (list, _strs_in),
+    "tuple[Any, ...]": (_values_out, _values_in),
     **{plain: (_plain_out, _plain_in) for plain in ("str", "str | None", "int", "int | None", "bool")},
 }
 
@@ -381,8 +303,13 @@ class _RecordShape:
 
     cls: type[HistoryEvent]
     name: str
+    #: every field with its writer, in the class's order
     out: tuple[tuple[str, Callable[[Any], Any]], ...]
     into: dict[str, Callable[[Any, str], Any]]
+    #: the fields stored as they are (str, int, bool) and the others with their readers: a
+    #: record is rebuilt with one dict comprehension and a call per field that needs one
+    plain: frozenset[str]
+    special: tuple[tuple[str, Callable[[Any, str], Any]], ...]
 
 
 def _shape(name: str, cls: type[HistoryEvent]) -> _RecordShape:
@@ -394,7 +321,9 @@ def _shape(name: str, cls: type[HistoryEvent]) -> _RecordShape:
         writer, reader = _FIELD_KINDS[annotation]
         out.append((f.name, writer))
         into[f.name] = reader
-    return _RecordShape(cls, name, tuple(out), into)
+    plain = frozenset(n for n, reader in into.items() if reader is _plain_in)
+    special = tuple((n, reader) for n, reader in into.items() if reader is not _plain_in)
+    return _RecordShape(cls, name, tuple(out), into, plain, special)
 
 
 #: the stored event types by their stored name: the keys of ``EVENT_TYPES`` (the names of the
@@ -403,16 +332,29 @@ _SHAPES_BY_NAME: dict[str, _RecordShape] = {name: _shape(name, cls) for name, cl
 _SHAPES_BY_CLASS: dict[type, _RecordShape] = {shape.cls: shape for shape in _SHAPES_BY_NAME.values()}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class UnknownEvent:
-    """A stored event that could not be rebuilt (its type unknown to this code, or a field
-    unreadable), with the fields a history table shows; ``input`` says why."""
+def register_runtime_event(name: str, cls: type[HistoryEvent]) -> None:
+    """Store ``cls``, a runtime message that is never in a history (it travels in outboxes),
+    under ``name``; a name of the history's events cannot be taken."""
+    if name in _SHAPES_BY_NAME and _SHAPES_BY_NAME[name].cls is not cls:
+        raise DurableValueError(f"stored event name {name!r} is taken by {_SHAPES_BY_NAME[name].cls.__qualname__}")
+    shape = _shape(name, cls)
+    _SHAPES_BY_NAME[name] = shape
+    _SHAPES_BY_CLASS[cls] = shape
 
-    event_type: str
-    timestamp: datetime
-    name: str | None
-    input: Undecodable
-    result: None = None
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnknownEvent(HistoryEvent):
+    """What a reader shows for a stored event that could not be rebuilt (its type unknown to
+    this code, or a field unreadable): its stored type name, time and name; ``input`` says why.
+    Never stored, never given to the engine."""
+
+    kind: str = "?"
+    name: str | None = dataclasses.field(default=None)  # field(): the base class has a `name` property
+    input: Any = None
+
+    @property
+    def event_type(self) -> str:
+        return self.kind
 
 
 def event_to_record(event: HistoryEvent, what: str = "an event's payload") -> dict[str, Any]:
@@ -433,18 +375,32 @@ def event_to_record(event: HistoryEvent, what: str = "an event's payload") -> di
 
 def event_from_record(record: dict[str, Any]) -> HistoryEvent:
     """The event of an :func:`event_to_record` record; raises if it cannot be rebuilt. Fields
-    missing from the record take their defaults; fields this code does not know are ignored."""
+    missing from the record take their defaults; fields this code does not know are ignored.
+    A record that is a marked pickle is an event a migration could not read (see
+    :func:`migrate_v2_event`): it is unpickled whole."""
+    if PICKLE_KEY in record:
+        event: HistoryEvent = from_json_value(record)
+        return event
     shape = _SHAPES_BY_NAME.get(record.get("type"))  # type: ignore[arg-type]
     if shape is None:
         raise DurableValueError(f"unknown history event type {record.get('type')!r} in a stored record")
-    into = shape.into
-    return shape.cls(**{name: into[name](value, TRUSTED) for name, value in record.items() if name in into})
+    plain = shape.plain
+    fields = {name: value for name, value in record.items() if name in plain}
+    for name, reader in shape.special:
+        if name in record:
+            fields[name] = reader(record[name], TRUSTED)
+    return shape.cls(**fields)
 
 
 def read_event_record(record: Any, mode: str = LENIENT) -> HistoryEvent | UnknownEvent:
     """:func:`event_from_record` for a reader: a record that cannot be rebuilt is an
     :class:`UnknownEvent`, and payloads are read in ``mode`` (never raises)."""
     try:
+        if PICKLE_KEY in record:
+            event = from_json_value(record, mode)
+            if not isinstance(event, HistoryEvent):
+                raise DurableValueError(f"a kept event pickle holds {event!r}")
+            return event
         shape = _SHAPES_BY_NAME[record["type"]]
         into = shape.into
         return shape.cls(**{name: into[name](value, mode) for name, value in record.items() if name in into})
@@ -463,7 +419,7 @@ def _unknown_event(record: Any, exc: Exception) -> UnknownEvent:
     name = record.get("name") if isinstance(record.get("name"), str) else None
     known = isinstance(kind, str) and kind in _SHAPES_BY_NAME
     reason = f"{type(exc).__name__}: {exc}" if known else f"unknown event type {kind!r}"
-    return UnknownEvent(str(kind or "?"), at, name, Undecodable(str(kind or "event"), reason))
+    return UnknownEvent(at, str(kind or "?"), name, Undecodable(str(kind or "event"), reason))
 
 
 def dump_event(event: HistoryEvent, what: str = "an event's payload") -> str:
@@ -493,6 +449,17 @@ def dump_json(tree: Any) -> str:
     return json.dumps(tree, separators=(",", ":"))
 
 
+def load_json(text: str | bytes) -> Any:
+    """The JSON tree of ``text`` (the inverse of :func:`dump_json`)."""
+    return json.loads(text)
+
+
+def split_records(text: str | bytes) -> list[str]:
+    """The compact JSON text of each item of a JSON array (a stored list of records, such as an
+    entity's queue, whose items are kept encoded one by one)."""
+    return [dump_json(item) for item in json.loads(text)]
+
+
 def dump_failure(failure: FailureDetails | None) -> str | None:
     """The stored form of a :class:`FailureDetails` (``None`` stays ``None``)."""
     return None if failure is None else dump_json(_failure_out(failure))
@@ -503,6 +470,8 @@ def load_failure(text: str | bytes | None, mode: str = TRUSTED) -> FailureDetail
     text that is not a failure record."""
     if text is None:
         return None
+    if mode == RAW:
+        return RawPayload.of(text)  # type: ignore[return-value]
     try:
         return _failure_in(json.loads(text), mode)
     except Exception as exc:

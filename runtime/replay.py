@@ -10,7 +10,7 @@ Each loader gives ``(instance_id, events)`` pairs, what
     failing = [r for r in Replayer().replay(histories_from_files("shop", ".durable")) if not r.ok]
 
 Replaying runs the orchestrators on the stored values, so the values are rebuilt as a shard
-host rebuilds them (:func:`runtime._codec.decode`, which imports the modules of a user's
+host rebuilds them (the converter's trusted mode, which imports the modules of a user's
 classes): load only files and documents you trust as much as the code itself. The files are
 opened read-only (:class:`runtime._readonly.HubFiles`): nothing is written, no owner lock is
 taken, and a hub that runs meanwhile is not disturbed (the loader sees what it committed).
