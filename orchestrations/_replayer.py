@@ -78,7 +78,7 @@ class Replayer:
         execution's history as stored, oldest first. An empty input gives an empty list; a
         history that cannot be replayed (no ``ExecutionStarted``) gives an error result, not
         an exception. Raises :class:`DurableTypeError` for an item that is not such a pair."""
-        registry = self._registry or default_registry
+        registry = default_registry if self._registry is None else self._registry
         orchestrators, _, entity_specs, _ = registry.snapshot()
         pairs = histories.items() if isinstance(histories, Mapping) else histories
         return [self._replay_one(*_checked_pair(pair), orchestrators, entity_specs) for pair in pairs]

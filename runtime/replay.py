@@ -46,13 +46,16 @@ def histories_from_files(
     hub: str, data_dir: str | os.PathLike[str] = ".durable", instance_ids: Iterable[str] | None = None
 ) -> Iterator[tuple[str, list[HistoryEvent]]]:
     """The history of every instance stored in hub ``hub``'s files under ``data_dir`` (or of
-    those of ``instance_ids``), read one at a time. Raises ``ValueError`` if there is no such
-    hub, :class:`InstanceNotFoundError` for an id it does not hold."""
+    those of ``instance_ids``), read one at a time. An instance that never started (Pending
+    until its ``start_at``, or terminated before it) has recorded nothing to replay and is left
+    out. Raises ``ValueError`` if there is no such hub, :class:`InstanceNotFoundError` for an id
+    it does not hold."""
     with closing(HubFiles(hub, data_dir, trusted=True)) as files:
         ids = [iid for iid, _ in files.instance_names()] if instance_ids is None else instance_ids
         for instance_id in ids:
             events = files.get_history(instance_id)
-            yield instance_id, events  # type: ignore[misc]  # decoded: HistoryEvents, not RawEvents
+            if events:
+                yield instance_id, events  # type: ignore[misc]  # decoded: HistoryEvents, not RawEvents
 
 
 def histories_from_hub(hub: _HistorySource, instance_ids: Iterable[str]) -> list[tuple[str, list[HistoryEvent]]]:
@@ -70,9 +73,10 @@ def load_json_file(path: str | os.PathLike[str]) -> list[tuple[str, list[History
 def replay_files(
     replayer: Replayer, hub: str, data_dir: str | os.PathLike[str] = ".durable"
 ) -> list[ReplayResult]:
-    """Replay every instance stored in hub ``hub``'s files with ``replayer``. An instance whose
-    history cannot be loaded (a value whose class cannot be imported here) is a failing result
-    of type ``"UndecodableHistory"`` naming the reason; the others are replayed all the same."""
+    """Replay every instance stored in hub ``hub``'s files with ``replayer`` (but those that
+    never started: see :func:`histories_from_files`). An instance whose history cannot be
+    loaded (a value whose class cannot be imported here) is a failing result of type
+    ``"UndecodableHistory"`` naming the reason; the others are replayed all the same."""
     results: list[ReplayResult] = []
     with closing(HubFiles(hub, data_dir, trusted=True)) as files:
         for instance_id, name in files.instance_names():
@@ -82,5 +86,6 @@ def replay_files(
                 reason = f"a stored value cannot be decoded here ({type(exc).__name__}: {exc})"
                 results.append(ReplayResult(instance_id, name, "UndecodableHistory", reason))
                 continue
-            results += replayer.replay([(instance_id, list(events))])  # type: ignore[arg-type]
+            if events:
+                results += replayer.replay([(instance_id, list(events))])  # type: ignore[arg-type]
     return results

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -103,6 +104,8 @@ def shop(ray_session, data_dir, tmp_path_factory):
         for iid in ("bill-1", "bill-2"):
             hub.start_new("rp_bill", instance_id=iid)
         hub.start_new("rp_bill", instance_id="bill-parcel", client_input=Parcel(2.5))
+        # Pending for an hour: nothing recorded yet, so nothing to replay (left out)
+        hub.start_new("rp_ship", instance_id="ship-later", start_at=datetime.now(UTC) + timedelta(hours=1))
         for iid in ("ship-done-1", "ship-done-2"):
             hub.raise_event(iid, "go")
         for iid in ("ship-done-1", "ship-done-2", "bill-1", "bill-2", "bill-parcel"):
