@@ -22,7 +22,7 @@ import ray
 from orchestrations import FailureDetails, TaskCompleted, TaskFailed
 from orchestrations._registry import ActivitySpec, did_you_mean
 
-from ._codec import decode, encode, failure_from_exception
+from ._codec import decode, encode, failure_from_exception, load_value
 from ._messages import Message
 from ._warm import WarmLane
 from ._wire import ConnectionLostError
@@ -44,7 +44,7 @@ class ActivityCall:
     execution_id: str
     task_id: int
     name: str
-    input_blob: bytes
+    input_blob: str
 
 
 _registry_cache: dict[str, dict[str, ActivitySpec]] = {}
@@ -58,7 +58,7 @@ def _activities(registry_key: str, registry_blob: bytes) -> dict[str, ActivitySp
     return table
 
 
-def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]) -> bytes:
+def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, str]]) -> bytes:
     """Run ``calls`` (name, encoded input) and return the encoded list of outcomes.
 
     Each outcome is ``(True, result)`` or ``(False, FailureDetails)``. A result that cannot be
@@ -70,7 +70,7 @@ def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str
     for i, (name, input_blob) in enumerate(calls):
         spec = table[name]
         try:
-            arg = decode(input_blob)
+            arg = load_value(input_blob)
             if spec.is_async:
                 pending_async.append((i, _call(spec.fn, arg)))
                 continue
@@ -135,7 +135,7 @@ _with_options: dict[tuple[tuple[str, Any], ...], Any] = {}
 
 
 def submit_batch(
-    registry_key: str, registry: Any, calls: Sequence[tuple[str, bytes]], options: tuple[tuple[str, Any], ...]
+    registry_key: str, registry: Any, calls: Sequence[tuple[str, str]], options: tuple[tuple[str, Any], ...]
 ) -> Any:
     """Start one Ray task for ``calls``; returns its ObjectRef. ``registry`` is the encoded
     activity table (small ones travel inline in the task) or an ObjectRef to it."""

@@ -46,9 +46,10 @@ from ._client_args import (
 from ._client_async import AsyncClient
 from ._client_entities import EntityClient
 from ._client_link import ClientLink, unwrap
-from ._codec import encode
+from ._codec import dump_value, encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
+from ._history_json import history_to_json
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
@@ -229,6 +230,12 @@ class TaskHub(EntityClient, AsyncClient):
         self._closed = False
         self.close()
 
+    def export_history(self, instance_id: str) -> str:
+        """The instance's history as a JSON document (``runtime._history_json``): events by type
+        name and named fields, values as JSON where JSON carries them exactly, else marked
+        pickles; ``runtime.replay`` loads it back for the replayer. Raises for an unknown id."""
+        return history_to_json(instance_id, self.get_history(instance_id))
+
     def _kill(self) -> None:
         """Kill the shard hosts and wait until Ray has released their names, so the hub can
         be reopened at once (Ray frees a killed actor's name asynchronously)."""
@@ -295,7 +302,7 @@ class TaskHub(EntityClient, AsyncClient):
         name = function_name(fn, "orchestrator")
         self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
-        blob = encode(client_input, "client_input")
+        blob = dump_value(client_input, "client_input")
         event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
         return Message(iid, event, input_blob=blob, due=due)
 

@@ -45,10 +45,11 @@ from orchestrations import (
 from orchestrations._registry import did_you_mean
 
 from ._activities import ActivityCall
-from ._codec import decode, encode, failure_from_exception
+from ._codec import dump_event, dump_failure, dump_value, failure_from_exception, load_event
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, unlock_all
 from ._messages import Instance, Message, start_key, to_ts
+from ._schema import HistoryRow
 from ._shard_base import ShardBase
 from ._shard_lifecycle import activity_call, stage_work, terminated_failure
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -176,11 +177,11 @@ class ShardInstances(ShardBase):
                 w.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
             w.clear_history.append(inst.num)
             w.clear_instance_work.append(iid)
-            w.history[:] = [row for row in w.history if row[0] != inst.num]
+            w.history[:] = [row for row in w.history if row.num != inst.num]
             after.forgotten.append(iid)
         carried = inst is not None and msg.continue_as_new  # the same instance, a new execution
         created = inst.created_at if carried and inst is not None else to_ts(now)
-        input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
+        input_blob = msg.input_blob if msg.input_blob is not None else dump_value(event.input, "orchestration input")
         fresh = Instance(
             instance_id=iid,
             name=event.name,
@@ -210,7 +211,7 @@ class ShardInstances(ShardBase):
         if inst.executor is None:
             blobs = await self._store.load_history(inst.num)
             executor = OrchestrationExecutor(self._orchestrators, inst.instance_id, self._check_entity_name)
-            history = [decode(b) for b in blobs]
+            history = [load_event(b) for b in blobs]
             with self._watching(inst):
                 executor.replay(history)
             inst.executor = executor
@@ -242,7 +243,7 @@ class ShardInstances(ShardBase):
             self._stage_actions(inst, result, now, w, after)
             if result.custom_status_changed:
                 status = result.custom_status
-                inst.custom_status_blob = None if status is None else encode(status, "custom status")
+                inst.custom_status_blob = None if status is None else dump_value(status, "custom status")
         except PayloadError as exc:
             result = self._fail_unencodable(inst, executor, result, events, exc, now)
             rows = self._history_rows(inst, result)
@@ -265,10 +266,11 @@ class ShardInstances(ShardBase):
         finally:
             watch.end()
 
-    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[tuple[Any, ...]]:
+    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[HistoryRow]:
         base, iid = inst.history_len, inst.instance_id
         return [
-            (inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name, encode(e, f"{e.event_type} of {iid!r}"))
+            HistoryRow(inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name,
+                       dump_event(e, f"{e.event_type} of {iid!r}"))
             for i, e in enumerate(result.new_events)
         ]
 
@@ -347,8 +349,8 @@ class ShardInstances(ShardBase):
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
             self._stage_outgoing(msg, w, after)
         elif result.state.is_final:
-            inst.output_blob = encode(result.output, "orchestration output")
-            inst.failure_blob = encode(result.failure) if result.failure is not None else None
+            inst.output_blob = dump_value(result.output, "orchestration output")
+            inst.failure_blob = dump_failure(result.failure)
             if inst.parent is not None:
                 failure = result.failure
                 if result.state is ExecutionState.TERMINATED:

@@ -35,8 +35,9 @@ from orchestrations._children import CHILD_EVENT_TYPES, open_children
 from orchestrations._rewind import plan_rewind
 
 from ._activities import ActivityCall
-from ._codec import decode, encode
+from ._codec import dump_value, load_event, load_value
 from ._messages import Instance, Message, to_ts
+from ._schema import ActivityRow
 from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
 from ._turn_state import AfterCommit
@@ -54,7 +55,7 @@ def terminated_failure(instance_id: str, reason: Any) -> FailureDetails:
 
 def activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> ActivityCall:
     """An activity of ``inst``'s current execution, its input encoded for table and worker."""
-    blob = encode(input_, f"input of activity {name!r}")
+    blob = dump_value(input_, f"input of activity {name!r}")
     return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
 
 
@@ -62,7 +63,9 @@ def stage_work(
     activities: list[ActivityCall], timers: list[tuple[str, str, int, float]], w: TurnWrites, after: AfterCommit
 ) -> None:
     """Record activities and timers in this turn's commit; dispatch and arm them after it."""
-    w.add_activities.extend((c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities)
+    w.add_activities.extend(
+        ActivityRow(c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities
+    )
     w.add_timers.extend(timers)
     after.activities.extend(activities)
     after.timers.extend(timers)
@@ -87,11 +90,11 @@ class ShardLifecycle(ShardBase):
                 if num == inst.num:
                     rows = {seq: blob for seq, blob in rows.items() if seq < cut}
             rows.update(
-                (row[1], row[5])
+                (row.seq, row.data)
                 for row in staged.history
-                if row[0] == inst.num and (event_types is None or row[2] in event_types)
+                if row.num == inst.num and (event_types is None or row.event_type in event_types)
             )
-        return [decode(rows[seq]) for seq in sorted(rows)]
+        return [load_event(rows[seq]) for seq in sorted(rows)]
 
     # -- terminate ------------------------------------------------------------------------------
 
@@ -151,7 +154,7 @@ class ShardLifecycle(ShardBase):
         w.truncate_history.append((inst.num, plan.cut))
         for staged in self._rounds:  # rows this turn staged past the cut go too (the commit
             # deletes before it inserts, so a staged row would otherwise outlive the cut)
-            staged.history[:] = [row for row in staged.history if row[0] != inst.num or row[1] < plan.cut]
+            staged.history[:] = [row for row in staged.history if row.num != inst.num or row.seq < plan.cut]
         self._restage_unanswered(inst, [*kept, *plan.redeliver], w, after)
         self._ask_children(inst, plan.children, event.reason, now, w, after)
         rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))
@@ -199,9 +202,9 @@ class ShardLifecycle(ShardBase):
         if inst.status is S.Failed:
             await self._rewind_failed(inst, event, now, w, after)
         elif inst.status is S.Completed:
-            self._reply_to_parent(start.parent, decode(inst.output_blob), None, now, w, after)
+            self._reply_to_parent(start.parent, load_value(inst.output_blob), None, now, w, after)
         elif inst.status is S.Terminated:
-            failure = terminated_failure(inst.instance_id, decode(inst.output_blob))
+            failure = terminated_failure(inst.instance_id, load_value(inst.output_blob))
             self._reply_to_parent(start.parent, None, failure, now, w, after)
         return None
 
@@ -248,7 +251,7 @@ class ShardLifecycle(ShardBase):
         """Terminate an instance that never started: its parked start and held messages go."""
         iid = inst.instance_id
         inst.status, inst.updated_at = S.Terminated, to_ts(now)
-        inst.output_blob = encode(event.reason, "termination reason")
+        inst.output_blob = dump_value(event.reason, "termination reason")
         self._parking.forget_start(iid)
         stale = self._parking.of_instance(iid)
         w.done_scheduled.extend(stale)

@@ -18,7 +18,7 @@ import ray
 from orchestrations import InstanceNotFoundError, SubOrchestrationInstanceCreated
 from orchestrations._children import children_of
 
-from ._codec import decode
+from ._codec import LENIENT, load_event, load_value, read_event
 from ._entity_host import EntityRecord, addressable, parse_holder, unpack_state
 from ._messages import Instance, start_key, status_from_row
 from ._shard_base import ShardBase
@@ -79,7 +79,7 @@ class ShardQueries(ShardBase):
     ) -> DurableOrchestrationStatus:
         status = status_from_row(row, show_input)
         if show_history:
-            history = [decode(b) for b in await self._store.load_history(row[11], reader=True)]
+            history: list[Any] = [read_event(b) for b in await self._store.load_history(row.num, reader=True)]
             if not show_history_output:
                 history = [_without_output(e) for e in history]
             status = replace(status, history=history)
@@ -92,7 +92,7 @@ class ShardQueries(ShardBase):
         row = await self._store.get_instance(instance_id)
         if row is None:
             return None
-        return [decode(b) for b in await self._store.load_history(row[11], reader=True)]
+        return [read_event(b) for b in await self._store.load_history(row.num, reader=True)]
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
@@ -148,7 +148,7 @@ class ShardQueries(ShardBase):
         ids that start with ``prefix``, if given (a range scan of the primary key)."""
         await self._ready_to_read()
         rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix)
-        return [(row[9], row[0], status_from_row(row, show_input)) for row in rows]
+        return [(row.created_at, row.instance_id, status_from_row(row, show_input)) for row in rows]
 
     async def purge(
         self, targets: Sequence[tuple[str, str | None]], recursive: bool = False
@@ -174,7 +174,7 @@ class ShardQueries(ShardBase):
             if recursive:
                 for iid in ids:
                     created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
-                    children += [(child, iid) for child in children_of(decode(blob) for _, blob in created)]
+                    children += [(child, iid) for child in children_of(load_event(blob) for _, blob in created)]
             count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
         for iid in ids:
             self._evict(iid)
@@ -198,16 +198,17 @@ class ShardQueries(ShardBase):
         allowed = [s.value for s in TERMINAL]
         statuses = [s for s in statuses if s in allowed] if statuses is not None else allowed
         rows = await self._store.query_instances(created_from, created_to, statuses, None, None, prefix)
-        return await self.purge([(r[0], None) for r in rows], recursive)
+        return await self.purge([(r.instance_id, None) for r in rows], recursive)
 
     @ray.method(concurrency_group=READS)
     async def read_entity(self, key: str) -> EntityStateResponse:
         """An entity's committed state."""
         await self._ready_to_read()
         row = await self._store.get_entity(key)
-        if row is None or not row[2]:
+        if row is None or not row.has_state:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(True, unpack_state(decode(row[3]), self._entity_specs.get(row[1].lower())))
+        state = load_value(row.state, LENIENT)
+        return EntityStateResponse(True, unpack_state(state, self._entity_specs.get(row.name.lower())))
 
     @ray.method(concurrency_group=READS)
     async def list_entities(self, name: str | None, include_deleted: bool = False) -> list[EntityMetadata]:
@@ -215,7 +216,7 @@ class ShardQueries(ShardBase):
         optionally of one (lower-cased) name."""
         await self._ready_to_read()
         rows = addressable(await self._store.query_entities(name, with_state_only=not include_deleted))
-        return [EntityRecord.from_row(row, self._entity_specs.get(row[1].lower())).metadata() for row in rows]
+        return [EntityRecord.from_row(row, self._entity_specs.get(row.name.lower())).metadata() for row in rows]
 
     async def entity_names(self) -> list[str]:
         """The (lower-cased) names of the entities registered here: the union of every
@@ -230,16 +231,17 @@ class ShardQueries(ShardBase):
         await self._ensure_started()
         locks = []
         for row in addressable(await self._store.query_entities(None, locked_only=True)):
-            holder, lock = parse_holder(row[4])
+            holder, lock = parse_holder(row.locked_by)
             assert holder is not None
-            locks.append((row[0], holder, *((lock.execution_id, lock.task_scheduled_id) if lock else (None, None))))
+            identity = (lock.execution_id, lock.task_scheduled_id) if lock else (None, None)
+            locks.append((row.entity_id, holder, *identity))
         return locks
 
     async def remove_empty_entities(self) -> int:
         """Forget entities with no state, no lock and nothing queued."""
         await self._ensure_started()
         rows = await self._store.query_entities(None)
-        keys = [r[0] for r in rows if not r[2] and r[4] is None and r[5] is None]
+        keys = [r.entity_id for r in rows if not r.has_state and r.locked_by is None and r.queue is None]
         keys = [k for k in keys if k not in self._entities or self._entities[k].state.is_empty]
         async with self._db_lock:
             count = await self._store.delete_entities(keys)
