@@ -64,7 +64,7 @@ def replay(
     none would, 2 on bad arguments. Reads the hub's files (--hub, or the hub given before the
     command when no --file is given) and exported JSON files (--file)."""
     for module in modules:
-        _import(module)
+        import_module(module)
     replayer = Replayer()
     results: list[ReplayResult] = []
     for path in paths:
@@ -79,7 +79,7 @@ def replay(
         click.get_current_context().exit(1)
 
 
-def _import(module: str) -> None:
+def import_module(module: str) -> None:
     """Import ``module`` (the current directory is on ``sys.path``); a module that cannot be
     imported is a bad argument."""
     try:

@@ -101,7 +101,9 @@ class HubFiles:
             path = Path(self.directory, f"shard-{shard:02d}.sqlite")
             if not path.exists():
                 raise ShardFileError(str(path), "is missing")
-            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            # check_same_thread=False: a reader may be used by one thread at a time, not only
+            # the one that opened it (the web UI reads on its server's thread, closes on the main)
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
             self._conns[shard] = conn
         conn.execute("BEGIN")
         try:

@@ -43,7 +43,7 @@ from ray.exceptions import RayError
 from entities import EntityId
 from orchestrations import DurableError, InstanceNotFoundError
 
-from . import _cli_control, _cli_replay
+from . import _cli_control, _cli_replay, _cli_ui
 from ._cli_options import runtime_status, time_filters
 from ._cli_output import (
     entities_table,
@@ -200,7 +200,7 @@ def entity(session: Session, entity_id: str) -> None:
         print_table(key_value_table([("Entity ID", str(eid)), ("State", cell(response.entity_state, None))]))
 
 
-for _command in [*_cli_control.COMMANDS, *_cli_replay.COMMANDS]:
+for _command in [*_cli_control.COMMANDS, *_cli_replay.COMMANDS, *_cli_ui.COMMANDS]:
     main.add_command(_command)
 
 

@@ -175,6 +175,29 @@ def test_a_closed_hub_is_read_from_its_files_without_actions(hub: TaskHub, tmp_p
             assert iid not in web.get("/instances", params={"status": "Completed"}).text
     finally:
         server.stop()
+    _the_cli_serves_the_closed_hub(tmp_path, iid)
+
+
+def _the_cli_serves_the_closed_hub(data_dir: Path, iid: str) -> None:
+    """``ray-durable ui`` prints its address, serves the files read-only, and stops on Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    command = [sys.executable, "-m", "runtime.cli", "--hub", "ui-closed", "--data-dir", str(data_dir),
+               "--address", "local", "ui", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert "read-only, from its files" in line, (line, process.stderr.read() if process.poll() is not None else "")
+        url = line.split(" at ")[1].split()[0]
+        assert iid in httpx.get(f"{url}/instances").text
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    assert code == 0, process.stderr.read() if process.stderr else ""
 
 
 def test_the_ui_listens_elsewhere_than_this_machine_only_when_told(hub: TaskHub) -> None:
