@@ -8,21 +8,41 @@ from typing import Any
 
 import click
 
+from orchestrations import DurableValueError
+
+from ._cli_session import Session
 from ._status import OrchestrationRuntimeStatus
+from ._times import parse_time
 
 
-class IsoTime(click.ParamType):
-    """An ISO 8601 time; one without a zone is UTC."""
+class When(click.ParamType):
+    """A time: relative to now (``30s``, ``15m``, ``1h``, ``2d``, ``1w`` ago) or ISO 8601 (UTC
+    when it names no zone)."""
 
-    name = "ISO-TIME"
+    name = "TIME"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         if isinstance(value, datetime):
             return value
         try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2024-05-01T12:00:00Z)", param, ctx)
+            moment = parse_time(value)
+        except DurableValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if moment is None:
+            self.fail("a time is needed (1h, 2d, or 2024-05-01T12:00:00Z)", param, ctx)
+        return moment
+
+
+def json_flag(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` after the command too (``ray-durable status ID --json``), as before it."""
+
+    def turn_on(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+        session = ctx.find_object(Session)
+        if value and session is not None:
+            session.as_json = True
+
+    return click.option("--json", "as_json_after", is_flag=True, expose_value=False, callback=turn_on,
+                        help="Print JSON instead of tables.")(command)
 
 
 STATUS = click.Choice([s.value for s in OrchestrationRuntimeStatus], case_sensitive=False)
@@ -30,8 +50,10 @@ STATUS = click.Choice([s.value for s in OrchestrationRuntimeStatus], case_sensit
 
 def time_filters(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--status`` (repeatable), ``--created-from`` and ``--created-to``."""
-    command = click.option("--created-to", type=IsoTime(), help="Created at or before this time.")(command)
-    command = click.option("--created-from", type=IsoTime(), help="Created at or after this time.")(command)
+    command = click.option("--created-to", type=When(), help="Created at or before this time (1h, ISO 8601).")(command)
+    command = click.option("--created-from", type=When(), help="Created at or after this time (1h, ISO 8601).")(
+        command
+    )
     return click.option("--status", "statuses", multiple=True, type=STATUS, help="Runtime status (repeatable).")(
         command
     )

@@ -16,6 +16,7 @@ from orchestrations import FailureDetails, HistoryEvent
 from ._readonly import RawEvent
 from ._render import HISTORY_COLUMNS, cell, history_rows, timestamp
 from ._status import DurableOrchestrationStatus, EntityMetadata
+from ._ui_views import Waiting
 
 
 def print_json(value: Any) -> None:
@@ -46,11 +47,27 @@ def status_json(s: DurableOrchestrationStatus) -> dict[str, Any]:
 
 
 def history_json(events: Sequence[HistoryEvent] | Sequence[RawEvent]) -> list[dict[str, Any]]:
+    """One object per event; a timer's also says when it fires (``fire_at``)."""
     return [
         {"event_type": e.event_type, "timestamp": timestamp(e.timestamp), "name": e.name, "input": e.input,
-         "result": e.result}
+         "result": e.result, **({"fire_at": timestamp(fire)} if (fire := getattr(e, "fire_at", None)) else {})}
         for e in events
     ]
+
+
+def waiting_json(waiting: Sequence[Waiting]) -> list[dict[str, Any]]:
+    """What an instance waits for, as JSON objects."""
+    return [{"kind": w.kind, "what": w.what, "since": timestamp(w.since) if w.since else None,
+             "fires_at": timestamp(w.fires_at) if w.fires_at else None} for w in waiting]
+
+
+def waiting_table(waiting: Sequence[Waiting]) -> Table:
+    """What an instance waits for: kind, what, since, and a timer's fire time."""
+    table = Table("Waiting for", "What", "Since", "Fires at", title="Waiting for")
+    for w in waiting:
+        since, fires = (timestamp(t) if t else "" for t in (w.since, w.fires_at))
+        table.add_row(w.kind, w.what, since, fires)
+    return table
 
 
 def history_table(events: Sequence[HistoryEvent] | Sequence[RawEvent]) -> Table:
@@ -69,7 +86,8 @@ def key_value_table(rows: Sequence[tuple[str, str]]) -> Table:
     return table
 
 
-def status_table(s: DurableOrchestrationStatus) -> Table:
+def status_table(s: DurableOrchestrationStatus, waiting: Sequence[Waiting] = ()) -> Table:
+    """The status as rows of a key-value table; ``waiting`` adds a "Waiting for" row."""
     rows = [
         ("Instance ID", s.instance_id), ("Name", s.name), ("Status", s.runtime_status.value),
         ("Created", timestamp(s.created_time)), ("Last updated", timestamp(s.last_updated_time)),
@@ -84,7 +102,13 @@ def status_table(s: DurableOrchestrationStatus) -> Table:
         first = (failure.details or "").split("\n", 1)[0]
         if first.startswith("Caused by "):  # a task failure nobody caught: show its cause too
             rows.append(("Cause", first.removeprefix("Caused by ")))
+    if waiting:
+        rows.append(("Waiting for", "; ".join(_waiting_text(w) for w in waiting)))
     return key_value_table(rows)
+
+
+def _waiting_text(w: Waiting) -> str:
+    return f"{w.kind} {w.what}" + (f" (fires {timestamp(w.fires_at)})" if w.fires_at else "")
 
 
 def entities_table(found: Sequence[EntityMetadata]) -> Table:
@@ -100,4 +124,12 @@ def instances_table(found: Sequence[DurableOrchestrationStatus]) -> Table:
     for s in found:
         table.add_row(s.instance_id, s.name, s.runtime_status.value, timestamp(s.created_time),
                       timestamp(s.last_updated_time), cell(s.output, 40))
+    return table
+
+
+def hubs_table(found: Sequence[dict[str, Any]]) -> Table:
+    """The hubs under a data directory."""
+    table = Table("Hub", "Shards", "Format", "Size")
+    for h in found:
+        table.add_row(h["hub"], str(h["num_shards"]), str(h["format_version"]), f"{h['bytes'] / 2**20:.1f} MiB")
     return table

@@ -10,17 +10,17 @@ requests), plus, when the orchestrator's code is at hand, the external events it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from orchestrations import DurableValueError, HistoryEvent, OrchestratorStarted
+from orchestrations import HistoryEvent, OrchestratorStarted
 from orchestrations._executor import OrchestrationExecutor
 from orchestrations._registry import Registry
 
 from ._render import cell, timestamp
+from ._times import duration
 
 #: what scheduling events open and which event closes them, by the id field they share
 _OPENERS = {
@@ -36,8 +36,6 @@ _CLOSERS = {
 }
 #: events that end an execution: nothing is awaited after them
 _FINAL = {"ExecutionCompleted", "ContinueAsNew", "ExecutionTerminated"}
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +95,7 @@ def waiting_for(history: Sequence[Any], registry: Registry | None = None, instan
 
 def _opened(kind: str, event: Any) -> Waiting:
     if kind == "timer":
-        return Waiting(kind, f"timer #{event.event_id}", event.timestamp, getattr(event, "fire_at", None))
+        return Waiting(kind, f"#{event.event_id}", event.timestamp, getattr(event, "fire_at", None))
     if kind == "locks":
         return Waiting(kind, ", ".join(event.lock_set), event.timestamp)
     if kind in ("sub-orchestration", "entity operation"):
@@ -178,33 +176,3 @@ def _plain(value: Any, depth: int = 0) -> Any:
     if isinstance(fields, dict) and not callable(value):
         return {type(value).__name__: {k: _plain(v, depth + 1) for k, v in fields.items() if not k.startswith("_")}}
     return value
-
-
-def duration(delta: timedelta) -> str:
-    """A short reading of ``delta``: ``850 ms``, ``12.3 s``, ``4 min 10 s``, ``2 h 5 min``."""
-    seconds = delta.total_seconds()
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-
-
-def parse_time(text: str | None, now: datetime | None = None) -> datetime | None:
-    """A filter's time: empty -> ``None``; ``30s``, ``15m``, ``1h``, ``2d``, ``1w`` -> that
-    long before ``now``; otherwise ISO 8601 (UTC when it names no zone). Anything else raises
-    :class:`DurableValueError` naming the text."""
-    if text is None or not text.strip():
-        return None
-    match = _RELATIVE.match(text)
-    if match:
-        return (now or datetime.now(UTC)) - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise DurableValueError(
-            f"time {text!r} is neither relative (30s, 15m, 1h, 2d, 1w) nor ISO 8601 (2026-12-01T10:00)"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -35,6 +35,7 @@ import pickle
 import sqlite3
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -42,23 +43,29 @@ from ray.exceptions import RayError
 
 from entities import EntityId
 from orchestrations import DurableError, InstanceNotFoundError
+from orchestrations._registry import default_registry
 
 from . import _cli_control, _cli_replay, _cli_ui
-from ._cli_options import runtime_status, time_filters
+from ._cli_options import json_flag, runtime_status, time_filters
 from ._cli_output import (
     entities_table,
     history_json,
     history_table,
+    hubs_table,
     instances_table,
     key_value_table,
     print_json,
     print_table,
     status_json,
     status_table,
+    waiting_json,
+    waiting_table,
 )
 from ._cli_session import Session
+from ._files import read_hub_file
 from ._render import cell, timestamp
 from ._status import DurableOrchestrationStatus
+from ._ui_views import waiting_for
 
 #: Errors that are the user's situation, not a bug: shown as one line, exit status 1.
 _EXPECTED = (DurableError, ValueError, OSError, sqlite3.Error, RayError)
@@ -84,6 +91,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@click.version_option(package_name="ray-durable", prog_name="ray-durable")
 @click.option("--hub", default="default", show_default=True, help="Task hub name.")
 @click.option("--data-dir", default=".durable", show_default=True, help="Where the hub's files are.")
 @click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to look for the hub in ('local': none).")
@@ -106,6 +114,7 @@ def main(ctx: click.Context, hub: str, data_dir: str, address: str | None, as_js
 
 
 @main.command("list")
+@json_flag
 @time_filters
 @click.option("--name-prefix", default="", help="Only orchestrations whose name starts with this.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0), help="At most this many (0: all).")
@@ -135,6 +144,7 @@ def list_(
 
 
 @main.command()
+@json_flag
 @click.argument("instance_id")
 @click.option("--history", "with_history", is_flag=True, help="Also print the history.")
 @click.pass_obj
@@ -144,29 +154,37 @@ def status(session: Session, instance_id: str, with_history: bool) -> None:
         found = reader.get_status(instance_id)
         if found is None:
             raise InstanceNotFoundError(instance_id)
-        events = reader.get_history(instance_id) if with_history else None
+        recorded = reader.get_history(instance_id)
+    events = recorded if with_history else None
+    waiting = waiting_for(recorded, default_registry, instance_id)
     if session.as_json:
-        print_json({**status_json(found), **({"history": history_json(events)} if events is not None else {})})
+        print_json({**status_json(found), "waiting_for": waiting_json(waiting),
+                    **({"history": history_json(events)} if events is not None else {})})
         return
-    print_table(status_table(found))
+    print_table(status_table(found, waiting))
     if events is not None:
         print_table(history_table(events))
 
 
 @main.command()
+@json_flag
 @click.argument("instance_id")
 @click.pass_obj
 def history(session: Session, instance_id: str) -> None:
     """Show the history of an orchestration instance (the seed's history table)."""
     with session.reader() as reader:
         events = reader.get_history(instance_id)
+    waiting = waiting_for(events, default_registry, instance_id)
     if session.as_json:
         print_json(history_json(events))
-    else:
-        print_table(history_table(events))
+        return
+    print_table(history_table(events))
+    if waiting:
+        print_table(waiting_table(waiting))
 
 
 @main.command()
+@json_flag
 @click.option("--name", default=None, help="Only entities of this name (in any case).")
 @click.option("--include-deleted", is_flag=True, help="Also entities without state (deleted, locked or queued).")
 @click.pass_obj
@@ -185,6 +203,7 @@ def entities(session: Session, name: str | None, include_deleted: bool) -> None:
 
 
 @main.command()
+@json_flag
 @click.argument("entity_id")
 @click.pass_obj
 def entity(session: Session, entity_id: str) -> None:
@@ -198,6 +217,30 @@ def entity(session: Session, entity_id: str) -> None:
         print_json({"entity_id": str(eid), "exists": True, "state": response.entity_state})
     else:
         print_table(key_value_table([("Entity ID", str(eid)), ("State", cell(response.entity_state, None))]))
+
+
+@main.command()
+@json_flag
+@click.pass_obj
+def hubs(session: Session) -> None:
+    """List the task hubs under --data-dir: name, shards, format version, size on disk."""
+    found = []
+    root = Path(session.data_dir)
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            info = read_hub_file(str(directory)) if directory.is_dir() else None
+        except DurableError as exc:  # a broken hub record is listed as such, not a traceback
+            info = {"num_shards": "?", "format_version": f"unreadable: {exc}"}
+        if info is not None:
+            size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+            found.append({"hub": directory.name, "num_shards": info.get("num_shards"),
+                          "format_version": info.get("format_version"), "bytes": size})
+    if session.as_json:
+        print_json(found)
+    elif not found:
+        click.echo(f"no task hub under {root.resolve()}", err=True)
+    else:
+        print_table(hubs_table(found))
 
 
 for _command in [*_cli_control.COMMANDS, *_cli_replay.COMMANDS, *_cli_ui.COMMANDS]:

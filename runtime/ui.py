@@ -32,8 +32,9 @@ from orchestrations._registry import Registry, default_registry
 
 from ._render import timestamp
 from ._status import OrchestrationRuntimeStatus
+from ._times import parse_time
 from ._ui_pages import render
-from ._ui_views import episodes, parse_time, show, timeline, waiting_for
+from ._ui_views import episodes, show, timeline, waiting_for
 
 #: the actions a live hub offers, and which of them apply to which statuses (None: any)
 ACTIONS: dict[str, set[str] | None] = {

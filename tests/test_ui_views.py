@@ -21,7 +21,8 @@ from orchestrations.testing import (
     timer_created,
     timer_fired,
 )
-from runtime._ui_views import duration, parse_time, timeline, waiting_for
+from runtime._times import duration, parse_time
+from runtime._ui_views import timeline, waiting_for
 
 registry = Registry()
 
@@ -53,7 +54,7 @@ def test_a_timer_shows_its_fire_time_and_the_code_names_the_event_it_awaits() ->
     without_code = waiting_for(history)
     assert [(w.kind, w.fires_at) for w in without_code] == [("timer", at(3600))]
     with_code = waiting_for(history, registry, "i1")
-    assert [(w.kind, w.what) for w in with_code] == [("timer", "timer #2"), ("event", "Approval")]
+    assert [(w.kind, w.what) for w in with_code] == [("timer", "#2"), ("event", "Approval")]
 
 
 def test_closed_tasks_and_finished_histories_wait_for_nothing() -> None:
