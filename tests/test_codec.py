@@ -12,6 +12,7 @@ import sys
 import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,3 +267,15 @@ def test_a_message_round_trips_as_a_json_record_and_every_field_is_accounted_for
     assert b"orchestrations" not in blob and b"runtime" not in blob
     back = Message.from_bytes(blob)
     assert {n: getattr(back, n) for n in fields - not_stored} == {n: getattr(msg, n) for n in fields - not_stored}
+
+
+GOLDEN = Path(__file__).parent / "histories" / "storage_v3_records.jsonl"
+
+
+def test_the_golden_records_of_format_version_3_load_and_store_byte_for_byte() -> None:
+    """One stored record per event type, as format version 3 writes it: a change to how any
+    event is stored shows up here (and in review), never silently on users' disks."""
+    lines = GOLDEN.read_text().splitlines()
+    assert {json.loads(line)["type"] for line in lines} == STORED_NAMES
+    for line in lines:
+        assert dump_event(load_event(line)) == line
