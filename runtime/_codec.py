@@ -57,7 +57,6 @@ def decode(blob: bytes | None) -> Any:
     return pickle.loads(blob)
 
 
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class RawPayload:
     """A stored payload shown as it is, not decoded (``ray-durable --no-decode``): its size and

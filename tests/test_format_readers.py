@@ -195,3 +195,26 @@ def test_a_file_in_the_new_format_reads_after_the_engines_modules_are_renamed(tm
     assert results == ["Hello Tokyo!", "Hello Seattle!"]
     assert out["status"]["input"] == {"user": "ada"} and out["status"]["custom_status"] == {"step": 2}
     assert {s["instance_id"] for s in out["list"]} == {"done-1", "failed-1", "waiting-1"}
+
+
+def test_a_shard_hosts_status_shows_a_gone_class_as_undecodable_and_the_rest() -> None:
+    """What ``hub.get_status`` returns (a shard host runs ``status_from_row``, with the hub's
+    code but not the class that is gone): the value is undecodable, naming why; the rest reads."""
+    from runtime._codec import Undecodable
+    from runtime._messages import status_from_row
+    from runtime._schema import InstanceRow
+
+    gone = _gone_object()
+    sys.modules["durable_renamed_shop"] = types.ModuleType("durable_renamed_shop")
+    sys.modules["durable_renamed_shop"].Parcel = type(gone)  # type: ignore[attr-defined]
+    try:
+        stored = dump_value(gone)
+    finally:
+        del sys.modules["durable_renamed_shop"]
+    row = InstanceRow("gone-1", "ship", "e1", "Completed", dump_value("p-1"), stored, dump_value({"step": 3}),
+                      None, None, 1.0, 2.0, 1)
+    status = status_from_row(row)
+    assert status.input_ == "p-1" and status.custom_status == {"step": 3}
+    assert isinstance(status.output, Undecodable)
+    assert status.output.type_name == "durable_renamed_shop.Parcel"
+    assert "No module named 'durable_renamed_shop'" in status.output.reason
