@@ -5,6 +5,10 @@ write a past history inline::
 
     history = [started("hello", input=None), orchestrator_started(), task_scheduled(1, "say_hello"),
                orchestrator_completed(), task_completed(1, "Hello Tokyo!")]
+
+:class:`Replayer` replays stored histories (from a hub's files, exported JSON or
+``hub.get_history``: see ``runtime.replay``) through the current code and reports every
+instance that would fail, without Ray: run it in CI before deploying changed orchestrators.
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ from ._history import (
     TimerCreated,
     TimerFired,
 )
+from ._replayer import Replayer, ReplayResult
+
+__all__ = [
+    "T0", "Replayer", "ReplayResult", "at", "event_raised", "failure", "orchestrator_completed",
+    "orchestrator_started", "resumed", "started", "sub_completed", "sub_created", "sub_failed", "suspended",
+    "task_completed", "task_failed", "task_scheduled", "terminated", "timer_created", "timer_fired",
+]
 
 #: The timestamp factories use when none is given.
 T0 = datetime(2017, 5, 5, 18, 45, 28, tzinfo=UTC)

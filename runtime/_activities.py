@@ -43,7 +43,7 @@ class ActivityCall:
     execution_id: str
     task_id: int
     name: str
-    input_blob: bytes
+    input_blob: str
 
 
 _remote_run_batch = ray.remote(run_batch)
@@ -63,7 +63,7 @@ _with_options: dict[tuple[tuple[str, Any], ...], Any] = {}
 
 
 def submit_batch(
-    registry_key: str, registry: Any, calls: Sequence[tuple[str, bytes]], options: tuple[tuple[str, Any], ...]
+    registry_key: str, registry: Any, calls: Sequence[tuple[str, str]], options: tuple[tuple[str, Any], ...]
 ) -> Any:
     """Start one Ray task for ``calls``; returns its ObjectRef. ``registry`` is the encoded
     activity table (small ones travel inline in the task) or an ObjectRef to it."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrations._registry import ActivitySpec
 
-from ._codec import decode, encode, failure_from_exception
+from ._codec import decode, encode, failure_from_exception, load_value
 
 _registry_cache: dict[str, dict[str, ActivitySpec]] = {}
 
@@ -27,7 +27,7 @@ def _activities(registry_key: str, registry_blob: bytes) -> dict[str, ActivitySp
     return table
 
 
-def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]) -> bytes:
+def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, str]]) -> bytes:
     """Run ``calls`` (name, encoded input) and return the encoded list of outcomes.
 
     Each outcome is ``(True, result)`` or ``(False, FailureDetails)``. A result that cannot be
@@ -39,7 +39,7 @@ def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str
     for i, (name, input_blob) in enumerate(calls):
         spec = table[name]
         try:
-            arg = decode(input_blob)
+            arg = load_value(input_blob)
             if spec.is_async:
                 pending_async.append((i, _call(spec.fn, arg)))
                 continue

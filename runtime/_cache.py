@@ -13,7 +13,7 @@ _OVERHEAD = 1024
 
 
 def _size(inst: Instance) -> int:
-    return _OVERHEAD + len(inst.input_blob or b"")
+    return _OVERHEAD + len(inst.input_blob or "")
 
 
 class InstanceCache(OrderedDict[str, Instance]):

@@ -36,6 +36,7 @@ from ._client_queries import QueryClient
 from ._codec import encode
 from ._delivery import NAMESPACE
 from ._delivery import actor_name as _actor_name
+from ._history_json import history_to_json
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import HubRecord, default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
@@ -222,6 +223,12 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         self._closed = False
         self.close()
 
+    def export_history(self, instance_id: str) -> str:
+        """The instance's history as a JSON document (``runtime._history_json``): events by type
+        name and named fields, values as JSON where JSON carries them exactly, else marked
+        pickles; ``runtime.replay`` loads it back for the replayer. Raises for an unknown id."""
+        return history_to_json(instance_id, self.get_history(instance_id))
+
     def _kill(self) -> None:
         """Kill the shard hosts and wait until Ray has released their names, so the hub can
         be reopened at once (Ray frees a killed actor's name asynchronously)."""
@@ -256,6 +263,18 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         from its new node once it is up.
         """
         return self._call(lambda: [s.__ray_call__.remote(_node_of_host) for s in self._shards])
+
+    def serve_ui(self, port: int = 0, host: str = "127.0.0.1", allow_remote: bool = False) -> Any:
+        """Serve the web UI for this hub on a background thread of this process (``port=0``:
+        a free port) and return the server: its ``url`` is where to point a browser, its
+        ``stop()`` ends it. Only the local host unless ``allow_remote`` (it has no
+        authentication). See :mod:`runtime.ui`."""
+        from .ui import serve
+
+        server = serve(self, self.name, live=True, host=host, port=port, allow_remote=allow_remote,
+                       registry=self._registry)
+        log.info("task hub %s: web UI at %s", self.name, server.url)
+        return server
 
     # -- plumbing ----------------------------------------------------------------------------------
 

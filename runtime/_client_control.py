@@ -26,7 +26,7 @@ from orchestrations._registry import function_name
 
 from ._client_args import check_bool, utc_now, utc_timestamp
 from ._client_link import ClientLink
-from ._codec import encode
+from ._codec import dump_value, encode
 from ._messages import Message
 
 T = TypeVar("T")
@@ -99,7 +99,7 @@ class ControlClient:
         name = function_name(fn, "orchestrator")
         self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
-        blob = encode(client_input, "client_input")
+        blob = dump_value(client_input, "client_input")
         event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
         return Message(iid, event, input_blob=blob, due=due)
 

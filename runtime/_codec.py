@@ -1,25 +1,33 @@
-"""The one place payloads are encoded: cloudpickle bytes in, Python values out.
+"""The one place payloads are encoded.
 
-cloudpickle (not plain pickle) because users define functions and classes in ``__main__`` or a
-notebook, which must travel by value to shard hosts and workers. Everything durable (inputs,
-outputs, history events, messages) goes through :func:`encode` and :func:`decode`.
+Two forms. What moves between processes (Ray calls, registries, replies) is cloudpickle bytes
+(:func:`encode`, :func:`decode`): users define functions and classes in ``__main__`` or a
+notebook, which must travel by value. What is stored is the converter's form
+(:func:`dump_value`, :func:`dump_event`, see ``docs/storage-format.md``): JSON text, with a
+value JSON cannot carry exactly as a marked cloudpickle (``{"$pickle": "<base64>"}``) and
+history events as records named by their event-type name and fields, so a stored file
+does not depend on the module paths of the engine's classes and a tool in any language reads it.
 """
 
 from __future__ import annotations
 
-import builtins
+import base64
 import dataclasses
-import enum
-import io
+import json
+import math
 import pickle
-import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import cloudpickle
 
-from orchestrations import FailureDetails, PayloadError
+from orchestrations import DurableTypeError, DurableValueError, FailureDetails, HistoryEvent, ParentInfo, PayloadError
 from orchestrations._errors import describe
 from orchestrations._failures import failure_of
+from orchestrations._history import EVENT_TYPES
+
+from ._codec_safe import Undecoded, _UndecodedType, safe_decode
 
 PROTOCOL = 5
 
@@ -49,124 +57,29 @@ def decode(blob: bytes | None) -> Any:
     return pickle.loads(blob)
 
 
-# -- reading a hub's files without running code from them ----------------------------------------
-
-#: what a reader rebuilds besides the classes of this product's own records
-_SAFE_GLOBALS = frozenset({
-    ("builtins", name) for name in (
-        "list", "dict", "set", "frozenset", "tuple", "bytes", "bytearray", "str", "int", "float", "complex",
-        "bool", "range", "slice", "object",
-    )
-} | {
-    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"), ("datetime", "timedelta"),
-    ("datetime", "timezone"), ("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID"),
-    ("collections", "OrderedDict"), ("collections", "deque"), ("collections", "Counter"),
-    ("copyreg", "_reconstructor"),  # builds an object of a class that itself passed these checks
-})
-_OWN_PACKAGES = ("orchestrations", "entities", "runtime")
-
-
-def _ignore(*args: Any) -> None:
-    """What an :class:`Undecoded` does with whatever a pickle does to it."""
-
-
-class _UndecodedType(type):
-    """The stand-ins' type: calling a stand-in (a pickle's REDUCE) makes another stand-in
-    class, so a later NEWOBJ on it, which needs a class, works too."""
-
-    type_name: str
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls.type_name.endswith("._make_skeleton_class") and len(args) > 1 and isinstance(args[1], str):
-            return _stand_in(f"{args[1]} (a class carried by value)")  # cloudpickle's class of __main__
-        return _stand_in(cls.type_name)
-
-    def __repr__(cls) -> str:
-        return f"<{cls.type_name}: not decoded>"
-
-    __setitem__ = _ignore
-
-
-class Undecoded(metaclass=_UndecodedType):
-    """Stands for a stored object that :func:`safe_decode` does not rebuild (its type is not
-    one a reader may create: user classes, functions, anything carried by value). Its ``repr``
-    names the type it stands for; whatever the pickle does to it is ignored."""
-
-    type_name = "value"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Undecoded:
-        return object.__new__(cls)
-
-    __setstate__ = staticmethod(_ignore)
-    append = staticmethod(_ignore)
-    extend = staticmethod(_ignore)
-    __setitem__ = _ignore
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _stand_in(self.type_name)
-
-    def __repr__(self) -> str:
-        return f"<{self.type_name}: not decoded>"
-
-
-def _stand_in(type_name: str) -> Any:
-    return _UndecodedType("Undecoded", (Undecoded,), {"type_name": type_name})
-
-
-def _own_record_class(module: str, name: str) -> Any:
-    """The class ``module.name`` if it is one of this product's records (a dataclass, an enum
-    or an error) in a module already imported; else ``None``. Nothing is imported."""
-    if module.split(".", 1)[0] not in _OWN_PACKAGES or module not in sys.modules or "." in name:
-        return None
-    found = getattr(sys.modules[module], name, None)
-    if isinstance(found, type) and (
-        dataclasses.is_dataclass(found) or issubclass(found, (enum.Enum, BaseException))
-    ):
-        return found
-    return None
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module == "builtins" and isinstance(getattr(builtins, name, None), type):
-            found = super().find_class(module, name)
-            if issubclass(found, BaseException):
-                return found
-        return _own_record_class(module, name) or _stand_in(f"{module}.{name}")
-
-
-def safe_decode(blob: bytes | None) -> Any:
-    """The value encoded in ``blob``, rebuilt without running code from it: only plain data
-    (containers, numbers, strings, times), this product's own records and built-in errors
-    are rebuilt, anything else (a user's class, a function) is an :class:`Undecoded` naming
-    its type, and no module is imported. What a reader of a hub's files uses (the CLI): a
-    file planted in a hub cannot make it run code. A blob that cannot be read at all is an
-    :class:`Undecoded` too."""
-    if blob is None:
-        return None
-    try:
-        return _RestrictedUnpickler(io.BytesIO(blob)).load()
-    except Exception:
-        return _stand_in(f"unreadable value of {len(blob)} bytes")
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class RawPayload:
     """A stored payload shown as it is, not decoded (``ray-durable --no-decode``): its size and
-    its first bytes in hex."""
+    its beginning (the stored JSON text; the first bytes in hex for bytes)."""
 
     size: int
     head: str
+    kind: str = "pickle"
 
     @staticmethod
-    def of(blob: bytes | None) -> RawPayload | None:
+    def of(blob: bytes | str | None) -> RawPayload | None:
         """``blob`` as a :class:`RawPayload` (``None`` stays ``None``)."""
-        return None if blob is None else RawPayload(len(blob), bytes(blob[:24]).hex())
+        if blob is None:
+            return None
+        if isinstance(blob, str):
+            return RawPayload(len(blob), blob[:48], "json")
+        return RawPayload(len(blob), bytes(blob[:24]).hex())
 
     def __repr__(self) -> str:
-        return f"<pickle, {self.size} bytes: {self.head}{'...' if self.size > 24 else ''}>"
+        json_text = self.kind == "json"
+        cut = len(self.head) < self.size if json_text else self.size > 24
+        unit = "chars" if json_text else "bytes"
+        return f"<{self.kind}, {self.size} {unit}: {self.head}{'...' if cut else ''}>"
 
     __str__ = __repr__
 
@@ -179,3 +92,398 @@ def failure_from_exception(exc: BaseException) -> FailureDetails:
     except Exception:
         return failure
     return FailureDetails(failure.error_type, failure.message, failure.details, exc)
+
+
+# -- the converter: stored values and records ------------------------------------------------------
+
+#: the one key of the JSON object that marks a value JSON cannot carry (base64 cloudpickle)
+PICKLE_KEY = "$pickle"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A stored value that could not be decoded: the type it was (as far as the stored bytes
+    say) and why it could not be rebuilt (its class no longer exists, say). Shown in its place
+    wherever a value is shown, so one such value never hides the rest."""
+
+    type_name: str
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"<undecodable {self.type_name}: {self.reason}>"
+
+    __str__ = __repr__
+
+
+def is_exact_json(value: Any) -> bool:
+    """Whether JSON carries ``value`` exactly: ``None``, ``bool``, ``int``, finite ``float``,
+    ``str``, and ``list``/``dict`` (``str`` keys) of such, of exactly these types (a tuple, an
+    ``IntEnum`` or a ``str`` subclass would come back as something else)."""
+    try:
+        return _exact(value)
+    except RecursionError:
+        return False
+
+
+def _exact(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_exact(item) for item in value)
+    if kind is dict:
+        return all(type(key) is str and _exact(item) for key, item in value.items())
+    return False
+
+
+def to_json_value(value: Any, what: str = "value") -> Any:
+    """``value`` as a JSON tree: itself when JSON carries it exactly (see :func:`is_exact_json`),
+    else ``{"$pickle": "<base64 cloudpickle>"}``. A dict whose keys include ``"$pickle"`` is
+    pickled too, so a marker is never ambiguous. Raises :class:`PayloadError` naming ``what``."""
+    if is_exact_json(value) and not (type(value) is dict and PICKLE_KEY in value):
+        return value
+    return {PICKLE_KEY: base64.b64encode(encode(value, what)).decode("ascii")}
+
+
+#: how stored pickles are read: ``TRUSTED`` runs them (and raises if they fail), ``LENIENT``
+#: runs them but gives an :class:`Undecodable` for one that fails, ``SAFE`` runs no code from
+#: them (see :func:`safe_decode`) and gives an :class:`Undecodable` for what it cannot read
+TRUSTED, LENIENT, SAFE = "trusted", "lenient", "safe"
+#: not decoded at all: each stored value is a :class:`RawPayload` (``ray-durable --no-decode``)
+RAW = "raw"
+
+
+def from_json_value(tree: Any, mode: str = TRUSTED) -> Any:
+    """The value a :func:`to_json_value` tree stands for (see the modes above)."""
+    if type(tree) is not dict or len(tree) != 1 or PICKLE_KEY not in tree:
+        return tree
+    try:
+        blob = base64.b64decode(tree[PICKLE_KEY], validate=True)
+    except (TypeError, ValueError) as exc:
+        if mode == TRUSTED:
+            raise
+        return Undecodable("value", f"not base64 ({exc})")
+    return unpickle(blob, mode)
+
+
+def unpickle(blob: bytes, mode: str = TRUSTED) -> Any:
+    """A stored pickle's value (see the modes above)."""
+    if mode == SAFE:
+        value = safe_decode(blob)
+        if isinstance(value, (Undecoded, _UndecodedType)):
+            return Undecodable(value.type_name, "not rebuilt by a reader (it would run code from the file)")
+        return value
+    if mode == TRUSTED:
+        return pickle.loads(blob)
+    try:
+        return pickle.loads(blob)
+    except Exception as exc:
+        return Undecodable(pickled_type_name(blob), f"{type(exc).__name__}: {exc}")
+
+
+def pickled_type_name(blob: bytes) -> str:
+    """The type a pickle holds, read without running it (``"value"`` if it cannot be told)."""
+    value = safe_decode(blob)
+    if isinstance(value, (Undecoded, _UndecodedType)):
+        return value.type_name
+    return type(value).__qualname__
+
+
+def dump_value(value: Any, what: str = "value") -> str:
+    """The stored form of a payload: the JSON text of :func:`to_json_value`."""
+    return json.dumps(to_json_value(value, what), separators=(",", ":"))
+
+
+def load_value(text: str | bytes | None, mode: str = TRUSTED) -> Any:
+    """The payload stored as ``text`` by :func:`dump_value` (``None`` stays ``None``). In a
+    non-trusted mode, text that is not JSON is an :class:`Undecodable`."""
+    if text is None:
+        return None
+    if mode == RAW:
+        return RawPayload.of(text)
+    try:
+        tree = json.loads(text)
+    except ValueError as exc:
+        if mode == TRUSTED:
+            raise
+        return Undecodable("value", f"not JSON ({exc})")
+    return from_json_value(tree, mode)
+
+
+# -- records: history events and their nested records by name --------------------------------------
+
+
+def _time_out(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _time_in(value: str | None, mode: str) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _plain_out(value: Any) -> Any:
+    return value
+
+
+def _plain_in(value: Any, mode: str) -> Any:
+    return value
+
+
+def _strs_in(value: list[str] | None, mode: str) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _failure_out(failure: FailureDetails | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    cause = None if failure.cause is None else to_json_value(failure.cause, "the cause of a failure")
+    return {"error_type": failure.error_type, "message": failure.message, "details": failure.details, "cause": cause}
+
+
+def _failure_in(record: dict[str, Any] | None, mode: str) -> FailureDetails | None:
+    if record is None:
+        return None
+    if PICKLE_KEY in record:  # kept by a migration that could not read it
+        failure = from_json_value(record, mode)
+        if not isinstance(failure, FailureDetails):
+            raise DurableValueError(f"a kept failure pickle holds {failure!r}")
+        return failure
+    cause = from_json_value(record.get("cause"), mode)
+    if not isinstance(cause, BaseException):
+        cause = None  # a cause that cannot be rebuilt: the type, message and details stay
+    return FailureDetails(record["error_type"], record["message"], record.get("details"), cause)
+
+
+def _parent_out(parent: ParentInfo | None) -> dict[str, Any] | None:
+    if parent is None:
+        return None
+    return {"instance_id": parent.instance_id, "task_scheduled_id": parent.task_scheduled_id,
+            "execution_id": parent.execution_id}
+
+
+def _parent_in(record: dict[str, Any] | None, mode: str) -> ParentInfo | None:
+    return None if record is None else ParentInfo(record["instance_id"], record["task_scheduled_id"],
+                                                  record["execution_id"])
+
+
+def _value_out(value: Any) -> Any:
+    return to_json_value(value, "an event's payload")
+
+
+def _values_out(value: tuple[Any, ...]) -> Any:
+    return to_json_value(list(value), "an event's payload")
+
+
+def _values_in(value: Any, mode: str) -> tuple[Any, ...]:
+    return tuple(from_json_value(value, mode))
+
+
+#: how a field of each annotation is stored and read back; a field of another annotation
+#: (a new event with a new kind of field) fails at import, loudly, not when first written
+_FIELD_KINDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, str], Any]]] = {
+    "Any": (_value_out, from_json_value),
+    "datetime": (_time_out, _time_in),
+    "datetime | None": (_time_out, _time_in),
+    "FailureDetails": (_failure_out, _failure_in),
+    "FailureDetails | None": (_failure_out, _failure_in),
+    "ParentInfo": (_parent_out, _parent_in),
+    "ParentInfo | None": (_parent_out, _parent_in),
+    "tuple[str, ...]": (list, _strs_in),
+    "tuple[Any, ...]": (_values_out, _values_in),
+    **{plain: (_plain_out, _plain_in) for plain in ("str", "str | None", "int", "int | None", "bool")},
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RecordShape:
+    """How one event type becomes a record and back."""
+
+    cls: type[HistoryEvent]
+    name: str
+    #: every field with its writer, in the class's order
+    out: tuple[tuple[str, Callable[[Any], Any]], ...]
+    into: dict[str, Callable[[Any, str], Any]]
+    #: the fields stored as they are (str, int, bool) and the others with their readers: a
+    #: record is rebuilt with one dict comprehension and a call per field that needs one
+    plain: frozenset[str]
+    special: tuple[tuple[str, Callable[[Any, str], Any]], ...]
+
+
+def _shape(name: str, cls: type[HistoryEvent]) -> _RecordShape:
+    out, into = [], {}
+    for f in dataclasses.fields(cls):
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
+        if annotation not in _FIELD_KINDS:
+            raise TypeError(f"{cls.__name__}.{f.name}: no stored form for a field of type {annotation!r}")
+        writer, reader = _FIELD_KINDS[annotation]
+        out.append((f.name, writer))
+        into[f.name] = reader
+    plain = frozenset(n for n, reader in into.items() if reader is _plain_in)
+    special = tuple((n, reader) for n, reader in into.items() if reader is not _plain_in)
+    return _RecordShape(cls, name, tuple(out), into, plain, special)
+
+
+#: the stored event types by their stored name: the keys of ``EVENT_TYPES`` (the names of the
+#: Durable Functions history table), never a module path; a name once stored is never reused
+_SHAPES_BY_NAME: dict[str, _RecordShape] = {name: _shape(name, cls) for name, cls in EVENT_TYPES.items()}
+_SHAPES_BY_CLASS: dict[type, _RecordShape] = {shape.cls: shape for shape in _SHAPES_BY_NAME.values()}
+
+
+def register_runtime_event(name: str, cls: type[HistoryEvent]) -> None:
+    """Store ``cls``, a runtime message that is never in a history (it travels in outboxes),
+    under ``name``; a name of the history's events cannot be taken."""
+    if name in _SHAPES_BY_NAME and _SHAPES_BY_NAME[name].cls is not cls:
+        raise DurableValueError(f"stored event name {name!r} is taken by {_SHAPES_BY_NAME[name].cls.__qualname__}")
+    shape = _shape(name, cls)
+    _SHAPES_BY_NAME[name] = shape
+    _SHAPES_BY_CLASS[cls] = shape
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnknownEvent(HistoryEvent):
+    """What a reader shows for a stored event that could not be rebuilt (its type unknown to
+    this code, or a field unreadable): its stored type name, time and name; ``input`` says why.
+    Never stored, never given to the engine."""
+
+    kind: str = "?"
+    name: str | None = dataclasses.field(default=None)  # field(): the base class has a `name` property
+    input: Any = None
+
+    @property
+    def event_type(self) -> str:
+        return self.kind
+
+
+def event_to_record(event: HistoryEvent, what: str = "an event's payload") -> dict[str, Any]:
+    """``event`` as a JSON-ready record: ``{"type": <event-type name>, <field>: <value>, ...}``,
+    payloads as :func:`to_json_value` trees, times as ISO 8601, nested records as objects.
+    Raises :class:`PayloadError` naming ``what`` for a payload that cannot be stored."""
+    shape = _SHAPES_BY_CLASS.get(type(event))
+    if shape is None:
+        raise DurableTypeError(f"{type(event).__qualname__} is not a stored history event type")
+    record: dict[str, Any] = {"type": shape.name}
+    try:
+        for name, writer in shape.out:
+            record[name] = writer(getattr(event, name))
+    except PayloadError as exc:
+        raise PayloadError(what, exc.value_repr, exc.reason) from None
+    return record
+
+
+def event_from_record(record: dict[str, Any]) -> HistoryEvent:
+    """The event of an :func:`event_to_record` record; raises if it cannot be rebuilt. Fields
+    missing from the record take their defaults; fields this code does not know are ignored.
+    A record that is a marked pickle is an event a migration could not read (see
+    :func:`migrate_v2_event`): it is unpickled whole."""
+    if PICKLE_KEY in record:
+        event: HistoryEvent = from_json_value(record)
+        return event
+    shape = _SHAPES_BY_NAME.get(record.get("type"))  # type: ignore[arg-type]
+    if shape is None:
+        raise DurableValueError(f"unknown history event type {record.get('type')!r} in a stored record")
+    plain = shape.plain
+    fields = {name: value for name, value in record.items() if name in plain}
+    for name, reader in shape.special:
+        if name in record:
+            fields[name] = reader(record[name], TRUSTED)
+    return shape.cls(**fields)
+
+
+def read_event_record(record: Any, mode: str = LENIENT) -> HistoryEvent | UnknownEvent:
+    """:func:`event_from_record` for a reader: a record that cannot be rebuilt is an
+    :class:`UnknownEvent`, and payloads are read in ``mode`` (never raises)."""
+    try:
+        if PICKLE_KEY in record:
+            event = from_json_value(record, mode)
+            if not isinstance(event, HistoryEvent):
+                raise DurableValueError(f"a kept event pickle holds {event!r}")
+            return event
+        shape = _SHAPES_BY_NAME[record["type"]]
+        into = shape.into
+        return shape.cls(**{name: into[name](value, mode) for name, value in record.items() if name in into})
+    except Exception as exc:
+        return _unknown_event(record, exc)
+
+
+def _unknown_event(record: Any, exc: Exception) -> UnknownEvent:
+    """What is left to show of a record that could not be rebuilt."""
+    record = record if isinstance(record, dict) else {}
+    kind = record.get("type")
+    try:
+        at = datetime.fromisoformat(record["timestamp"])
+    except Exception:
+        at = datetime.fromtimestamp(0, tz=UTC)
+    name = record.get("name") if isinstance(record.get("name"), str) else None
+    known = isinstance(kind, str) and kind in _SHAPES_BY_NAME
+    reason = f"{type(exc).__name__}: {exc}" if known else f"unknown event type {kind!r}"
+    return UnknownEvent(at, str(kind or "?"), name, Undecodable(str(kind or "event"), reason))
+
+
+def dump_event(event: HistoryEvent, what: str = "an event's payload") -> str:
+    """The stored form of a history event: the JSON text of :func:`event_to_record`."""
+    return json.dumps(event_to_record(event, what), separators=(",", ":"))
+
+
+def load_event(text: str | bytes) -> HistoryEvent:
+    """The history event stored as ``text`` by :func:`dump_event`; raises if it cannot be."""
+    return event_from_record(json.loads(text))
+
+
+def read_event(text: str | bytes | None, mode: str = LENIENT) -> HistoryEvent | UnknownEvent:
+    """:func:`load_event` for a reader (see :func:`read_event_record`; never raises)."""
+    try:
+        record = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        return _unknown_event({}, exc)
+    return read_event_record(record, mode)
+
+
+# -- nested records stored in their own columns ---------------------------------------------------
+
+
+def dump_json(tree: Any) -> str:
+    """A JSON tree (made of :func:`to_json_value` values and records) as compact JSON text."""
+    return json.dumps(tree, separators=(",", ":"))
+
+
+def load_json(text: str | bytes) -> Any:
+    """The JSON tree of ``text`` (the inverse of :func:`dump_json`)."""
+    return json.loads(text)
+
+
+def split_records(text: str | bytes) -> list[str]:
+    """The compact JSON text of each item of a JSON array (a stored list of records, such as an
+    entity's queue, whose items are kept encoded one by one)."""
+    return [dump_json(item) for item in json.loads(text)]
+
+
+def dump_failure(failure: FailureDetails | None) -> str | None:
+    """The stored form of a :class:`FailureDetails` (``None`` stays ``None``)."""
+    return None if failure is None else dump_json(_failure_out(failure))
+
+
+def load_failure(text: str | bytes | None, mode: str = TRUSTED) -> FailureDetails | Undecodable | None:
+    """The inverse of :func:`dump_failure`; in a non-trusted mode, an :class:`Undecodable` for
+    text that is not a failure record."""
+    if text is None:
+        return None
+    if mode == RAW:
+        return RawPayload.of(text)  # type: ignore[return-value]
+    try:
+        return _failure_in(json.loads(text), mode)
+    except Exception as exc:
+        if mode == TRUSTED:
+            raise
+        return Undecodable("FailureDetails", f"{type(exc).__name__}: {exc}")
+
+
+def dump_parent(parent: ParentInfo | None) -> str | None:
+    """The stored form of a :class:`ParentInfo` (``None`` stays ``None``)."""
+    return None if parent is None else dump_json(_parent_out(parent))
+
+
+def load_parent(text: str | bytes | None) -> ParentInfo | None:
+    """The inverse of :func:`dump_parent`."""
+    return None if text is None else _parent_in(json.loads(text), TRUSTED)

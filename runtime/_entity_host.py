@@ -28,8 +28,9 @@ from orchestrations import (
 )
 from orchestrations._ids import parse_entity_key
 
-from ._codec import decode, encode
+from ._codec import dump_event, dump_value, load_event, load_value, register_runtime_event, split_records
 from ._messages import Message, from_ts
+from ._schema import EntityRow
 from ._status import EntityMetadata
 
 log = logging.getLogger("ray_durable.entities")
@@ -39,13 +40,14 @@ log = logging.getLogger("ray_durable.entities")
 class EntityRecord:
     """A shard host's in-memory copy of one entity (the virtual actor's state).
 
-    ``sealed`` is ``(exists, state blob)`` for the current state when it is known (the row's
+    ``sealed`` is ``(exists, stored state)`` for the current state when it is known (the row's
     blob after a load, the last operation's after a turn): the next operation's rollback copy
     and the next row, so a state is encoded once per operation that changes it, never twice.
 
-    ``queued`` keeps the encoding of each message waiting in the queue (by ``id()``, with the
-    message itself, so the id cannot be reused while it is kept). The row stores the queue as
-    the list of those encodings: a message is encoded once while it waits, not again with the
+    ``queued`` keeps the stored record (JSON text) of each message waiting in the queue (by
+    ``id()``, with the message itself, so the id cannot be reused while it is kept). The row
+    stores the queue as the JSON array of those records: a message is encoded once while it
+    waits, not again with the
     whole queue at every write of the entity (a queue of hundreds of lock requests behind a
     contended account made every row write cost milliseconds).
     """
@@ -53,18 +55,22 @@ class EntityRecord:
     entity_id: EntityId
     state: EntityState
     updated_at: float = 0.0
-    sealed: tuple[bool, bytes | None] | None = None
-    queued: dict[int, tuple[HistoryEvent, bytes]] = field(default_factory=dict)
+    sealed: tuple[bool, str | None] | None = None
+    queued: dict[int, tuple[HistoryEvent, str]] = field(default_factory=dict)
 
     @staticmethod
-    def from_row(row: Any, spec: Any = None) -> EntityRecord:
-        """Build from an ``entities`` row (see ``ENTITY_COLUMNS``); ``spec`` (the entity's
-        ``EntitySpec``, if registered) rebuilds a class entity's object."""
-        queue, queued = decode_queue(row[5])
-        exists = bool(row[2])
-        locked_by, lock = parse_holder(row[4])
-        st = EntityState(exists, unpack_state(decode(row[3]), spec) if exists else None, locked_by, queue, lock)
-        return EntityRecord(EntityId.parse(row[0]), st, row[6], (exists, row[3] if exists else None), queued)
+    def from_row(row: EntityRow | tuple[Any, ...], spec: Any = None) -> EntityRecord:
+        """Build from an ``entities`` row (a plain tuple, as one travels in a message, is read
+        as one); ``spec`` (the entity's ``EntitySpec``, if registered) rebuilds a class
+        entity's object."""
+        row = EntityRow._make(row)
+        queue, queued = decode_queue(row.queue)
+        exists = bool(row.has_state)
+        locked_by, lock = parse_holder(row.locked_by)
+        state = unpack_state(load_value(row.state), spec) if exists else None
+        st = EntityState(exists, state, locked_by, queue, lock)
+        return EntityRecord(EntityId.parse(row.entity_id), st, row.updated_at, (exists, row.state if exists else None),
+                            queued)
 
     def metadata(self) -> EntityMetadata:
         """What ``list_entities`` reports about this entity (``locked_by``: the holder's
@@ -73,7 +79,7 @@ class EntityRecord:
         updated = from_ts(self.updated_at)
         return EntityMetadata(self.entity_id, st.exists, st.state, st.locked_by, len(st.queue), updated)
 
-    def to_row(self, spec: Any = None) -> tuple[Any, ...]:
+    def to_row(self, spec: Any = None) -> EntityRow:
         """The ``entities`` row (state and queue encoded; see :func:`pack_state`)."""
         st, key = self.state, str(self.entity_id)
         sealed = self.sealed
@@ -82,20 +88,21 @@ class EntityRecord:
         queue_blob = self._queue_blob(key) if st.queue else None
         if not st.queue:
             self.queued = {}
-        return (key, self.entity_id.name, int(st.exists), sealed[1], holder_text(st), queue_blob, self.updated_at)
+        holder = holder_text(st)
+        return EntityRow(key, self.entity_id.name, int(st.exists), sealed[1], holder, queue_blob, self.updated_at)
 
-    def _queue_blob(self, key: str) -> bytes:
-        """The ``queue`` column: the list of the queued messages' encodings, each encoded the
-        first time it is written (see ``queued``); what left the queue is forgotten."""
-        kept, blobs = {}, []
+    def _queue_blob(self, key: str) -> str:
+        """The ``queue`` column: the JSON array of the queued messages' records, each encoded
+        the first time it is written (see ``queued``); what left the queue is forgotten."""
+        kept, texts = {}, []
         for event in self.state.queue:
             hit = self.queued.get(id(event))
             if hit is None or hit[0] is not event:
-                hit = (event, encode(event, f"a message queued at entity {key}"))
+                hit = (event, dump_event(event, f"a message queued at entity {key}"))
             kept[id(event)] = hit
-            blobs.append(hit[1])
+            texts.append(hit[1])
         self.queued = kept
-        return encode(blobs, f"queue of entity {key}")
+        return f"[{','.join(texts)}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,48 +114,47 @@ class EntityMoved(HistoryEvent):
     row: tuple[Any, ...] = ()
 
 
-def decode_queue(blob: bytes | None) -> tuple[list[HistoryEvent], dict[int, tuple[HistoryEvent, bytes]]]:
-    """The queue of an ``entities`` row, and the encodings it was stored with (see
-    ``EntityRecord.queued``). A row written before messages were encoded one by one holds
-    the list of messages itself."""
-    if blob is None:
+register_runtime_event("EntityMoved", EntityMoved)
+
+
+def decode_queue(text: str | None) -> tuple[list[HistoryEvent], dict[int, tuple[HistoryEvent, str]]]:
+    """The queue of an ``entities`` row, and the records it was stored with (see
+    ``EntityRecord.queued``)."""
+    if text is None:
         return [], {}
-    stored = decode(blob)
     queue, queued = [], {}
-    for item in stored:
-        if isinstance(item, bytes):
-            event = decode(item)
-            queued[id(event)] = (event, item)
-            item = event
-        queue.append(item)
+    for item in split_records(text):
+        event = load_event(item)
+        queued[id(event)] = (event, item)
+        queue.append(event)
     return queue, queued
 
 
-def addressable(rows: Iterable[Any]) -> list[Any]:
+def addressable(rows: Iterable[EntityRow]) -> list[EntityRow]:
     """The ``entities`` rows whose id is a valid entity id. The previous version allowed an
     empty key (``@counter@``), which no ``EntityId`` can address now: such a row is left in
     the file, out of every listing, rather than failing the query."""
     found = []
     for row in rows:
         try:
-            parse_entity_key(row[0])
+            parse_entity_key(row.entity_id)
         except DurableValueError:
-            log.warning("entity row %r has an id no EntityId can address (empty key?); skipped", row[0])
+            log.warning("entity row %r has an id no EntityId can address (empty key?); skipped", row.entity_id)
             continue
         found.append(row)
     return found
 
 
-def canonical_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def canonical_row(row: EntityRow) -> EntityRow:
     """An ``entities`` row under its canonical id (the name lower-cased)."""
-    entity_id = EntityId.parse(row[0])
-    return (str(entity_id), entity_id.name, *row[2:])
+    entity_id = EntityId.parse(row.entity_id)
+    return row._replace(entity_id=str(entity_id), name=entity_id.name)
 
 
-def seal_state(exists: bool, state: Any, spec: Any, key: str) -> tuple[bool, bytes | None]:
-    """``(exists, blob)`` of an entity's state; raises :class:`PayloadError` naming the entity
-    if the state cannot be encoded."""
-    return exists, encode(pack_state(state, spec), f"state of entity {key}") if exists else None
+def seal_state(exists: bool, state: Any, spec: Any, key: str) -> tuple[bool, str | None]:
+    """``(exists, stored state)`` of an entity's state; raises :class:`PayloadError` naming the
+    entity if the state cannot be encoded."""
+    return exists, dump_value(pack_state(state, spec), f"state of entity {key}") if exists else None
 
 
 class RowKeeper(StateKeeper):
@@ -170,7 +176,7 @@ class RowKeeper(StateKeeper):
     def restore(self, snapshot: Any) -> tuple[bool, Any]:
         exists, blob = snapshot
         self.record.sealed = snapshot
-        return exists, unpack_state(decode(blob), self.spec) if exists else None
+        return exists, unpack_state(load_value(blob), self.spec) if exists else None
 
     def seal(self, exists: bool, state: Any, outgoing: list[Outgoing]) -> Any:
         key = str(self.record.entity_id)
@@ -214,23 +220,6 @@ def parse_holder(text: str | None) -> tuple[str | None, ParentInfo | None]:
     return instance_id, ParentInfo(instance_id, int(request), execution_id)
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectState:
-    """A class entity's state as stored: the object's attributes, without the object.
-
-    Encoding the object itself would carry its class every time, by value when the class
-    lives in ``__main__`` (a script or notebook): about 70 us and 1 KB per write instead of
-    about 1 us. The shard host has the class (it is registered), so it rebuilds the object
-    on load; a reader without the code sees the attributes.
-    """
-
-    type_name: str
-    attributes: dict[str, Any]
-
-    def __repr__(self) -> str:
-        return f"{self.type_name}({', '.join(f'{k}={v!r}' for k, v in self.attributes.items())})"
-
-
 _plain_classes: dict[type, bool] = {}
 
 
@@ -250,19 +239,25 @@ def _is_plain(cls: type) -> bool:
 
 
 def pack_state(state: Any, spec: Any) -> Any:
-    """What to encode for an entity's state: an :class:`ObjectState` for a plain object of
-    the registered class of a class entity, ``state`` itself otherwise."""
+    """What to store for an entity's state: for a plain object of the registered class of a
+    class entity, its attributes (a dict: JSON when they are JSON values, readable by any
+    tool); ``state`` itself otherwise.
+
+    Encoding the object itself would carry its class every time, by value when the class
+    lives in ``__main__`` (a script or notebook): about 70 us and 1 KB per write instead of
+    about 1 us. The shard host has the class (it is registered), so it rebuilds the object
+    on load; a reader without the code sees the attributes."""
     if spec is not None and spec.is_class and type(state) is spec.target and _is_plain(spec.target):
-        return ObjectState(spec.target.__qualname__, dict(vars(state)))
+        return dict(vars(state))
     return state
 
 
 def unpack_state(value: Any, spec: Any) -> Any:
-    """The inverse of :func:`pack_state` (an :class:`ObjectState` stays as it is when the
-    entity's class is not registered here)."""
-    if isinstance(value, ObjectState) and spec is not None and spec.is_class:
+    """The inverse of :func:`pack_state` (the attributes stay a dict when the entity's class
+    is not registered here)."""
+    if type(value) is dict and spec is not None and spec.is_class and _is_plain(spec.target):
         obj = spec.target.__new__(spec.target)
-        obj.__dict__.update(value.attributes)
+        obj.__dict__.update(value)
         return obj
     return value
 

@@ -69,6 +69,7 @@ def open_hub_file(directory: str, name: str, num_shards: int) -> HubRecord:
         new_id = uuid.uuid4().hex
         _write(path, _record(name, num_shards, new_id, None))
         return HubRecord(new_id, create=True)
+    info = _upgraded(path, info)
     recorded = info.get("num_shards")
     if not isinstance(recorded, int) or isinstance(recorded, bool):
         raise _bad(path, f"has no valid shard count (num_shards: {recorded!r})")
@@ -103,6 +104,19 @@ def _record(name: str, num_shards: int, hub_id: str, created: int | None) -> dic
     if created is not None:
         record["shards"] = [shard_file(i) for i in range(created)]
     return record
+
+
+def _upgraded(path: str, info: dict[str, Any]) -> dict[str, Any]:
+    """``hub.json`` of a hub written in format version 2 says version 3 from now on (its shard
+    hosts migrate their files as they open them); one newer than this code is refused."""
+    version = info.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise _bad(path, f"says format version {version}, newer than this ray-durable's {FORMAT_VERSION}: "
+                         "open the hub with the release that wrote it (or a later one)")
+    if version == 2:
+        info = {**info, "format_version": FORMAT_VERSION}
+        _write(path, info)
+    return info
 
 
 def _read(path: str) -> dict[str, Any] | None:

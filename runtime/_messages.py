@@ -4,15 +4,25 @@ host keeps in memory."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from orchestrations import EventRaised, ExecutionStarted, HistoryEvent, OrchestrationExecutor, ParentInfo
 from orchestrations._compat import tolerate_new_fields
 
-from ._codec import decode, encode
+from ._codec import (
+    LENIENT,
+    dump_json,
+    dump_parent,
+    event_from_record,
+    event_to_record,
+    load_failure,
+    load_json,
+    load_parent,
+    load_value,
+)
+from ._schema import InstanceRow
 from ._status import DurableOrchestrationStatus, OrchestrationRuntimeStatus
 
 
@@ -45,7 +55,7 @@ class Message:
     continue_as_new: bool = False
     client: bool = False
     carryover: list[EventRaised] = field(default_factory=list)
-    input_blob: bytes | None = None
+    input_blob: str | None = None
     ack: asyncio.Future[Any] | None = None
     due: float | None = None
     parked: bool = False
@@ -54,14 +64,37 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """The message without its ack future, encoded for an outbox, a parked row or another
-        shard."""
-        return encode(replace(self, ack=None, from_self=False, parked=False), "message")
+        shard: a JSON record of its fields (events as event records; see the storage format),
+        not a pickle of this class, so a stored message does not depend on module paths."""
+        what = f"a message to {self.instance_id!r}"
+        record: dict[str, Any] = {"instance_id": self.instance_id, "event": event_to_record(self.event, what)}
+        for name in _PLAIN_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value is not False:
+                record[name] = value
+        if self.carryover:
+            record["carryover"] = [event_to_record(e, what) for e in self.carryover]
+        if self.restart is not None:
+            record["restart"] = event_to_record(self.restart, what)
+        return dump_json(record).encode()
 
     @staticmethod
-    def from_bytes(blob: bytes) -> Message:
+    def from_bytes(blob: bytes | str) -> Message:
         """The inverse of :meth:`to_bytes`."""
-        msg: Message = decode(blob)
+        record = load_json(blob)
+        msg = Message(record["instance_id"], event_from_record(record["event"]))
+        for name in _PLAIN_FIELDS:
+            if name in record:
+                setattr(msg, name, record[name])
+        if "carryover" in record:
+            msg.carryover = [event_from_record(e) for e in record["carryover"]]  # type: ignore[misc]
+        if "restart" in record:
+            msg.restart = event_from_record(record["restart"])  # type: ignore[assignment]
         return msg
+
+
+#: the fields of a :class:`Message` stored as they are (the others: events, or not stored)
+_PLAIN_FIELDS = ("execution_id", "msg_id", "continue_as_new", "client", "input_blob", "due", "recursive")
 
 
 def to_ts(dt: datetime) -> float:
@@ -86,13 +119,13 @@ class Instance:
     name: str
     execution_id: str
     status: OrchestrationRuntimeStatus
-    input_blob: bytes | None
+    input_blob: str | None
     created_at: float
     updated_at: float
     parent: ParentInfo | None = None
-    output_blob: bytes | None = None
-    custom_status_blob: bytes | None = None
-    failure_blob: bytes | None = None
+    output_blob: str | None = None
+    custom_status_blob: str | None = None
+    failure_blob: str | None = None
     history_len: int = -1
     #: the per-shard number its history rows are keyed by (new with every start or replace)
     num: int = 0
@@ -107,27 +140,27 @@ class Instance:
     retriable_start: str | None = None
 
     @staticmethod
-    def from_row(row: Any) -> Instance:
-        """Build from an ``instances`` row (see ``INSTANCE_COLUMNS``)."""
+    def from_row(row: InstanceRow) -> Instance:
+        """Build from an ``instances`` row."""
         return Instance(
-            instance_id=row[0],
-            name=row[1],
-            execution_id=row[2],
-            status=OrchestrationRuntimeStatus(row[3]),
-            input_blob=row[4],
-            output_blob=row[5],
-            custom_status_blob=row[6],
-            failure_blob=row[7],
-            parent=decode(row[8]),
-            created_at=row[9],
-            updated_at=row[10],
-            num=row[11],
-            retriable_start=row[2] if row[8] is None else None,
+            instance_id=row.instance_id,
+            name=row.name,
+            execution_id=row.execution_id,
+            status=OrchestrationRuntimeStatus(row.status),
+            input_blob=row.input,
+            output_blob=row.output,
+            custom_status_blob=row.custom_status,
+            failure_blob=row.failure,
+            parent=load_parent(row.parent),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            num=row.num,
+            retriable_start=row.execution_id if row.parent is None else None,
         )
 
-    def to_row(self) -> tuple[Any, ...]:
+    def to_row(self) -> InstanceRow:
         """The ``instances`` row."""
-        return (
+        return InstanceRow(
             self.instance_id,
             self.name,
             self.execution_id,
@@ -136,7 +169,7 @@ class Instance:
             self.output_blob,
             self.custom_status_blob,
             self.failure_blob,
-            encode(self.parent) if self.parent is not None else None,
+            dump_parent(self.parent),
             self.created_at,
             self.updated_at,
             self.num,
@@ -149,20 +182,20 @@ def start_key(execution_id: str) -> str:
     return f"start:{execution_id}"
 
 
-def status_from_row(
-    row: Any, show_input: bool = True, decode_value: Callable[[bytes | None], Any] = decode
-) -> DurableOrchestrationStatus:
-    """A client status record from an ``instances`` row (payloads through ``decode_value``:
-    a reader of a hub's files passes one that runs no code from them)."""
+def status_from_row(row: InstanceRow, show_input: bool = True, mode: str = LENIENT) -> DurableOrchestrationStatus:
+    """A client status record from an ``instances`` row, its payloads read in ``mode`` (see
+    ``runtime._codec``: a value that cannot be decoded is an ``Undecodable``; a reader of a
+    hub's files passes ``SAFE``, which runs no code from them, or ``RAW``)."""
+    failure: Any = load_failure(row.failure, mode)  # an Undecodable or RawPayload where it cannot be read
     return DurableOrchestrationStatus(
-        name=row[1],
-        instance_id=row[0],
-        created_time=from_ts(row[9]),
-        last_updated_time=from_ts(row[10]),
-        input_=decode_value(row[4]) if show_input else None,
-        output=decode_value(row[5]),
-        runtime_status=OrchestrationRuntimeStatus(row[3]),
-        custom_status=decode_value(row[6]),
+        name=row.name,
+        instance_id=row.instance_id,
+        created_time=from_ts(row.created_at),
+        last_updated_time=from_ts(row.updated_at),
+        input_=load_value(row.input, mode) if show_input else None,
+        output=load_value(row.output, mode),
+        runtime_status=OrchestrationRuntimeStatus(row.status),
+        custom_status=load_value(row.custom_status, mode),
         history=None,
-        failure_details=decode_value(row[7]),
+        failure_details=failure,
     )

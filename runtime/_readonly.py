@@ -3,9 +3,9 @@
 What the CLI reads when no hub of that name runs in a reachable Ray cluster. Each file is
 opened with SQLite's ``mode=ro``, so reading never writes, never takes the shard's owner lock
 and never disturbs a hub that has the files open in another process: it sees committed state
-only. Reading runs no code from the files: payloads are decoded with
-:func:`runtime._codec.safe_decode` (plain data and this product's records; a user's object is
-shown by its type name), or not at all with ``raw`` (``ray-durable --no-decode``). Only
+only. Reading runs no code from the files: payloads are read in the converter's ``SAFE`` mode
+(JSON values as they are; a marked pickle rebuilt only when it holds plain data, else shown as
+an ``Undecodable`` naming its type), or not at all with ``raw`` (``ray-durable --no-decode``). Only
 :meth:`HubFiles.saved_registry`, which control commands need to run the hub, loads code.
 Rows become the very records a shard host returns (``status_from_row``; entity rows as
 ``list_entities`` reports them), and listing pages through :func:`query_page` as ``TaskHub``
@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from entities import EntityId
 from orchestrations import (
@@ -35,11 +34,12 @@ from orchestrations import (
 from orchestrations._ids import shard_of
 from orchestrations._registry import Registry
 
-from ._codec import RawPayload, decode, safe_decode
+from ._codec import RAW, SAFE, TRUSTED, RawPayload, decode, load_event, load_value, read_event
 from ._entity_host import addressable, parse_holder
 from ._files import read_hub_file
 from ._messages import from_ts, status_from_row
 from ._paging import ShardRow, StatusFilter, query_page
+from ._schema import EntityRow, InstanceRow
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
 from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
 
@@ -55,10 +55,6 @@ class RawEvent:
     result: None = None
 
 
-_INSTANCE_FIELDS = INSTANCE_COLUMNS.replace(" ", "").split(",")
-#: where an ``INSTANCE_COLUMNS`` row holds its creation time and ``num`` (its history rows' key)
-_CREATED, _NUM = _INSTANCE_FIELDS.index("created_at"), _INSTANCE_FIELDS.index("num")
-
 
 class HubFiles:
     """The files of hub ``name`` under ``data_dir``, read-only; the query methods answer as the
@@ -66,21 +62,27 @@ class HubFiles:
 
     Raises ``ValueError`` if there is no hub there (no ``hub.json``) or it was written in
     another format version. With ``raw``, payloads are not decoded at all: each is a
-    :class:`RawPayload`, and a history is a list of :class:`RawEvent`.
+    :class:`RawPayload`, and a history is a list of :class:`RawEvent`. With ``trusted``, they
+    are read as a shard host reads them (the converter's ``TRUSTED`` mode: a user's objects are
+    rebuilt, importing their modules, and a value that cannot be rebuilt raises): what
+    replaying and exporting need, for files one trusts as much as the code that runs them.
     """
 
-    def __init__(self, name: str, data_dir: str | os.PathLike[str], raw: bool = False) -> None:
+    def __init__(
+        self, name: str, data_dir: str | os.PathLike[str], raw: bool = False, trusted: bool = False
+    ) -> None:
         self.name = name
         self.raw = raw
-        self._decode: Callable[[bytes | None], Any] = RawPayload.of if raw else safe_decode
+        self._mode = RAW if raw else TRUSTED if trusted else SAFE
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         info = read_hub_file(self.directory)
         if info is None:
             raise DurableValueError(f"no task hub {name!r} in {os.path.dirname(self.directory)}")
         if info.get("format_version") != FORMAT_VERSION:
+            upgrade = " (open it once with TaskHub to migrate it)" if info.get("format_version") == 2 else ""
             raise DurableValueError(
                 f"task hub {name!r} has format version {info.get('format_version')}; "
-                f"this version of ray-durable reads {FORMAT_VERSION}"
+                f"this version of ray-durable reads {FORMAT_VERSION}{upgrade}"
             )
         self.num_shards: int = info["num_shards"]
         self._conns: dict[int, sqlite3.Connection] = {}
@@ -99,7 +101,9 @@ class HubFiles:
             path = Path(self.directory, f"shard-{shard:02d}.sqlite")
             if not path.exists():
                 raise ShardFileError(str(path), "is missing")
-            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            # check_same_thread=False: a reader may be used by one thread at a time, not only
+            # the one that opened it (the web UI reads on its server's thread, closes on the main)
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
             self._conns[shard] = conn
         conn.execute("BEGIN")
         try:
@@ -108,9 +112,10 @@ class HubFiles:
             conn.execute("COMMIT")
 
     @staticmethod
-    def _instance_row(conn: sqlite3.Connection, instance_id: str) -> Any:
+    def _instance_row(conn: sqlite3.Connection, instance_id: str) -> InstanceRow | None:
         sql = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
-        return conn.execute(sql, (instance_id,)).fetchone()
+        row = conn.execute(sql, (instance_id,)).fetchone()
+        return None if row is None else InstanceRow._make(row)
 
     # -- orchestrations ---------------------------------------------------------------------------
 
@@ -119,7 +124,7 @@ class HubFiles:
         validate_instance_id(instance_id)
         with self._snapshot(shard_of(instance_id, self.num_shards)) as conn:
             row = self._instance_row(conn, instance_id)
-        return None if row is None else status_from_row(row, decode_value=self._decode)
+        return None if row is None else status_from_row(row, mode=self._mode)
 
     def get_history(self, instance_id: str) -> list[HistoryEvent] | list[RawEvent]:
         """The instance's committed history events, oldest first (:class:`RawEvent` with
@@ -130,10 +135,22 @@ class HubFiles:
             if row is None:
                 raise InstanceNotFoundError(instance_id)
             sql = "SELECT event_type, timestamp, name, data FROM history WHERE num = ? ORDER BY seq"
-            rows = conn.execute(sql, (row[_NUM],)).fetchall()
+            rows = conn.execute(sql, (row.num,)).fetchall()
         if self.raw:
             return [RawEvent(kind, from_ts(at), name, RawPayload.of(data)) for kind, at, name, data in rows]
-        return [safe_decode(data) for *_, data in rows]
+        if self._mode == TRUSTED:
+            return [load_event(data) for *_, data in rows]
+        return [read_event(data, SAFE) for *_, data in rows]
+
+    def instance_names(self) -> list[tuple[str, str]]:
+        """Every stored instance's id and orchestrator name, shard by shard, each shard's in
+        order of creation."""
+        found: list[tuple[str, str]] = []
+        sql = "SELECT instance_id, name FROM instances ORDER BY created_at, instance_id"
+        for shard in range(self.num_shards):
+            with self._snapshot(shard) as conn:
+                found += [(row[0], row[1]) for row in conn.execute(sql)]
+        return found
 
     def list_instances(
         self,
@@ -159,8 +176,8 @@ class HubFiles:
             parts = []
             for shard in range(self.num_shards):
                 with self._snapshot(shard) as conn:
-                    rows = conn.execute(sql, [*args, -1 if limit is None else limit]).fetchall()
-                parts.append([(row[_CREATED], row[0], status_from_row(row, decode_value=self._decode)) for row in rows])
+                    rows = map(InstanceRow._make, conn.execute(sql, [*args, -1 if limit is None else limit]).fetchall())
+                parts.append([(row.created_at, row.instance_id, status_from_row(row, mode=self._mode)) for row in rows])
             return parts
 
         return query_page(
@@ -174,10 +191,11 @@ class HubFiles:
         """An entity's committed state."""
         key = str(entity_id)
         with self._snapshot(shard_of(key, self.num_shards)) as conn:
-            row = conn.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)).fetchone()
-        if row is None:
+            found = conn.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)).fetchone()
+        if found is None:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(bool(row[2]), self._decode(row[3]) if row[2] else None)
+        row = EntityRow._make(found)
+        return EntityStateResponse(bool(row.has_state), load_value(row.state, self._mode) if row.has_state else None)
 
     def list_entities(self, name: str | None = None, include_deleted: bool = False) -> list[EntityMetadata]:
         """Every entity that has state (every one, with ``include_deleted``), or every one
@@ -189,18 +207,19 @@ class HubFiles:
         found = []
         for shard in range(self.num_shards):
             with self._snapshot(shard) as conn:
-                rows = addressable(conn.execute(sql, args).fetchall())
+                rows = addressable(map(EntityRow._make, conn.execute(sql, args).fetchall()))
                 found += [self._entity_metadata(row) for row in rows]
         return sorted(found, key=lambda m: str(m.entity_id).encode())
 
-    def _entity_metadata(self, row: Any) -> EntityMetadata:
+    def _entity_metadata(self, row: EntityRow) -> EntityMetadata:
         """What ``list_entities`` reports of an ``entities`` row, payloads through this
-        reader's decoder (the queue's length is inside its pickle: raw, it shows as bytes)."""
-        exists = bool(row[2])
-        queue = self._decode(row[5]) if row[5] is not None else []
+        reader's mode (raw, the queue shows as its stored text)."""
+        exists = bool(row.has_state)
+        queue = load_value(row.queue, self._mode) if row.queue is not None else []
         length = len(queue) if isinstance(queue, list) else queue  # a planted queue shows as what it is
-        state = self._decode(row[3]) if exists else None
-        return EntityMetadata(EntityId.parse(row[0]), exists, state, parse_holder(row[4])[0], length, from_ts(row[6]))
+        state = load_value(row.state, self._mode) if exists else None
+        holder = parse_holder(row.locked_by)[0]
+        return EntityMetadata(EntityId.parse(row.entity_id), exists, state, holder, length, from_ts(row.updated_at))
 
     # -- the hub's code ---------------------------------------------------------------------------
 

@@ -33,7 +33,15 @@ def timestamp(moment: datetime) -> str:
 def history_rows(events: Sequence[HistoryEvent] | Sequence[Any]) -> list[tuple[str, str, str, str, str]]:
     """One row per event (a ``HistoryEvent``, or a record with its five shown fields, such as
     an event not decoded): type, ISO timestamp (ms), name, input and result as JSON."""
-    return [(e.event_type, timestamp(e.timestamp), e.name or "", cell(e.input), cell(e.result)) for e in events]
+    return [(e.event_type, timestamp(e.timestamp), e.name or "", _input(e), cell(e.result)) for e in events]
+
+
+def _input(event: Any) -> str:
+    """The Input cell; a timer, which has none, shows when it fires."""
+    fire_at = getattr(event, "fire_at", None)
+    if event.input is None and isinstance(fire_at, datetime):
+        return f"fires {timestamp(fire_at)}"
+    return cell(event.input)
 
 
 def format_history(events: Sequence[HistoryEvent]) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from orchestrations import SubOrchestrationInstanceCreated
 from orchestrations._children import children_of
 
-from ._codec import decode
+from ._codec import load_event
 from ._entity_host import addressable, parse_holder
 from ._messages import Instance, start_key
 from ._shard_base import ShardBase, ShardConfig
@@ -85,7 +85,7 @@ class ShardAdmin(ShardBase):
             if recursive:
                 for iid in ids:
                     created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
-                    children += [(child, iid) for child in children_of(decode(blob) for _, blob in created)]
+                    children += [(child, iid) for child in children_of(load_event(blob) for _, blob in created)]
             count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
         for iid in ids:
             self._evict(iid)
@@ -109,7 +109,7 @@ class ShardAdmin(ShardBase):
         allowed = [s.value for s in TERMINAL]
         statuses = [s for s in statuses if s in allowed] if statuses is not None else allowed
         rows = await self._store.query_instances(created_from, created_to, statuses, None, None, prefix)
-        return await self.purge([(r[0], None) for r in rows], recursive)
+        return await self.purge([(r.instance_id, None) for r in rows], recursive)
 
     async def entity_names(self) -> list[str]:
         """The (lower-cased) names of the entities registered here: the union of every
@@ -124,16 +124,17 @@ class ShardAdmin(ShardBase):
         await self._ensure_started()
         locks = []
         for row in addressable(await self._store.query_entities(None, locked_only=True)):
-            holder, lock = parse_holder(row[4])
+            holder, lock = parse_holder(row.locked_by)
             assert holder is not None
-            locks.append((row[0], holder, *((lock.execution_id, lock.task_scheduled_id) if lock else (None, None))))
+            identity = (lock.execution_id, lock.task_scheduled_id) if lock else (None, None)
+            locks.append((row.entity_id, holder, *identity))
         return locks
 
     async def remove_empty_entities(self) -> int:
         """Forget entities with no state, no lock and nothing queued."""
         await self._ensure_started()
         rows = await self._store.query_entities(None)
-        keys = [r[0] for r in rows if not r[2] and r[4] is None and r[5] is None]
+        keys = [r.entity_id for r in rows if not r.has_state and r.locked_by is None and r.queue is None]
         keys = [k for k in keys if k not in self._entities or self._entities[k].state.is_empty]
         async with self._db_lock:
             count = await self._store.delete_entities(keys)

@@ -15,8 +15,10 @@ import aiosqlite
 
 from orchestrations import ShardFileError, ShardMismatchError
 
-#: 2: history is keyed by a per-shard increasing instance number (appends, not random inserts)
-FORMAT_VERSION = 2
+#: 2: history is keyed by a per-shard increasing instance number (appends, not random inserts);
+#: 3: events and payloads stored by name through the converter (JSON; marked pickles), not as
+#: pickles of classes (a version-2 file is migrated when opened: ``runtime._migrate``)
+FORMAT_VERSION = 3
 
 _NOTHING_CHANGED = "nothing was changed"
 _NEVER_EMPTY = "it is never recreated empty"
@@ -91,10 +93,15 @@ def check_meta(path: str, identity: ShardIdentity, meta: dict[str, str]) -> None
         raise ShardFileError(
             path,
             f"has format version {meta.get('format_version')}, older than this runtime's {FORMAT_VERSION} "
-            "(a pre-release layout with no migration); open it with the release that wrote it",
+            "(a pre-release layout with no migration: only version 2 is migrated); open it with the release "
+            "that wrote it",
         )
     if version > FORMAT_VERSION:
-        raise ShardFileError(path, f"has format version {version}, newer than this runtime's {FORMAT_VERSION}")
+        raise ShardFileError(
+            path,
+            f"has format version {version}, newer than this runtime's {FORMAT_VERSION}: it was written by a "
+            f"later release of ray-durable; open it with that release (or a later one); {_NOTHING_CHANGED}",
+        )
     hub, shard, hub_id = meta.get("hub"), meta.get("shard"), meta.get("hub_id")
     if hub != identity.hub:
         raise ShardFileError(

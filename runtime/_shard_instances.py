@@ -46,10 +46,11 @@ from orchestrations._registry import did_you_mean
 from orchestrations._starts import StartRule, start_rule
 
 from ._activities import ActivityCall
-from ._codec import decode, encode, failure_from_exception
+from ._codec import dump_event, dump_failure, dump_value, failure_from_exception, load_event
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, unlock_all
 from ._messages import Instance, Message, start_key, to_ts
+from ._schema import HistoryRow
 from ._shard_base import ShardBase
 from ._shard_lifecycle import activity_call, terminated_failure
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -154,7 +155,7 @@ class ShardInstances(ShardBase):
         if inst is not None:
             self._clear_execution(inst, turn)
         carried = inst if rule is StartRule.CONTINUE else None  # the same instance, a new execution
-        input_blob = msg.input_blob if msg.input_blob is not None else encode(event.input, "orchestration input")
+        input_blob = msg.input_blob if msg.input_blob is not None else dump_value(event.input, "orchestration input")
         fresh = Instance(
             instance_id=msg.instance_id,
             name=event.name,
@@ -198,7 +199,7 @@ class ShardInstances(ShardBase):
             turn.writes.delivered.append(start_key(inst.retriable_start))  # Ray may still bring it back
         turn.writes.clear_history.append(inst.num)
         turn.writes.clear_instance_work.append(inst.instance_id)
-        turn.writes.history[:] = [row for row in turn.writes.history if row[0] != inst.num]
+        turn.writes.history[:] = [row for row in turn.writes.history if row.num != inst.num]
         turn.after.forgotten.append(inst.instance_id)
 
     def _next_num(self) -> int:
@@ -211,7 +212,7 @@ class ShardInstances(ShardBase):
         if inst.executor is None:
             blobs = await self._store.load_history(inst.num)
             executor = OrchestrationExecutor(self._orchestrators, inst.instance_id, self._check_entity_name)
-            history = [decode(b) for b in blobs]
+            history = [load_event(b) for b in blobs]
             with self._watching(inst):
                 executor.replay(history)
             inst.executor = executor
@@ -243,7 +244,7 @@ class ShardInstances(ShardBase):
             self._stage_actions(inst, result, turn)
             if result.custom_status_changed:
                 status = result.custom_status
-                inst.custom_status_blob = None if status is None else encode(status, "custom status")
+                inst.custom_status_blob = None if status is None else dump_value(status, "custom status")
         except PayloadError as exc:
             result = self._fail_unencodable(inst, executor, result, events, exc, turn.now)
             rows = self._history_rows(inst, result)
@@ -266,10 +267,11 @@ class ShardInstances(ShardBase):
         finally:
             watch.end()
 
-    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[tuple[Any, ...]]:
+    def _history_rows(self, inst: Instance, result: ExecutionResult) -> list[HistoryRow]:
         base, iid = inst.history_len, inst.instance_id
         return [
-            (inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name, encode(e, f"{e.event_type} of {iid!r}"))
+            HistoryRow(inst.num, base + i, e.event_type, to_ts(e.timestamp), e.name,
+                       dump_event(e, f"{e.event_type} of {iid!r}"))
             for i, e in enumerate(result.new_events)
         ]
 
@@ -348,8 +350,8 @@ class ShardInstances(ShardBase):
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
             self._stage_outgoing(msg, turn)
         elif result.state.is_final:
-            inst.output_blob = encode(result.output, "orchestration output")
-            inst.failure_blob = encode(result.failure) if result.failure is not None else None
+            inst.output_blob = dump_value(result.output, "orchestration output")
+            inst.failure_blob = dump_failure(result.failure)
             if inst.parent is not None:
                 failure = result.failure
                 if result.state is ExecutionState.TERMINATED:

@@ -32,7 +32,7 @@ from orchestrations._rewind import plan_rewind
 from orchestrations._starts import ChildRewind, child_rewind, rewind_refusal
 
 from ._activities import ActivityCall
-from ._codec import decode, encode
+from ._codec import dump_value, load_event, load_value
 from ._messages import Instance, Message, to_ts
 from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -50,7 +50,7 @@ def terminated_failure(instance_id: str, reason: Any) -> FailureDetails:
 
 def activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> ActivityCall:
     """An activity of ``inst``'s current execution, its input encoded for table and worker."""
-    blob = encode(input_, f"input of activity {name!r}")
+    blob = dump_value(input_, f"input of activity {name!r}")
     return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
 
 
@@ -75,11 +75,11 @@ class ShardLifecycle(ShardBase):
                 if num == inst.num:
                     rows = {seq: blob for seq, blob in rows.items() if seq < cut}
             rows.update(
-                (row[1], row[5])
+                (row.seq, row.data)
                 for row in staged.history
-                if row[0] == inst.num and (event_types is None or row[2] in event_types)
+                if row.num == inst.num and (event_types is None or row.event_type in event_types)
             )
-        return [decode(rows[seq]) for seq in sorted(rows)]
+        return [load_event(rows[seq]) for seq in sorted(rows)]
 
     # -- terminate ------------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class ShardLifecycle(ShardBase):
         turn.writes.truncate_history.append((inst.num, plan.cut))
         for staged in turn.rounds:  # rows this turn staged past the cut go too (the commit
             # deletes before it inserts, so a staged row would otherwise outlive the cut)
-            staged.history[:] = [row for row in staged.history if row[0] != inst.num or row[1] < plan.cut]
+            staged.history[:] = [row for row in staged.history if row.num != inst.num or row.seq < plan.cut]
         self._restage_unanswered(inst, [*kept, *plan.redeliver], turn)
         self._ask_children(inst, plan.children, event.reason, turn)
         rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))
@@ -189,9 +189,9 @@ class ShardLifecycle(ShardBase):
         if step is ChildRewind.REWIND:
             await self._rewind_failed(inst, event, turn)
         elif step is ChildRewind.ANSWER_OUTPUT:
-            self._reply_to_parent(start.parent, decode(inst.output_blob), None, turn)
+            self._reply_to_parent(start.parent, load_value(inst.output_blob), None, turn)
         elif step is ChildRewind.ANSWER_TERMINATED:
-            failure = terminated_failure(inst.instance_id, decode(inst.output_blob))
+            failure = terminated_failure(inst.instance_id, load_value(inst.output_blob))
             self._reply_to_parent(start.parent, None, failure, turn)
         return None
 
@@ -238,7 +238,7 @@ class ShardLifecycle(ShardBase):
         """Terminate an instance that never started: its parked start and held messages go."""
         iid = inst.instance_id
         inst.status, inst.updated_at = S.Terminated, turn.now_ts
-        inst.output_blob = encode(event.reason, "termination reason")
+        inst.output_blob = dump_value(event.reason, "termination reason")
         self._parking.forget_start(iid)
         stale = self._parking.of_instance(iid)
         turn.writes.done_scheduled.extend(stale)

@@ -18,7 +18,7 @@ import ray
 
 from orchestrations import InstanceNotFoundError
 
-from ._codec import decode
+from ._codec import LENIENT, load_value, read_event
 from ._entity_host import EntityRecord, addressable, unpack_state
 from ._messages import status_from_row
 from ._shard_base import ShardBase
@@ -78,7 +78,7 @@ class ShardQueries(ShardBase):
     ) -> DurableOrchestrationStatus:
         status = status_from_row(row, show_input)
         if show_history:
-            history = [decode(b) for b in await self._store.load_history(row[11], reader=True)]
+            history: list[Any] = [read_event(b) for b in await self._store.load_history(row.num, reader=True)]
             if not show_history_output:
                 history = [_without_output(e) for e in history]
             status = replace(status, history=history)
@@ -91,7 +91,7 @@ class ShardQueries(ShardBase):
         row = await self._store.get_instance(instance_id)
         if row is None:
             return None
-        return [decode(b) for b in await self._store.load_history(row[11], reader=True)]
+        return [read_event(b) for b in await self._store.load_history(row.num, reader=True)]
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
@@ -147,16 +147,17 @@ class ShardQueries(ShardBase):
         ids that start with ``prefix``, if given (a range scan of the primary key)."""
         await self._ready_to_read()
         rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix)
-        return [(row[9], row[0], status_from_row(row, show_input)) for row in rows]
+        return [(row.created_at, row.instance_id, status_from_row(row, show_input)) for row in rows]
 
     @ray.method(concurrency_group=READS)
     async def read_entity(self, key: str) -> EntityStateResponse:
         """An entity's committed state."""
         await self._ready_to_read()
         row = await self._store.get_entity(key)
-        if row is None or not row[2]:
+        if row is None or not row.has_state:
             return EntityStateResponse(False, None)
-        return EntityStateResponse(True, unpack_state(decode(row[3]), self._entity_specs.get(row[1].lower())))
+        state = load_value(row.state, LENIENT)
+        return EntityStateResponse(True, unpack_state(state, self._entity_specs.get(row.name.lower())))
 
     @ray.method(concurrency_group=READS)
     async def list_entities(self, name: str | None, include_deleted: bool = False) -> list[EntityMetadata]:
@@ -164,7 +165,7 @@ class ShardQueries(ShardBase):
         optionally of one (lower-cased) name."""
         await self._ready_to_read()
         rows = addressable(await self._store.query_entities(name, with_state_only=not include_deleted))
-        return [EntityRecord.from_row(row, self._entity_specs.get(row[1].lower())).metadata() for row in rows]
+        return [EntityRecord.from_row(row, self._entity_specs.get(row.name.lower())).metadata() for row in rows]
 
 
 def _without_output(event: Any) -> Any:

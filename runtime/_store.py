@@ -20,92 +20,35 @@ import aiosqlite
 from orchestrations import ShardFileError
 
 from ._files import open_private, prepare_database, private_dir, refuse_links
+from ._instance_filters import _filters as _filters  # the read-only reader shares it
+from ._instance_filters import prefix_bounds as prefix_bounds  # where callers look for it
+from ._migrate import migrate_if_old
+from ._schema import (
+    _CANONICAL_ENTITY_IDS,
+    _PERFORMANCE_PRAGMAS,
+    _SCHEMA,
+    ACTIVITY_COLUMNS,
+    ActivityRow,
+    EntityRow,
+    HistoryRow,
+    InstanceRow,
+)
+from ._schema import ENTITY_COLUMNS as ENTITY_COLUMNS  # where readers look for them
+from ._schema import INSTANCE_COLUMNS as INSTANCE_COLUMNS
 from ._shard_identity import FORMAT_VERSION as FORMAT_VERSION  # where the CLI's reader looks for it
 from ._shard_identity import ShardIdentity, check_file, lost_file
-
-#: A page cache and memory map large enough that a hub holding 100,000 instances does not read
-#: its B-trees from disk on every turn (SQLite's default cache is 2 MB).
-_PERFORMANCE_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA mmap_size=268435456", "PRAGMA temp_store=MEMORY")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS instances(
-    instance_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    execution_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    input BLOB,
-    output BLOB,
-    custom_status BLOB,
-    failure BLOB,
-    parent BLOB,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    num INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS instances_by_created ON instances(created_at, instance_id);
-CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
-CREATE TABLE IF NOT EXISTS history(
-    num INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    event_type TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    name TEXT,
-    data BLOB NOT NULL,
-    PRIMARY KEY(num, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS activities(
-    instance_id TEXT NOT NULL,
-    execution_id TEXT NOT NULL,
-    task_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    input BLOB,
-    PRIMARY KEY(instance_id, task_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS timers(
-    instance_id TEXT NOT NULL,
-    execution_id TEXT NOT NULL,
-    timer_id INTEGER NOT NULL,
-    fire_at REAL NOT NULL,
-    PRIMARY KEY(instance_id, timer_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS entities(
-    entity_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    has_state INTEGER NOT NULL,
-    state BLOB,
-    locked_by TEXT,
-    queue BLOB,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entities_by_name ON entities(name);
-CREATE TABLE IF NOT EXISTS outbox(msg_id TEXT PRIMARY KEY, dest INTEGER NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS registry(id INTEGER PRIMARY KEY CHECK (id = 0), blob BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS delivered(msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS scheduled(msg_id TEXT PRIMARY KEY, due REAL NOT NULL, data BLOB NOT NULL);
-"""
-
-ENTITY_COLUMNS = "entity_id, name, has_state, state, locked_by, queue, updated_at"
-
-#: meta key: every entity id in the file is canonical (its name lower-cased). A file written
-#: before entity names were case-insensitive lacks it until its entities are moved.
-_CANONICAL_ENTITY_IDS = "canonical_entity_ids"
-INSTANCE_COLUMNS = (
-    "instance_id, name, execution_id, status, input, output, custom_status, failure, parent, "
-    "created_at, updated_at, num"
-)
 
 
 @dataclass(slots=True)
 class TurnWrites:
     """Everything one turn writes, committed in one transaction."""
 
-    instances: list[tuple[Any, ...]] = field(default_factory=list)
+    instances: list[InstanceRow] = field(default_factory=list)
     #: history rows are keyed by the instance's number (see ``Instance.num``)
     clear_history: list[int] = field(default_factory=list)
     truncate_history: list[tuple[int, int]] = field(default_factory=list)
-    history: list[tuple[Any, ...]] = field(default_factory=list)
-    add_activities: list[tuple[Any, ...]] = field(default_factory=list)
+    history: list[HistoryRow] = field(default_factory=list)
+    add_activities: list[ActivityRow] = field(default_factory=list)
     done_activities: list[tuple[str, int]] = field(default_factory=list)
     clear_instance_work: list[str] = field(default_factory=list)
     add_timers: list[tuple[Any, ...]] = field(default_factory=list)
@@ -115,7 +58,7 @@ class TurnWrites:
     delivered: list[str] = field(default_factory=list)
     #: ids of ``delivered`` whose senders have deleted their outbox rows (never sent again)
     forget_delivered: list[str] = field(default_factory=list)
-    entities: list[tuple[Any, ...]] = field(default_factory=list)
+    entities: list[EntityRow] = field(default_factory=list)
     #: messages parked until their due time: (msg_id, due, encoded message), and those applied
     add_scheduled: list[tuple[str, float, bytes]] = field(default_factory=list)
     done_scheduled: list[str] = field(default_factory=list)
@@ -201,7 +144,9 @@ class ShardStore:
         Refuses, naming the file, a file another process owns, a missing or empty file (unless
         ``create``), a file that is not a SQLite database (corrupt or truncated), a SQLite
         database that is not a shard file, one from another format version, one of another hub,
-        shard or shard count. A refused file is left as it is: nothing is reset or written.
+        shard or shard count. A refused file is left as it is: nothing is reset or written. A file
+        of this shard in format version 2 is migrated first (a backup kept beside it; see
+        ``runtime._migrate``).
         """
         private_dir(os.path.dirname(self.path))
         await self._lock(lock_timeout)
@@ -209,6 +154,7 @@ class ShardStore:
             # read-only first: a file that is not this shard's (or a planted link) is refused
             # untouched; then it is made private before SQLite opens it for writing
             refuse_links(self.path)
+            await asyncio.to_thread(migrate_if_old, self.path, self._identity)
             fresh, adopt = await check_file(self.path, self._identity, self.create)
             prepare_database(self.path)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -372,19 +318,19 @@ class ShardStore:
                 rows.extend(await cur.fetchall())
         return rows
 
-    async def load_instances(self, ids: Sequence[str], reader: bool = False) -> dict[str, Any]:
+    async def load_instances(self, ids: Sequence[str], reader: bool = False) -> dict[str, InstanceRow]:
         """The instance rows of ``ids`` that exist (committed ones only, with ``reader``)."""
         rows = await self._rows_with_ids(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id", ids, reader)
-        return {row[0]: row for row in rows}
+        return {row[0]: InstanceRow._make(row) for row in rows}
 
-    async def load_entities(self, ids: Sequence[str]) -> dict[str, Any]:
+    async def load_entities(self, ids: Sequence[str]) -> dict[str, EntityRow]:
         """The entity rows of ``ids`` that exist."""
         rows = await self._rows_with_ids(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id", ids)
-        return {row[0]: row for row in rows}
+        return {row[0]: EntityRow._make(row) for row in rows}
 
     async def query_entities(
         self, name: str | None, locked_only: bool = False, with_state_only: bool = False
-    ) -> list[Any]:
+    ) -> list[EntityRow]:
         """Committed entity rows, optionally of one entity name, only the locked ones, or only
         the ones with state."""
         where, args = [], []
@@ -399,9 +345,9 @@ class ShardStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         async with self.reader.execute(sql + " ORDER BY entity_id", args) as cur:
-            return list(await cur.fetchall())
+            return [EntityRow._make(row) for row in await cur.fetchall()]
 
-    async def legacy_entity_rows(self) -> list[Any] | None:
+    async def legacy_entity_rows(self) -> list[EntityRow] | None:
         """The entity rows a file written before entity names were case-insensitive may hold
         under a name that is not lower-cased; ``None`` once the file is marked canonical.
         SQLite's ``lower()`` folds ASCII only, so names with other characters come too: the
@@ -411,7 +357,7 @@ class ShardStore:
                 return None
         sql = f"SELECT {ENTITY_COLUMNS} FROM entities WHERE name <> lower(name) OR name GLOB '*[^ -~]*'"
         async with self.db.execute(sql) as cur:
-            return list(await cur.fetchall())
+            return [EntityRow._make(row) for row in await cur.fetchall()]
 
     async def move_legacy_entities(
         self, old_ids: Sequence[str], rows: Sequence[tuple[Any, ...]], outbox: Sequence[tuple[str, int, bytes]]
@@ -446,13 +392,13 @@ class ShardStore:
             count += cur.rowcount
         return count
 
-    async def load_history(self, num: int, reader: bool = False) -> list[bytes]:
-        """The encoded history events of the instance numbered ``num``, oldest first."""
+    async def load_history(self, num: int, reader: bool = False) -> list[str]:
+        """The stored history events (JSON records) of the instance numbered ``num``, oldest first."""
         conn = self.reader if reader else self.db
         async with conn.execute("SELECT data FROM history WHERE num = ? ORDER BY seq", (num,)) as cur:
             return [row[0] for row in await cur.fetchall()]
 
-    async def load_events(self, num: int, event_types: Sequence[str]) -> list[tuple[int, bytes]]:
+    async def load_events(self, num: int, event_types: Sequence[str]) -> list[tuple[int, str]]:
         """(seq, encoded event) of the history events of the instance numbered ``num`` whose type
         is one of ``event_types``, oldest first (a scan of that instance's rows only)."""
         marks = ",".join("?" * len(event_types))
@@ -480,12 +426,10 @@ class ShardStore:
             row = await cur.fetchone()
         return row[0] if row is not None else None
 
-    async def pending_work(self) -> tuple[list[Any], list[Any], list[Any]]:
+    async def pending_work(self) -> tuple[list[ActivityRow], list[Any], list[Any]]:
         """Activities without a result, armed timers and undelivered outbox messages."""
-        async with self.db.execute(
-            "SELECT instance_id, execution_id, task_id, name, input FROM activities"
-        ) as cur:
-            activities = list(await cur.fetchall())
+        async with self.db.execute(f"SELECT {ACTIVITY_COLUMNS} FROM activities") as cur:
+            activities = [ActivityRow._make(row) for row in await cur.fetchall()]
         async with self.db.execute("SELECT instance_id, execution_id, timer_id, fire_at FROM timers") as cur:
             timers = list(await cur.fetchall())
         async with self.db.execute("SELECT msg_id, dest, data FROM outbox") as cur:
@@ -500,17 +444,19 @@ class ShardStore:
 
     # -- queries (reader connection: committed state only) ------------------------------------
 
-    async def get_instance(self, instance_id: str) -> Any:
+    async def get_instance(self, instance_id: str) -> InstanceRow | None:
         """The committed row of ``instance_id`` or ``None``."""
         async with self.reader.execute(
             f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,)
         ) as cur:
-            return await cur.fetchone()
+            row = await cur.fetchone()
+        return None if row is None else InstanceRow._make(row)
 
-    async def get_entity(self, key: str) -> Any:
+    async def get_entity(self, key: str) -> EntityRow | None:
         """The committed row of entity ``key`` or ``None``."""
         async with self.reader.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)) as cur:
-            return await cur.fetchone()
+            row = await cur.fetchone()
+        return None if row is None else EntityRow._make(row)
 
     async def query_instances(
         self,
@@ -520,7 +466,7 @@ class ShardStore:
         after: tuple[float, str] | None,
         limit: int | None,
         prefix: str | None = None,
-    ) -> list[Any]:
+    ) -> list[InstanceRow]:
         """Rows by (created_at, instance_id), filtered, after the ``after`` key."""
         where, args = _filters(created_from, created_to, statuses, prefix)
         if after is not None:
@@ -533,7 +479,7 @@ class ShardStore:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         async with self.reader.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+            return [InstanceRow._make(row) for row in await cur.fetchall()]
 
     async def purge(self, ids: Sequence[str], delivered: Sequence[str] = ()) -> int:
         """Delete the instances ``ids`` and everything they own, and note ``delivered`` message
@@ -559,52 +505,3 @@ class ShardStore:
             await db.execute("ROLLBACK")
             raise
         return count
-
-
-def _filters(
-    created_from: float | None, created_to: float | None, statuses: Iterable[str] | None,
-    prefix: str | None = None,
-) -> tuple[list[str], list[Any]]:
-    """The WHERE terms and arguments of an instance query (shared with the read-only path)."""
-    where: list[str] = []
-    args: list[Any] = []
-    if prefix is not None:
-        low, high = prefix_bounds(prefix)
-        where.append("instance_id >= ?")
-        args.append(low)
-        if high is not None:
-            where.append("instance_id < ?")
-            args.append(high)
-    if created_from is not None:
-        where.append("created_at >= ?")
-        args.append(created_from)
-    if created_to is not None:
-        where.append("created_at <= ?")
-        args.append(created_to)
-    if statuses is not None:
-        statuses = list(statuses)
-        where.append(f"status IN ({','.join('?' * len(statuses))})")
-        args += statuses
-    return where, args
-
-
-def prefix_bounds(prefix: str) -> tuple[str, str | None]:
-    """``(low, high)`` such that a string starts with ``prefix`` exactly when ``low <= s < high``
-    in SQLite's text order (``high`` is ``None``: no upper bound).
-
-    A range on the primary key instead of ``LIKE 'prefix%'`` (whose ``%`` and ``_`` would need
-    escaping and which SQLite only turns into a range under conditions): TEXT compares as UTF-8
-    bytes, which orders like code points, so the bound is the prefix with its last character
-    raised by one (past the surrogates, which UTF-8 cannot hold; a last character that cannot
-    be raised is dropped and the one before it raised).
-    """
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1]) + 1
-        if 0xD800 <= code <= 0xDFFF:
-            code = 0xE000
-        if code <= 0x10FFFF:
-            chars[-1] = chr(code)
-            return prefix, "".join(chars)
-        chars.pop()
-    return prefix, None

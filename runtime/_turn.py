@@ -16,6 +16,7 @@ from datetime import datetime
 from ._activities import ActivityCall
 from ._delivery import Outbound
 from ._messages import Message, to_ts
+from ._schema import ActivityRow
 from ._store import TurnWrites
 from ._turn_state import AfterCommit, utcnow
 
@@ -72,7 +73,7 @@ class Turn:
     def stage_work(self, activities: list[ActivityCall], timers: list[TimerRow]) -> None:
         """Record activities and timers in this turn's commit; dispatch and arm them after it."""
         self.writes.add_activities.extend(
-            (c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities
+            ActivityRow(c.instance_id, c.execution_id, c.task_id, c.name, c.input_blob) for c in activities
         )
         self.writes.add_timers.extend(timers)
         self.after.activities.extend(activities)

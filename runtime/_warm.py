@@ -205,7 +205,7 @@ class WarmLane:
         return self._run_here and not self._here_busy
 
     def submit(
-        self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]
+        self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, str]]
     ) -> asyncio.Future[Any]:
         """Send one batch; the future gets the encoded outcomes (what a Ray task returns), or
         ``ConnectionLostError`` if the worker died (then the lane reconnects) or, for a batch
@@ -224,7 +224,7 @@ class WarmLane:
             self._spawn(self._connect())
 
     def _submit_here(
-        self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, bytes]]
+        self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, str]]
     ) -> asyncio.Future[Any]:
         """Run one batch on a thread of this process (the worker is still starting)."""
         loop = asyncio.get_running_loop()

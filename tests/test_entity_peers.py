@@ -8,6 +8,7 @@ messages, and the orchestration executor with an entity-name check.
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import threading
 
@@ -752,7 +753,7 @@ def test_the_runtime_keeper_fails_the_operation_that_made_the_state_unstorable()
     assert "state of entity @holder@h" in poisoned[1].message
     assert record.state.state == 8
     row = record.to_row(spec)
-    assert pickle.loads(row[3]) == 8
+    assert json.loads(row[3]) == 8
     assert [keeper.prepared.get(id(o)) for o in out] == [("prepared", out[0]), None, ("prepared", out[2])]
     assert isinstance(out[1], Outgoing)
 

@@ -4,10 +4,11 @@ hundreds of lock requests queued re-encoded all of them at every write)."""
 
 from __future__ import annotations
 
+import json
+
 from entities import EntityId, EntityState
 from orchestrations import EntityLockMessage, EntityRequest, ParentInfo
 from orchestrations.testing import T0
-from runtime._codec import decode, encode
 from runtime._entity_host import EntityRecord
 
 KEY = "@account@a"
@@ -42,7 +43,7 @@ def test_each_queued_message_is_encoded_once_while_it_waits():
     kept = [id(e) for e in record.state.queue[:2]]
     assert all(again[i] is blobs[i] for i in kept)  # the same bytes, not encoded again
     assert len(record.queued) == 3  # what left the queue is forgotten
-    assert decode(first)[1:] == decode(record.to_row()[5])[:2]
+    assert json.loads(first)[1:] == json.loads(record.to_row()[5])[:2]
 
 
 def test_an_empty_queue_stores_nothing_and_forgets_the_encodings():
@@ -53,11 +54,21 @@ def test_an_empty_queue_stores_nothing_and_forgets_the_encodings():
     assert record.queued == {}
 
 
-def test_a_row_written_before_messages_were_encoded_one_by_one_loads():
+def test_the_queue_column_is_a_json_array_of_event_records():
+    row = record_with([lock_request(1)]).to_row()
+    (record,) = json.loads(row[5])
+    assert record["type"] == "EntityLockMessage"
+    assert record["holder"] == {"instance_id": "orch-1", "task_scheduled_id": 1, "execution_id": "exec-1"}
+    assert record["lock_set"] == [KEY, "@account@b"] and record["position"] == 0
+    assert json.loads(row[3]) == 5  # the state: plain JSON
+
+
+def test_a_version_2_queue_migrates_to_the_same_messages():
+    from runtime._codec import encode
+    from runtime._codec_v2 import migrate_v2_queue
+
     queue = [lock_request(1), lock_request(2)]
-    row = list(record_with([]).to_row())
-    row[5] = encode(queue)  # the previous form: the list of messages itself
-    loaded = EntityRecord.from_row(tuple(row))
-    assert loaded.state.queue == queue
-    assert decode(loaded.to_row()[5]) != queue  # written again in the new form
-    assert [decode(b) for b in decode(loaded.to_row()[5])] == queue
+    for v2 in (encode(queue), encode([encode(e) for e in queue])):  # both forms version 2 wrote
+        row = list(record_with([]).to_row())
+        row[5] = migrate_v2_queue(v2)
+        assert EntityRecord.from_row(tuple(row)).state.queue == queue

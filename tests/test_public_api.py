@@ -45,7 +45,7 @@ HUB_METHODS = {
     "connect", "start_new", "get_status", "get_status_by", "list_instances", "wait_for_completion",
     "raise_event", "terminate", "suspend", "resume", "purge_instance_history", "purge_instance_history_by",
     "get_history", "close", "rewind", "restart", "signal_entity", "read_entity_state", "list_entities",
-    "clean_entity_storage", "wait_for_orchestration_start",
+    "clean_entity_storage", "wait_for_orchestration_start", "export_history",
 }
 STATUSES = {"Pending", "Running", "Completed", "ContinuedAsNew", "Failed", "Terminated", "Suspended"}
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrations import Registry
-from runtime._codec import decode, encode
+from runtime._codec import decode, dump_value, encode
 from runtime._warm import WarmLane, WarmWorker
 from runtime._wire import ConnectionLostError, Limits
 
@@ -56,14 +56,14 @@ def starting_lane(run_here: bool = True) -> tuple[WarmLane, StandIn]:
 
 
 async def ran_on(lane: WarmLane) -> str:
-    return decode(await lane.submit(KEY, REGISTRY, [("where", encode(None))]))[0][1]
+    return decode(await lane.submit(KEY, REGISTRY, [("where", dump_value(None))]))[0][1]
 
 
 def test_until_the_worker_answers_batches_run_in_this_process_one_at_a_time():
     async def main() -> None:
         lane, _ = starting_lane()
         assert lane.available() and not lane.connected
-        batch = lane.submit(KEY, REGISTRY, [("where", encode(None))] * 2)
+        batch = lane.submit(KEY, REGISTRY, [("where", dump_value(None))] * 2)
         assert not lane.available()  # one batch at a time
         assert decode(await batch) == [(True, "warm-start-up")] * 2
         assert lane.available()
@@ -106,7 +106,7 @@ def test_a_batch_that_does_not_finish_here_is_lost_like_a_worker_that_died():
     async def main() -> None:
         lane, _ = starting_lane()
         with pytest.raises(ConnectionLostError, match="did not finish"):
-            await lane.submit(KEY, REGISTRY, [("leave", encode(None))])
+            await lane.submit(KEY, REGISTRY, [("leave", dump_value(None))])
         assert lane.available()
 
     asyncio.run(main())

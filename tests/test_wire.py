@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from orchestrations import Registry
-from runtime._codec import decode, encode
+from runtime._codec import decode, dump_value, encode
 from runtime._warm import WarmWorker
 from runtime._wire import HEADER, ConnectionLostError, FrameClient, Limits, frame, new_token, serve
 
@@ -252,11 +252,11 @@ def test_the_warm_worker_serves_a_batch_that_arrives_in_pieces_and_one_that_arri
     worker = WarmWorker("127.0.0.1", Limits(handshake_seconds=5, frame_seconds=5, max_connections=2))
     address = worker.address()
     with _raw(address) as conn:
-        request = frame((1, ("key", registry, [("double", encode(21))])))
+        request = frame((1, ("key", registry, [("double", dump_value(21))])))
         conn.sendall(address[2] + request[:5])  # the token, and the start of a frame
         _pause.wait(0.05)  # stands for: the rest arrives later (within the frame deadline)
         conn.sendall(request[5:])
-        conn.sendall(frame((2, ("key", registry, [("double", encode(1))]))))
+        conn.sendall(frame((2, ("key", registry, [("double", dump_value(1))]))))
         replies = [_read_reply(conn), _read_reply(conn)]
     # the one reply shape of every server: (True, value); the value is the encoded outcomes
     assert [(rid, ok, decode(blob)) for rid, (ok, blob) in replies] == [(1, True, [(True, 42)]), (2, True, [(True, 2)])]

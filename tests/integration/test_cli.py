@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import ANY
 
 import pytest
 import ray
@@ -30,6 +31,7 @@ from runtime._delivery import NAMESPACE, actor_name
 from runtime.cli import main
 
 from ..conftest import ALWAYS_REPLAY
+from ..helpers import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -69,6 +71,11 @@ def flaky(ctx):
     return result
 
 
+def remind(ctx):
+    yield ctx.create_timer(datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC))
+    return "reminded"
+
+
 def counter(context: EntityContext):
     value = context.get_state(lambda: 0)
     if context.operation_name == "add":
@@ -81,6 +88,7 @@ REGISTRY.add_activity(call_service, name="cli_call_service")
 REGISTRY.add_orchestrator(hello, name="cli_hello")
 REGISTRY.add_orchestrator(wait_for_go, name="cli_wait")
 REGISTRY.add_orchestrator(flaky, name="cli_flaky")
+REGISTRY.add_orchestrator(remind, name="cli_remind")
 REGISTRY.add_entity("cli_Counter", EntitySpec("cli_Counter", counter, False))
 
 
@@ -365,3 +373,44 @@ def test_the_installed_script_shows_its_help():
     for command in ("list", "status", "history", "entities", "entity", "raise", "terminate", "suspend", "resume",
                     "purge", "rewind", "--hub", "--data-dir"):
         assert command in done.stdout
+
+
+# -- papercuts: --version, hubs, --json after the command, relative times, what an instance awaits ----
+
+
+def test_version_and_the_hubs_under_a_data_dir(closed, tmp_path):
+    assert CliRunner().invoke(main, ["--version"]).output.startswith("ray-durable, version ")
+    listed = cli_json(closed.name, closed.data_dir, "hubs")
+    assert {"hub": "cli-closed", "num_shards": 2} in [{k: h[k] for k in ("hub", "num_shards")} for h in listed]
+    assert "cli-closed" in cli(closed.name, closed.data_dir, "hubs").stdout
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "hub.json").write_text("{not json")
+    [row] = cli_json("x", tmp_path, "hubs")
+    assert row["hub"] == "broken" and row["format_version"].startswith("unreadable")
+    assert "no task hub under" in cli("x", tmp_path / "empty", "hubs").stderr
+
+
+def test_json_goes_after_the_command_too_and_times_may_be_relative(closed):
+    after = json.loads(cli(closed.name, closed.data_dir, "status", "wait-1", "--json").stdout)
+    assert after["instance_id"] == "wait-1" and after["custom_status"] == "waiting"
+    rows = json.loads(cli(closed.name, closed.data_dir, "list", "--created-from", "1h", "--json").stdout)
+    assert [r["instance_id"] for r in rows] == ["hello-1", "hello-2", "wait-1"]
+    assert cli_json(closed.name, closed.data_dir, "list", "--created-to", "1h") == []
+    bad = cli(closed.name, closed.data_dir, "list", "--created-from", "yesterday", code=2)
+    assert "'yesterday'" in bad.output and "1h" in bad.output
+
+
+def test_status_and_history_say_when_a_timer_fires_and_what_an_instance_waits_for(ray_session, data_dir):
+    with open_hub("cli-timers", data_dir) as hub:
+        hub.start_new("cli_remind", instance_id="remind-1")
+        wait_until(lambda: any(e.event_type == "TimerCreated" for e in hub.get_history("remind-1")), timeout=30)
+    status = cli("cli-timers", data_dir, "status", "remind-1").stdout
+    assert "Waiting for" in status and "timer #1 (fires 2099-01-02T03:04:05.000Z)" in status.replace("\n", " ")
+    assert cli_json("cli-timers", data_dir, "status", "remind-1")["waiting_for"] == [
+        {"kind": "timer", "what": "#1", "since": ANY, "fires_at": "2099-01-02T03:04:05.000Z"}
+    ]
+    history = cli("cli-timers", data_dir, "history", "remind-1").stdout
+    assert "fires 2099-01-02T03:04:05.000Z" in history and "Waiting for" in history
+    [timer] = [e for e in cli_json("cli-timers", data_dir, "history", "remind-1") if e["event_type"] == "TimerCreated"]
+    assert timer["fire_at"] == "2099-01-02T03:04:05.000Z"

@@ -10,6 +10,7 @@ starts no Ray.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import pickle
@@ -21,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from orchestrations import ExecutionStarted, FailureDetails
+from runtime._codec import PICKLE_KEY, dump_event, dump_failure, dump_json, dump_value
 from runtime._files import write_hub_file
 from runtime._store import FORMAT_VERSION, ShardStore
 from runtime.cli import main
@@ -47,7 +49,7 @@ class Planted:
 @pytest.fixture
 def planted_hub(tmp_path):
     marker = tmp_path / "ran-code"
-    evil = pickle.dumps(Planted(marker), protocol=5)
+    evil = dump_json({PICKLE_KEY: base64.b64encode(pickle.dumps(Planted(marker), protocol=5)).decode()})
     directory = tmp_path / "planted"
     store = ShardStore(str(directory / "shard-00.sqlite"), "planted", 0, 1)
 
@@ -58,12 +60,12 @@ def planted_hub(tmp_path):
         failure = FailureDetails("ValueError", "planted", None, None)
         await store.db.execute(
             "INSERT INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            ("victim", "job", "e1", "Failed", pickle.dumps({"plain": [1, 2]}), evil, evil,
-             pickle.dumps(failure), None, now, now, 1),
+            ("victim", "job", "e1", "Failed", dump_value({"plain": [1, 2]}), evil, evil,
+             dump_failure(failure), None, now, now, 1),
         )
         await store.db.execute(
             "INSERT INTO history VALUES (?,?,?,?,?,?)",
-            (1, 0, "ExecutionStarted", now, "job", pickle.dumps(started, protocol=5)),
+            (1, 0, "ExecutionStarted", now, "job", dump_event(started)),
         )
         await store.db.execute(
             "INSERT INTO entities VALUES (?,?,?,?,?,?,?)", ("@box@k", "box", 1, evil, None, evil, now)
@@ -91,7 +93,7 @@ def test_reading_a_planted_pickle_runs_no_code_and_names_what_it_would_have_buil
     text = cli(data_dir, *command).stdout
     assert not marker.exists(), "the CLI ran code from the hub's files"
     if command[0] in ("status", "entity", "entities"):
-        assert "posix.system: not decoded" in text
+        assert "undecodable posix.system" in text
 
 
 def test_what_is_plain_data_or_the_products_own_records_still_reads_as_before(planted_hub):
@@ -100,7 +102,7 @@ def test_what_is_plain_data_or_the_products_own_records_still_reads_as_before(pl
     assert status["input"] == {"plain": [1, 2]}
     assert status["failure_details"]["message"] == "planted"
     assert status["history"][0]["event_type"] == "ExecutionStarted"
-    assert "posix.system: not decoded" in status["history"][0]["input"]
+    assert "undecodable posix.system" in status["history"][0]["input"]
     assert not marker.exists()
 
 
@@ -110,7 +112,7 @@ def test_no_decode_shows_the_stored_bytes(planted_hub, command):
     text = cli(data_dir, "--no-decode", "--json", *command).stdout
     assert not marker.exists()
     if command[0] != "list":
-        assert "<pickle, " in text and "posix.system" not in text
+        assert "<json, " in text and "posix.system" not in text
 
 
 def test_no_decode_is_refused_for_a_control_command(planted_hub):
