@@ -16,8 +16,8 @@ digests from these and skip the comparison instead of reporting every old histor
 
 from __future__ import annotations
 
-import hashlib
 import json
+from hashlib import blake2b
 from datetime import date, datetime, time
 from typing import Any
 
@@ -34,10 +34,10 @@ def input_digest(value: Any) -> str | None:
     if value is None:
         return _NONE
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_canonical)
+        text = _ENCODER.encode(value)
     except (_NoDigestError, TypeError, ValueError, RecursionError):
         return None
-    return SCHEME + hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
+    return SCHEME + blake2b(text.encode("ascii"), digest_size=16).hexdigest()
 
 
 def input_changed(recorded: str | None, value: Any) -> bool:
@@ -55,11 +55,13 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return {"$bytes": value.hex()}
     if isinstance(value, (set, frozenset)):
-        items = sorted(json.dumps(v, sort_keys=True, separators=(",", ":"), default=_canonical) for v in value)
+        items = sorted(_ENCODER.encode(v) for v in value)
         return {"$set": items}
     if isinstance(value, (datetime, date, time)):
         return {"$time": value.isoformat()}
     raise _NoDigestError(type(value).__name__)
 
 
-_NONE = SCHEME + hashlib.blake2b(b"null", digest_size=16).hexdigest()
+#: one encoder for every digest (json.dumps with options builds a new one per call)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_canonical)
+_NONE = SCHEME + blake2b(b"null", digest_size=16).hexdigest()
