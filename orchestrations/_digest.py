@@ -17,8 +17,8 @@ digests from these and skip the comparison instead of reporting every old histor
 from __future__ import annotations
 
 import json
-from hashlib import blake2b
 from datetime import date, datetime, time
+from hashlib import blake2b
 from typing import Any
 
 #: the scheme of the digests this module writes
