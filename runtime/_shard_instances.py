@@ -284,8 +284,7 @@ class ShardInstances(ShardBase):
         executor.close()
         inst.executor = None
         failure = FailureDetails("PayloadError", str(exc))
-        received_ids = {id(e) for e in received}
-        kept = [e for e in result.new_events if id(e) in received_ids]
+        kept = result.new_events[: len(received)]  # process() records what it received first (a start with its version)
         return ExecutionResult(
             new_events=[*kept, *(a.to_event(now) for a in unlocks), ExecutionCompleted(now, "Failed", None, failure)],
             actions=unlocks,

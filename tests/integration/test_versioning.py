@@ -4,6 +4,8 @@ moves to the latest, and is_patched keeps its answer across turns."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from orchestrations import activity, orchestrator
@@ -48,6 +50,11 @@ def patched(ctx):
     return ctx.is_patched("after-go")
 
 
+@orchestrator(name="itv_unstorable", version=3)
+def unstorable(ctx):
+    yield ctx.call_activity("itv_label", threading.Lock())  # an input no shard can store
+
+
 def recorded(hub, iid, event_type):
     return [e for e in hub.get_history(iid) if e.event_type == event_type]
 
@@ -81,3 +88,12 @@ def test_is_patched_decides_once_across_turns(hub):
     hub.raise_event(iid, "go")
     assert hub.wait_for_completion(iid, timeout=60).output is True
     assert [e.name for e in recorded(hub, iid, "PatchApplied")] == ["after-go"]
+
+
+def test_a_first_episode_failed_for_an_unstorable_value_keeps_its_versioned_start(hub):
+    """The runtime keeps the episode's received events when it fails an episode from outside;
+    the start it keeps is the one recorded with the version chosen."""
+    iid = hub.start_new("itv_unstorable")
+    status = hub.wait_for_completion(iid, timeout=60)
+    assert (status.runtime_status, status.failure_details.error_type) == (S.Failed, "PayloadError")
+    assert hub.get_history(iid)[0].event_type == "ExecutionStarted"
