@@ -196,7 +196,8 @@ class OrchestrationContext:
     ) -> Task:
         """Start orchestrator ``name_or_fn`` as a child; the task's result is its output.
 
-        The default child id is ``"<parent id>:<task number>"``, the same on every replay.
+        The default child id is ``"<parent id>:<task number>"``, the same on every replay. The
+        child is started by name, so it runs the latest version registered under that name.
         """
         name = function_name(name_or_fn, "orchestrator")
         self._section.check_sub_orchestration(name)

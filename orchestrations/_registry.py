@@ -322,8 +322,9 @@ def orchestrator(fn: Any = None, /, *, name: str | None = None, version: int | N
 
     Versions (an int, 0 or more) let code change while instances run: register the new code as
     a new version under the same name and keep the old ones registered. A start by name
-    (``start_new("shipping")``, ``call_sub_orchestrator("shipping")``, ``continue_as_new``)
-    runs the latest version; ``start_new(fn)`` runs ``fn``'s own version. Each instance records
+    (``start_new("shipping")``, ``continue_as_new``, ``restart``) runs the latest version, and
+    so does ``call_sub_orchestrator`` (given a name or a function: the child is started by
+    name); ``start_new(fn)`` runs ``fn``'s own version. Each instance records
     its version and always replays with it; if that version is no longer registered, the
     instance fails with a message naming it, never running another version. An unversioned
     function counts as older than every version. A (name, version) registered twice raises
