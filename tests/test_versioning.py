@@ -508,3 +508,34 @@ def test_eviction_closes_a_running_generator_as_replaying_and_drops_what_it_sche
     result = live.process([terminated("stop")], at(2))
     assert seen == [False]  # the end, live
     assert result.actions == [] and not any(isinstance(e, TaskScheduled) for e in result.new_events)
+
+
+def test_an_async_orchestrator_reports_the_line_of_its_await():
+    async def fetch(ctx):
+        return await ctx.call_activity("fetch", ctx.get_input())
+
+    async def fetch_changed(ctx):
+        return await ctx.call_activity("fetch", ctx.get_input() * 2)
+
+    inst = Instance(fetch)
+    inst.start(21)
+    reg = Registry()
+    reg.add_orchestrator(fetch_changed, "fetch")
+    result = execute(reg.orchestrators.get, "test", inst.history, [task_completed(1, "x")], at(2))
+    assert "input changed" in result.failure.message
+    assert f"{__file__}:{fetch_changed.__code__.co_firstlineno + 1}" in result.failure.message
+
+
+def test_a_patch_marker_is_not_delivered_again_by_a_rewind():
+    """A marker belongs to its episode, like OrchestratorStarted: a rewind that cuts the
+    episode drops it (the episode runs again and records it again), never re-delivers it."""
+    from orchestrations._rewind import plan_rewind
+    from orchestrations.testing import task_failed
+
+    inst = Instance(step_patched, name="shipping")
+    inst.start()
+    failed = inst.run(task_failed(1, "scale broken"), now=at(2))
+    assert failed.state is ExecutionState.FAILED
+    plan = plan_rewind(inst.history)
+    assert not any(isinstance(e, PatchApplied) for e in plan.redeliver)
+    assert markers(inst.history[: plan.cut]) == ["weigh-first"]  # recorded in the kept first episode
