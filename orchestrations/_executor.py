@@ -246,8 +246,10 @@ class OrchestrationExecutor(CompletionHandlers):
         cannot be stored, so that episode's actions are dropped): what it must still send.
         Returns the unlock actions for every lock it holds (to record and send) and the lock
         request it was still waiting for (to withdraw), as :meth:`process` does for an
-        execution that ends by itself."""
+        execution that ends by itself. The execution is over: :meth:`close` then runs the
+        code's ``finally`` blocks as an end, not as a replay."""
         ctx = self.context
+        self._state = ExecutionState.FAILED
         ctx._pending_actions.clear()
         ctx._release_all_locks()
         actions = [a for _, a in sorted(ctx._pending_actions.items())]

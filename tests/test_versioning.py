@@ -539,3 +539,21 @@ def test_a_patch_marker_is_not_delivered_again_by_a_rewind():
     plan = plan_rewind(inst.history)
     assert not any(isinstance(e, PatchApplied) for e in plan.redeliver)
     assert markers(inst.history[: plan.cut]) == ["weigh-first"]  # recorded in the kept first episode
+
+
+def test_an_execution_the_runtime_fails_from_outside_runs_its_finally_as_an_end():
+    seen = []
+
+    def waits(ctx):
+        try:
+            yield ctx.call_activity("A")
+        finally:
+            seen.append(ctx.is_replaying)
+
+    reg = Registry()
+    reg.add_orchestrator(waits)
+    executor = OrchestrationExecutor(reg.orchestrators, "test")
+    executor.process([started("waits")], at(1))
+    assert executor.abandon() == ([], None)
+    executor.close()
+    assert seen == [False]
