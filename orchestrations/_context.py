@@ -31,7 +31,7 @@ from ._handles import LockHandle, ReplaySafeLogger
 from ._history import EventRaised
 from ._http import HttpTask, build_request
 from ._ids import check_encodable, validate_instance_id
-from ._registry import function_name
+from ._registry import check_version, function_name
 from ._retry import RetryOptions
 from ._task import (
     _NO_DEFAULT,
@@ -78,6 +78,8 @@ class OrchestrationContext:
         #: waiters for external events, by case-folded name; an event goes to the newest
         self._event_waiters: dict[str, list[EventTask]] = {}
         self._continue_as_new: tuple[Any, bool] | None = None
+        #: the version continue_as_new asked for (``None``: the latest)
+        self._continue_version: int | None = None
         #: the critical-section state machine
         self._section = CriticalSection()
         #: entity calls waiting for an answer: task id -> (entity id, operation)
@@ -455,14 +457,19 @@ class OrchestrationContext:
 
     # -- other ---------------------------------------------------------------------------------
 
-    def continue_as_new(self, input_: Any, preserve_unprocessed_events: bool = False) -> None:
+    def continue_as_new(
+        self, input_: Any, preserve_unprocessed_events: bool = False, *, version: int | None = None
+    ) -> None:
         """End this execution and start again with ``input_`` and fresh history.
 
         Takes effect when the orchestrator next yields or returns. With
         ``preserve_unprocessed_events``, external events nobody consumed are carried over.
         The new execution runs the latest version registered under this orchestrator's name
-        (``@orchestrator(version=...)``), which is how a long-lived instance moves to new code.
+        (``@orchestrator(version=...)``), which is how a long-lived instance moves to new code;
+        ``version=N`` runs that version instead (a bad one raises ``TypeError``/``ValueError``
+        here; one not registered fails the new execution, naming it).
         """
+        self._continue_version = check_version(version)
         self._continue_as_new = (input_, bool(preserve_unprocessed_events))
 
     def set_custom_status(self, value: Any) -> None:

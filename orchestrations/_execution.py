@@ -70,6 +70,8 @@ class ExecutionResult:
     #: never reaches a later execution's turn and no entity stays locked for an execution that
     #: is gone
     withdrawn_lock: tuple[tuple[str, ...], int] | None = None
+    #: for ``CONTINUED_AS_NEW``: the version the new execution runs (``None``: the latest)
+    continue_version: int | None = None
 
 
 def final_event(state: ExecutionState, output: Any, failure: FailureDetails | None, now: datetime) -> HistoryEvent:

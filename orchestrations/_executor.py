@@ -70,15 +70,8 @@ from ._registry import OrchestratorSpec, did_you_mean
 from ._task import Task
 from ._where import code_location
 
-__all__ = [
-    "ExecutionResult",
-    "ExecutionState",
-    "OrchestrationExecutor",
-    "execute",
-    "is_incoming",
-    "is_scheduling",
-    "last_episode_start",
-]
+__all__ = ["ExecutionResult", "ExecutionState", "OrchestrationExecutor", "execute", "is_incoming", "is_scheduling",
+           "last_episode_start"]
 
 Lookup = Callable[[str], OrchestratorSpec | None] | Mapping[str, OrchestratorSpec]
 
@@ -239,6 +232,7 @@ class OrchestrationExecutor(CompletionHandlers):
             carryover=carryover,
             custom_status_changed=changed,
             withdrawn_lock=withdrawn,
+            continue_version=ctx._continue_version,
         )
 
     def abandon(self) -> tuple[list[Action], tuple[tuple[str, ...], int] | None]:

@@ -151,7 +151,7 @@ class Registry:
                 "write a generator (def ... yield task) or a coroutine (async def ... await task), not both"
             )
         is_stepwise = inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn)
-        spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, is_stepwise, _check_version(version))
+        spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, is_stepwise, check_version(version))
         with self._lock:
             family = self.orchestrators.get(spec.name)
             if family is not None and family.at_version(spec.version) is not None:
@@ -260,7 +260,7 @@ def did_you_mean(name: str, known: Any, fold_case: bool = False) -> str:
     return "nothing is registered"
 
 
-def _check_version(version: object) -> int | None:
+def check_version(version: object) -> int | None:
     """``version`` if it is ``None`` or an int of at least 0; raises naming it otherwise."""
     if version is None:
         return None

@@ -342,7 +342,9 @@ class ShardInstances(ShardBase):
                 inst.executor.close()
             inst.executor = None
         if result.state is ExecutionState.CONTINUED_AS_NEW:
-            restart = ExecutionStarted(now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent)
+            restart = ExecutionStarted(
+                now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent, result.continue_version
+            )
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
             self._stage_outgoing(msg, w, after)
         elif result.state.is_final:

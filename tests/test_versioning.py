@@ -557,3 +557,17 @@ def test_an_execution_the_runtime_fails_from_outside_runs_its_finally_as_an_end(
     assert executor.abandon() == ([], None)
     executor.close()
     assert seen == [False]
+
+
+def test_continue_as_new_may_name_the_version_the_new_execution_runs():
+    def stays(ctx):
+        ctx.continue_as_new("again", version=1)
+        yield ctx.call_activity("never")
+
+    reg = versioned((stays, 1), (shipping_v2, 2))
+    first = execute(reg.orchestrators.get, "test", [], [replace(started("shipping"), version=1)], at(1))
+    assert (first.state, first.output, first.continue_version) == (ExecutionState.CONTINUED_AS_NEW, "again", 1)
+    latest = execute(reg.orchestrators.get, "t2", [], [started("shipping", "x", instance_id="t2")], at(1))
+    assert latest.continue_version is None
+    with pytest.raises(DurableTypeError, match="version must be an int"):
+        OrchestrationContext("x").continue_as_new(None, version="1")

@@ -44,6 +44,19 @@ def loop_v2(ctx):
     return f"v2 with {ctx.get_input()}"
 
 
+@orchestrator(name="itv_stay", version=1)
+def stay_v1(ctx):
+    if ctx.get_input() == "again":
+        return "stayed on v1"
+    ctx.continue_as_new("again", version=1)
+    return None
+
+
+@orchestrator(name="itv_stay", version=2)
+def stay_v2(ctx):
+    return "v2"
+
+
 @orchestrator(name="itv_patched")
 def patched(ctx):
     yield ctx.wait_for_external_event("go")
@@ -80,6 +93,12 @@ def test_continue_as_new_moves_to_the_latest_version(hub):
     hub.raise_event(iid, "go")
     status = hub.wait_for_completion(iid, timeout=60)
     assert (status.runtime_status, status.output) == (S.Completed, "v2 with again")
+
+
+def test_continue_as_new_may_stay_on_a_named_version(hub):
+    iid = hub.start_new(stay_v1)
+    assert hub.wait_for_completion(iid, timeout=60).output == "stayed on v1"
+    assert hub.wait_for_completion(hub.start_new("itv_stay"), timeout=60).output == "v2"
 
 
 def test_is_patched_decides_once_across_turns(hub):
