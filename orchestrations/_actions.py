@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ._critical import canonical_lock_set
+from ._digest import input_changed, input_digest
 from ._history import (
     EntityLockRequested,
     EntityOperationCalled,
@@ -48,7 +49,7 @@ class ScheduleTask(Action):
     input: Any = None
 
     def to_event(self, now: datetime) -> HistoryEvent:
-        return TaskScheduled(now, self.task_id, self.name, self.input)
+        return TaskScheduled(now, self.task_id, self.name, self.input, input_digest(self.input))
 
     def describe(self) -> str:
         return f"call_activity {self.name!r} (task {self.task_id})"
@@ -76,7 +77,9 @@ class CreateSubOrchestration(Action):
     input: Any = None
 
     def to_event(self, now: datetime) -> HistoryEvent:
-        return SubOrchestrationInstanceCreated(now, self.task_id, self.name, self.instance_id, self.input)
+        return SubOrchestrationInstanceCreated(
+            now, self.task_id, self.name, self.instance_id, self.input, input_digest(self.input)
+        )
 
     def describe(self) -> str:
         return f"call_sub_orchestrator {self.name!r} (task {self.task_id})"
@@ -106,7 +109,9 @@ class CallEntity(Action):
     input: Any = None
 
     def to_event(self, now: datetime) -> HistoryEvent:
-        return EntityOperationCalled(now, self.task_id, self.entity_id, self.name, self.input)
+        return EntityOperationCalled(
+            now, self.task_id, self.entity_id, self.name, self.input, input_digest(self.input)
+        )
 
     def describe(self) -> str:
         return f"call_entity {self.entity_id!r} {self.name!r} (task {self.task_id})"
@@ -123,7 +128,9 @@ class SignalEntity(Action):
     scheduled_time: datetime | None = None
 
     def to_event(self, now: datetime) -> HistoryEvent:
-        return EntityOperationSignaled(now, self.task_id, self.entity_id, self.name, self.input, self.scheduled_time)
+        return EntityOperationSignaled(
+            now, self.task_id, self.entity_id, self.name, self.input, self.scheduled_time, input_digest(self.input)
+        )
 
     def describe(self) -> str:
         return f"signal_entity {self.entity_id!r} {self.name!r} (task {self.task_id})"
@@ -222,6 +229,13 @@ def matches(action: Action, event: HistoryEvent) -> bool:
             and action.instance_id == event.instance_id
         )
     return False
+
+
+def input_differs(action: Action, event: HistoryEvent) -> bool:
+    """Whether ``action`` (which :func:`matches` ``event``) gives its task another input than
+    the one ``event`` recorded a digest of. Events without a digest are not checked."""
+    recorded = getattr(event, "input_digest", None)
+    return recorded is not None and input_changed(recorded, getattr(action, "input", None))
 
 
 def _same_entity(canonical: str, recorded: str) -> bool:

@@ -27,10 +27,11 @@ from ._actions import (
 from ._checks import check_operation, check_retry, checked_entity_key, task_list, timeout_delta
 from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError, EventTimeoutError
+from ._handles import LockHandle, ReplaySafeLogger
 from ._history import EventRaised
 from ._http import HttpTask, build_request
 from ._ids import check_encodable, validate_instance_id
-from ._registry import function_name
+from ._registry import check_version, function_name
 from ._retry import RetryOptions
 from ._task import (
     _NO_DEFAULT,
@@ -43,6 +44,8 @@ from ._task import (
     WhenAllTask,
     WhenAnyTask,
 )
+
+__all__ = ["LockHandle", "OrchestrationContext"]
 
 _UUID_NAMESPACE = uuid.UUID("9e952958-5e33-4daf-827f-2fa12937b875")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -75,6 +78,8 @@ class OrchestrationContext:
         #: waiters for external events, by case-folded name; an event goes to the newest
         self._event_waiters: dict[str, list[EventTask]] = {}
         self._continue_as_new: tuple[Any, bool] | None = None
+        #: the version continue_as_new asked for (``None``: the latest)
+        self._continue_version: int | None = None
         #: the critical-section state machine
         self._section = CriticalSection()
         #: entity calls waiting for an answer: task id -> (entity id, operation)
@@ -88,6 +93,12 @@ class OrchestrationContext:
         #: the lock request (lock set, its task id) this execution was still waiting for when
         #: it ended: the runtime withdraws it from the entities (it is not in history)
         self._withdrawn_lock: tuple[tuple[str, ...], int] | None = None
+        #: the patch ids whose PatchApplied marker is in this execution's history
+        self._recorded_patches: set[str] = set()
+        #: what is_patched answered for each patch id (its first answer holds for the execution)
+        self._patches: dict[str, bool] = {}
+        #: patch ids taken for the first time in this episode: markers to record
+        self._new_patches: list[str] = []
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -125,6 +136,34 @@ class OrchestrationContext:
         """The instance's input."""
         return self._input
 
+    def is_patched(self, patch_id: str) -> bool:
+        """Whether this execution takes the new branch of a code change named ``patch_id``::
+
+            if context.is_patched("weigh-first"):
+                yield context.call_activity(step, "weigh")   # new code
+            yield context.call_activity(step, "pack")
+
+        An instance that reaches this point running (not replaying) takes it: ``True``, and a
+        ``PatchApplied`` marker is recorded in its history. An instance replaying history that
+        has no such marker passed this point on code without the patch: ``False``, so it keeps
+        the old branch. The first answer for an id holds for the rest of the execution (a second
+        call with the same id, later, answers the same), and every replay answers the same.
+        Once no instance that started before the patch is left, the check can be removed and
+        the new branch kept: markers nobody asks about are ignored. A ``patch_id`` that is not
+        a non-empty ``str`` raises ``ValueError``.
+        """
+        if not isinstance(patch_id, str) or not patch_id.strip():
+            raise DurableValueError(f"is_patched: patch_id must be a non-empty str, got {patch_id!r}")
+        decided = self._patches.get(patch_id)
+        if decided is None:
+            check_encodable(patch_id, "is_patched: patch_id")
+            decided = patch_id in self._recorded_patches or not self._is_replaying
+            self._patches[patch_id] = decided
+            if decided and patch_id not in self._recorded_patches:
+                self._recorded_patches.add(patch_id)
+                self._new_patches.append(patch_id)
+        return decided
+
     # -- scheduling ---------------------------------------------------------------------------
 
     def _next_id(self) -> int:
@@ -159,7 +198,8 @@ class OrchestrationContext:
     ) -> Task:
         """Start orchestrator ``name_or_fn`` as a child; the task's result is its output.
 
-        The default child id is ``"<parent id>:<task number>"``, the same on every replay.
+        The default child id is ``"<parent id>:<task number>"``, the same on every replay. The
+        child is started by name, so it runs the latest version registered under that name.
         """
         name = function_name(name_or_fn, "orchestrator")
         self._section.check_sub_orchestration(name)
@@ -417,12 +457,19 @@ class OrchestrationContext:
 
     # -- other ---------------------------------------------------------------------------------
 
-    def continue_as_new(self, input_: Any, preserve_unprocessed_events: bool = False) -> None:
+    def continue_as_new(
+        self, input_: Any, preserve_unprocessed_events: bool = False, *, version: int | None = None
+    ) -> None:
         """End this execution and start again with ``input_`` and fresh history.
 
         Takes effect when the orchestrator next yields or returns. With
         ``preserve_unprocessed_events``, external events nobody consumed are carried over.
+        The new execution runs the latest version registered under this orchestrator's name
+        (``@orchestrator(version=...)``), which is how a long-lived instance moves to new code;
+        ``version=N`` runs that version instead (a bad one raises ``TypeError``/``ValueError``
+        here; one not registered fails the new execution, naming it).
         """
+        self._continue_version = check_version(version)
         self._continue_as_new = (input_, bool(preserve_unprocessed_events))
 
     def set_custom_status(self, value: Any) -> None:
@@ -444,47 +491,4 @@ class OrchestrationContext:
     def create_replay_safe_logger(self, logger: logging.Logger) -> logging.LoggerAdapter[logging.Logger]:
         """A logger adapter that drops records while replaying, so each line is logged once,
         and adds ``instance_id`` to every record."""
-        return _ReplaySafeLogger(logger, self)
-
-
-class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    def __init__(self, logger: logging.Logger, context: OrchestrationContext) -> None:
-        super().__init__(logger, {"instance_id": context.instance_id})
-        self._context = context
-
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
-        # every LoggerAdapter method asks this first; not overriding log() keeps the record's
-        # source line the caller's
-        return not self._context.is_replaying and self.logger.isEnabledFor(level)
-
-
-class LockHandle:
-    """What ``yield context.lock_entities(...)`` returns: leaving its ``with`` block ends the
-    critical section (its unlock messages are recorded like any other action). In an
-    ``async def`` orchestrator, ``async with await context.lock_entities(...)`` does the same."""
-
-    __slots__ = ("_context", "_section_id", "lock_set")
-
-    def __init__(self, context: OrchestrationContext, lock_set: tuple[str, ...], section_id: int) -> None:
-        self._context = context
-        self.lock_set = lock_set
-        self._section_id = section_id
-
-    def __enter__(self) -> LockHandle:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    async def __aenter__(self) -> LockHandle:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        """End the critical section now (a second call, or a call on the handle of a section
-        that already ended, does nothing)."""
-        section = self._context._section
-        if section.active and section.section_id == self._section_id:
-            self._context._release_locks()
+        return ReplaySafeLogger(logger, self)

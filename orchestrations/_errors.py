@@ -134,17 +134,20 @@ class NonDeterminismError(TerminalError):
     """Replay did not match history: the orchestrator took a different path than it did before.
 
     The message names both the action recorded in history (``expected``) and the action the
-    code produced this time (``actual``).
+    code produced this time (``actual``), and, when known, ``location``: the orchestrator's
+    ``file:line`` where the code stood (the ``yield`` or ``await`` after the diverging call).
     """
 
-    def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(expected, actual)
+    def __init__(self, expected: str, actual: str, location: str | None = None) -> None:
+        super().__init__(expected, actual, location)
         self.expected = expected
         self.actual = actual
+        self.location = location
 
     def __str__(self) -> str:
+        where = f" at {self.location}" if self.location else ""
         return (
-            "non-deterministic orchestrator: history expected "
+            f"non-deterministic orchestrator{where}: history expected "
             f"{self.expected}, but the code produced {self.actual}"
         )
 

@@ -6,6 +6,9 @@ matched against the actions the code produces); ``process(new_events, now)`` run
 and returns what to commit and what to do. The runtime keeps the executor of a hot instance
 between turns, so an event costs O(1); after an eviction or restart it builds a new one and
 replays. Both paths give the same result, which ``always_replay=True`` checks.
+
+The handlers of completions live in :mod:`._completions`; results, states and the
+classification of events in :mod:`._execution`.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from ._actions import SCHEDULING_EVENTS, Action, UnlockEntity, describe_event, matches
-from ._context import LockHandle, OrchestrationContext
-from ._errors import DurableTypeError, HttpTimeoutError, NonDeterminismError
-from ._failures import failure_of, task_failed_error, task_label
+from ._actions import Action, UnlockEntity, describe_event, input_differs, matches
+from ._completions import CompletionHandlers
+from ._context import OrchestrationContext
+from ._errors import DurableTypeError, NonDeterminismError
+from ._execution import (
+    ALWAYS_APPLIED,
+    ExecutionResult,
+    ExecutionState,
+    final_event,
+    is_incoming,
+    is_scheduling,
+    last_episode_start,
+)
+from ._failures import failure_of
 from ._guards import check_output, explain_failure, explain_yielded, running_orchestrator_code
 from ._history import (
     ContinueAsNew,
@@ -44,6 +56,7 @@ from ._history import (
     HistoryEvent,
     OrchestratorCompleted,
     OrchestratorStarted,
+    PatchApplied,
     SubOrchestrationInstanceCompleted,
     SubOrchestrationInstanceCreated,
     SubOrchestrationInstanceFailed,
@@ -53,66 +66,25 @@ from ._history import (
     TimerCreated,
     TimerFired,
 )
-from ._http import HttpTask
 from ._registry import OrchestratorSpec, did_you_mean
-from ._task import RetryableTask, Task, TimerTask
+from ._task import Task
+from ._where import code_location
+
+__all__ = ["ExecutionResult", "ExecutionState", "OrchestrationExecutor", "execute", "is_incoming", "is_scheduling",
+           "last_episode_start"]
+
+Lookup = Callable[[str], OrchestratorSpec | None] | Mapping[str, OrchestratorSpec]
 
 
-class ExecutionState(StrEnum):
-    """Where an instance stands after an episode."""
-
-    RUNNING = "Running"
-    SUSPENDED = "Suspended"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    TERMINATED = "Terminated"
-    CONTINUED_AS_NEW = "ContinuedAsNew"
-
-    @property
-    def is_final(self) -> bool:
-        """Whether this execution is over (continue-as-new starts a new one)."""
-        return self not in (ExecutionState.RUNNING, ExecutionState.SUSPENDED)
-
-
-@dataclass(slots=True)
-class ExecutionResult:
-    """What one episode produced.
-
-    ``new_events`` are appended to history in order; ``actions`` are carried out after the
-    commit. For ``CONTINUED_AS_NEW``, ``output`` is the new input and ``carryover`` the
-    external events to deliver to the new execution.
-    """
-
-    new_events: list[HistoryEvent]
-    actions: list[Action]
-    state: ExecutionState
-    output: Any = None
-    failure: FailureDetails | None = None
-    custom_status: Any = None
-    carryover: list[EventRaised] = field(default_factory=list)
-    #: the episode called ``set_custom_status`` (``custom_status`` is then to be stored,
-    #: ``None`` clearing it)
-    custom_status_changed: bool = False
-    #: the execution ended while waiting for the locks of a critical section: (lock set, task
-    #: id of its lock request), to withdraw from the entities (an unlock each), so that a grant
-    #: never reaches a later execution's turn and no entity stays locked for an execution that
-    #: is gone
-    withdrawn_lock: tuple[tuple[str, ...], int] | None = None
-
-
-class OrchestrationExecutor:
+class OrchestrationExecutor(CompletionHandlers):
     """Runs one orchestration execution's generator over its history. Pure: no I/O."""
 
-    def __init__(
-        self,
-        lookup: Callable[[str], OrchestratorSpec | None] | Mapping[str, OrchestratorSpec],
-        instance_id: str,
-        entity_check: Callable[[str], None] | None = None,
-    ) -> None:
+    def __init__(self, lookup: Lookup, instance_id: str, entity_check: Callable[[str], None] | None = None) -> None:
         """``lookup`` finds orchestrators by name (a mapping also lets a missing one be answered
-        with the closest registered names). ``entity_check(name)`` raises if no entity named
-        ``name`` is registered: the context then refuses ``call_entity``, ``signal_entity`` and
-        ``lock_entities`` on it at the call (``None``: no check)."""
+        with the closest registered names); the spec found holds every version of the name.
+        ``entity_check(name)`` raises if no entity named ``name`` is registered: the context
+        then refuses ``call_entity``, ``signal_entity`` and ``lock_entities`` on it at the call
+        (``None``: no check)."""
         #: the registered orchestrators (a mapping also names the closest ones when one is missing)
         self._known: Mapping[str, OrchestratorSpec] | None = lookup if isinstance(lookup, Mapping) else None
         self._lookup: Callable[[str], OrchestratorSpec | None] = (
@@ -121,6 +93,8 @@ class OrchestrationExecutor:
         self.context = OrchestrationContext(instance_id)
         self.context._entity_check = entity_check
         self._generator: Generator[Any, Any, Any] | Coroutine[Any, Any, Any] | None = None
+        #: the orchestrator (the version) this execution runs, once started
+        self._spec: OrchestratorSpec | None = None
         self._current: Task | None = None
         self._state = ExecutionState.RUNNING
         self._output: Any = None
@@ -131,7 +105,11 @@ class OrchestrationExecutor:
         self._final_recorded = False
         #: the orchestrator is an ``async def`` (its coroutine is driven like a generator)
         self._is_async = False
-        self._handlers: dict[type[HistoryEvent], Callable[[Any], None]] = {
+        self._handlers = self._handler_table()
+
+    def _handler_table(self) -> dict[type[HistoryEvent], Callable[[Any], None]]:
+        """The handler of each event type (one small method each)."""
+        return {
             ExecutionStarted: self._on_execution_started,
             OrchestratorStarted: self._on_orchestrator_started,
             OrchestratorCompleted: self._on_orchestrator_completed,
@@ -155,7 +133,8 @@ class OrchestrationExecutor:
             ExecutionTerminated: self._on_terminated,
             ExecutionSuspended: self._on_suspended,
             ExecutionResumed: self._on_resumed,
-            ExecutionRewound: self._on_rewound,
+            ExecutionRewound: self._on_marker,
+            PatchApplied: self._on_marker,
             ExecutionCompleted: self._on_final_recorded,
             ContinueAsNew: self._on_final_recorded,
         }
@@ -173,10 +152,14 @@ class OrchestrationExecutor:
         A mismatch between history and the code ends the execution as Failed with a
         :class:`NonDeterminismError`; the next :meth:`process` reports it.
         """
+        events = history if isinstance(history, list) else list(history)
+        # is_patched answers from the markers of the whole execution: a marker is recorded
+        # after the code that asked, in the same episode
+        self.context._recorded_patches.update(e.patch_id for e in events if type(e) is PatchApplied)
         self.context._is_replaying = True
         held: list[HistoryEvent] = []
         try:
-            for event in history:
+            for event in events:
                 if isinstance(event, OrchestratorStarted):
                     self._apply(event)
                     for incoming in held:
@@ -193,7 +176,9 @@ class OrchestrationExecutor:
 
     def process(self, new_events: Sequence[HistoryEvent], now: datetime) -> ExecutionResult:
         """Run one episode over ``new_events`` at time ``now``; return what to commit and do."""
-        self.context._is_replaying = False
+        ctx = self.context
+        ctx._is_replaying = False
+        new_events = self._versioned(new_events)
         started = OrchestratorStarted(now)
         # Recorded as in the seed's table: the episode's incoming events, then
         # OrchestratorStarted. Applied with OrchestratorStarted first, so the code runs at the
@@ -203,31 +188,51 @@ class OrchestrationExecutor:
         for event in new_events:
             if self._state.is_final:
                 if isinstance(event, EventRaised):
-                    self.context._buffered_events.append(event)
+                    ctx._buffered_events.append(event)
                 continue
             self._apply(event)
-        actions = [a for _, a in sorted(self.context._pending_actions.items())]
-        self.context._pending_actions.clear()
+        if ctx._new_patches:
+            out.extend(PatchApplied(now, patch_id) for patch_id in ctx._new_patches)
+            ctx._new_patches.clear()
+        actions = [a for _, a in sorted(ctx._pending_actions.items())]
+        ctx._pending_actions.clear()
         out.extend(a.to_event(now) for a in actions)
         out.append(OrchestratorCompleted(now))
+        return self._result(out, actions, now)
+
+    def _versioned(self, events: Sequence[HistoryEvent]) -> Sequence[HistoryEvent]:
+        """``events``, with each new start that names no version given the latest version of
+        its orchestrator: the version it runs, recorded with it, so replay runs the same."""
+        for i, event in enumerate(events):
+            if type(event) is ExecutionStarted and event.version is None:
+                family = self._lookup(event.name)
+                if family is not None and family.version is not None:
+                    events = [*events[:i], replace(event, version=family.version), *events[i + 1 :]]
+        return events
+
+    def _result(self, out: list[HistoryEvent], actions: list[Action], now: datetime) -> ExecutionResult:
+        """The :class:`ExecutionResult` of an episode that recorded ``out`` and took ``actions``
+        (the final event appended to ``out`` if the execution just ended)."""
+        ctx = self.context
         carryover: list[EventRaised] = []
-        withdrawn, self.context._withdrawn_lock = self.context._withdrawn_lock, None
+        withdrawn, ctx._withdrawn_lock = ctx._withdrawn_lock, None
         if self._state.is_final and not self._final_recorded:
             self._final_recorded = True
-            out.append(self._final_event(now))
-            if self._state is ExecutionState.CONTINUED_AS_NEW and self.context._continue_as_new[1]:  # type: ignore[index]
-                carryover = list(self.context._buffered_events)
-        changed, self.context._custom_status_changed = self.context._custom_status_changed, False
+            out.append(final_event(self._state, self._output, self._failure, now))
+            if self._state is ExecutionState.CONTINUED_AS_NEW and ctx._continue_as_new[1]:  # type: ignore[index]
+                carryover = list(ctx._buffered_events)
+        changed, ctx._custom_status_changed = ctx._custom_status_changed, False
         return ExecutionResult(
             new_events=out,
             actions=actions,
             state=self._state,
             output=self._output,
             failure=self._failure,
-            custom_status=self.context._custom_status,
+            custom_status=ctx._custom_status,
             carryover=carryover,
             custom_status_changed=changed,
             withdrawn_lock=withdrawn,
+            continue_version=ctx._continue_version,
         )
 
     def abandon(self) -> tuple[list[Action], tuple[tuple[str, ...], int] | None]:
@@ -235,8 +240,10 @@ class OrchestrationExecutor:
         cannot be stored, so that episode's actions are dropped): what it must still send.
         Returns the unlock actions for every lock it holds (to record and send) and the lock
         request it was still waiting for (to withdraw), as :meth:`process` does for an
-        execution that ends by itself."""
+        execution that ends by itself. The execution is over: :meth:`close` then runs the
+        code's ``finally`` blocks as an end, not as a replay."""
         ctx = self.context
+        self._state = ExecutionState.FAILED
         ctx._pending_actions.clear()
         ctx._release_all_locks()
         actions = [a for _, a in sorted(ctx._pending_actions.items())]
@@ -245,16 +252,35 @@ class OrchestrationExecutor:
         return actions, withdrawn
 
     def close(self) -> None:
-        """Drop the generator (eviction); user ``finally`` blocks run now, errors ignored."""
+        """Close the user's generator (or coroutine) now, so its ``finally`` blocks run now and
+        not at garbage collection; errors they raise are ignored.
+
+        The executor does this itself when the execution completes, fails, continues as new or
+        is terminated; the runtime calls it when it evicts the instance, and :func:`execute`
+        before it returns. When the execution has not ended (an eviction, or ``execute`` leaving
+        a running instance), the code is only being put away and will be replayed: its
+        ``finally`` blocks then run with ``context.is_replaying`` true, as any code that runs
+        again does, so code guarded by ``if not context.is_replaying`` runs once, when the
+        execution really ends. Work a ``finally`` block schedules while being closed is dropped
+        (an ended execution schedules nothing more).
+        """
         gen, self._generator = self._generator, None
-        if gen is not None:
-            with contextlib.suppress(BaseException):  # eviction must not fail on user code
+        if gen is None:
+            return
+        ctx = self.context
+        was_replaying, pending, sequence = ctx._is_replaying, dict(ctx._pending_actions), ctx._sequence
+        ctx._is_replaying = was_replaying or not self._state.is_final
+        try:
+            with contextlib.suppress(BaseException), running_orchestrator_code():  # user code must not fail this
                 gen.close()
+        finally:
+            ctx._is_replaying = was_replaying
+            ctx._pending_actions, ctx._sequence = pending, sequence
 
     # -- event handlers ------------------------------------------------------------------------
 
     def _apply(self, event: HistoryEvent) -> None:
-        if self._suspended and not isinstance(event, _ALWAYS_APPLIED) and not is_scheduling(event):
+        if self._suspended and not isinstance(event, ALWAYS_APPLIED) and not is_scheduling(event):
             self._held.append(event)
             return
         handler = self._handlers.get(type(event))
@@ -275,12 +301,10 @@ class OrchestrationExecutor:
         ctx._input = event.input
         ctx._execution_id = event.execution_id
         ctx._parent_instance_id = event.parent.instance_id if event.parent else None
-        spec = self._lookup(event.name)
+        spec = self._version_of(event)
         if spec is None:
-            known = self._known.keys() if self._known is not None else ()
-            message = f"no orchestrator named {event.name!r} is registered ({did_you_mean(event.name, known)})"
-            self._fail(FailureDetails("OrchestratorNotFound", message))
             return
+        self._spec = spec
         try:
             with running_orchestrator_code():
                 result = spec.fn(ctx)
@@ -294,6 +318,21 @@ class OrchestrationExecutor:
         else:
             self._finish_returned(result)
 
+    def _version_of(self, event: ExecutionStarted) -> OrchestratorSpec | None:
+        """The orchestrator ``event`` starts, in exactly the version it records (a new start
+        without one was given the latest by :meth:`_versioned`); ``None``, the execution
+        failed, if that name or version is not registered: another version never runs."""
+        family = self._lookup(event.name)
+        if family is None:
+            known = self._known.keys() if self._known is not None else ()
+            message = f"no orchestrator named {event.name!r} is registered ({did_you_mean(event.name, known)})"
+            self._fail(FailureDetails("OrchestratorNotFound", message))
+            return None
+        spec = family.at_version(event.version)
+        if spec is None:
+            self._fail(FailureDetails("OrchestratorVersionNotFound", family.missing_version(event.version)))
+        return spec
+
     def _on_orchestrator_completed(self, event: OrchestratorCompleted) -> None:
         if self.context._is_replaying and self.context._pending_actions and not self._state.is_final:
             first = min(self.context._pending_actions)
@@ -303,123 +342,35 @@ class OrchestrationExecutor:
     def _on_final_recorded(self, event: HistoryEvent) -> None:
         self._final_recorded = True
 
+    def _on_marker(self, event: HistoryEvent) -> None:
+        """A record that changes nothing on replay: a rewind, or a patch marker (read ahead
+        by :meth:`replay`)."""
+
     def _on_scheduled(self, event: TaskScheduled | TimerCreated | SubOrchestrationInstanceCreated | EventSent) -> None:
         # Code that completed early during replay must still match what history scheduled
         # afterwards (that is how returning early is caught); a failed or terminated
         # execution has nothing left to match.
+        ctx = self.context
         if self._final_recorded or self._state in (ExecutionState.FAILED, ExecutionState.TERMINATED):
             # still match what the ending episode recorded (its unlocks), so replay adds nothing
-            action = self.context._pending_actions.get(event.event_id)
+            action = ctx._pending_actions.get(event.event_id)
             if action is not None and matches(action, event):
-                del self.context._pending_actions[event.event_id]
+                del ctx._pending_actions[event.event_id]
             if isinstance(event, EntityUnlockSent):
-                self.context._granted.pop(event.instance_id, None)
+                ctx._granted.pop(event.instance_id, None)
             return
         if isinstance(event, EntityUnlockSent):
-            self.context._granted.pop(event.instance_id, None)
-        action = self.context._pending_actions.pop(event.event_id, None)
+            ctx._granted.pop(event.instance_id, None)
+        action = ctx._pending_actions.pop(event.event_id, None)
         if action is None:
             self._nondeterminism(describe_event(event), "no action with that task number")
         elif not matches(action, event):
             self._nondeterminism(describe_event(event), action.describe())
-
-    def _on_task_completed(
-        self, event: TaskCompleted | SubOrchestrationInstanceCompleted | EntityOperationCompleted
-    ) -> None:
-        task = self.context._open_tasks.pop(event.task_scheduled_id, None)
-        if task is None:
-            return
-        if isinstance(task, HttpTask):
-            self._on_http_response(task, event.result)
-            return
-        task.complete(event.result)
-        self._resume()
-
-    def _on_http_response(self, task: HttpTask, response: Any) -> None:
-        """A 202 + Location waits on a durable timer and then polls (or fails the task past its
-        deadline); any other response completes the task."""
-        try:
-            delay = task.next_poll(response, self.context._now)
-        except HttpTimeoutError as exc:
-            task.fail(HttpTimeoutError(exc.message, exc.error_type, exc.details, None, task_label(task, None)))
-            self._resume()
-            return
-        if delay is not None:
-            self._reschedule_after(task, delay)
-            return
-        task.complete(response)
-        self._resume()
-
-    def _reschedule_after(self, task: RetryableTask | HttpTask, delay: timedelta) -> None:
-        """Start a durable timer; when it fires, ``task``'s action is scheduled again under a
-        new task id (see :meth:`_on_timer_fired`)."""
-        timer = self.context.create_timer(self.context._now + delay)
-        self.context._open_tasks.pop(timer.task_id)
-        self.context._retry_timers[timer.task_id] = task
-
-    def _on_task_failed(
-        self, event: TaskFailed | SubOrchestrationInstanceFailed | EntityOperationFailed, label: str | None = None
-    ) -> None:
-        task = self.context._open_tasks.pop(event.task_scheduled_id, None)
-        if task is None:
-            return
-        error = task_failed_error(event.failure, label or task_label(task, event))
-        if isinstance(task, RetryableTask):
-            task.attempts_failed += 1
-            delay = task.retry_options.next_delay(
-                task.attempts_failed, task.first_attempt_at, self.context._now, error
+        elif input_differs(action, event):
+            self._nondeterminism(
+                f"{describe_event(event)} with the input it recorded",
+                f"{action.describe()} with another input: the task's input changed since the instance recorded it",
             )
-            if delay is not None:
-                self._reschedule_after(task, delay)
-                return
-        task.fail(error)
-        self._resume()
-
-    def _on_entity_answered(self, event: EntityOperationCompleted | EntityOperationFailed) -> None:
-        call = self.context._entity_calls.pop(event.task_scheduled_id, None)
-        if call is not None:
-            self.context._section.call_done(call[0])
-        if isinstance(event, EntityOperationCompleted):
-            self._on_task_completed(event)
-        else:
-            label = f"Operation {call[1]!r} on entity {call[0]!r}" if call is not None else None
-            self._on_task_failed(event, label)
-
-    def _on_lock_granted(self, event: EntityLockGranted) -> None:
-        ctx = self.context
-        task = ctx._open_tasks.pop(event.task_scheduled_id, None) if not self._state.is_final else None
-        if task is None:
-            # a grant nobody waits for: the execution already ended (it failed, or replay
-            # diverged before it saw its own request) or the grant is stale: hand the locks
-            # straight back, so none is held by an execution that cannot release it
-            ctx._unlock(list(event.lock_set), event.task_scheduled_id)
-            return
-        ctx._granted.update(dict.fromkeys(event.lock_set, event.task_scheduled_id))
-        ctx._section.granted()
-        section = ctx._section
-        task.complete(LockHandle(ctx, section.locked, section.section_id))
-        self._resume()
-
-    def _on_timer_fired(self, event: TimerFired) -> None:
-        ctx = self.context
-        retry = ctx._retry_timers.pop(event.timer_id, None)
-        if retry is not None:
-            task_id = ctx._next_id()
-            retry.task_id = task_id
-            ctx._pending_actions[task_id] = retry.action_factory(task_id)
-            ctx._open_tasks[task_id] = retry
-            return
-        task = ctx._open_tasks.pop(event.timer_id, None)
-        if task is None or (isinstance(task, TimerTask) and task.is_cancelled):
-            return
-        task.complete(None)
-        self._resume()
-
-    def _on_event_raised(self, event: EventRaised) -> None:
-        if self.context._deliver_event(event):
-            self._resume()
-        else:
-            self.context._buffered_events.append(event)
 
     def _on_terminated(self, event: ExecutionTerminated) -> None:
         if self._state.is_final:
@@ -430,9 +381,6 @@ class OrchestrationExecutor:
         self.context._pending_actions.clear()  # nothing scheduled before it in the batch runs
         self.context._release_all_locks()
         self.close()
-
-    def _on_rewound(self, event: ExecutionRewound) -> None:
-        """A marker: the runtime cut the failing episode before re-delivering its events."""
 
     def _on_suspended(self, event: ExecutionSuspended) -> None:
         if not self._state.is_final:
@@ -519,53 +467,13 @@ class OrchestrationExecutor:
         self.close()
 
     def _nondeterminism(self, expected: str, actual: str) -> None:
-        self._fail_with(NonDeterminismError(expected, actual))
-
-    def _final_event(self, now: datetime) -> HistoryEvent:
-        if self._state is ExecutionState.CONTINUED_AS_NEW:
-            return ContinueAsNew(now, self._output)
-        if self._state is ExecutionState.TERMINATED:
-            return ExecutionCompleted(now, "Terminated", self._output)
-        if self._state is ExecutionState.FAILED:
-            failure = self._failure
-            return ExecutionCompleted(now, "Failed", failure.describe() if failure else None, failure)
-        return ExecutionCompleted(now, "Completed", self._output)
-
-
-#: events applied even while suspended (the rest are held until the instance resumes)
-_ALWAYS_APPLIED = (
-    ExecutionResumed, ExecutionTerminated, ExecutionSuspended, OrchestratorStarted, OrchestratorCompleted
-)
-
-
-def last_episode_start(history: Sequence[HistoryEvent]) -> int:
-    """The index where the last episode's records begin (its incoming events, recorded before
-    its OrchestratorStarted); ``len(history)`` if there is no episode."""
-    starts = [i for i, e in enumerate(history) if isinstance(e, OrchestratorStarted)]
-    if not starts:
-        return len(history)
-    cut = starts[-1]
-    while cut > 0 and is_incoming(history[cut - 1]):
-        cut -= 1
-    return cut
-
-
-def is_incoming(event: HistoryEvent) -> bool:
-    """Events that arrive from outside (recorded before their episode's OrchestratorStarted)."""
-    return not isinstance(event, _EPISODE_EVENTS) and not is_scheduling(event)
-
-
-#: events the executor itself records around an episode
-_EPISODE_EVENTS = (OrchestratorStarted, OrchestratorCompleted, ExecutionCompleted, ContinueAsNew)
-
-
-def is_scheduling(event: HistoryEvent) -> bool:
-    """Events an episode records for the actions its code took."""
-    return isinstance(event, SCHEDULING_EVENTS)
+        """Fail with a :class:`NonDeterminismError` that names where the code stood."""
+        fn = self._spec.fn if self._spec is not None else None
+        self._fail_with(NonDeterminismError(expected, actual, code_location(self._generator, fn)))
 
 
 def execute(
-    lookup: Callable[[str], OrchestratorSpec | None],
+    lookup: Lookup,
     instance_id: str,
     history: Sequence[HistoryEvent],
     new_events: Sequence[HistoryEvent],
@@ -573,8 +481,13 @@ def execute(
 ) -> ExecutionResult:
     """Replay ``history``, run one episode over ``new_events`` at ``now``, return the result.
 
-    The pure form of the engine: the same inputs always give the same output.
+    The pure form of the engine: the same inputs always give the same output. The executor
+    it builds is closed before this returns (see :meth:`OrchestrationExecutor.close`): the
+    generator of an execution still running is put away with ``is_replaying`` true.
     """
     executor = OrchestrationExecutor(lookup, instance_id)
-    executor.replay(history)
-    return executor.process(new_events, now)
+    try:
+        executor.replay(history)
+        return executor.process(new_events, now)
+    finally:
+        executor.close()

@@ -83,6 +83,10 @@ class ExecutionStarted(HistoryEvent):
     instance_id: str = ""
     execution_id: str = ""
     parent: ParentInfo | None = None
+    #: the version of the orchestrator this execution runs (``@orchestrator(version=...)``);
+    #: replay uses exactly this version. ``None``: an unversioned orchestrator, or (in a start
+    #: not yet recorded) "the latest": the executor records the version it chose
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +101,13 @@ class OrchestratorCompleted(HistoryEvent):
 
 @dataclass(frozen=True, slots=True)
 class TaskScheduled(HistoryEvent):
-    """An activity was scheduled."""
+    """An activity was scheduled. ``input_digest`` fingerprints ``input`` (see
+    ``_digest.input_digest``); replay compares it with the input the code gives now."""
 
     event_id: int
     name: str = field()  # field(): the base class has a `name` property
     input: Any = None
+    input_digest: str | None = field(default=None, compare=False)  # derived from input
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +162,13 @@ class EventSent(HistoryEvent):
 
 @dataclass(frozen=True, slots=True)
 class SubOrchestrationInstanceCreated(HistoryEvent):
-    """A sub-orchestration was started."""
+    """A sub-orchestration was started (``input_digest`` as in :class:`TaskScheduled`)."""
 
     event_id: int
     name: str = field()  # field(): the base class has a `name` property
     instance_id: str
     input: Any = None
+    input_digest: str | None = field(default=None, compare=False)  # derived from input
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,29 +236,45 @@ class ExecutionRewound(HistoryEvent):
         return self.reason
 
 
+@dataclass(frozen=True, slots=True)
+class PatchApplied(HistoryEvent):
+    """The code took the new branch of ``context.is_patched(patch_id)`` in this execution (a
+    marker: replay answers ``True`` for it, and ``False`` for a patch an execution replaying
+    its history never recorded). A marker the code no longer asks about is ignored."""
+
+    patch_id: str
+
+    @property
+    def name(self) -> str | None:
+        return self.patch_id
+
+
 # -- entities: what an orchestration records ------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class EntityOperationCalled(HistoryEvent):
-    """The orchestration called operation ``name`` of entity ``instance_id`` (``@name@key``)."""
+    """The orchestration called operation ``name`` of entity ``instance_id`` (``@name@key``);
+    ``input_digest`` as in :class:`TaskScheduled`."""
 
     event_id: int
     instance_id: str
     name: str = field()  # field(): the base class has a `name` property
     input: Any = None
+    input_digest: str | None = field(default=None, compare=False)  # derived from input
 
 
 @dataclass(frozen=True, slots=True)
 class EntityOperationSignaled(HistoryEvent):
     """The orchestration signalled (one-way) operation ``name`` of entity ``instance_id``, to
-    run at ``scheduled_time`` (UTC) if given."""
+    run at ``scheduled_time`` (UTC) if given; ``input_digest`` as in :class:`TaskScheduled`."""
 
     event_id: int
     instance_id: str
     name: str = field()  # field(): the base class has a `name` property
     input: Any = None
     scheduled_time: datetime | None = None
+    input_digest: str | None = field(default=None, compare=False)  # derived from input
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +385,7 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
         ExecutionSuspended,
         ExecutionResumed,
         ExecutionRewound,
+        PatchApplied,
         EntityOperationCalled,
         EntityOperationSignaled,
         EntityLockRequested,

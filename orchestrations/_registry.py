@@ -13,9 +13,10 @@ import inspect
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, overload
 
+from ._compat import tolerate_new_fields
 from ._errors import DurableTypeError, DurableValueError
 from ._guards import in_orchestrator_code, warn_nondeterministic_calls
 from ._ids import check_encodable
@@ -54,11 +55,74 @@ class ActivitySpec:
 class OrchestratorSpec:
     """A registered orchestrator: its name and function. ``is_generator``: a generator function
     or an ``async def`` (driven step by step); otherwise a plain function (one episode). The
-    executor decides by what the call returns, so a wrapper that returns a generator works too."""
+    executor decides by what the call returns, so a wrapper that returns a generator works too.
+
+    ``version`` is the one given to ``@orchestrator(version=...)`` (``None``: unversioned). The
+    registry holds one spec per name, its latest version, with the other versions registered
+    under that name in ``earlier`` (oldest first); ``None`` sorts before every number.
+    """
 
     name: str
     fn: Callable[..., Any]
     is_generator: bool
+    version: int | None = None
+    earlier: tuple[OrchestratorSpec, ...] = ()
+
+    @property
+    def versions(self) -> list[int | None]:
+        """Every version registered under this name, oldest first."""
+        return [s.version for s in self.earlier] + [self.version]
+
+    def at_version(self, version: int | None) -> OrchestratorSpec | None:
+        """The spec of ``version`` under this name, ``None`` if it is not registered."""
+        if version == self.version:
+            return self
+        return next((s for s in self.earlier if s.version == version), None)
+
+    def with_version(self, other: OrchestratorSpec) -> OrchestratorSpec:
+        """This name's versions plus ``other`` (which replaces a spec of the same version)."""
+        specs = {s.version: replace(s, earlier=()) for s in (*self.earlier, self)}
+        specs[other.version] = replace(other, earlier=())
+        ordered = sorted(specs.values(), key=_version_order)
+        return replace(ordered[-1], earlier=tuple(ordered[:-1]))
+
+    def missing_version(self, version: int | None) -> str:
+        """The failure message for an instance recorded on ``version``, which is not registered
+        here: it names the orchestrator, the version, the versions registered and the fix."""
+        registered = ", ".join("unversioned" if v is None else str(v) for v in self.versions)
+        if version is None:
+            return (
+                f"orchestrator {self.name!r} has no unversioned function registered (registered versions: "
+                f"{registered}); this instance started before versions were used and replays only with "
+                f"that code: keep it registered as @orchestrator(name={self.name!r}) to finish such instances"
+            )
+        return (
+            f"orchestrator {self.name!r} version {version} is not registered (registered versions: {registered}); "
+            f"this instance started on version {version} and replays only with it: register it again as "
+            f"@orchestrator(name={self.name!r}, version={version}) to finish such instances"
+        )
+
+
+def _version_order(spec: OrchestratorSpec) -> int:
+    return -1 if spec.version is None else spec.version
+
+
+def merge_orchestrators(
+    current: dict[str, OrchestratorSpec], incoming: dict[str, OrchestratorSpec]
+) -> dict[str, OrchestratorSpec]:
+    """``current`` with every version of ``incoming`` added (by name and version; a version
+    registered again takes the new code). Nothing is removed, so a registry that holds only
+    the latest version does not take an older one away from the instances still running it."""
+    merged = dict(current)
+    for name, spec in incoming.items():
+        base = merged.get(name)
+        if base is None:
+            merged[name] = spec
+            continue
+        for one in (*spec.earlier, spec):
+            base = base.with_version(one)
+        merged[name] = base
+    return merged
 
 
 @dataclass
@@ -72,8 +136,12 @@ class Registry:
     version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add_orchestrator(self, fn: Callable[..., Any], name: str | None = None) -> OrchestratorSpec:
-        """Register ``fn`` as an orchestrator; a name already in use raises ``ValueError``."""
+    def add_orchestrator(
+        self, fn: Callable[..., Any], name: str | None = None, version: int | None = None
+    ) -> OrchestratorSpec:
+        """Register ``fn`` as an orchestrator, as ``version`` of ``name`` if given (several
+        versions may share a name; new instances start on the latest). A (name, version) pair
+        already in use raises ``ValueError``; returns the spec of ``fn``."""
         if not callable(fn):
             raise DurableTypeError(f"an orchestrator must be a function, got {fn!r}")
         _check_parameters(fn, "orchestrator", 1, 1, "def {name}(context): ...")
@@ -83,11 +151,13 @@ class Registry:
                 "write a generator (def ... yield task) or a coroutine (async def ... await task), not both"
             )
         is_stepwise = inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn)
-        spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, is_stepwise)
+        spec = OrchestratorSpec(_check_name(name or fn.__name__), fn, is_stepwise, check_version(version))
         with self._lock:
-            if spec.name in self.orchestrators:
-                raise DurableValueError(f"an orchestrator named {spec.name!r} is already registered")
-            self.orchestrators[spec.name] = spec
+            family = self.orchestrators.get(spec.name)
+            if family is not None and family.at_version(spec.version) is not None:
+                which = "" if spec.version is None else f" version {spec.version}"
+                raise DurableValueError(f"an orchestrator named {spec.name!r}{which} is already registered")
+            self.orchestrators[spec.name] = spec if family is None else family.with_version(spec)
             self.version += 1
         warn_nondeterministic_calls(fn, spec.name)
         return spec
@@ -190,12 +260,26 @@ def did_you_mean(name: str, known: Any, fold_case: bool = False) -> str:
     return "nothing is registered"
 
 
+def check_version(version: object) -> int | None:
+    """``version`` if it is ``None`` or an int of at least 0; raises naming it otherwise."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise DurableTypeError(f"an orchestrator version must be an int (or None), got {version!r}")
+    if version < 0:
+        raise DurableValueError(f"an orchestrator version must be 0 or more, got {version!r}")
+    return version
+
+
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name or len(name) > 256:
         raise DurableValueError(f"a function name must be a non-empty string of at most 256 chars, got {name!r}")
     check_encodable(name, "a function name")
     return name
 
+
+# a registry saved by an older release (in a shard file) has specs without the version fields
+tolerate_new_fields(OrchestratorSpec)
 
 #: The process-wide registry the decorators write to.
 default_registry = Registry()
@@ -215,23 +299,42 @@ def function_name(name_or_fn: str | Callable[..., Any], kind: str) -> str:
     raise DurableTypeError(f"{kind} must be a name or a function, got {name_or_fn!r}")
 
 
+def function_version(name_or_fn: str | Callable[..., Any]) -> int | None:
+    """The version ``@orchestrator(version=...)`` gave ``name_or_fn``; ``None`` for a name (the
+    latest is meant) or an unversioned function."""
+    version = getattr(name_or_fn, "__durable_version__", None)
+    return version if isinstance(version, int) and not isinstance(name_or_fn, str) else None
+
+
 @overload
 def orchestrator(fn: F, /) -> F: ...
 @overload
-def orchestrator(*, name: str | None = None) -> Callable[[F], F]: ...
-def orchestrator(fn: Any = None, /, *, name: str | None = None) -> Any:
-    """Register an orchestrator function (``@orchestrator`` or ``@orchestrator(name=...)``).
+def orchestrator(*, name: str | None = None, version: int | None = None) -> Callable[[F], F]: ...
+def orchestrator(fn: Any = None, /, *, name: str | None = None, version: int | None = None) -> Any:
+    """Register an orchestrator function (``@orchestrator``, ``@orchestrator(name=...)``, or
+    ``@orchestrator(name=..., version=N)``).
 
     The function takes one argument, the :class:`OrchestrationContext` (checked here). A
     generator function yields tasks, an ``async def`` awaits them; either is replayed from
     history after a restart, so it must be deterministic: calls of the clock, ``time.sleep``
     and random numbers found in its code are reported here with a :class:`DeterminismWarning`.
     A plain function completes in one episode.
+
+    Versions (an int, 0 or more) let code change while instances run: register the new code as
+    a new version under the same name and keep the old ones registered. A start by name
+    (``start_new("shipping")``, ``continue_as_new``, ``restart``) runs the latest version, and
+    so does ``call_sub_orchestrator`` (given a name or a function: the child is started by
+    name); ``start_new(fn)`` runs ``fn``'s own version. Each instance records
+    its version and always replays with it; if that version is no longer registered, the
+    instance fails with a message naming it, never running another version. An unversioned
+    function counts as older than every version. A (name, version) registered twice raises
+    ``ValueError``.
     """
 
     def register(f: F) -> F:
-        spec = default_registry.add_orchestrator(f, name)
+        spec = default_registry.add_orchestrator(f, name, version)
         f.__durable_name__ = spec.name  # type: ignore[attr-defined]
+        f.__durable_version__ = spec.version  # type: ignore[attr-defined]
         return f
 
     return register(fn) if fn is not None else register

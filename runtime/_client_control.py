@@ -22,7 +22,7 @@ from orchestrations import (
     validate_instance_id,
 )
 from orchestrations._ids import check_encodable, new_instance_id
-from orchestrations._registry import function_name
+from orchestrations._registry import function_name, function_version
 
 from ._client_args import check_bool, utc_now, utc_timestamp
 from ._client_link import ClientLink
@@ -100,7 +100,7 @@ class ControlClient:
         self._sync_registry()  # the shard refuses a name neither this driver nor the hub has
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
         blob = dump_value(client_input, "client_input")
-        event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex)
+        event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex, version=function_version(fn))
         return Message(iid, event, input_blob=blob, due=due)
 
     def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:

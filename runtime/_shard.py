@@ -29,7 +29,7 @@ from typing import Any
 import ray
 
 from orchestrations import ShardWriteError
-from orchestrations._registry import OrchestratorSpec
+from orchestrations._registry import OrchestratorSpec, merge_orchestrators
 
 from ._activities import ActivityCall, ActivityDispatcher
 from ._cache import InstanceCache
@@ -194,7 +194,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         # entity names are case-insensitive; a registry saved before that was keyed as written
         entity_specs = {name.lower(): spec for name, spec in entity_specs.items()}
         if merge:
-            orchestrators = {**self._orchestrators, **orchestrators}
+            orchestrators = merge_orchestrators(self._orchestrators, orchestrators)  # by name and version
             activities = {**self._activity_out.specs, **activities}
             entity_specs = {**self._entity_specs, **entity_specs}
             registry_blob = encode((orchestrators, activities, entity_specs, version), "registry")

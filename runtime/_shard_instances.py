@@ -287,8 +287,7 @@ class ShardInstances(ShardBase):
         executor.close()
         inst.executor = None
         failure = FailureDetails("PayloadError", str(exc))
-        received_ids = {id(e) for e in received}
-        kept = [e for e in result.new_events if id(e) in received_ids]
+        kept = result.new_events[: len(received)]  # process() records what it received first (a start with its version)
         return ExecutionResult(
             new_events=[*kept, *(a.to_event(now) for a in unlocks), ExecutionCompleted(now, "Failed", None, failure)],
             actions=unlocks,
@@ -346,7 +345,9 @@ class ShardInstances(ShardBase):
                 inst.executor.close()
             inst.executor = None
         if result.state is ExecutionState.CONTINUED_AS_NEW:
-            restart = ExecutionStarted(turn.now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent)
+            restart = ExecutionStarted(
+                turn.now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent, result.continue_version
+            )
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
             self._stage_outgoing(msg, turn)
         elif result.state.is_final:

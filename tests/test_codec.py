@@ -48,6 +48,7 @@ STORED_NAMES = {
     "ExecutionTerminated", "ExecutionSuspended", "ExecutionResumed", "ExecutionRewound", "EntityOperationCalled",
     "EntityOperationSignaled", "EntityLockRequested", "EntityUnlockSent", "EntityOperationCompleted",
     "EntityOperationFailed", "EntityLockGranted", "EntityRequest", "EntityLockMessage", "EntityUnlockMessage",
+    "PatchApplied",
 }
 
 
@@ -139,7 +140,7 @@ def test_payloads_and_nested_records_are_readable_as_json() -> None:
     assert record == {
         "type": "ExecutionStarted", "timestamp": "2026-12-02T06:40:42.579146+00:00", "name": "shipping",
         "input": {"order": 12}, "instance_id": "i-1", "execution_id": "e-1",
-        "parent": {"instance_id": "p", "task_scheduled_id": 3, "execution_id": "pe"},
+        "parent": {"instance_id": "p", "task_scheduled_id": 3, "execution_id": "pe"}, "version": None,
     }
 
 

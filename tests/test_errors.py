@@ -56,8 +56,8 @@ SAMPLES = {
         {"instance_id": "order-1", "message": "ValueError: boom"},
     ),
     NonDeterminismError: (
-        NonDeterminismError("call_activity 'A' (task 1)", "create_timer (task 1)"),
-        {"expected": "call_activity 'A' (task 1)", "actual": "create_timer (task 1)"},
+        NonDeterminismError("call_activity 'A' (task 1)", "create_timer (task 1)", "/src/orders.py:12"),
+        {"expected": "call_activity 'A' (task 1)", "actual": "create_timer (task 1)", "location": "/src/orders.py:12"},
     ),
     LockingRulesViolationError: (LockingRulesViolationError("nested critical section"), {}),
     ShardFileError: (

@@ -310,7 +310,9 @@ def test_a_signal_recorded_before_scheduled_time_existed_loads_as_immediate():
     # the stored-format rule: EntityOperationSignaled gained a trailing scheduled_time=None
     aware = datetime(2030, 1, 1, tzinfo=UTC)
     event = EntityOperationSignaled(at(1), 4, "@Recorder@k", "ping", 1, aware)
-    old_state = event.__getstate__()[:-1]  # the field values as a record from before was pickled
+    # the field values as a record from before was pickled (before scheduled_time and the
+    # input_digest appended after it)
+    old_state = event.__getstate__()[:-2]
     old = object.__new__(EntityOperationSignaled)
     old.__setstate__(old_state)
     assert (old.name, old.input, old.scheduled_time) == ("ping", 1, None)

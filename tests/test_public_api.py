@@ -22,7 +22,8 @@ ORCHESTRATIONS = {
     "ExecutionStarted", "ExecutionState", "ExecutionSuspended", "ExecutionTerminated", "FailureDetails",
     "HistoryEvent", "InstanceAlreadyExistsError", "InstanceNotFoundError", "LockingRulesViolationError",
     "NonDeterminismError", "OrchestrationContext", "OrchestrationExecutor", "OrchestrationFailedError",
-    "OrchestratorCompleted", "OrchestratorStarted", "ParentInfo", "PayloadError", "Registry", "RetryOptions",
+    "OrchestratorCompleted", "OrchestratorStarted", "ParentInfo", "PatchApplied", "PayloadError", "Registry",
+    "RetryOptions",
     "RetryableError", "ScheduleTask", "SendEvent", "ShardFileError", "ShardMismatchError", "ShardWriteError",
     "SubOrchestrationInstanceCompleted",
     "SubOrchestrationInstanceCreated", "SubOrchestrationInstanceFailed", "Task", "TaskCompleted", "TaskFailed",
@@ -39,7 +40,7 @@ CONTEXT_MEMBERS = {
     "instance_id", "parent_instance_id", "is_replaying", "current_utc_datetime", "get_input", "call_activity",
     "call_activity_with_retry", "call_sub_orchestrator", "call_sub_orchestrator_with_retry", "create_timer",
     "wait_for_external_event", "task_all", "task_any", "continue_as_new", "set_custom_status", "new_uuid",
-    "create_replay_safe_logger", "call_entity", "signal_entity", "lock_entities", "call_http",
+    "create_replay_safe_logger", "call_entity", "signal_entity", "lock_entities", "call_http", "is_patched",
 }
 HUB_METHODS = {
     "connect", "start_new", "get_status", "get_status_by", "list_instances", "wait_for_completion",
