@@ -150,23 +150,25 @@ class QueryClient:
         continuation_token: str | None = None,
         show_input: bool = True,
         instance_id_prefix: str | None = None,
+        name: str | None = None,
     ) -> InstancePage:
         """One page of instances ordered by creation time; pass the token back for the next.
 
         ``instance_id_prefix`` keeps only the ids that start with it (each shard reads just
-        that range of its primary key); paging works the same with it.
+        that range of its primary key), ``name`` only the instances of that orchestrator;
+        paging works the same with them.
         """
 
         def query_shards(lo: float | None, hi: float | None, statuses: list[str] | None,
-                         after: tuple[float, str] | None, limit: int | None, prefix: str | None,
+                         after: tuple[float, str] | None, limit: int | None, prefix: str | None, name: str | None,
                          ) -> list[list[ShardRow]]:
             return self._call(
-                lambda: [s.query.remote(lo, hi, statuses, after, limit, show_input, prefix) for s in self._shards]
+                lambda: [s.query.remote(lo, hi, statuses, after, limit, show_input, prefix, name) for s in self._shards]
             )
 
         return query_page(
             query_shards, created_time_from, created_time_to, runtime_status, page_size, continuation_token,
-            instance_id_prefix,
+            instance_id_prefix, name,
         )
 
     def purge_instance_history(self, instance_id: str | Sequence[str], recursive: bool = True) -> PurgeHistoryResult:

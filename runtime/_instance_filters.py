@@ -9,11 +9,15 @@ from typing import Any
 
 def _filters(
     created_from: float | None, created_to: float | None, statuses: Iterable[str] | None,
-    prefix: str | None = None,
+    prefix: str | None = None, name: str | None = None,
 ) -> tuple[list[str], list[Any]]:
-    """The WHERE terms and arguments of an instance query (shared with the read-only path)."""
+    """The WHERE terms and arguments of an instance query (shared with the read-only path):
+    creation time, statuses, id prefix and orchestrator ``name`` (exact), each if given."""
     where: list[str] = []
     args: list[Any] = []
+    if name is not None:
+        where.append("name = ?")
+        args.append(name)
     if prefix is not None:
         low, high = prefix_bounds(prefix)
         where.append("instance_id >= ?")

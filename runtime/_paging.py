@@ -21,7 +21,7 @@ ShardRow = tuple[float, str, DurableOrchestrationStatus]
 
 def query_page(
     query_shards: Callable[
-        [float | None, float | None, list[str] | None, tuple[float, str] | None, int | None, str | None],
+        [float | None, float | None, list[str] | None, tuple[float, str] | None, int | None, str | None, str | None],
         list[list[ShardRow]],
     ],
     created_time_from: datetime | None,
@@ -30,10 +30,11 @@ def query_page(
     page_size: int | None,
     continuation_token: str | None,
     instance_id_prefix: str | None = None,
+    name: str | None = None,
 ) -> InstancePage:
     """The paging rules of :meth:`TaskHub.list_instances` over any set of shards.
 
-    ``query_shards(created_from, created_to, statuses, after, limit, prefix)`` returns each
+    ``query_shards(created_from, created_to, statuses, after, limit, prefix, name)`` returns each
     shard's rows in (created time, id) order; they are merged in that order and cut at
     ``page_size``. Each shard is asked for one row more than a page, so the token (naming the
     last row returned) is given only when there is more to read: the last page has none, as
@@ -44,8 +45,12 @@ def query_page(
     after = _parse_token(continuation_token)
     statuses = status_values(runtime_status)
     prefix = check_prefix(instance_id_prefix)
+    if name is not None and not isinstance(name, str):
+        raise DurableTypeError(f"name must be an orchestrator name (str), got {name!r}")
     limit = page_size + 1 if page_size is not None else None
-    parts = query_shards(timestamp_of(created_time_from), timestamp_of(created_time_to), statuses, after, limit, prefix)
+    parts = query_shards(
+        timestamp_of(created_time_from), timestamp_of(created_time_to), statuses, after, limit, prefix, name
+    )
     merged = sorted((item for part in parts for item in part), key=lambda t: (t[0], t[1]))
     token: str | None = None
     if page_size is not None and len(merged) > page_size:

@@ -160,14 +160,15 @@ class HubFiles:
         page_size: int | None = 100,
         continuation_token: str | None = None,
         instance_id_prefix: str | None = None,
+        name: str | None = None,
     ) -> InstancePage:
         """One page of instances ordered by creation time, as ``TaskHub.list_instances``."""
 
         def query_shards(
             lo: float | None, hi: float | None, statuses: list[str] | None, after: tuple[float, str] | None,
-            limit: int | None, prefix: str | None,
+            limit: int | None, prefix: str | None, name: str | None,
         ) -> list[list[ShardRow]]:
-            where, args = _filters(lo, hi, statuses, prefix)
+            where, args = _filters(lo, hi, statuses, prefix, name)
             if after is not None:
                 where.append("(created_at, instance_id) > (?, ?)")
                 args += list(after)
@@ -182,7 +183,7 @@ class HubFiles:
 
         return query_page(
             query_shards, created_time_from, created_time_to, runtime_status, page_size, continuation_token,
-            instance_id_prefix,
+            instance_id_prefix, name,
         )
 
     # -- entities ---------------------------------------------------------------------------------

@@ -142,11 +142,13 @@ class ShardQueries(ShardBase):
     async def query(
         self, created_from: float | None, created_to: float | None, statuses: list[str] | None,
         after: tuple[float, str] | None, limit: int | None, show_input: bool = True, prefix: str | None = None,
+        name: str | None = None,
     ) -> list[tuple[float, str, DurableOrchestrationStatus]]:
         """Committed instances ordered by (created time, id), after the key ``after``; only the
-        ids that start with ``prefix``, if given (a range scan of the primary key)."""
+        ids that start with ``prefix``, if given (a range scan of the primary key), and only the
+        instances of orchestrator ``name``, if given."""
         await self._ready_to_read()
-        rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix)
+        rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix, name)
         return [(row.created_at, row.instance_id, status_from_row(row, show_input)) for row in rows]
 
     @ray.method(concurrency_group=READS)

@@ -466,9 +466,10 @@ class ShardStore:
         after: tuple[float, str] | None,
         limit: int | None,
         prefix: str | None = None,
+        name: str | None = None,
     ) -> list[InstanceRow]:
         """Rows by (created_at, instance_id), filtered, after the ``after`` key."""
-        where, args = _filters(created_from, created_to, statuses, prefix)
+        where, args = _filters(created_from, created_to, statuses, prefix, name)
         if after is not None:
             where.append("(created_at > ? OR (created_at = ? AND instance_id > ?))")
             args += [after[0], after[0], after[1]]

@@ -144,9 +144,9 @@ def _instances_page(ui: UIConfig, source: Any, request: Request) -> Response:
         created_time_from=parse_time(q.get("from")), created_time_to=parse_time(q.get("to")),
         runtime_status=[OrchestrationRuntimeStatus[status]] if status else None, page_size=size,
         continuation_token=token,
-        instance_id_prefix=prefix or None,
+        instance_id_prefix=prefix or None, name=name or None,
     )
-    rows = [_instance_row(s) for s in page.instances if not name or s.name == name]
+    rows = [_instance_row(s) for s in page.instances]
     next_url = None
     if page.continuation_token:
         params = {k: v for k, v in q.items() if k != "token"}

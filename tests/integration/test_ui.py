@@ -68,6 +68,11 @@ def holder(ctx):
     return "released"
 
 
+@orchestrator(name="ui_quick")
+def quick(ctx):
+    return "quick"
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (CHROMIUM and DRIVER) and not os.environ.get("DURABLE_REQUIRE_BROWSER"):
@@ -173,6 +178,8 @@ def test_a_closed_hub_is_read_from_its_files_without_actions(hub: TaskHub, tmp_p
             assert web.get("/instances/no-such-instance").status_code == 404
             assert iid in web.get("/instances", params={"status": "Running", "from": "1h"}).text
             assert iid not in web.get("/instances", params={"status": "Completed"}).text
+            assert iid in web.get("/instances", params={"name": "ui_approval"}).text
+            assert iid not in web.get("/instances", params={"name": "ui_holder"}).text
     finally:
         server.stop()
     _the_cli_serves_the_closed_hub(tmp_path, iid)
@@ -205,3 +212,21 @@ def test_the_ui_listens_elsewhere_than_this_machine_only_when_told(hub: TaskHub)
 
     with pytest.raises(DurableValueError, match=r"no authentication.*allow_remote"):
         hub.serve_ui(host="0.0.0.0")
+
+
+def test_instances_are_listed_by_orchestrator_name_on_each_shard(hub: TaskHub) -> None:
+    from orchestrations import DurableTypeError
+
+    ids = [hub.start_new(approval) for _ in range(4)]
+    other = hub.start_new(quick)
+    named = hub.list_instances(name="ui_approval", page_size=2)
+    found = [s.instance_id for s in named.instances]
+    while named.continuation_token:
+        named = hub.list_instances(name="ui_approval", page_size=2, continuation_token=named.continuation_token)
+        found += [s.instance_id for s in named.instances]
+    assert set(ids) <= set(found) and other not in found
+    assert all(s.name == "ui_approval" for s in hub.list_instances(name="ui_approval", page_size=None).instances)
+    with pytest.raises(DurableTypeError, match="name must be"):
+        hub.list_instances(name=5)  # type: ignore[arg-type]
+    for iid in ids:
+        hub.terminate(iid, "done with it")
