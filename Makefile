@@ -25,9 +25,12 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not chaos"
 
+# Two workers, each running whole modules (one Ray per module, as always): on 2 cores the
+# waits of one module (Ray start-ups, subprocesses) overlap the work of the other.
+INTEGRATION_ARGS ?= -n 2 --dist loadfile
 integration: $(STAMP)
-	$(PY) -m pytest -q -m integration
-	DURABLE_ALWAYS_REPLAY=1 $(PY) -m pytest -q -m integration
+	$(PY) -m pytest -q -m integration $(INTEGRATION_ARGS)
+	DURABLE_ALWAYS_REPLAY=1 $(PY) -m pytest -q -m integration $(INTEGRATION_ARGS)
 
 # A short chaos run (random SIGKILLs of shard hosts and workers under a mixed workload).
 chaos-short: $(STAMP)
@@ -37,7 +40,8 @@ chaos-short: $(STAMP)
 chaos: $(STAMP)
 	CHAOS_RUNS=5 CHAOS_ORCHESTRATIONS=500 CHAOS_TRANSFERS=1000 CHAOS_KILLS=20 $(PY) -m pytest -q -s -m chaos
 
-# The whole suite: lint, pure tests, integration tests, then the integration tests again
+# The whole suite (shuffled by pytest-randomly; the seed is printed first): lint, pure tests,
+# integration tests, then the integration tests again
 # with always_replay=True (every turn replays from history instead of a cached generator),
 # then a short chaos run.
 test: lint unit integration chaos-short

@@ -52,3 +52,29 @@ def hub(ray_session: None, data_dir: Path, request: pytest.FixtureRequest) -> It
     name = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
     with TaskHub(name, data_dir=data_dir, num_shards=2, always_replay=ALWAYS_REPLAY) as h:
         yield h
+
+
+
+# -- modules that are one sequence by design keep their order when the suite is shuffled -----------
+
+
+class _InOrder:
+    """Tests marked ``in_order`` (the README's examples, which run one after another in one
+    directory, as a reader would) take back their defined order, in the places pytest-randomly's
+    shuffle gave them; every other test stays shuffled."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        places = [n for n, item in enumerate(items) if item.get_closest_marker("in_order")]
+        for n, item in zip(places, sorted((items[n] for n in places), key=_defined_at)):
+            items[n] = item
+
+
+def _defined_at(item: pytest.Item) -> tuple[str, int, tuple[int, ...]]:
+    path, line, _ = item.reportinfo()
+    callspec = getattr(item, "callspec", None)
+    return str(path), line or 0, tuple(callspec.indices.values()) if callspec is not None else ()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_InOrder(), "durable-in-order")

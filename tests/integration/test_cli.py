@@ -301,13 +301,16 @@ def test_read_commands_reach_a_running_detached_hub(live):
     hub.signal_entity(EntityId("cli_Counter", "live"), "add", 3)
     # the CLI looks in a directory with no hub in it: it can only have answered through Ray
     name, nowhere = live.name, live.nowhere
-    assert [r["instance_id"] for r in cli_json(name, nowhere, "list", "--status", "Completed")] == ["live-hello"]
-    assert {r["instance_id"] for r in cli_json(name, nowhere, "list")} == {"live-hello", "live-wait"}
+    # (other tests of this module use the live hub too, in any order: look at these ids only)
+    mine = {"live-hello", "live-wait"}
+    completed = [r["instance_id"] for r in cli_json(name, nowhere, "list", "--status", "Completed")]
+    assert [i for i in completed if i in mine] == ["live-hello"]
+    assert {r["instance_id"] for r in cli_json(name, nowhere, "list")} >= mine
     assert cli_json(name, nowhere, "status", "live-wait")["custom_status"] == "waiting"
     text = cli(name, nowhere, "history", "live-hello").stdout
     assert "ExecutionStarted" in text and "TaskCompleted" in text and '"Hello Seattle!"' in text
     assert "TaskCompleted" in cli(name, nowhere, "status", "live-hello", "--history").stdout
-    assert [(e["entity_id"], e["state"]) for e in cli_json(name, nowhere, "entities")] == [("@cli_counter@live", 3)]
+    assert ("@cli_counter@live", 3) in [(e["entity_id"], e["state"]) for e in cli_json(name, nowhere, "entities")]
     assert cli_json(name, nowhere, "entity", "@cli_Counter@live")["state"] == 3
     assert "no orchestration instance with id 'no-such'" in cli(name, nowhere, "status", "no-such", code=1).stderr
     assert not nowhere.exists()

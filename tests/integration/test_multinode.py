@@ -1,8 +1,8 @@
 """A hub on a simulated multi-node Ray cluster (head + 2 workers, one machine, one shared disk).
 
-- shard hosts spread over the nodes (soft node affinity, shard i on node i mod N);
 - a fan-out's activities run on several nodes and the result is right;
-- losing a worker node that hosts a shard, mid-work, loses nothing: Ray restarts the host on
+- shard hosts spread over the nodes (soft node affinity, shard i on node i mod N), and losing a
+  worker node that hosts a shard, mid-work, loses nothing: Ray restarts the host on
   another node, it reopens its file (shared storage) and every orchestration completes.
 
 This module runs its own cluster, not the shared ``ray_session``.
@@ -26,7 +26,8 @@ from runtime import TaskHub
 from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
-pytestmark = pytest.mark.integration
+# in order: the last test removes a node for good, so the ones that need all three come first
+pytestmark = [pytest.mark.integration, pytest.mark.in_order]
 
 FAN_OUT = 200
 INSTANCES, WORK_ITEMS = 6, 6
@@ -85,12 +86,6 @@ def hub(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Task
         yield h
 
 
-def test_shard_hosts_spread_over_nodes(hub: TaskHub) -> None:
-    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    assert len(alive) == 3
-    assert hub.shard_nodes() == [alive[i % 3] for i in range(4)]
-
-
 def test_fan_out_runs_on_several_nodes(hub: TaskHub) -> None:
     iid = hub.start_new(fan, client_input=FAN_OUT)
     status = hub.wait_for_completion(iid, timeout=60)
@@ -102,6 +97,10 @@ def test_fan_out_runs_on_several_nodes(hub: TaskHub) -> None:
 def test_losing_a_node_that_hosts_a_shard_loses_nothing(cluster: Any, hub: TaskHub) -> None:
     c, workers = cluster
     before = hub.shard_nodes()
+    # first, while every node is up: the shard hosts spread over them (shard i on node i mod 3)
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    assert len(alive) == 3
+    assert before == [alive[i % 3] for i in range(4)]
     doomed = next(w for w in workers if w.node_id in before)
     ids = [hub.start_new(work) for _ in range(INSTANCES)]
     # until some activity results are committed: the node goes with work half done (each

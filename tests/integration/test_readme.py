@@ -37,6 +37,7 @@ from .test_drivers import address  # noqa: F401 - the private Ray head fixture, 
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.in_order,  # the blocks and commands run as a reader would, one after another
     pytest.mark.skipif(ALWAYS_REPLAY, reason="README examples run once, as written (they pass no always_replay)"),
 ]
 
