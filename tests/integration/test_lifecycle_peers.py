@@ -226,6 +226,9 @@ def test_rewind_asks_again_a_child_that_finished_while_the_parent_was_failed(hub
     args = {"path": str(tmp_path / "rl-runs"), "data": "data", "child": on_shard("rl-child", 1)}
     parent = hub.start_new(rw_late, on_shard("rl-parent", 0), args)
     assert hub.wait_for_completion(parent, timeout=30).runtime_status is S.Failed
+    # the child's start travels through the parent shard's outbox: it may land after the parent
+    # failed (seen under load on two test workers), so the event waits until the child exists
+    wait_until(lambda: hub.get_status(args["child"]) is not None, timeout=30)
     hub.raise_event(args["child"], "my_event", "late answer")
     assert hub.wait_for_completion(args["child"], timeout=30).output == "late answer"
     hub.rewind(parent)
