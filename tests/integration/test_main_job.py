@@ -30,7 +30,7 @@ def echo(ctx):
 
 def test_demo_runs_hello_sequence_and_fan_out(tmp_path):
     """`make demo`: definitions in __main__ travel by value; the history table is printed."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
     done = subprocess.run(
         [sys.executable, "-m", "runtime.demo", "--data-dir", str(tmp_path), "--fan-out", "200"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
