@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from orchestrations import (
     DurableValueError,
@@ -25,38 +25,13 @@ from orchestrations._ids import check_encodable, new_instance_id
 from orchestrations._registry import function_name, function_version
 
 from ._client_args import check_bool, utc_now, utc_timestamp
-from ._client_link import ClientLink
+from ._client_base import ClientParts
 from ._codec import dump_value, encode
 from ._messages import Message
 
-T = TypeVar("T")
 
-
-class ControlClient:
+class ControlClient(ClientParts):
     """Mixed into :class:`TaskHub`: what a driver does to orchestration instances."""
-
-    name: str
-    num_shards: int
-    _shards: list[Any]
-    _link: ClientLink
-
-    def _call(self, make: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _submit(self, msgs: list[Message]) -> None:
-        raise NotImplementedError
-
-    def _shard(self, instance_id: str) -> Any:
-        raise NotImplementedError
-
-    def _shard_index(self, instance_id: str) -> int:
-        raise NotImplementedError
-
-    def _sync_registry(self) -> None:
-        raise NotImplementedError
-
-    def get_status(self, instance_id: Any, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
 
     def start_new(
         self,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from entities import EntityId
 from entities._registry import check_entity_name
@@ -12,34 +11,17 @@ from orchestrations import DurableTypeError, DurableValueError, EntityRequest, E
 from orchestrations._ids import check_encodable
 
 from ._client_args import utc_now, utc_timestamp
+from ._client_base import ClientParts
 from ._codec import encode
 from ._messages import Message
 from ._status import CleanEntityStorageResult, DurableOrchestrationStatus, EntityMetadata, EntityStateResponse
 
-T = TypeVar("T")
 
-
-class EntityClient:
+class EntityClient(ClientParts):
     """Mixed into :class:`TaskHub`: what a driver does with durable entities."""
 
     _registry: Registry
     _hub_entities: frozenset[str] | None
-    _shards: list[Any]
-
-    def _call(self, make: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _submit(self, msgs: list[Message]) -> None:
-        raise NotImplementedError
-
-    def _shard(self, instance_id: str) -> Any:
-        raise NotImplementedError
-
-    def _sync_registry(self) -> None:
-        raise NotImplementedError
-
-    def get_status(self, instance_id: Any, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
 
     def signal_entity(
         self, entity_id: EntityId, operation_name: str, operation_input: Any = None, *,

@@ -5,49 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
 import ray
 
 from orchestrations import HistoryEvent, InstanceNotFoundError, validate_instance_id
 
 from ._client_args import check_bool, check_prefix, check_timeout, instance_ids
-from ._client_link import ClientLink
-from ._messages import Message
+from ._client_base import ClientParts
 from ._paging import ShardRow, StatusFilter, query_page, status_values, timestamp_of
 from ._status import DurableOrchestrationStatus, InstancePage, PurgeHistoryResult
 
-T = TypeVar("T")
 
-
-class QueryClient:
+class QueryClient(ClientParts):
     """Mixed into :class:`TaskHub`: what a driver reads about orchestration instances, and purges."""
-
-    name: str
-    num_shards: int
-    _shards: list[Any]
-    _link: ClientLink
-
-    def _call(self, make: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _submit(self, msgs: list[Message]) -> None:
-        raise NotImplementedError
-
-    def _shard(self, instance_id: str) -> Any:
-        raise NotImplementedError
-
-    def _shard_index(self, instance_id: str) -> int:
-        raise NotImplementedError
-
-    def _sync_registry(self) -> None:
-        raise NotImplementedError
-
-    def _by_shard(self, items: list[T], key: Callable[[T], str]) -> dict[int, list[T]]:
-        raise NotImplementedError
-
-    def _on_shards(self, method: str, by_shard: dict[int, list[Any]], *args: Any) -> list[Any]:
-        raise NotImplementedError
 
     @overload
     def get_status(

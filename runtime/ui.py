@@ -249,19 +249,7 @@ def _act(ui: UIConfig, source: Any, request: Request, form: dict[str, Any]) -> R
     else:
         source.purge_instance_history(iid)
         return RedirectResponse("/instances?" + urlencode({"message": f"Purged {iid}."}), status_code=303)
-    _settle(source, iid, action)
     return RedirectResponse(f"/instances/{quote(target)}?" + urlencode({"message": message}), status_code=303)
-
-
-def _settle(source: Any, iid: str, action: str, seconds: float = 2.0) -> None:
-    """After an event or resume, give the instance a moment to run its episode so the page the
-    user lands on shows its effect (without hiding that it may take longer)."""
-    if action not in ("raise", "resume", "rewind"):
-        return
-    before = source.get_history(iid)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and len(source.get_history(iid)) <= len(before) + 1:
-        time.sleep(0.05)
 
 
 def _json_value(text: str) -> Any:
