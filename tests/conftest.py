@@ -65,9 +65,13 @@ class _InOrder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        places = [n for n, item in enumerate(items) if item.get_closest_marker("in_order")]
-        for n, item in zip(places, sorted((items[n] for n in places), key=_defined_at)):
-            items[n] = item
+        by_module: dict[str, list[int]] = {}
+        for n, item in enumerate(items):
+            if item.get_closest_marker("in_order"):
+                by_module.setdefault(str(item.path), []).append(n)
+        for places in by_module.values():  # each module in its own places: modules stay whole
+            for n, item in zip(places, sorted((items[n] for n in places), key=_defined_at)):
+                items[n] = item
 
 
 def _defined_at(item: pytest.Item) -> tuple[str, int, tuple[int, ...]]:
