@@ -158,6 +158,17 @@ def fail(span: Any, error_type: str, message: str | None = None) -> None:
         span.set_attribute("error.type", error_type)
 
 
+def activate(span: Any) -> Any:
+    """Make ``span`` (not ``None``) current in this thread or task until :func:`deactivate` is
+    given the token returned (for a span opened and closed in separate callbacks)."""
+    return _otel_context.attach(_trace.set_span_in_context(span))
+
+
+def deactivate(token: Any) -> None:
+    """Undo :func:`activate`."""
+    _otel_context.detach(token)
+
+
 def traceparent_of(span: Any) -> str | None:
     """The ``traceparent`` of ``span`` (``None`` for ``None`` or an invalid span)."""
     if span is None or not span.get_span_context().is_valid:
@@ -188,12 +199,25 @@ def root(name: str, attributes: dict[str, Any] | None = None) -> str | None:
 # -- ids in the logs ----------------------------------------------------------------------------
 
 
+def log_ids(traceparent: str | None) -> dict[str, str]:
+    """``trace_id`` and ``span_id`` of a ``traceparent`` (``"-"`` each without one), as the
+    ``extra`` of a log line about something whose span is not current (an instance's recorded
+    context, say)."""
+    parts = traceparent.split("-") if traceparent else []
+    if len(parts) != 4:
+        return {"trace_id": "-", "span_id": "-"}
+    return {"trace_id": parts[1], "span_id": parts[2]}
+
+
 class TraceIdsFilter(logging.Filter):
     """Adds ``trace_id`` and ``span_id`` (lower-case hex, or ``"-"`` when there is no current
-    span) to every record it sees, for format strings (``%(trace_id)s``) and Ray's log
-    encodings (which show a record's extra fields). It never drops a record."""
+    span) to every record it sees that has none yet (see :func:`log_ids`), for format strings
+    (``%(trace_id)s``) and Ray's log encodings (which show a record's extra fields). It never
+    drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "trace_id"):
+            return True
         trace_id = span_id = "-"
         if _on or enabled():
             ctx = _trace.get_current_span().get_span_context()
