@@ -41,7 +41,9 @@ def run_batch(
     Each outcome is ``(True, result)`` or ``(False, FailureDetails)``. A result that cannot be
     encoded becomes a failure of that call only. ``tracing_setup`` (the hub's, see
     ``runtime._tracing.setup``) runs once in this process; while tracing is on here, each call
-    runs in a span ``activity:<name>``, child of its ``traceparent``.
+    that carries a ``traceparent`` runs in a span ``activity:<name>``, its child (a call without
+    one, dispatched again after a restart or sent by a hub that does not trace, has no span: a
+    worker process serves every hub of the cluster).
     """
     table = _activities(registry_key, registry_blob)
     if tracing_setup is not None:
@@ -57,9 +59,9 @@ def run_batch(
             arg = load_value(input_blob)
             if spec.is_async:
                 coro = _call(spec.fn, arg)
-                pending_async.append((i, _traced_async(coro, name, trace) if traced else coro))
+                pending_async.append((i, coro if trace is None else _traced_async(coro, name, trace)))
                 continue
-            if traced:
+            if trace is not None:
                 with _tracing.span(f"activity:{name}", trace, _tracing.SERVER, {"durable.activity": name}):
                     outcomes[i] = (True, _call(spec.fn, arg))
             else:

@@ -219,7 +219,7 @@ class TraceIdsFilter(logging.Filter):
         if hasattr(record, "trace_id"):
             return True
         trace_id = span_id = "-"
-        if _on or enabled():
+        if AVAILABLE:  # any current span counts, whichever provider made it
             ctx = _trace.get_current_span().get_span_context()
             if ctx.is_valid:
                 trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
