@@ -95,8 +95,10 @@ class ActivityDispatcher:
         tracing_setup: Any = None,
     ) -> None:
         self._hub = hub
-        #: the hub's ``tracing_setup``, sent with every batch (see ``runtime._tracing.setup``)
-        self._tracing_setup = tracing_setup
+        #: the hub's ``tracing_setup``, sent with every batch (see ``runtime._tracing.setup``); a
+        #: callable encoded once, so it reaches the warm worker by value too
+        encoded = tracing_setup is None or isinstance(tracing_setup, str)
+        self._tracing_setup = tracing_setup if encoded else encode(tracing_setup, "tracing_setup")
         self._deliver = deliver
         self._spawn = spawn
         self.specs: dict[str, ActivitySpec] = {}

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._codec import decode
+
 try:
     from opentelemetry import context as _otel_context
     from opentelemetry import trace as _trace
@@ -43,7 +45,7 @@ TRACER_NAME = "ray_durable"
 CLIENT, SERVER, INTERNAL, CONSUMER = "client", "server", "internal", "consumer"
 
 _on = False
-_setups_done: set[str] = set()
+_setups_done: set[Any] = set()
 _setup_lock = threading.Lock()
 _propagator: Any = TraceContextTextMapPropagator() if AVAILABLE else None
 
@@ -61,24 +63,36 @@ def enabled() -> bool:
     return _on
 
 
-def setup(spec: str | Callable[[], Any] | None) -> None:
+def setup(spec: str | bytes | Callable[[], Any] | None) -> None:
     """Run the hub's ``tracing_setup`` in this process, once per setup (later calls with the
-    same one do nothing). ``spec`` is ``"package.module:function"`` (or ``package.module.function``)
-    or a callable; ``None`` does nothing. A setup that fails is logged, not raised: traces are
-    never a reason for durable work to stop."""
+    same one do nothing). ``spec`` is ``"package.module:function"`` (or ``package.module.function``),
+    a callable, or a callable encoded by ``runtime._codec.encode`` (how one travels to a warm
+    worker: a function of ``__main__`` goes by value); ``None`` does nothing. A setup that fails
+    is logged, not raised: traces are never a reason for durable work to stop."""
     if spec is None or not AVAILABLE:
         return
-    key = spec if isinstance(spec, str) else f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', spec)}"
+    key: Any = spec if isinstance(spec, (str, bytes)) else id(spec)
     if key in _setups_done:
         return
     with _setup_lock:
         if key in _setups_done:
             return
         _setups_done.add(key)
+        shown = _shown(spec)
         try:
-            (resolve(spec) if isinstance(spec, str) else spec)()
+            if isinstance(spec, str):
+                spec = resolve(spec)
+            elif isinstance(spec, bytes):
+                spec = decode(spec)
+            spec()  # type: ignore[operator]
         except Exception:
-            log.exception("tracing_setup %r failed; this process records no spans", key)
+            log.exception("tracing_setup %r failed; this process records no spans", shown)
+
+
+def _shown(spec: Any) -> str:
+    if isinstance(spec, bytes):
+        return f"<encoded callable, {len(spec)} bytes>"
+    return spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
 
 
 def resolve(path: str) -> Callable[[], Any]:

@@ -20,7 +20,7 @@ from orchestrations.testing import T0
 from runtime import _tracing
 from runtime._client_args import check_tracing_setup
 from runtime._client_control import traced_starts
-from runtime._codec import dump_event, event_to_record, load_event
+from runtime._codec import dump_event, encode, event_to_record, load_event
 from runtime._messages import Message
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -86,6 +86,14 @@ def test_setup_runs_an_import_path_once_per_process() -> None:
     _tracing.setup("tests.test_tracing:count_setup")
     assert CALLS == ["setup"]
     assert _tracing.resolve("tests.test_tracing.count_setup") is count_setup
+
+
+def test_setup_runs_an_encoded_callable_once_as_a_warm_worker_receives_it() -> None:
+    CALLS.clear()
+    blob = encode(count_setup, "tracing_setup")
+    _tracing.setup(blob)
+    _tracing.setup(blob)
+    assert CALLS == ["setup"]
 
 
 def test_a_setup_that_fails_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
