@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from orchestrations import HistoryEvent
 
     from ._client import TaskHub
+    from ._tracing import TraceIdsFilter
     from ._status import (
         CleanEntityStorageResult,
         DurableOrchestrationStatus,
@@ -38,6 +39,7 @@ _SOURCES = {
     "OrchestrationRuntimeStatus": "runtime._status",
     "PurgeHistoryResult": "runtime._status",
     "TaskHub": "runtime._client",
+    "TraceIdsFilter": "runtime._tracing",
 }
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "OrchestrationRuntimeStatus",
     "PurgeHistoryResult",
     "TaskHub",
+    "TraceIdsFilter",
 ]
 
 
