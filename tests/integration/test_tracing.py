@@ -41,6 +41,16 @@ def tr_refuse(x: int) -> int:
     raise ValueError(f"refused {x}")
 
 
+@activity(num_cpus=1)  # Ray options: always a Ray task, never the warm worker
+def tr_on_task(x: int) -> int:
+    return x + 1
+
+
+@activity
+async def tr_async(x: int) -> int:
+    return x + 2
+
+
 @entity(name="TrCounter")
 def tr_counter(ctx: EntityContext) -> None:
     value = ctx.get_state(lambda: 0) + ctx.get_input()
@@ -71,6 +81,11 @@ def tr_catches(ctx: OrchestrationContext):
 @orchestrator
 def tr_fails(ctx: OrchestrationContext):
     yield ctx.call_activity(tr_refuse, 2)
+
+
+@orchestrator
+def tr_kinds(ctx: OrchestrationContext):
+    return (yield ctx.call_activity(tr_on_task, 1)) + (yield ctx.call_activity(tr_async, 1))
 
 
 @orchestrator
@@ -165,6 +180,15 @@ def test_a_fan_out_is_one_trace_with_its_activities_as_children(hub: TaskHub, sp
     # one trace: every span of it has a parent inside it, but the client's
     ids = {s.context.span_id for s in found}
     assert [s for s in found if s.parent is None or s.parent.span_id not in ids] == [client]
+
+
+def test_an_activity_on_a_ray_task_and_an_async_activity_have_spans(hub: TaskHub, spans: Spans) -> None:
+    assert _run(hub, tr_kinds, "kinds-1").output == 2 + 3
+    tid = _client_span(spans, "kinds-1").context.trace_id
+    found = spans.wait(tid, "activity:tr_on_task", "activity:tr_async")
+    episodes = {s.context.span_id for s in found if s.name == "orchestration:tr_kinds"}
+    ran = [s for s in found if s.name in ("activity:tr_on_task", "activity:tr_async")]
+    assert len(ran) == 2 and all(s.parent.span_id in episodes for s in ran)
 
 
 def test_the_recorded_start_carries_the_client_span(hub: TaskHub, spans: Spans) -> None:
