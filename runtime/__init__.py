@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from orchestrations import HistoryEvent
 
     from ._client import TaskHub
-    from ._tracing import TraceIdsFilter
     from ._status import (
         CleanEntityStorageResult,
         DurableOrchestrationStatus,
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
         OrchestrationRuntimeStatus,
         PurgeHistoryResult,
     )
+    from ._tracing import TraceIdsFilter
 
 #: each public name and the module it comes from
 _SOURCES = {

@@ -161,7 +161,7 @@ def traced_starts(msgs: list[Message]) -> Iterator[None]:
     child of the current span) around the submission of each start in ``msgs``, whose
     ``traceparent`` the start carries (``ExecutionStarted.trace``), so that the instance's
     episodes, activities and entity operations join its trace. Off: nothing at all."""
-    if not _tracing.enabled():
+    if not _tracing.enabled(fresh=True):
         yield
         return
     parent = _tracing.current_traceparent()

@@ -12,8 +12,9 @@ before their first span (:func:`setup`). Ray's ``ray.init(_tracing_startup_hook=
 same global provider and works as well.
 
 Without the package, or with no provider set in a process, every helper here does nothing:
-:func:`enabled` is the check the hot paths make first; once tracing is seen on it stays on, and
-while it is off the check is a call and an ``isinstance``.
+:func:`enabled` is the check the hot paths make first, and its answer is kept (a call and a
+global's read); :func:`setup` asks again after it ran, and a driver asks again at each start
+while it is off (it may set its provider after opening the hub).
 """
 
 from __future__ import annotations
@@ -44,19 +45,22 @@ TRACER_NAME = "ray_durable"
 #: span kinds by name (so callers need not import OpenTelemetry)
 CLIENT, SERVER, INTERNAL, CONSUMER = "client", "server", "internal", "consumer"
 
-_on = False
+#: whether this process records spans (``None``: not asked yet, or asked again after a setup)
+_on: bool | None = None
 _setups_done: set[Any] = set()
 _setup_lock = threading.Lock()
 _propagator: Any = TraceContextTextMapPropagator() if AVAILABLE else None
 
 
-def enabled() -> bool:
+def enabled(fresh: bool = False) -> bool:
     """Whether this process records spans: the package is there and a real tracer provider
-    is set (not OpenTelemetry's default proxy or no-op one). Cached once true."""
+    is set (not OpenTelemetry's default proxy or no-op one). The answer is kept; ``fresh``
+    asks again if it was no (a driver, before a start)."""
     global _on
-    if _on:
-        return True
+    if _on is not None and (_on or not fresh):
+        return _on
     if not AVAILABLE:
+        _on = False
         return False
     provider = _trace.get_tracer_provider()
     _on = not isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider))
@@ -69,6 +73,7 @@ def setup(spec: str | bytes | Callable[[], Any] | None) -> None:
     a callable, or a callable encoded by ``runtime._codec.encode`` (how one travels to a warm
     worker: a function of ``__main__`` goes by value); ``None`` does nothing. A setup that fails
     is logged, not raised: traces are never a reason for durable work to stop."""
+    global _on
     if spec is None or not AVAILABLE:
         return
     key: Any = spec if isinstance(spec, (str, bytes)) else id(spec)
@@ -87,6 +92,7 @@ def setup(spec: str | bytes | Callable[[], Any] | None) -> None:
             spec()  # type: ignore[operator]
         except Exception:
             log.exception("tracing_setup %r failed; this process records no spans", shown)
+        _on = None  # ask again: the setup may have set a provider
 
 
 def _shown(spec: Any) -> str:

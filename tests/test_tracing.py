@@ -59,12 +59,28 @@ def test_with_tracing_off_a_start_carries_no_trace(off: None) -> None:
 
 def test_without_the_package_tracing_is_off_and_setup_imports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_tracing, "AVAILABLE", False)
-    monkeypatch.setattr(_tracing, "_on", False)
+    monkeypatch.setattr(_tracing, "_on", None)
     _tracing.setup("no_such_module_anywhere:setup")  # not even imported
     assert not _tracing.enabled()
     assert _tracing.open_span("x", None) is None
     record = logging.LogRecord("ray_durable", logging.INFO, __file__, 1, "m", None, None)
     assert _tracing.TraceIdsFilter().filter(record) and (record.trace_id, record.span_id) == ("-", "-")
+
+
+def test_the_answer_is_kept_and_a_driver_or_a_setup_asks_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_tracing, "_on", None)
+    monkeypatch.setattr(_tracing._trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())
+    assert not _tracing.enabled()
+    monkeypatch.setattr(_tracing._trace, "get_tracer_provider", lambda: TracerProvider())
+    assert not _tracing.enabled()  # kept: the hot paths ask once
+    assert _tracing.enabled(fresh=True)
+    monkeypatch.setattr(_tracing, "_on", False)
+    _tracing.setup("tests.test_tracing:quiet_setup")
+    assert _tracing.enabled()
+
+
+def quiet_setup() -> None:
+    """A setup of its own (each runs once per process)."""
 
 
 # -- setup -----------------------------------------------------------------------------------------

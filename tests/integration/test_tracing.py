@@ -139,7 +139,7 @@ def spans(ray_session: None) -> Iterator[Spans]:
         provider.shutdown()
         trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
         trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-        _tracing._on = False
+        _tracing._on = None
         ray.kill(sink)
 
 
