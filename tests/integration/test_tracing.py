@@ -89,6 +89,16 @@ def tr_kinds(ctx: OrchestrationContext):
 
 
 @orchestrator
+def tr_rounds(ctx: OrchestrationContext):
+    left = ctx.get_input()
+    yield ctx.call_activity(tr_square, left)
+    if left > 0:
+        ctx.continue_as_new(left - 1)
+        return None
+    return "done"
+
+
+@orchestrator
 def tr_parent(ctx: OrchestrationContext):
     return (yield ctx.call_sub_orchestrator(tr_fan_out, 2))
 
@@ -253,3 +263,21 @@ def test_a_start_without_trace_context_gets_a_root_made_by_the_shard_host(hub: T
     root = next(s for s in found if s.name == "start_orchestration:tr_fan_out")
     assert root.parent is None and f"{root.context.span_id:016x}" == started.trace.split("-")[2]
     assert all(s.parent.span_id == root.context.span_id for s in found if s.name == "orchestration:tr_fan_out")
+
+
+def test_every_execution_after_continue_as_new_stays_in_the_trace(hub: TaskHub, spans: Spans) -> None:
+    assert _run(hub, tr_rounds, "rounds-1", 2).output == "done"
+    client = _client_span(spans, "rounds-1")
+    found = spans.wait(client.context.trace_id, "activity:tr_square", counts={"activity:tr_square": 3})
+    episodes = [s for s in found if s.name == "orchestration:tr_rounds"]
+    assert len({s.attributes["durable.execution_id"] for s in episodes}) == 3  # three executions, one trace
+    assert all(s.parent.span_id == client.context.span_id for s in episodes)
+    assert [s.attributes["durable.outcome"] for s in episodes].count("continued_as_new") == 2
+
+
+def test_a_signal_from_a_driver_span_is_its_child(hub: TaskHub, spans: Spans) -> None:
+    with trace.get_tracer("test").start_as_current_span("driver-work") as work:
+        hub.signal_entity(EntityId("TrCounter", "signalled"), "add", 1)
+    tid = work.get_span_context().trace_id
+    operation = next(s for s in spans.wait(tid, "entity:trcounter:add") if s.name == "entity:trcounter:add")
+    assert operation.parent.span_id == work.get_span_context().span_id
