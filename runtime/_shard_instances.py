@@ -249,7 +249,6 @@ class ShardInstances(ShardBase):
             span.set_attribute("durable.outcome", result.state.name.lower())
             if result.failure is not None and result.state is ExecutionState.FAILED:
                 _tracing.fail(span, result.failure.error_type, result.failure.message)
-                log.info("orchestration %s (%s) failed: %s", inst.instance_id, inst.name, result.failure.describe())
 
     def _received(self, inst: Instance, msgs: list[Message], turn: Turn) -> list[Any]:
         """The events of an episode's messages; the activities and timers they answer are
@@ -271,7 +270,8 @@ class ShardInstances(ShardBase):
         self, inst: Instance, executor: OrchestrationExecutor, events: list[Any], turn: Turn, trace: str | None
     ) -> ExecutionResult:
         """Run the executor over ``events`` and stage the result; ``trace`` (the episode span's
-        ``traceparent``) goes with the activities, starts and entity requests it sends."""
+        ``traceparent``) goes with the activities, starts and entity requests it sends. A failed
+        orchestration is logged (INFO; the record carries the episode span's ids)."""
         with self._watching(inst):
             result = executor.process(events, turn.now)
         try:
@@ -284,6 +284,8 @@ class ShardInstances(ShardBase):
             result = self._fail_unencodable(inst, executor, result, events, exc, turn.now)
             rows = self._history_rows(inst, result)
             self._stage_actions(inst, result, turn, trace)  # its unlocks
+        if result.failure is not None and result.state is ExecutionState.FAILED:  # in the episode's span, if any
+            log.info("orchestration %s (%s) failed: %s", inst.instance_id, inst.name, result.failure.describe())
         turn.writes.history.extend(rows)
         inst.history_len += len(result.new_events)
         self._stage_state(inst, result, turn)

@@ -1,10 +1,13 @@
 """What tests/integration/test_tracing.py runs in the hub's processes: ``tracing_setup`` (the
 hub's ``tracing_setup="tests.integration._tracing_app:tracing_setup"``) installs a tracer
 provider whose exporter forwards every finished span's fields to a Ray actor the test creates
-(:class:`SpanSink`), where the driver collects them and rebuilds them as ``ReadableSpan``."""
+(:class:`SpanSink`), where the driver collects them and rebuilds them as ``ReadableSpan``; and
+a log handler that forwards the runtime's INFO records, with their trace ids, to the same
+actor."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,12 +26,19 @@ class SpanSink:
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
+        self.logs: list[dict[str, str]] = []
 
     def add(self, records: list[dict[str, Any]]) -> None:
         self.records.extend(records)
 
     def take(self) -> list[dict[str, Any]]:
         return list(self.records)
+
+    def add_log(self, line: dict[str, str]) -> None:
+        self.logs.append(line)
+
+    def take_logs(self) -> list[dict[str, str]]:
+        return list(self.logs)
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
@@ -81,8 +91,24 @@ class ForwardingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class ForwardingLogHandler(logging.Handler):
+    """Sends each record's logger, message and trace ids to the sink actor."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = {"logger": record.name, "message": record.getMessage(),
+                    "trace_id": getattr(record, "trace_id", "?"), "span_id": getattr(record, "span_id", "?")}
+            ray.get_actor(SINK_NAME, namespace=SINK_NAMESPACE).add_log.remote(line)
+        except Exception:  # no sink: the line is dropped
+            pass
+
+
 def tracing_setup() -> None:
-    """The hub's tracing_setup: this process's spans go to the sink."""
+    """The hub's tracing_setup: this process's spans, and the runtime's INFO records, go to the
+    sink."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(ForwardingExporter()))
     trace.set_tracer_provider(provider)
+    runtime_log = logging.getLogger("ray_durable")
+    runtime_log.setLevel(logging.INFO)
+    runtime_log.addHandler(ForwardingLogHandler())

@@ -242,6 +242,14 @@ def test_a_failed_orchestration_ends_in_an_error_episode(hub: TaskHub, spans: Sp
     assert episode.status.status_code is StatusCode.ERROR
     assert episode.attributes["error.type"] == "TaskFailedError"
 
+    def logged() -> list[dict[str, str]]:
+        lines = ray.get(spans.sink.take_logs.remote())
+        return [line for line in lines if line["message"].startswith("orchestration fail-2 (tr_fails) failed")]
+
+    line = wait_until(logged, timeout=60)[0]  # the shard host's log line carries the episode's ids
+    assert line["logger"] == "ray_durable.shard"
+    assert (line["trace_id"], line["span_id"]) == (f"{tid:032x}", f"{episode.context.span_id:016x}")
+
 
 def test_a_sub_orchestration_joins_its_parents_trace(hub: TaskHub, spans: Spans) -> None:
     assert _run(hub, tr_parent, "parent-1").output == 0 + 1
