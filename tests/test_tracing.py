@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +84,43 @@ def test_the_answer_is_kept_and_a_driver_or_a_setup_asks_again(monkeypatch: pyte
 
 def quiet_setup() -> None:
     """A setup of its own (each runs once per process)."""
+
+
+WITHOUT_OPENTELEMETRY = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class NoOpenTelemetry(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "opentelemetry" or name.startswith("opentelemetry."):
+                raise ImportError(f"no module named {name!r} (hidden by the test)")
+            return None
+
+    sys.meta_path.insert(0, NoOpenTelemetry())
+    from orchestrations import ExecutionStarted, Registry
+    from orchestrations.testing import T0
+    from runtime import _tracing
+    from runtime._batch import run_batch
+    from runtime._client_control import traced_starts
+    from runtime._codec import decode, dump_value, encode
+    from runtime._messages import Message
+
+    assert not _tracing.AVAILABLE and not _tracing.enabled(fresh=True)
+    _tracing.setup("tests.test_tracing:count_setup")
+    msg = Message("i-1", ExecutionStarted(T0, "job", None, "i-1", "e-1"))
+    with traced_starts([msg]):
+        pass
+    assert msg.event.trace is None
+    registry = encode({"twice": Registry().add_activity(lambda x: 2 * x, "twice")})
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert decode(run_batch("k", registry, [("twice", dump_value(21), parent)], "pkg.mod:setup")) == [(True, 42)]
+    print("ok without opentelemetry")
+""")
+
+
+def test_the_runtime_runs_without_opentelemetry() -> None:
+    done = subprocess.run([sys.executable, "-c", WITHOUT_OPENTELEMETRY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok without opentelemetry"
 
 
 # -- setup -----------------------------------------------------------------------------------------
