@@ -100,14 +100,31 @@ class StateKeeper:
 EntityCheck = Callable[[str], None]
 
 
+class OperationWatch:
+    """Told when each operation begins and ends (the runtime makes a trace span of it). The
+    executor stays pure: a trace context is an opaque string to it."""
+
+    def begin(self, entity_id: EntityId, request: EntityRequest) -> str | None:
+        """An operation begins; returns the trace context the messages it sends carry (this
+        default: the request's own)."""
+        return request.trace
+
+    def end(self, request: EntityRequest, failure: FailureDetails | None) -> None:
+        """The operation ended, with ``failure`` if it failed (its state rolled back)."""
+
+
 class EntityExecutor:
     """Runs the messages of one entity against its state."""
 
     def __init__(
         self, spec: EntitySpec | None, entity_id: EntityId, state: EntityState, now: datetime,
         keeper: StateKeeper | None = None, entity_check: EntityCheck | None = None,
+        watch: OperationWatch | None = None,
     ) -> None:
         self.spec = spec
+        self.watch = watch
+        #: the trace context of the operation running (what its signals and starts carry)
+        self._trace: str | None = None
         self.entity_id = entity_id
         self.st = state
         self.now = now
@@ -171,10 +188,24 @@ class EntityExecutor:
             self.out.append(Outgoing(holder.instance_id, granted, holder.execution_id))
 
     def _operate(self, request: EntityRequest) -> None:
+        watch = self.watch
+        if watch is None:
+            self._trace = request.trace
+            self._apply(request)
+            return
+        self._trace = watch.begin(self.entity_id, request)
+        failure = None
+        try:
+            failure = self._apply(request)
+        finally:
+            watch.end(request, failure)
+
+    def _apply(self, request: EntityRequest) -> FailureDetails | None:
+        """Run one operation and keep or roll back its effects; returns its failure, if any."""
         if request.name != "delete" and self.spec is None:
             failure = FailureDetails("EntityNotFound", f"no entity named {self.entity_id.name!r} is registered")
             self._reply(request, False, failure)
-            return
+            return failure
         st, keeper = self.st, self.keeper
         if not self._has_snapshot:
             self._snapshot, self._has_snapshot = keeper.snapshot(st.exists, st.state), True
@@ -186,10 +217,12 @@ class EntityExecutor:
             raise  # an interrupt of the process, not of the operation
         except BaseException as exc:  # user code: anything else fails only this operation
             st.exists, st.state = keeper.restore(before)
-            self._reply(request, False, failure_of(exc))
-            return
+            failure = failure_of(exc)
+            self._reply(request, False, failure)
+            return failure
         st.exists, st.state = exists, state
         self.out.extend(outgoing)
+        return None
 
     def _run_operation(self, request: EntityRequest) -> tuple[bool, Any, list[Outgoing]]:
         """Run one operation; returns the entity's new (exists, state) and the messages the
@@ -218,10 +251,10 @@ class EntityExecutor:
         outgoing = []
         for item in ctx.outbox:
             if isinstance(item, SignalOut):
-                signal = EntityRequest(self.now, item.operation_name, item.operation_input, None, True)
+                signal = EntityRequest(self.now, item.operation_name, item.operation_input, None, True, self._trace)
                 outgoing.append(Outgoing(item.entity_id, signal))
             else:
-                start = ExecutionStarted(self.now, item.name, item.input, item.instance_id, "")
+                start = ExecutionStarted(self.now, item.name, item.input, item.instance_id, "", trace=self._trace)
                 outgoing.append(Outgoing(item.instance_id, start))
         return exists, state, outgoing + self._answer(request, True, result)
 
@@ -323,6 +356,8 @@ def _invoke(method: Callable[..., Any], operation_input: Any) -> Any:
 def run_entity(
     spec: EntitySpec | None, entity_id: EntityId, state: EntityState, messages: Sequence[HistoryEvent],
     now: datetime, keeper: StateKeeper | None = None, entity_check: EntityCheck | None = None,
+    watch: OperationWatch | None = None,
 ) -> list[Outgoing]:
-    """Apply ``messages`` to ``state`` (changed in place); return the messages to send."""
-    return EntityExecutor(spec, entity_id, state, now, keeper, entity_check).run(messages)
+    """Apply ``messages`` to ``state`` (changed in place); return the messages to send.
+    ``watch``, if given, is told when each operation begins and ends."""
+    return EntityExecutor(spec, entity_id, state, now, keeper, entity_check, watch).run(messages)

@@ -17,6 +17,10 @@ from typing import Any
 
 from ._compat import tolerate_new_fields
 
+#: field metadata: a stored record has this field only when it is not ``None`` (a field added
+#: for observability leaves the records written without it byte for byte as they were)
+STORED_WHEN_SET = {"stored_when_set": True}
+
 
 @dataclass(frozen=True, slots=True)
 class FailureDetails:
@@ -87,6 +91,10 @@ class ExecutionStarted(HistoryEvent):
     #: replay uses exactly this version. ``None``: an unversioned orchestrator, or (in a start
     #: not yet recorded) "the latest": the executor records the version it chose
     version: int | None = None
+    #: the W3C ``traceparent`` of the span this execution's episodes are children of (the
+    #: client's start, the parent's episode, or a root the shard host made); ``None`` when
+    #: tracing was off. Observability only: replay ignores it, and it is stored only when set
+    trace: str | None = field(default=None, compare=False, metadata=STORED_WHEN_SET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +346,9 @@ class EntityRequest(HistoryEvent):
     input: Any = None
     sender: ParentInfo | None = None
     is_signal: bool = True
+    #: the ``traceparent`` of the span that asked (an orchestration's episode); the operation's
+    #: span is its child. Stored only when set
+    trace: str | None = field(default=None, compare=False, metadata=STORED_WHEN_SET)
 
 
 @dataclass(frozen=True, slots=True)

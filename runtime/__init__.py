@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         OrchestrationRuntimeStatus,
         PurgeHistoryResult,
     )
+    from ._tracing import TraceIdsFilter
 
 #: each public name and the module it comes from
 _SOURCES = {
@@ -38,6 +39,7 @@ _SOURCES = {
     "OrchestrationRuntimeStatus": "runtime._status",
     "PurgeHistoryResult": "runtime._status",
     "TaskHub": "runtime._client",
+    "TraceIdsFilter": "runtime._tracing",
 }
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "OrchestrationRuntimeStatus",
     "PurgeHistoryResult",
     "TaskHub",
+    "TraceIdsFilter",
 ]
 
 

@@ -20,7 +20,7 @@ import ray
 from orchestrations import FailureDetails, TaskCompleted, TaskFailed
 from orchestrations._registry import ActivitySpec, did_you_mean
 
-from ._batch import run_batch
+from ._batch import BatchCall, run_batch
 from ._codec import decode, encode, failure_from_exception
 from ._messages import Message
 from ._warm import WarmLane
@@ -44,6 +44,13 @@ class ActivityCall:
     task_id: int
     name: str
     input_blob: str
+    #: the ``traceparent`` of the episode span that scheduled it (``None``: tracing was off, or
+    #: it was dispatched again after a restart); the worker's ``activity:<name>`` span is its child
+    trace: str | None = None
+
+    def for_batch(self) -> tuple[str, str, str | None]:
+        """What a batch carries to the worker (see ``runtime._batch.run_batch``)."""
+        return (self.name, self.input_blob, self.trace)
 
 
 _remote_run_batch = ray.remote(run_batch)
@@ -63,7 +70,8 @@ _with_options: dict[tuple[tuple[str, Any], ...], Any] = {}
 
 
 def submit_batch(
-    registry_key: str, registry: Any, calls: Sequence[tuple[str, str]], options: tuple[tuple[str, Any], ...]
+    registry_key: str, registry: Any, calls: Sequence[BatchCall], options: tuple[tuple[str, Any], ...],
+    tracing_setup: Any = None,
 ) -> Any:
     """Start one Ray task for ``calls``; returns its ObjectRef. ``registry`` is the encoded
     activity table (small ones travel inline in the task) or an ObjectRef to it."""
@@ -71,7 +79,7 @@ def submit_batch(
     if fn is None:
         settings = {"max_retries": DEFAULT_MAX_RETRIES, **dict(options)}
         fn = _with_options[options] = _remote_run_batch.options(**settings)
-    return fn.remote(registry_key, registry, list(calls))
+    return fn.remote(registry_key, registry, list(calls), tracing_setup)
 
 
 class ActivityDispatcher:
@@ -82,8 +90,15 @@ class ActivityDispatcher:
     ended meanwhile) is dropped.
     """
 
-    def __init__(self, hub: str, deliver: Callable[[list[Message]], None], spawn: Callable[[Any], None]) -> None:
+    def __init__(
+        self, hub: str, deliver: Callable[[list[Message]], None], spawn: Callable[[Any], None],
+        tracing_setup: Any = None,
+    ) -> None:
         self._hub = hub
+        #: the hub's ``tracing_setup``, sent with every batch (see ``runtime._tracing.setup``); a
+        #: callable encoded once, so it reaches the warm worker by value too
+        encoded = tracing_setup is None or isinstance(tracing_setup, str)
+        self._tracing_setup = tracing_setup if encoded else encode(tracing_setup, "tracing_setup")
         self._deliver = deliver
         self._spawn = spawn
         self.specs: dict[str, ActivitySpec] = {}
@@ -162,12 +177,12 @@ class ActivityDispatcher:
     def _submit(self, calls: list[ActivityCall], options: tuple[tuple[str, Any], ...], warm: bool = False) -> None:
         """Hand ``calls`` to Ray now (in the caller's step, so a turn's activities are on their
         way before its commit starts) and await the outcome in the background."""
-        blob_calls = [(c.name, c.input_blob) for c in calls]
+        blob_calls = [c.for_batch() for c in calls]
         try:
             if warm:
-                ref: Any = self._warm.submit(self._registry_key, self._registry_ref, blob_calls)
+                ref: Any = self._warm.submit(self._registry_key, self._registry_ref, blob_calls, self._tracing_setup)
             else:
-                ref = submit_batch(self._registry_key, self._registry_ref, blob_calls, options)
+                ref = submit_batch(self._registry_key, self._registry_ref, blob_calls, options, self._tracing_setup)
         except Exception as exc:  # could not even submit: every call fails
             ref = exc
         self._spawn(self._run_batch(calls, ref, options))
@@ -180,7 +195,8 @@ class ActivityDispatcher:
                 blob = await ref
             except ConnectionLostError:  # the warm worker died running it: run it on a Ray task
                 blob = await submit_batch(
-                    self._registry_key, self._registry_ref, [(c.name, c.input_blob) for c in calls], options
+                    self._registry_key, self._registry_ref, [c.for_batch() for c in calls], options,
+                    self._tracing_setup,
                 )
             outcomes = decode(blob)
         except Exception as exc:

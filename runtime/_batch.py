@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestrations._registry import ActivitySpec
 
+from . import _tracing
 from ._codec import decode, encode, failure_from_exception, load_value
 
 _registry_cache: dict[str, dict[str, ActivitySpec]] = {}
@@ -27,23 +28,44 @@ def _activities(registry_key: str, registry_blob: bytes) -> dict[str, ActivitySp
     return table
 
 
-def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, str]]) -> bytes:
-    """Run ``calls`` (name, encoded input) and return the encoded list of outcomes.
+#: one call of a batch: (activity name, encoded input) or (name, input, ``traceparent`` of the
+#: episode that scheduled it)
+BatchCall = tuple[str, str] | tuple[str, str, str | None]
+
+
+def run_batch(
+    registry_key: str, registry_blob: bytes, calls: Sequence[BatchCall], tracing_setup: Any = None
+) -> bytes:
+    """Run ``calls`` and return the encoded list of outcomes.
 
     Each outcome is ``(True, result)`` or ``(False, FailureDetails)``. A result that cannot be
-    encoded becomes a failure of that call only.
+    encoded becomes a failure of that call only. ``tracing_setup`` (the hub's, see
+    ``runtime._tracing.setup``) runs once in this process; while tracing is on here, each call
+    that carries a ``traceparent`` runs in a span ``activity:<name>``, its child (a call without
+    one, dispatched again after a restart or sent by a hub that does not trace, has no span: a
+    worker process serves every hub of the cluster).
     """
     table = _activities(registry_key, registry_blob)
+    if tracing_setup is not None:
+        _tracing.setup(tracing_setup)
+    traced = _tracing.enabled()
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(calls)
     pending_async: list[tuple[int, Any]] = []
-    for i, (name, input_blob) in enumerate(calls):
+    for i, call in enumerate(calls):
+        name, input_blob = call[0], call[1]
+        trace = call[2] if traced and len(call) > 2 else None  # type: ignore[misc]
         spec = table[name]
         try:
             arg = load_value(input_blob)
             if spec.is_async:
-                pending_async.append((i, _call(spec.fn, arg)))
+                coro = _call(spec.fn, arg)
+                pending_async.append((i, coro if trace is None else _traced_async(coro, name, trace)))
                 continue
-            outcomes[i] = (True, _call(spec.fn, arg))
+            if trace is not None:
+                with _tracing.span(f"activity:{name}", trace, _tracing.SERVER, {"durable.activity": name}):
+                    outcomes[i] = (True, _call(spec.fn, arg))
+            else:
+                outcomes[i] = (True, _call(spec.fn, arg))
         except Exception as exc:
             outcomes[i] = (False, failure_from_exception(exc))
     if pending_async:
@@ -52,6 +74,12 @@ def run_batch(registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str
         return encode(outcomes, "activity results")
     except Exception:
         return encode([_encodable(o) for o in outcomes], "activity results")
+
+
+async def _traced_async(coro: Any, name: str, trace: str | None) -> Any:
+    """Await an async activity's coroutine in its span (current in its task)."""
+    with _tracing.span(f"activity:{name}", trace, _tracing.SERVER, {"durable.activity": name}):
+        return await coro
 
 
 _takes_input: dict[Any, bool] = {}

@@ -43,6 +43,7 @@ from ._messages import Message
 from ._shard import ShardHost
 from ._shard_base import ShardConfig
 from ._shard_queries import READS
+from ._tracing import install_log_filter
 
 log = logging.getLogger("ray_durable")
 
@@ -68,6 +69,11 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
     ``cache_size`` of them, holding at most ``cache_bytes`` of inputs (the least recently
     used leave first and are replayed from the file when next needed; a finished instance
     leaves at once).
+
+    ``tracing_setup`` (``"package.module:function"``, or a picklable callable) is called once in
+    every process that hosts this hub's durable work (shard hosts, activity workers) before its
+    first span: it sets OpenTelemetry's global tracer provider there (see ``runtime._tracing``
+    and the README's "Traces"). The driver sets its own provider as usual.
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         warm_worker: bool = True,
         slow_episode_warning: float | None = 1.0,
         registry: Registry | None = None,
+        tracing_setup: str | Callable[[], Any] | None = None,
         _crash_points: tuple[str, ...] = (),
         _crash_marker_dir: str | None = None,
         ray_init_kwargs: dict[str, Any] | None = None,
@@ -93,7 +100,7 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         check_settings(
             num_shards=num_shards, cache_size=cache_size, lock_timeout=lock_timeout,
             slow_episode_warning=slow_episode_warning, always_replay=always_replay, detached=detached,
-            warm_worker=warm_worker, cache_bytes=cache_bytes,
+            warm_worker=warm_worker, cache_bytes=cache_bytes, tracing_setup=tracing_setup,
         )
         sync = synchronous_mode(durability)
         self.name = name
@@ -113,7 +120,7 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
                 always_replay=always_replay, cache_size=cache_size, synchronous=sync, lock_timeout=lock_timeout,
                 warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
-                hub_id=record.hub_id, create=record.create,
+                hub_id=record.hub_id, create=record.create, tracing_setup=tracing_setup,
             )
             for i in range(num_shards)
         ]
@@ -126,6 +133,7 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         """Have every host open its file, install the registry and recover (all killed if one
         fails); then, for a new hub, record its shard files (from here on a missing one is
         refused, never created again)."""
+        install_log_filter()  # this process's runtime log records carry trace ids too
         blob = self._registry_blob()
         try:
             self._call(lambda: [s.start.remote(blob) for s in self._shards])

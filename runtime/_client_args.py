@@ -64,6 +64,7 @@ def _number(value: object, name: str) -> float:
 def check_settings(
     *, num_shards: object, cache_size: object, lock_timeout: object, slow_episode_warning: object,
     always_replay: object, detached: object, warm_worker: object, cache_bytes: object = 1,
+    tracing_setup: object = None,
 ) -> None:
     """The numeric and boolean settings of ``TaskHub(...)``: each bad one is refused naming the
     setting (a bool is not a number; NaN, infinity and negatives are not a time). ``num_shards``
@@ -84,6 +85,7 @@ def check_settings(
     check_bool(always_replay, "always_replay")
     check_bool(detached, "detached")
     check_bool(warm_worker, "warm_worker")
+    check_tracing_setup(tracing_setup)
 
 
 def check_prefix(prefix: object) -> str | None:
@@ -109,3 +111,18 @@ def instance_ids(value: object) -> list[str] | None:
         raise DurableTypeError(f"expected an instance id or a list of them, got {value!r}")
     return [validate_instance_id(item) for item in value]
 
+
+
+def check_tracing_setup(value: object) -> None:
+    """``TaskHub(tracing_setup=...)``: ``None``, an import path ``"package.module:function"``
+    (resolved in each process that hosts durable work, not here: the module may exist only
+    there), or a callable (it travels to those processes by value)."""
+    if value is None or callable(value):
+        return
+    if not isinstance(value, str):
+        raise DurableTypeError(f"tracing_setup must be 'package.module:function', a callable or None, got {value!r}")
+    module_name, sep, attr = value.partition(":")
+    if not sep:
+        module_name, _, attr = value.rpartition(".")
+    if not module_name or not attr:
+        raise DurableValueError(f"tracing_setup must be 'package.module:function', got {value!r}")

@@ -25,6 +25,7 @@ from orchestrations import (
 )
 
 from ._client_args import check_timeout, utc_now
+from ._client_control import traced_starts
 from ._client_link import ClientLink
 from ._messages import Message
 from ._status import DurableOrchestrationStatus
@@ -74,7 +75,8 @@ class AsyncClient:
         committed; the same arguments, checks and errors (``ValueError`` before anything is
         sent, :class:`InstanceAlreadyExistsError` from the shard)."""
         msg = self._start_message(orchestration_function_name, instance_id, client_input, start_at)
-        await self._submit_async([msg])
+        with traced_starts([msg]):
+            await self._submit_async([msg])
         return msg.instance_id
 
     async def wait_for_completion_async(

@@ -4,8 +4,10 @@ before anything is sent and returns once its effect is committed."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +26,7 @@ from orchestrations import (
 from orchestrations._ids import check_encodable, new_instance_id
 from orchestrations._registry import function_name, function_version
 
+from . import _tracing
 from ._client_args import check_bool, utc_now, utc_timestamp
 from ._client_base import ClientParts
 from ._codec import dump_value, encode
@@ -54,7 +57,8 @@ class ControlClient(ClientParts):
         id is Pending, Running or Suspended. A Completed, Failed or Terminated id is replaced.
         """
         msg = self._start_message(orchestration_function_name, instance_id, client_input, start_at)
-        self._submit([msg])
+        with traced_starts([msg]):
+            self._submit([msg])
         return msg.instance_id
 
     def start_new_batch(
@@ -62,7 +66,8 @@ class ControlClient(ClientParts):
     ) -> list[str]:
         """Start one instance per input (random ids) with one call per shard; returns the ids."""
         msgs = [self._start_message(orchestration_function_name, None, x) for x in inputs]
-        self._submit(msgs)
+        with traced_starts(msgs):
+            self._submit(msgs)
         return [m.instance_id for m in msgs]
 
     def _start_message(
@@ -148,3 +153,31 @@ class ControlClient(ClientParts):
         validate_instance_id(instance_id)
         encode(reason, "reason")
         return Message(instance_id, event)
+
+
+@contextlib.contextmanager
+def traced_starts(msgs: list[Message]) -> Iterator[None]:
+    """While tracing is on in this process: a span ``create_orchestration:<name>`` (kind CLIENT,
+    child of the current span) around the submission of each start in ``msgs``, whose
+    ``traceparent`` the start carries (``ExecutionStarted.trace``), so that the instance's
+    episodes, activities and entity operations join its trace. Off: nothing at all."""
+    if not _tracing.enabled(fresh=True):
+        yield
+        return
+    parent = _tracing.current_traceparent()
+    spans = []
+    for msg in msgs:
+        event = msg.event
+        assert isinstance(event, ExecutionStarted)
+        attributes = {"durable.instance_id": msg.instance_id, "durable.execution_id": event.execution_id}
+        opened = _tracing.open_span(f"create_orchestration:{event.name}", parent, _tracing.CLIENT, attributes)
+        msg.event = dataclasses.replace(event, trace=_tracing.traceparent_of(opened))
+        spans.append(opened)
+    try:
+        yield
+    except BaseException as exc:
+        for opened in spans:
+            _tracing.close_span(opened, type(exc).__name__, str(exc))
+        raise
+    for opened in spans:
+        _tracing.close_span(opened)

@@ -15,6 +15,7 @@ from ._client_base import ClientParts
 from ._codec import encode
 from ._messages import Message
 from ._status import CleanEntityStorageResult, DurableOrchestrationStatus, EntityMetadata, EntityStateResponse
+from ._tracing import current_traceparent, enabled
 
 
 class EntityClient(ClientParts):
@@ -47,7 +48,9 @@ class EntityClient(ClientParts):
         encode(operation_input, "operation_input")
         self._sync_registry()
         self._check_entity_name(entity_id.name)
-        request = EntityRequest(utc_now(), operation_name, operation_input, None, True)
+        # the operation's span joins the caller's current span, if it is tracing
+        trace = current_traceparent() if enabled(fresh=True) else None
+        request = EntityRequest(utc_now(), operation_name, operation_input, None, True, trace)
         return Message(key, request, due=due)
 
     def _check_entity_name(self, name: str) -> None:

@@ -304,6 +304,8 @@ class _RecordShape:
     name: str
     #: every field with its writer, in the class's order
     out: tuple[tuple[str, Callable[[Any], Any]], ...]
+    #: the fields written only when they are not ``None`` (``STORED_WHEN_SET``)
+    when_set: frozenset[str]
     into: dict[str, Callable[[Any, str], Any]]
     #: the fields stored as they are (str, int, bool) and the others with their readers: a
     #: record is rebuilt with one dict comprehension and a call per field that needs one
@@ -312,8 +314,10 @@ class _RecordShape:
 
 
 def _shape(name: str, cls: type[HistoryEvent]) -> _RecordShape:
-    out, into = [], {}
+    out, into, when_set = [], {}, set()
     for f in dataclasses.fields(cls):
+        if f.metadata.get("stored_when_set"):
+            when_set.add(f.name)
         annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
         if annotation not in _FIELD_KINDS:
             raise TypeError(f"{cls.__name__}.{f.name}: no stored form for a field of type {annotation!r}")
@@ -322,7 +326,7 @@ def _shape(name: str, cls: type[HistoryEvent]) -> _RecordShape:
         into[f.name] = reader
     plain = frozenset(n for n, reader in into.items() if reader is _plain_in)
     special = tuple((n, reader) for n, reader in into.items() if reader is not _plain_in)
-    return _RecordShape(cls, name, tuple(out), into, plain, special)
+    return _RecordShape(cls, name, tuple(out), frozenset(when_set), into, plain, special)
 
 
 #: the stored event types by their stored name: the keys of ``EVENT_TYPES`` (the names of the
@@ -364,9 +368,13 @@ def event_to_record(event: HistoryEvent, what: str = "an event's payload") -> di
     if shape is None:
         raise DurableTypeError(f"{type(event).__qualname__} is not a stored history event type")
     record: dict[str, Any] = {"type": shape.name}
+    when_set = shape.when_set
     try:
         for name, writer in shape.out:
-            record[name] = writer(getattr(event, name))
+            value = getattr(event, name)
+            if value is None and name in when_set:
+                continue
+            record[name] = writer(value)
     except PayloadError as exc:
         raise PayloadError(what, exc.value_repr, exc.reason) from None
     return record

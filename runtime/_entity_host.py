@@ -262,14 +262,17 @@ def unpack_state(value: Any, spec: Any) -> Any:
     return value
 
 
-def entity_action_message(action: Action, instance_id: str, execution_id: str, now: datetime) -> Message | None:
-    """The message an orchestration's entity action sends, or ``None`` for other actions."""
+def entity_action_message(
+    action: Action, instance_id: str, execution_id: str, now: datetime, trace: str | None = None
+) -> Message | None:
+    """The message an orchestration's entity action sends, or ``None`` for other actions; a
+    call or signal carries ``trace`` (the asking episode span's ``traceparent``)."""
     sender = ParentInfo(instance_id, action.task_id, execution_id)
     if isinstance(action, CallEntity):
-        return Message(action.entity_id, EntityRequest(now, action.name, action.input, sender, False))
+        return Message(action.entity_id, EntityRequest(now, action.name, action.input, sender, False, trace))
     if isinstance(action, SignalEntity):
         due = action.scheduled_time.timestamp() if action.scheduled_time is not None else None
-        return Message(action.entity_id, EntityRequest(now, action.name, action.input, None, True), due=due)
+        return Message(action.entity_id, EntityRequest(now, action.name, action.input, None, True, trace), due=due)
     if isinstance(action, LockEntities):
         return Message(action.lock_set[0], EntityLockMessage(now, sender, action.lock_set, 0))
     if isinstance(action, UnlockEntity):

@@ -138,6 +138,9 @@ class Instance:
     #: :func:`start_key`) so the retry is recognised. Loaded from a row, an execution without a
     #: parent may have been a client's start: assumed so.
     retriable_start: str | None = None
+    #: the ``traceparent`` its execution's episode spans are children of (its
+    #: ``ExecutionStarted.trace``; ``None`` while tracing is off or until its history is read)
+    trace: str | None = None
 
     @staticmethod
     def from_row(row: InstanceRow) -> Instance:

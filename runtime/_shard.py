@@ -31,6 +31,7 @@ import ray
 from orchestrations import ShardWriteError
 from orchestrations._registry import OrchestratorSpec, merge_orchestrators
 
+from . import _tracing
 from ._activities import ActivityCall, ActivityDispatcher
 from ._cache import InstanceCache
 from ._codec import decode, encode
@@ -77,7 +78,9 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         self._entity_specs: dict[str, Any] = {}
         self._orchestrators: dict[str, OrchestratorSpec] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._activity_out = ActivityDispatcher(config.hub, self._enqueue_many, self._spawn)
+        _tracing.install_log_filter()
+        _tracing.setup(config.tracing_setup)  # before this process's first span
+        self._activity_out = ActivityDispatcher(config.hub, self._enqueue_many, self._spawn, config.tracing_setup)
         #: armed timers: instance -> {timer id: handle}
         self._timer_handles: dict[str, dict[int, asyncio.TimerHandle]] = {}
         self._courier = Courier(config.hub, config.index, config.num_shards, self._enqueue)

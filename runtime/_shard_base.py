@@ -9,6 +9,7 @@ the order of the parts; a test pins that the host defines every one of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,9 @@ class ShardConfig:
     #: whether a missing or empty file may be created (a new hub); once the hub's hub.json lists
     #: its shard files, one that is missing is refused, never recreated
     create: bool = True
+    #: ``TaskHub(tracing_setup=...)``: run once in the host's process and, with each activity
+    #: batch, in the worker's (see ``runtime._tracing.setup``)
+    tracing_setup: str | Callable[[], Any] | None = None
 
 
 class ShardBase:

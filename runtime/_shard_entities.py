@@ -9,11 +9,19 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from entities import Outgoing, run_entity
+from entities import EntityId, Outgoing, run_entity
+from entities._executor import OperationWatch
 from entities._registry import check_entity_name
-from orchestrations import DurableValueError, EntityLockMessage, EntityOperationFailed, EntityRequest
+from orchestrations import (
+    DurableValueError,
+    EntityLockMessage,
+    EntityOperationFailed,
+    EntityRequest,
+    FailureDetails,
+)
 from orchestrations._ids import entity_key, shard_of
 
+from . import _tracing
 from ._codec import failure_from_exception
 from ._delivery import Outbound
 from ._entity_host import (
@@ -155,8 +163,10 @@ class ShardEntities(ShardBase):
         if any(type(m.event) is EntityMoved for m in msgs):
             msgs = self._adopt_moved(record, msgs, spec)
         keeper = RowKeeper(record, spec, self._prepare_outgoing)
+        watch = OperationSpans() if _tracing.enabled() else None
         outgoing = run_entity(
-            spec, record.entity_id, record.state, [m.event for m in msgs], turn.now, keeper, self._check_entity_name
+            spec, record.entity_id, record.state, [m.event for m in msgs], turn.now, keeper, self._check_entity_name,
+            watch,
         )
         record.updated_at = turn.now_ts
         turn.writes.entities.append(record.to_row(spec))
@@ -166,3 +176,35 @@ class ShardEntities(ShardBase):
     def _prepare_outgoing(self, out: Outgoing) -> Outbound:
         """Something an entity sends, as an outbox message (encoded once)."""
         return self._outgoing(outgoing_message(out))
+
+
+class OperationSpans(OperationWatch):
+    """While tracing is on: each entity operation runs in a span ``entity:<name>:<operation>``
+    (current while it runs, so its log records carry its ids), child of the request's trace
+    context; a failed operation's span has the error status. The signals and starts the
+    operation sends carry its span's context."""
+
+    def __init__(self) -> None:
+        self._open: tuple[Any, Any] | None = None
+
+    def begin(self, entity_id: EntityId, request: EntityRequest) -> str | None:
+        attributes = {"durable.entity_id": str(entity_id), "durable.operation": request.name}
+        if request.sender is not None:
+            attributes["durable.instance_id"] = request.sender.instance_id
+        opened = _tracing.open_span(f"entity:{entity_id.name}:{request.name}", request.trace, _tracing.SERVER,
+                                    attributes)
+        if opened is None:
+            return request.trace
+        self._open = (opened, _tracing.activate(opened))
+        return _tracing.traceparent_of(opened)
+
+    def end(self, request: EntityRequest, failure: FailureDetails | None) -> None:
+        if self._open is None:
+            return
+        opened, token = self._open
+        self._open = None
+        _tracing.deactivate(token)
+        if failure is None:
+            _tracing.close_span(opened)
+        else:
+            _tracing.close_span(opened, failure.error_type, failure.message)

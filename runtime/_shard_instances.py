@@ -10,6 +10,8 @@ record of the turn has run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -45,6 +47,7 @@ from orchestrations import (
 from orchestrations._registry import did_you_mean
 from orchestrations._starts import StartRule, start_rule
 
+from . import _tracing
 from ._activities import ActivityCall
 from ._codec import dump_event, dump_failure, dump_value, failure_from_exception, load_event
 from ._delivery import Outbound
@@ -58,6 +61,8 @@ from ._turn_state import due_later
 
 if TYPE_CHECKING:
     from ._turn import Turn
+
+log = logging.getLogger("ray_durable.shard")
 
 _STATE_TO_STATUS = {
     ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
@@ -155,6 +160,9 @@ class ShardInstances(ShardBase):
         if inst is not None:
             self._clear_execution(inst, turn)
         carried = inst if rule is StartRule.CONTINUE else None  # the same instance, a new execution
+        if event.trace is None and _tracing.enabled():  # started with no trace context: a trace of its own
+            root = _tracing.root(f"start_orchestration:{event.name}", {"durable.instance_id": msg.instance_id})
+            msg.event = event = dataclasses.replace(event, trace=root)
         input_blob = msg.input_blob if msg.input_blob is not None else dump_value(event.input, "orchestration input")
         fresh = Instance(
             instance_id=msg.instance_id,
@@ -171,6 +179,7 @@ class ShardInstances(ShardBase):
             # DurableTask.Core carries the custom status over continue-as-new
             custom_status_blob=carried.custom_status_blob if carried is not None else None,
             retriable_start=event.execution_id if msg.client else None,
+            trace=event.trace,
         )
         self._cache[msg.instance_id] = fresh
         return fresh
@@ -219,13 +228,31 @@ class ShardInstances(ShardBase):
             inst.history_len = len(blobs)
             inst.tasks_scheduled = sum(1 for e in history if e.event_type == "TaskScheduled")
             inst.tasks_done = sum(1 for e in history if e.event_type in ("TaskCompleted", "TaskFailed"))
+            inst.trace = _trace_of(history)
         return inst.executor
 
     async def _episode(
         self, inst: Instance, msgs: list[Message], turn: Turn
     ) -> None:
-        """Run one episode of ``inst`` over ``msgs`` and stage what it produced."""
+        """Run one episode of ``inst`` over ``msgs`` and stage what it produced; while tracing
+        is on, in a span ``orchestration:<name>``, child of the instance's recorded context."""
         executor = await self._executor_for(inst)
+        events = self._received(inst, msgs, turn)
+        if not _tracing.enabled():
+            self._process(inst, executor, events, turn, None)
+            return
+        if inst.trace is None:  # a start that was parked, or a history from before tracing
+            inst.trace = _trace_of(events)
+        attributes = {"durable.instance_id": inst.instance_id, "durable.execution_id": inst.execution_id}
+        with _tracing.span(f"orchestration:{inst.name}", inst.trace, _tracing.SERVER, attributes) as span:
+            result = self._process(inst, executor, events, turn, _tracing.traceparent_of(span))
+            span.set_attribute("durable.outcome", result.state.name.lower())
+            if result.failure is not None and result.state is ExecutionState.FAILED:
+                _tracing.fail(span, result.failure.error_type, result.failure.message)
+
+    def _received(self, inst: Instance, msgs: list[Message], turn: Turn) -> list[Any]:
+        """The events of an episode's messages; the activities and timers they answer are
+        done (staged for deletion)."""
         iid = inst.instance_id
         events = []
         for msg in msgs:
@@ -237,21 +264,32 @@ class ShardInstances(ShardBase):
                 turn.writes.done_timers.append((iid, event.timer_id))
                 self._timer_handles.get(iid, {}).pop(event.timer_id, None)
             events.append(event)
+        return events
+
+    def _process(
+        self, inst: Instance, executor: OrchestrationExecutor, events: list[Any], turn: Turn, trace: str | None
+    ) -> ExecutionResult:
+        """Run the executor over ``events`` and stage the result; ``trace`` (the episode span's
+        ``traceparent``) goes with the activities, starts and entity requests it sends. A failed
+        orchestration is logged (INFO; the record carries the episode span's ids)."""
         with self._watching(inst):
             result = executor.process(events, turn.now)
         try:
             rows = self._history_rows(inst, result)
-            self._stage_actions(inst, result, turn)
+            self._stage_actions(inst, result, turn, trace)
             if result.custom_status_changed:
                 status = result.custom_status
                 inst.custom_status_blob = None if status is None else dump_value(status, "custom status")
         except PayloadError as exc:
             result = self._fail_unencodable(inst, executor, result, events, exc, turn.now)
             rows = self._history_rows(inst, result)
-            self._stage_actions(inst, result, turn)  # its unlocks
+            self._stage_actions(inst, result, turn, trace)  # its unlocks
+        if result.failure is not None and result.state is ExecutionState.FAILED:  # in the episode's span, if any
+            log.info("orchestration %s (%s) failed: %s", inst.instance_id, inst.name, result.failure.describe())
         turn.writes.history.extend(rows)
         inst.history_len += len(result.new_events)
         self._stage_state(inst, result, turn)
+        return result
 
     @contextlib.contextmanager
     def _watching(self, inst: Instance) -> Iterator[None]:
@@ -297,7 +335,7 @@ class ShardInstances(ShardBase):
         )
 
     def _stage_actions(
-        self, inst: Instance, result: ExecutionResult, turn: Turn
+        self, inst: Instance, result: ExecutionResult, turn: Turn, trace: str | None = None
     ) -> None:
         iid, exec_id = inst.instance_id, inst.execution_id
         running = not result.state.is_final
@@ -307,21 +345,21 @@ class ShardInstances(ShardBase):
         for action in result.actions:
             if isinstance(action, ScheduleTask):
                 if running:
-                    staged_activities.append(activity_call(inst, action.task_id, action.name, action.input))
+                    staged_activities.append(activity_call(inst, action.task_id, action.name, action.input, trace))
             elif isinstance(action, CreateTimer):
                 if running:
                     staged_timers.append((iid, exec_id, action.task_id, to_ts(action.fire_at)))
             elif isinstance(action, CreateSubOrchestration):
                 start = ExecutionStarted(
                     turn.now, action.name, action.input, action.instance_id, uuid.uuid4().hex,
-                    ParentInfo(iid, action.task_id, exec_id),
+                    ParentInfo(iid, action.task_id, exec_id), trace=trace,
                 )
                 staged_out.append(self._outgoing(Message(action.instance_id, start)))
             elif isinstance(action, SendEvent):
                 event = EventRaised(turn.now, action.name, action.input)
                 staged_out.append(self._outgoing(Message(action.instance_id, event)))
             else:
-                msg = entity_action_message(action, iid, exec_id, turn.now)
+                msg = entity_action_message(action, iid, exec_id, turn.now, trace)
                 if msg is not None:
                     staged_out.append(self._outgoing(msg))
         turn.send(staged_out)
@@ -346,7 +384,8 @@ class ShardInstances(ShardBase):
             inst.executor = None
         if result.state is ExecutionState.CONTINUED_AS_NEW:
             restart = ExecutionStarted(
-                turn.now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent, result.continue_version
+                turn.now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent, result.continue_version,
+                trace=inst.trace,  # the new execution's episodes join the same trace
             )
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
             self._stage_outgoing(msg, turn)
@@ -372,3 +411,9 @@ class ShardInstances(ShardBase):
         else:
             event = SubOrchestrationInstanceFailed(turn.now, parent.task_scheduled_id, failure)
         self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), turn)
+
+
+def _trace_of(events: list[Any]) -> str | None:
+    """The recorded trace context of an execution: its ``ExecutionStarted``'s, if among
+    ``events``."""
+    return next((e.trace for e in events if isinstance(e, ExecutionStarted)), None)

@@ -48,10 +48,11 @@ def terminated_failure(instance_id: str, reason: Any) -> FailureDetails:
     return FailureDetails("Terminated", f"sub-orchestration {instance_id!r} was terminated: {reason}")
 
 
-def activity_call(inst: Instance, task_id: int, name: str, input_: Any) -> ActivityCall:
-    """An activity of ``inst``'s current execution, its input encoded for table and worker."""
+def activity_call(inst: Instance, task_id: int, name: str, input_: Any, trace: str | None = None) -> ActivityCall:
+    """An activity of ``inst``'s current execution, its input encoded for table and worker;
+    ``trace``: the ``traceparent`` of the episode span that scheduled it."""
     blob = dump_value(input_, f"input of activity {name!r}")
-    return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob)
+    return ActivityCall(inst.instance_id, inst.execution_id, task_id, name, blob, trace)
 
 
 class ShardLifecycle(ShardBase):

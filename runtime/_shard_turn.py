@@ -26,6 +26,7 @@ from ._shard_directory import ShardDirectory
 from ._shard_entities import ShardEntities
 from ._shard_instances import ShardInstances
 from ._shard_lifecycle import ShardLifecycle
+from ._tracing import log_ids
 from ._turn import Turn
 from ._turn_state import AfterCommit, due_later, utcnow
 
@@ -126,7 +127,9 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
                 # A bug, not a user error (those fail the instance): stage nothing of this
                 # record, forget its in-memory state (it reloads from the file), refuse its
                 # messages; the rest of the turn commits.
-                log.exception("shard %s: %s failed in a turn", self.config.index, iid)
+                inst = self._cache.get(iid)
+                ids = log_ids(inst.trace if inst is not None else None)  # the instance's trace
+                log.exception("shard %s: %s failed in a turn", self.config.index, iid, extra=ids)
                 turn.rollback(mark)
                 self._evict(iid)
                 self._refuse_failed(iid, msgs, exc, turn)

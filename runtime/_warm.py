@@ -36,7 +36,7 @@ from typing import Any
 
 import ray
 
-from ._batch import run_batch
+from ._batch import BatchCall, run_batch
 from ._wire import (
     HEADER,
     TOKEN_BYTES,
@@ -115,8 +115,9 @@ class WarmWorker:
             body = _next_frame(conn, buffer, limits)
             if body is None:
                 return
-            request_id, (registry_key, registry_blob, calls) = pickle.loads(body)
-            conn.sendall(frame((request_id, ok_reply(run_batch(registry_key, registry_blob, calls)))))
+            request_id, (registry_key, registry_blob, calls, *setup) = pickle.loads(body)  # setup: tracing_setup
+            outcomes = run_batch(registry_key, registry_blob, calls, *setup)
+            conn.sendall(frame((request_id, ok_reply(outcomes))))
 
 
 def _fill(conn: socket.socket, buffer: bytearray, size: int) -> None:
@@ -205,15 +206,15 @@ class WarmLane:
         return self._run_here and not self._here_busy
 
     def submit(
-        self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, str]]
+        self, registry_key: str, registry_blob: bytes, calls: Sequence[BatchCall], tracing_setup: Any = None
     ) -> asyncio.Future[Any]:
         """Send one batch; the future gets the encoded outcomes (what a Ray task returns), or
         ``ConnectionLostError`` if the worker died (then the lane reconnects) or, for a batch
         run here, if it did not finish normally (a Ray task runs it again)."""
         if self._client is None or self._client.closed:
-            return self._submit_here(registry_key, registry_blob, calls)
+            return self._submit_here(registry_key, registry_blob, calls, tracing_setup)
         self._busy = True
-        reply = self._client.request((registry_key, registry_blob, list(calls)))
+        reply = self._client.request((registry_key, registry_blob, list(calls), tracing_setup))
         reply.add_done_callback(self._done)
         return _value_of(reply)
 
@@ -224,7 +225,7 @@ class WarmLane:
             self._spawn(self._connect())
 
     def _submit_here(
-        self, registry_key: str, registry_blob: bytes, calls: Sequence[tuple[str, str]]
+        self, registry_key: str, registry_blob: bytes, calls: Sequence[BatchCall], tracing_setup: Any = None
     ) -> asyncio.Future[Any]:
         """Run one batch on a thread of this process (the worker is still starting)."""
         loop = asyncio.get_running_loop()
@@ -242,7 +243,7 @@ class WarmLane:
         def run() -> None:
             result, error = None, None
             try:
-                result = run_batch(registry_key, registry_blob, list(calls))
+                result = run_batch(registry_key, registry_blob, list(calls), tracing_setup)
             except BaseException as exc:  # sys.exit in an activity, or a bug: a Ray task runs it again
                 error = ConnectionLostError(f"a batch run in the shard host did not finish: {exc!r}")
             with contextlib.suppress(RuntimeError):  # the host closed its loop meanwhile

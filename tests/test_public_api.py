@@ -34,7 +34,7 @@ ORCHESTRATIONS = {
 RUNTIME = {
     "CleanEntityStorageResult", "EntityMetadata", "EntityStateResponse",
     "DurableOrchestrationStatus", "HistoryEvent", "InstancePage", "OrchestrationRuntimeStatus",
-    "PurgeHistoryResult", "TaskHub",
+    "PurgeHistoryResult", "TaskHub", "TraceIdsFilter",
 }
 CONTEXT_MEMBERS = {
     "instance_id", "parent_instance_id", "is_replaying", "current_utc_datetime", "get_input", "call_activity",
