@@ -9,6 +9,7 @@ lets a fan-out beat one-Ray-task-per-call: scheduling cost is paid per batch, no
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from orchestrations._registry import ActivitySpec, did_you_mean
 from ._batch import BatchCall, run_batch
 from ._codec import decode, encode, failure_from_exception
 from ._messages import Message
+from ._metrics import ShardMetrics
 from ._warm import WarmLane
 from ._wire import ConnectionLostError
 
@@ -92,13 +94,14 @@ class ActivityDispatcher:
 
     def __init__(
         self, hub: str, deliver: Callable[[list[Message]], None], spawn: Callable[[Any], None],
-        tracing_setup: Any = None,
+        tracing_setup: Any = None, metrics: ShardMetrics | None = None,
     ) -> None:
         self._hub = hub
         #: the hub's ``tracing_setup``, sent with every batch (see ``runtime._tracing.setup``); a
         #: callable encoded once, so it reaches the warm worker by value too
         encoded = tracing_setup is None or isinstance(tracing_setup, str)
         self._tracing_setup = tracing_setup if encoded else encode(tracing_setup, "tracing_setup")
+        self._metrics = metrics
         self._deliver = deliver
         self._spawn = spawn
         self.specs: dict[str, ActivitySpec] = {}
@@ -162,7 +165,7 @@ class ActivityDispatcher:
                 ))
                 for c in unknown
             ]
-            self._spawn(self._answer(unknown, outcomes))
+            self._spawn(self._answer(unknown, outcomes, time.monotonic()))
         for options, group in groups.items():
             if not options and len(group) <= WARM_MAX_CALLS and isinstance(self._registry_ref, bytes):
                 if self._warm_run_here is not None:
@@ -178,6 +181,7 @@ class ActivityDispatcher:
         """Hand ``calls`` to Ray now (in the caller's step, so a turn's activities are on their
         way before its commit starts) and await the outcome in the background."""
         blob_calls = [c.for_batch() for c in calls]
+        dispatched_at = time.monotonic()
         try:
             if warm:
                 ref: Any = self._warm.submit(self._registry_key, self._registry_ref, blob_calls, self._tracing_setup)
@@ -185,9 +189,11 @@ class ActivityDispatcher:
                 ref = submit_batch(self._registry_key, self._registry_ref, blob_calls, options, self._tracing_setup)
         except Exception as exc:  # could not even submit: every call fails
             ref = exc
-        self._spawn(self._run_batch(calls, ref, options))
+        self._spawn(self._run_batch(calls, ref, options, dispatched_at))
 
-    async def _run_batch(self, calls: list[ActivityCall], ref: Any, options: tuple[tuple[str, Any], ...]) -> None:
+    async def _run_batch(
+        self, calls: list[ActivityCall], ref: Any, options: tuple[tuple[str, Any], ...], dispatched_at: float
+    ) -> None:
         try:
             if isinstance(ref, Exception):
                 raise ref
@@ -202,11 +208,16 @@ class ActivityDispatcher:
         except Exception as exc:
             failure = failure_from_exception(exc)
             outcomes = [(False, failure)] * len(calls)
-        await self._answer(calls, outcomes)
+        await self._answer(calls, outcomes, dispatched_at)
 
-    async def _answer(self, calls: Sequence[ActivityCall], outcomes: Sequence[tuple[bool, Any]]) -> None:
+    async def _answer(
+        self, calls: Sequence[ActivityCall], outcomes: Sequence[tuple[bool, Any]], dispatched_at: float
+    ) -> None:
+        """Deliver the outcomes of calls dispatched at ``dispatched_at`` (``time.monotonic()``)
+        to their instances, dropping those nobody waits for, and record them in the metrics."""
         now = datetime.now(UTC)
         messages = []
+        counts: dict[str, tuple[int, int]] = {}
         for call, (ok, value) in zip(calls, outcomes):
             waiting = self.outstanding.get(call.instance_id)
             key = (call.execution_id, call.task_id)
@@ -217,4 +228,8 @@ class ActivityDispatcher:
                 del self.outstanding[call.instance_id]
             event: Any = TaskCompleted(now, call.task_id, value) if ok else TaskFailed(now, call.task_id, value)
             messages.append(Message(call.instance_id, event, execution_id=call.execution_id))
+            results, failures = counts.get(call.name, (0, 0))
+            counts[call.name] = (results + 1, failures + (not ok))
         self._deliver(messages)
+        if self._metrics is not None:
+            self._metrics.activity_results(dispatched_at, counts)

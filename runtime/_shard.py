@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -38,12 +39,14 @@ from ._codec import decode, encode
 from ._delivery import Courier, Outbound
 from ._entity_host import EntityRecord
 from ._messages import Message
+from ._metrics import STATUS_SECONDS, STATUS_SQL, ShardMetrics
 from ._parking import Parking
 from ._shard_admin import ShardAdmin
 from ._shard_base import ShardConfig
 from ._shard_clients import ShardClients
 from ._shard_queries import ShardQueries
 from ._shard_turn import ShardTurns
+from ._status import OrchestrationRuntimeStatus
 from ._store import ShardStore
 from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
@@ -80,7 +83,10 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         self._background: set[asyncio.Task[Any]] = set()
         _tracing.install_log_filter()
         _tracing.setup(config.tracing_setup)  # before this process's first span
-        self._activity_out = ActivityDispatcher(config.hub, self._enqueue_many, self._spawn, config.tracing_setup)
+        self._metrics = ShardMetrics(config.hub, config.index)
+        self._activity_out = ActivityDispatcher(
+            config.hub, self._enqueue_many, self._spawn, config.tracing_setup, self._metrics
+        )
         #: armed timers: instance -> {timer id: handle}
         self._timer_handles: dict[str, dict[int, asyncio.TimerHandle]] = {}
         self._courier = Courier(config.hub, config.index, config.num_shards, self._enqueue)
@@ -94,6 +100,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         self._peer_token = b""
         self._loop_task: asyncio.Task[None] | None = None
         self._file_watch: asyncio.Task[None] | None = None
+        self._status_watch: asyncio.Task[None] | None = None
         #: Ray restarted this host: a client's call its predecessor applied may come again
         self._retries_possible = False
         #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
@@ -146,6 +153,8 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             await self._recover()
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
             self._file_watch = asyncio.get_running_loop().create_task(self._watch_file())
+            if self._metrics.enabled:
+                self._status_watch = asyncio.get_running_loop().create_task(self._watch_statuses())
 
     async def _recover(self) -> None:
         """Take up what the open file holds: the instance counter, the saved registry, entities
@@ -177,6 +186,23 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                 log.error("shard %s: %s", self.config.index, exc)
                 return
 
+    async def _watch_statuses(self) -> None:
+        """Every ``STATUS_SECONDS``, count the file's instances by status for the
+        ``durable_instances`` metric (on the read-only connection, off the turn path; skipped
+        while no turn ran, see :meth:`ShardMetrics.statuses_due`). A failed count is logged
+        and tried again next time."""
+        statuses = [s.value for s in OrchestrationRuntimeStatus]
+        while True:
+            turns = self.turns
+            if self._metrics.statuses_due(turns):
+                try:
+                    async with self._store.reader.execute(STATUS_SQL) as cur:
+                        counts = {status: count async for status, count in cur}
+                    self._metrics.set_statuses(turns, counts, statuses)
+                except Exception as exc:
+                    log.warning("shard %s: instances could not be counted by status: %r", self.config.index, exc)
+            await asyncio.sleep(STATUS_SECONDS)
+
     async def set_registry(self, registry_blob: bytes) -> None:
         """Add the orchestrators, activities and entities of a cloudpickled registry snapshot
         to what this host runs, and keep the result in the shard file for a restart.
@@ -207,7 +233,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
 
     async def close(self) -> None:
         """Stop the loop and close the store (pending work stays on disk)."""
-        for task in (self._loop_task, self._file_watch):
+        for task in (self._loop_task, self._file_watch, self._status_watch):
             if task is not None:
                 task.cancel()
         if self._peer_server is not None:
@@ -296,6 +322,8 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             batch, self._mailbox = self._mailbox, []
             if not batch:
                 continue
+            started = time.perf_counter()
+            self._metrics.turn_started(len(batch))
             try:
                 await self._turn(batch)
             except Exception as exc:
@@ -305,6 +333,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                         msg.ack.set_exception(exc)
                 if isinstance(exc, ShardWriteError):
                     self._retry_unwritten(batch)
+            self._metrics.turn_ended(time.perf_counter() - started, len(self._mailbox))
 
     def _retry_unwritten(self, batch: list[Message]) -> None:
         """The turn's commit could not be written: the callers among its messages were told so

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ._delivery import Courier, Outbound
     from ._entity_host import EntityRecord
     from ._messages import Instance, Message
+    from ._metrics import ShardMetrics
     from ._parking import Parking
     from ._store import ShardStore
     from ._turn import Turn
@@ -87,6 +88,8 @@ class ShardBase:
     _retries_possible: bool
     _activity_out: ActivityDispatcher
     _courier: Courier
+    #: the host's metrics (``runtime._metrics``)
+    _metrics: ShardMetrics
     #: ids of ``delivered`` records the next turn deletes (their senders cannot resend them)
     _forget_delivered: list[str]
     #: counters for ``stats()``

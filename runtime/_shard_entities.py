@@ -168,6 +168,8 @@ class ShardEntities(ShardBase):
             spec, record.entity_id, record.state, [m.event for m in msgs], turn.now, keeper, self._check_entity_name,
             watch,
         )
+        if record.state.queue:
+            self._metrics.count_queued_locks((m.event for m in msgs), record.state.queue)
         record.updated_at = turn.now_ts
         turn.writes.entities.append(record.to_row(spec))
         prepared = keeper.prepared

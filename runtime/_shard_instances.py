@@ -23,6 +23,7 @@ from orchestrations import (
     CreateTimer,
     DurableValueError,
     EntityLockGranted,
+    EntityLockMessage,
     EventRaised,
     ExecutionCompleted,
     ExecutionResult,
@@ -362,6 +363,8 @@ class ShardInstances(ShardBase):
                 msg = entity_action_message(action, iid, exec_id, turn.now, trace)
                 if msg is not None:
                     staged_out.append(self._outgoing(msg))
+                    if type(msg.event) is EntityLockMessage:
+                        self._metrics.lock_asked(iid, action.task_id, turn.now_ts)
         turn.send(staged_out)
         turn.stage_work(staged_activities, staged_timers)
         inst.tasks_scheduled += len(staged_activities)

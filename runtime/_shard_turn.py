@@ -64,7 +64,9 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             self._crash_point("before_commit")
             self._crash_point("error_before_commit")
             async with self._db_lock:
+                committing = time.perf_counter()
                 await self._store.commit(turn.rounds)
+                self._metrics.commit_took(time.perf_counter() - committing)
         except BaseException as exc:
             # Nothing of the turn is in the file: nothing of it stays in memory either (an
             # instance it started, an entity it changed), whether its commit or its staging
@@ -93,6 +95,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         groups = await self._group(batch, turn)
         while True:
             self.messages += sum(map(len, groups.values()))
+            self._metrics.count_messages(groups, turn.now_ts)
             await self._apply(groups, turn)
             self._start_activities_early(turn.after)
             local, turn.after.local = turn.after.local, []
@@ -218,6 +221,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
     def _forget_work(self, iid: str) -> None:
         """The instance ended or was replaced: late activity results and timers are moot."""
         self._activity_out.forget(iid)
+        self._metrics.forget(iid)
         for handle in self._timer_handles.pop(iid, {}).values():
             handle.cancel()
 
