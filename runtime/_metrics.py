@@ -26,6 +26,11 @@ Every metric is tagged with ``hub`` and ``shard``:
   host; a host restarted meanwhile does not observe that wait); ``durable_lock_waits``: lock
   requests that reached an entity locked by another holder and had to queue.
 
+Ray drops a gauge from the endpoint when a process has not set it for two report intervals
+(``RAY_metrics_report_interval_ms``, at least 1 s): a host sets its gauges again every
+:data:`REFRESH_SECONDS` (:meth:`ShardMetrics.refresh`), so they stay while it lives and go
+with it.
+
 Recording costs a few microseconds per Ray call, so a turn aggregates in plain Python fields
 and records once when it ends: per turn a fixed handful of calls plus one per message kind,
 never one per message. Without Ray (a shard host built in a pure test) nothing is recorded.
@@ -45,6 +50,8 @@ from orchestrations import EntityLockGranted, EntityLockMessage
 #: histogram bucket boundaries in milliseconds: 0.1 ms to 10 s
 BOUNDARIES_MS = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
                  10000.0]
+#: how often a shard host sets its gauges again (Ray's shortest report interval)
+REFRESH_SECONDS = 1.0
 #: how often a shard host counts its instances by status (only after turns ran since the last count)
 STATUS_SECONDS = 5.0
 #: the longest a count of instances by status may be skipped (a purge changes it without a turn)
@@ -98,12 +105,16 @@ class ShardMetrics:
         self._asked: dict[str, dict[int, float]] = {}
         self._grant_waits: list[float] = []
         self._turns_at_count = -1
-        self._counted_at = 0.0
+        self._counted_at = -STATUS_MAX_SECONDS
+        #: the gauges' last values (set again by :meth:`refresh`)
+        self._depth = 0
+        self._statuses: dict[str, int] = {}
 
     # -- the turn path ------------------------------------------------------------------------------
 
     def turn_started(self, depth: int) -> None:
         """A turn took ``depth`` messages from the queue."""
+        self._depth = depth
         if self.enabled:
             instruments()["depth"].set(depth, self.tags)
 
@@ -156,6 +167,7 @@ class ShardMetrics:
         commit, self._commit_seconds = self._commit_seconds, None
         waits, self._grant_waits = self._grant_waits, []
         lock_waits, self._lock_waits = self._lock_waits, 0
+        self._depth = depth
         if not self.enabled:
             return
         m, tags = instruments(), self.tags
@@ -189,15 +201,25 @@ class ShardMetrics:
     # -- instances by status, off the turn path -----------------------------------------------------
 
     def statuses_due(self, turns: int) -> bool:
-        """Whether to count instances by status now: turns ran since the last count, or the
-        last count is :data:`STATUS_MAX_SECONDS` old."""
+        """Whether to count instances by status now: :data:`STATUS_SECONDS` passed and turns
+        ran since the last count, or :data:`STATUS_MAX_SECONDS` passed."""
         if not self.enabled:
             return False
-        return turns != self._turns_at_count or time.monotonic() - self._counted_at >= STATUS_MAX_SECONDS
+        age = time.monotonic() - self._counted_at
+        return age >= STATUS_MAX_SECONDS or (age >= STATUS_SECONDS and turns != self._turns_at_count)
 
     def set_statuses(self, turns: int, counts: Mapping[str, int], statuses: Iterable[str]) -> None:
-        """Record a count of instances by status (``statuses``: every status, 0 when absent)."""
+        """Keep a count of instances by status (``statuses``: every status, 0 when absent),
+        made when ``turns`` turns had run."""
         self._turns_at_count, self._counted_at = turns, time.monotonic()
-        gauge = instruments()["instances"]
-        for status in statuses:
-            gauge.set(counts.get(status, 0), {**self.tags, "status": status})
+        self._statuses = {status: counts.get(status, 0) for status in statuses}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Set the gauges again to their last values (Ray forgets a gauge left unset)."""
+        if not self.enabled:
+            return
+        m, tags = instruments(), self.tags
+        m["depth"].set(self._depth, tags)
+        for status, count in self._statuses.items():
+            m["instances"].set(count, {**tags, "status": status})
