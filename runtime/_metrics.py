@@ -18,22 +18,21 @@ Every metric is tagged with ``hub`` and ``shard``:
   connection;
 - ``durable_activity_latency_ms`` (tag ``name``): from dispatching a batch of activities to
   their results arriving at the shard host; one observation per batch and name (every call of
-  a batch shares both times; a fan-out sends hundreds of calls in one batch, and observing
-  each would cost more than the rest of the turn), so ``durable_activity_results`` counts the
-  calls; ``durable_activity_failures``: the ones that failed;
+  a batch shares both times; a fan-out sends up to 512 calls in one batch, and an observation
+  per call would add microseconds to each), so ``durable_activity_results`` counts the calls;
+  ``durable_activity_failures``: the ones that failed;
 - ``durable_lock_wait_ms``: from the turn in which an orchestration asked for its critical
   section's locks to the turn in which the grant reached it (measured on the orchestration's
   host; a host restarted meanwhile does not observe that wait); ``durable_lock_waits``: lock
   requests that reached an entity locked by another holder and had to queue.
 
+Recording costs several microseconds per Ray call, so the turn path makes three (the depth a
+turn took, its duration and its commit's), an answered batch of activities one (its latency),
+and everything else is counted in plain fields that :meth:`ShardMetrics.flush` records every
+:data:`REFRESH_SECONDS` (one call per counter that moved). The flush also sets the gauges again:
 Ray drops a gauge from the endpoint when a process has not set it for two report intervals
-(``RAY_metrics_report_interval_ms``, at least 1 s): a host sets its gauges again every
-:data:`REFRESH_SECONDS` (:meth:`ShardMetrics.refresh`), so they stay while it lives and go
-with it.
-
-Recording costs a few microseconds per Ray call, so a turn aggregates in plain Python fields
-and records once when it ends: per turn a fixed handful of calls plus one per message kind,
-never one per message. Without Ray (a shard host built in a pure test) nothing is recorded.
+(``RAY_metrics_report_interval_ms``, at least 1 s), so they stay while the host lives and go
+with it. Without Ray (a shard host built in a pure test) nothing is recorded.
 """
 
 from __future__ import annotations
@@ -50,7 +49,8 @@ from orchestrations import EntityLockGranted, EntityLockMessage
 #: histogram bucket boundaries in milliseconds: 0.1 ms to 10 s
 BOUNDARIES_MS = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
                  10000.0]
-#: how often a shard host sets its gauges again (Ray's shortest report interval)
+#: how often a shard host records its counts and sets its gauges again (Ray's shortest report
+#: interval: what is recorded more often than Ray reports is not seen sooner)
 REFRESH_SECONDS = 1.0
 #: how often a shard host counts its instances by status (only after turns ran since the last count)
 STATUS_SECONDS = 5.0
@@ -91,29 +91,33 @@ def instruments() -> dict[str, Any]:
 
 
 class ShardMetrics:
-    """One shard host's metrics: the turn path adds to plain fields, :meth:`turn_ended`
-    records them. Does nothing when Ray is not initialized in this process."""
+    """One shard host's metrics. The turn path adds to plain fields and records only what must
+    be observed one by one (its durations, the depth it took); counters and gauges go to Ray
+    in :meth:`flush`, which the host calls every :data:`REFRESH_SECONDS`. Does nothing when
+    Ray is not initialized in this process."""
 
     def __init__(self, hub: str, shard: int) -> None:
         self.tags = {"hub": hub, "shard": str(shard)}
         self.enabled = ray.is_initialized()
-        #: messages of the current turn, by event type
-        self._kinds: dict[type, int] = {}
         self._commit_seconds: float | None = None
-        self._lock_waits = 0
         #: lock requests not granted yet: instance -> {task id of the request: when it was asked}
         self._asked: dict[str, dict[int, float]] = {}
-        self._grant_waits: list[float] = []
         self._turns_at_count = -1
         self._counted_at = -STATUS_MAX_SECONDS
-        #: the gauges' last values (set again by :meth:`refresh`)
+        # what :meth:`flush` records: counts since the last flush, the gauges' last values
+        self._turns = 0
+        self._kinds: dict[type, int] = {}
+        self._lock_waits = 0
+        self._grant_waits: list[float] = []
+        self._activities: dict[str, list[int]] = {}
         self._depth = 0
         self._statuses: dict[str, int] = {}
 
     # -- the turn path ------------------------------------------------------------------------------
 
     def turn_started(self, depth: int) -> None:
-        """A turn took ``depth`` messages from the queue."""
+        """A turn took ``depth`` messages from the queue (set at once: a long turn may hold
+        the loop past the next flush)."""
         self._depth = depth
         if self.enabled:
             instruments()["depth"].set(depth, self.tags)
@@ -138,9 +142,8 @@ class ShardMetrics:
 
     def lock_asked(self, instance_id: str, task_id: int, now_ts: float) -> None:
         """An orchestration asked for the locks of a critical section (task ``task_id``)."""
-        if not self.enabled:
-            return
-        self._asked.setdefault(instance_id, {})[task_id] = now_ts
+        if self.enabled:
+            self._asked.setdefault(instance_id, {})[task_id] = now_ts
 
     def _granted(self, instance_id: str, task_id: int, now_ts: float) -> None:
         asked = self._asked.get(instance_id)
@@ -156,32 +159,21 @@ class ShardMetrics:
     def count_queued_locks(self, events: Iterable[Any], queue: list[Any]) -> None:
         """Count the lock requests among ``events`` (an entity's messages of this turn) that
         are still in its ``queue`` after its turn: they wait behind another holder."""
-        if not self.enabled:
-            return
-        queued = {id(e) for e in queue}
-        self._lock_waits += sum(1 for e in events if type(e) is EntityLockMessage and id(e) in queued)
+        if self.enabled:
+            queued = {id(e) for e in queue}
+            self._lock_waits += sum(1 for e in events if type(e) is EntityLockMessage and id(e) in queued)
 
     def turn_ended(self, seconds: float, depth: int) -> None:
         """Record the turn that took ``seconds``; ``depth`` messages wait for the next one."""
-        kinds, self._kinds = self._kinds, {}
         commit, self._commit_seconds = self._commit_seconds, None
-        waits, self._grant_waits = self._grant_waits, []
-        lock_waits, self._lock_waits = self._lock_waits, 0
         self._depth = depth
         if not self.enabled:
             return
+        self._turns += 1
         m, tags = instruments(), self.tags
-        m["turns"].inc(1, tags)
         m["turn_ms"].observe(seconds * 1000.0, tags)
         if commit is not None:
             m["commit_ms"].observe(commit * 1000.0, tags)
-        for kind, count in kinds.items():
-            m["messages"].inc(count, {**tags, "kind": kind.__name__})
-        for wait in waits:
-            m["lock_wait_ms"].observe(max(0.0, wait) * 1000.0, tags)
-        if lock_waits:
-            m["lock_waits"].inc(lock_waits, tags)
-        m["depth"].set(depth, tags)
 
     # -- activities ---------------------------------------------------------------------------------
 
@@ -192,13 +184,12 @@ class ShardMetrics:
             return
         m, latency_ms = instruments(), (time.monotonic() - dispatched_at) * 1000.0
         for name, (results, failures) in outcomes.items():
-            tags = {**self.tags, "name": name}
-            m["activity_ms"].observe(latency_ms, tags)
-            m["activity_results"].inc(results, tags)
-            if failures:
-                m["activity_failures"].inc(failures, tags)
+            m["activity_ms"].observe(latency_ms, {**self.tags, "name": name})
+            counts = self._activities.setdefault(name, [0, 0])
+            counts[0] += results
+            counts[1] += failures
 
-    # -- instances by status, off the turn path -----------------------------------------------------
+    # -- off the turn path --------------------------------------------------------------------------
 
     def statuses_due(self, turns: int) -> bool:
         """Whether to count instances by status now: :data:`STATUS_SECONDS` passed and turns
@@ -210,16 +201,33 @@ class ShardMetrics:
 
     def set_statuses(self, turns: int, counts: Mapping[str, int], statuses: Iterable[str]) -> None:
         """Keep a count of instances by status (``statuses``: every status, 0 when absent),
-        made when ``turns`` turns had run."""
+        made when ``turns`` turns had run; the next :meth:`flush` records it."""
         self._turns_at_count, self._counted_at = turns, time.monotonic()
         self._statuses = {status: counts.get(status, 0) for status in statuses}
-        self.refresh()
 
-    def refresh(self) -> None:
-        """Set the gauges again to their last values (Ray forgets a gauge left unset)."""
+    def flush(self) -> None:
+        """Record the counts gathered since the last flush, and set the gauges again to their
+        last values (Ray forgets a gauge left unset)."""
         if not self.enabled:
             return
         m, tags = instruments(), self.tags
+        turns, self._turns = self._turns, 0
+        kinds, self._kinds = self._kinds, {}
+        lock_waits, self._lock_waits = self._lock_waits, 0
+        grant_waits, self._grant_waits = self._grant_waits, []
+        activities, self._activities = self._activities, {}
+        if turns:
+            m["turns"].inc(turns, tags)
+        for kind, count in kinds.items():
+            m["messages"].inc(count, {**tags, "kind": kind.__name__})
+        if lock_waits:
+            m["lock_waits"].inc(lock_waits, tags)
+        for wait in grant_waits:
+            m["lock_wait_ms"].observe(max(0.0, wait) * 1000.0, tags)
+        for name, (results, failures) in activities.items():
+            m["activity_results"].inc(results, {**tags, "name": name})
+            if failures:
+                m["activity_failures"].inc(failures, {**tags, "name": name})
         m["depth"].set(self._depth, tags)
         for status, count in self._statuses.items():
             m["instances"].set(count, {**tags, "status": status})

@@ -100,7 +100,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         self._peer_token = b""
         self._loop_task: asyncio.Task[None] | None = None
         self._file_watch: asyncio.Task[None] | None = None
-        self._gauge_watch: asyncio.Task[None] | None = None
+        self._metrics_flush: asyncio.Task[None] | None = None
         #: Ray restarted this host: a client's call its predecessor applied may come again
         self._retries_possible = False
         #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
@@ -154,7 +154,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
             self._file_watch = asyncio.get_running_loop().create_task(self._watch_file())
             if self._metrics.enabled:
-                self._gauge_watch = asyncio.get_running_loop().create_task(self._keep_gauges())
+                self._metrics_flush = asyncio.get_running_loop().create_task(self._flush_metrics())
 
     async def _recover(self) -> None:
         """Take up what the open file holds: the instance counter, the saved registry, entities
@@ -186,11 +186,11 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                 log.error("shard %s: %s", self.config.index, exc)
                 return
 
-    async def _keep_gauges(self) -> None:
-        """Every ``REFRESH_SECONDS``, set the metric gauges again (Ray forgets one left
-        unset), and when due (see :meth:`ShardMetrics.statuses_due`) count the file's
-        instances by status first, on the read-only connection, off the turn path. A failed
-        count is logged and tried again next time."""
+    async def _flush_metrics(self) -> None:
+        """Every ``REFRESH_SECONDS``, record the metrics counted since the last time and set
+        the gauges again (see :meth:`ShardMetrics.flush`); when due (see
+        :meth:`ShardMetrics.statuses_due`) count the file's instances by status first, on the
+        read-only connection, off the turn path. A failed count is logged and tried again."""
         statuses = [s.value for s in OrchestrationRuntimeStatus]
         while True:
             turns = self.turns
@@ -201,8 +201,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                     self._metrics.set_statuses(turns, counts, statuses)
                 except Exception as exc:
                     log.warning("shard %s: instances could not be counted by status: %r", self.config.index, exc)
-            else:
-                self._metrics.refresh()
+            self._metrics.flush()
             await asyncio.sleep(REFRESH_SECONDS)
 
     async def set_registry(self, registry_blob: bytes) -> None:
@@ -235,7 +234,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
 
     async def close(self) -> None:
         """Stop the loop and close the store (pending work stays on disk)."""
-        for task in (self._loop_task, self._file_watch, self._gauge_watch):
+        for task in (self._loop_task, self._file_watch, self._metrics_flush):
             if task is not None:
                 task.cancel()
         if self._peer_server is not None:
