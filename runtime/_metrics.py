@@ -96,9 +96,10 @@ class ShardMetrics:
     in :meth:`flush`, which the host calls every :data:`REFRESH_SECONDS`. Does nothing when
     Ray is not initialized in this process."""
 
-    def __init__(self, hub: str, shard: int) -> None:
+    def __init__(self, hub: str, shard: int, enabled: bool | None = None) -> None:
+        """``enabled``: record into Ray (by default, whether Ray is initialized here)."""
         self.tags = {"hub": hub, "shard": str(shard)}
-        self.enabled = ray.is_initialized()
+        self.enabled = ray.is_initialized() if enabled is None else enabled
         self._commit_seconds: float | None = None
         #: lock requests not granted yet: instance -> {task id of the request: when it was asked}
         self._asked: dict[str, dict[int, float]] = {}
