@@ -60,6 +60,12 @@ FILE_CHECK_SECONDS = 2.0
 class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
+    #: the tasks a started host runs (see ``_ensure_started``): the turn loop, the file check,
+    #: the metrics' flush
+    _loop_task: asyncio.Task[None] | None = None
+    _file_watch: asyncio.Task[None] | None = None
+    _metrics_flush: asyncio.Task[None] | None = None
+
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
         restarted = _restarted_by_ray()
@@ -84,9 +90,8 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         _tracing.install_log_filter()
         _tracing.setup(config.tracing_setup)  # before this process's first span
         self._metrics = ShardMetrics(config.hub, config.index)
-        self._activity_out = ActivityDispatcher(
-            config.hub, self._enqueue_many, self._spawn, config.tracing_setup, self._metrics
-        )
+        self._activity_out = ActivityDispatcher(config.hub, self._enqueue_many, self._spawn, config.tracing_setup,
+                                                self._metrics)
         #: armed timers: instance -> {timer id: handle}
         self._timer_handles: dict[str, dict[int, asyncio.TimerHandle]] = {}
         self._courier = Courier(config.hub, config.index, config.num_shards, self._enqueue)
@@ -98,9 +103,6 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         self._peer_server: asyncio.Server | None = None
         self._peer_addr: tuple[str, int] = ("", 0)
         self._peer_token = b""
-        self._loop_task: asyncio.Task[None] | None = None
-        self._file_watch: asyncio.Task[None] | None = None
-        self._metrics_flush: asyncio.Task[None] | None = None
         #: Ray restarted this host: a client's call its predecessor applied may come again
         self._retries_possible = False
         #: counters for ``stats()``: turns, messages applied (of them, in-turn same-shard
