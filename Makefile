@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: demo test unit integration chaos-short chaos lint bench soak clean
+.PHONY: demo test unit integration chaos-short chaos lint bench soak clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +40,24 @@ chaos-short: $(STAMP)
 chaos: $(STAMP)
 	CHAOS_RUNS=5 CHAOS_ORCHESTRATIONS=500 CHAOS_TRANSFERS=1000 CHAOS_KILLS=20 $(PY) -m pytest -q -s -m chaos
 
+# The web UI's browser test (tests/integration/test_ui.py) drives Debian's chromium through its
+# chromedriver. Where they are missing, running as root with apt-get, this installs them;
+# otherwise it says so and that test skips, naming what it needs.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver for the web UI's browser test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+	  || echo "could not install chromium: the web UI's browser test will be skipped"; \
+	else echo "no chromium here: the web UI's browser test will be skipped (apt-get install chromium chromium-driver)"; fi
+
 # The whole suite (shuffled by pytest-randomly; the seed is printed first): lint, pure tests,
 # integration tests, then the integration tests again
 # with always_replay=True (every turn replays from history instead of a cached generator),
 # then a short chaos run.
-test: lint unit integration chaos-short
+test: browser lint unit integration chaos-short
 
 # Every benchmark next to its plain-Ray baseline (10-20 minutes on 2 cores); writes
 # benchmarks/results/latest.{json,md} and chart.png. `make bench BENCH_ARGS=--quick` for a
