@@ -6,6 +6,8 @@ work; otherwise from its files, read-only, as the read commands do.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import threading
 from contextlib import ExitStack, closing
 
@@ -29,6 +31,11 @@ from .ui import serve
 @click.pass_obj
 def ui(session: Session, host: str, port: int, allow_remote: bool, modules: tuple[str, ...]) -> None:
     """Serve the web UI for the hub; prints its address, stops on Ctrl-C."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: where each thread is
+    # Ctrl-C and SIGTERM stop it, as they stop uvicorn, even when it was started with SIGINT
+    # ignored (a shell's background job, some CI runners): Python then sets no handler of its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     for module in modules:
         import_module(module)
     with ExitStack() as stack:
@@ -49,6 +56,11 @@ def ui(session: Session, host: str, port: int, allow_remote: bool, modules: tupl
             threading.Event().wait()
         except KeyboardInterrupt:
             click.echo("stopped", err=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM: stop as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 #: the commands this module adds to ``ray-durable``

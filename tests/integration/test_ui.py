@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -191,14 +192,18 @@ def test_a_closed_hub_is_read_from_its_files_without_actions(hub: TaskHub, tmp_p
 
 
 def _the_cli_serves_the_closed_hub(data_dir: Path, iid: str) -> None:
-    """``ray-durable ui`` prints its address, serves the files read-only, and stops on Ctrl-C."""
+    """``ray-durable ui`` prints its address, serves the files read-only, and stops on Ctrl-C,
+    even when started with SIGINT ignored."""
     import signal
     import subprocess
     import sys
 
     import httpx
 
-    command = [sys.executable, "-m", "runtime.cli", "--hub", "ui-closed", "--data-dir", str(data_dir),
+    # started with SIGINT ignored, as a shell's background job (and some CI runners) start it:
+    # Ctrl-C must stop it all the same
+    command = ["bash", "-c", 'trap "" INT; exec "$@"', "bash",
+               sys.executable, "-m", "runtime.cli", "--hub", "ui-closed", "--data-dir", str(data_dir),
                "--address", "local", "ui", "--port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -208,7 +213,14 @@ def _the_cli_serves_the_closed_hub(data_dir: Path, iid: str) -> None:
         assert iid in httpx.get(f"{url}/instances").text
     finally:
         process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=30)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it is stuck: its threads' stacks, then end it
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            process.kill()
+            stuck = process.stderr.read() if process.stderr else ""
+            raise AssertionError(f"ray-durable ui did not stop on Ctrl-C within 60 s:\n{stuck}") from None
     assert code == 0, process.stderr.read() if process.stderr else ""
 
 
