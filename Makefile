@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: demo test unit integration chaos-short chaos lint bench soak clean browser
+.PHONY: demo test unit integration metrics-test chaos-short chaos lint bench soak clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ INTEGRATION_ARGS ?=
 integration: $(STAMP)
 	$(PY) -m pytest -q -m integration $(INTEGRATION_ARGS)
 	DURABLE_ALWAYS_REPLAY=1 $(PY) -m pytest -q -m integration $(INTEGRATION_ARGS)
+
+# Ray serves its Prometheus endpoint only with ray[default] (the `metrics` extra), whose agent
+# would slow every other test's ray.init: the test that reads the endpoint runs in a venv of its own.
+METRICS_VENV := .venv-metrics
+$(METRICS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(METRICS_VENV)
+	$(METRICS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(METRICS_VENV)/bin/python -m pip install --quiet -e '.[dev,metrics]'
+	touch $@
+
+metrics-test: $(METRICS_VENV)/.installed
+	$(METRICS_VENV)/bin/python -m pytest -q -m integration tests/integration/test_metrics.py
 
 # A short chaos run (random SIGKILLs of shard hosts and workers under a mixed workload).
 chaos-short: $(STAMP)
@@ -56,8 +68,8 @@ browser:
 # The whole suite (shuffled by pytest-randomly; the seed is printed first): lint, pure tests,
 # integration tests, then the integration tests again
 # with always_replay=True (every turn replays from history instead of a cached generator),
-# then a short chaos run.
-test: browser lint unit integration chaos-short
+# the metrics endpoint's test (in .venv-metrics), then a short chaos run.
+test: browser lint unit integration metrics-test chaos-short
 
 # Every benchmark next to its plain-Ray baseline (10-20 minutes on 2 cores); writes
 # benchmarks/results/latest.{json,md} and chart.png. `make bench BENCH_ARGS=--quick` for a
@@ -72,4 +84,4 @@ soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .durable
+	rm -rf $(VENV) $(METRICS_VENV) .durable

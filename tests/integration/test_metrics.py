@@ -28,7 +28,17 @@ from runtime import OrchestrationRuntimeStatus, TaskHub
 from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
-pytestmark = pytest.mark.integration
+try:
+    import ray.dashboard.optional_deps  # noqa: F401  (what Ray checks to run its full agent)
+
+    FULL_AGENT = True
+except ImportError:
+    FULL_AGENT = False
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not FULL_AGENT, reason="needs ray[default] (the metrics extra); `make metrics-test` runs it"),
+]
 
 HUB = "metrics-hub"
 #: how often Ray's processes send their metrics to the agent that serves the endpoint (1 s is
