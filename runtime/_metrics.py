@@ -63,6 +63,18 @@ _SHARD = ("hub", "shard")
 
 
 @cache
+def agent_exports() -> bool:
+    """Whether Ray here runs its full metrics agent, which serves the Prometheus endpoint: only
+    with ``ray[default]`` installed (Ray's own check). Without it, recorded metrics go nowhere,
+    so shard hosts record none and run no flush loop."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@cache
 def instruments() -> dict[str, Any]:
     """The Ray metric objects, created once per process on first use."""
     from ray.util.metrics import Counter, Gauge, Histogram
@@ -97,9 +109,10 @@ class ShardMetrics:
     Ray is not initialized in this process."""
 
     def __init__(self, hub: str, shard: int, enabled: bool | None = None) -> None:
-        """``enabled``: record into Ray (by default, whether Ray is initialized here)."""
+        """``enabled``: record into Ray (by default, whether Ray is initialized here and its
+        metrics agent can export them, see :func:`agent_exports`)."""
         self.tags = {"hub": hub, "shard": str(shard)}
-        self.enabled = ray.is_initialized() if enabled is None else enabled
+        self.enabled = (ray.is_initialized() and agent_exports()) if enabled is None else enabled
         self._commit_seconds: float | None = None
         #: lock requests not granted yet: instance -> {task id of the request: when it was asked}
         self._asked: dict[str, dict[int, float]] = {}
