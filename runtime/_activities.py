@@ -217,7 +217,7 @@ class ActivityDispatcher:
         to their instances, dropping those nobody waits for, and record them in the metrics."""
         now = datetime.now(UTC)
         messages = []
-        counts: dict[str, tuple[int, int]] = {}
+        counts: dict[str, tuple[int, int]] | None = {} if self._metrics is not None and self._metrics.enabled else None
         for call, (ok, value) in zip(calls, outcomes):
             waiting = self.outstanding.get(call.instance_id)
             key = (call.execution_id, call.task_id)
@@ -228,8 +228,9 @@ class ActivityDispatcher:
                 del self.outstanding[call.instance_id]
             event: Any = TaskCompleted(now, call.task_id, value) if ok else TaskFailed(now, call.task_id, value)
             messages.append(Message(call.instance_id, event, execution_id=call.execution_id))
-            results, failures = counts.get(call.name, (0, 0))
-            counts[call.name] = (results + 1, failures + (not ok))
+            if counts is not None:  # only where the metrics go somewhere: not a cost per result otherwise
+                results, failures = counts.get(call.name, (0, 0))
+                counts[call.name] = (results + 1, failures + (not ok))
         self._deliver(messages)
-        if self._metrics is not None:
+        if counts is not None and self._metrics is not None:
             self._metrics.activity_results(dispatched_at, counts)
