@@ -13,6 +13,7 @@ one passes all of its constructor arguments to ``Exception.__init__`` or defines
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -210,6 +211,65 @@ class PayloadError(DurableValueError):
 
     def __str__(self) -> str:
         return f"{self.what} {self.value_repr} cannot be serialized: {self.reason}"
+
+
+class LeaseHeldError(RetryableError):
+    """Another shard host holds the lease of a replicated shard (or won the race to take it).
+
+    Names the holder: its Ray node id (``owner``), host name, pid, lease ``generation`` and
+    ``expires_at`` (epoch seconds); the shard can be taken over once that lease is released,
+    expires, or its process is found dead on the same node."""
+
+    def __init__(
+        self, hub: str, index: int, owner: str, host: str, pid: int, generation: int, expires_at: float
+    ) -> None:
+        super().__init__(hub, index, owner, host, pid, generation, expires_at)
+        self.hub = hub
+        self.index = index
+        self.owner = owner
+        self.host = host
+        self.pid = pid
+        self.generation = generation
+        self.expires_at = expires_at
+
+    def __str__(self) -> str:
+        expiry = datetime.fromtimestamp(self.expires_at, tz=UTC).isoformat(timespec="seconds")
+        return (
+            f"shard {self.index} of task hub {self.hub!r} is leased to node {self.owner} "
+            f"(host {self.host}, pid {self.pid}, generation {self.generation}, expires {expiry})"
+        )
+
+
+class LeaseLostError(RetryableError):
+    """A shard host's lease was taken over (or changed under it): it must stop releasing effects
+    and writing; ``reason`` says what was found instead of the expected lease."""
+
+    def __init__(self, hub: str, index: int, generation: int, reason: str) -> None:
+        super().__init__(hub, index, generation, reason)
+        self.hub = hub
+        self.index = index
+        self.generation = generation
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"lease generation {self.generation} of shard {self.index} of task hub {self.hub!r} "
+            f"was lost: {self.reason}"
+        )
+
+
+class ReplicaError(RetryableError):
+    """Replication to the shard's replica failed: Litestream is missing or died, a sync or a
+    restore failed, or the replica holds nothing. ``reason`` names the cause (and, for a missing
+    Litestream, the ``replica`` extra that installs it)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(what, reason)
+        self.what = what
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.reason}"
 
 
 class DeterminismWarning(UserWarning):

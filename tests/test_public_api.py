@@ -30,6 +30,7 @@ ORCHESTRATIONS = {
     "TaskFailedError", "TaskScheduled", "TerminalError", "TimerCreated", "TimerFired", "TimerTask", "activity",
     "default_registry", "execute", "orchestrator", "validate_instance_id",
     "DurableHttpRequest", "DurableHttpResponse", "HttpTimeoutError",
+    "LeaseHeldError", "LeaseLostError", "ReplicaError",
 }
 RUNTIME = {
     "CleanEntityStorageResult", "EntityMetadata", "EntityStateResponse",
