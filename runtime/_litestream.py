@@ -196,6 +196,11 @@ class Replicator:
                 raise ReplicaError(self._what(), f"its control socket did not open in {_START_TIMEOUT:.0f} s")
             await asyncio.sleep(0.02)
 
+    @property
+    def pid(self) -> int | None:
+        """The Litestream child's pid while it runs."""
+        return None if self._proc is None else self._proc.pid
+
     def alive(self) -> bool:
         """Whether the Litestream child is running."""
         return self._proc is not None and self._proc.returncode is None
@@ -214,10 +219,15 @@ class Replicator:
                 raise ReplicaError(self._what(), f"sync did not finish in {timeout:g} s") from None
             except (OSError, ValueError) as exc:
                 raise self._died(f"sync failed ({exc})") from None
-            txid = answer.get("replicated_txid", answer.get("txid"))
-            if answer.get("status") != "synced" or not isinstance(txid, int):
+            txid, replicated = answer.get("txid"), answer.get("replicated_txid")
+            if (
+                answer.get("status") not in ("synced", "no_change")  # no_change: nothing new since the last
+                or not isinstance(txid, int)
+                or not isinstance(replicated, int)
+                or replicated < txid
+            ):
                 raise ReplicaError(self._what(), f"sync answered {answer!r}")
-            return txid
+            return replicated
 
     async def _post_sync(self, socket_path: str) -> dict[str, object]:
         body = json.dumps({"path": self.db_path, "wait": True}).encode()
