@@ -10,11 +10,11 @@ import json
 import os
 from collections.abc import Iterator
 
-from ._lease import _CasStore, _ConflictError
+from ._lease_cas import CasLeaseStore, _ConflictError
 from ._replica_target import ReplicaTarget
 
 
-class FileLeaseStore(_CasStore):
+class FileLeaseStore(CasLeaseStore):
     """The lease store of a file target; the token is the version counter stored beside the lease."""
 
     def __init__(self, target: ReplicaTarget) -> None:

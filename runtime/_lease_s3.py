@@ -9,14 +9,14 @@ from typing import Any
 
 from orchestrations._errors import ReplicaError
 
-from ._lease import _CasStore, _ConflictError
+from ._lease_cas import CasLeaseStore, _ConflictError
 from ._replica_target import ReplicaTarget
 
 #: S3's answers to a conditional write that lost
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 
 
-class S3LeaseStore(_CasStore):
+class S3LeaseStore(CasLeaseStore):
     """The lease store of an S3 target; the token is the object's ETag."""
 
     def __init__(self, target: ReplicaTarget) -> None:

@@ -15,6 +15,7 @@ MAX_FUNCTION_LINES = 50
 def _modules() -> list[Path]:
     names = {*RUNTIME.glob("_shard*.py"), *RUNTIME.glob("_client*.py")}
     names |= {RUNTIME / f for f in ("_activities.py", "_warm.py", "_wire.py", "_batch.py", "_turn.py")}
+    names |= {*RUNTIME.glob("_lease*.py"), RUNTIME / "_litestream.py", RUNTIME / "_replica_target.py"}
     return sorted(names)
 
 
