@@ -1,12 +1,12 @@
 """A real S3 stand-in for the replica tests: ``moto_server`` on 127.0.0.1 (no network), started
-once per session. Import the fixture into a test module (``from tests.s3_server import
+once per session, its requests serialised so conditional writes are atomic as on S3
+(``tests/_moto_serialised.py``). Import the fixture into a test module (``from tests.s3_server import
 s3_server``) or a conftest. moto 5 honours conditional writes (``If-None-Match``/``If-Match``),
 which the shard leases rely on."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -40,12 +40,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _moto_server() -> str:
-    beside = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    found = beside if os.access(beside, os.X_OK) else shutil.which("moto_server")
-    if found is None:
+def _moto_command() -> list[str]:
+    """moto_server, its requests serialised (tests/_moto_serialised.py says why)."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
         pytest.skip("moto_server is not installed (pip install 'moto[server]', part of the dev extra)")
-    return found
+    return [sys.executable, os.path.join(os.path.dirname(__file__), "_moto_serialised.py")]
 
 
 def _wait_until_up(endpoint: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
@@ -65,13 +66,13 @@ def _wait_until_up(endpoint: str, proc: subprocess.Popen[bytes], deadline: float
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """moto_server on a free port of 127.0.0.1 with a bucket, and dummy AWS credentials in the
     environment (inherited by Litestream children); stopped at the end of the session."""
-    binary = _moto_server()
+    command = _moto_command()
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     saved = {k: os.environ.get(k) for k in (*_CREDENTIALS, "AWS_CA_BUNDLE")}
     os.environ.update(_CREDENTIALS)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
     try:
         endpoint = f"http://127.0.0.1:{port}"
         _wait_until_up(endpoint, proc, time.monotonic() + 30)
