@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrations._errors import ReplicaError
@@ -83,14 +84,22 @@ def child_env(target: ReplicaTarget) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """In the child before exec: ask Linux to SIGKILL it when its parent dies. The death
-    signal fires when the *thread* that forked exits, so the replicator must be started from a
-    thread that lives as long as the host (its event loop's)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+def _die_with_parent() -> Callable[[], None]:
+    """The ``preexec_fn`` that, in the child before exec, asks Linux to SIGKILL it when its
+    parent dies (``PR_SET_PDEATHSIG``), and exits at once if the parent is already gone. libc
+    is loaded here in the parent: the child of a threaded process should do as little as
+    possible between fork and exec. The death signal fires when the *thread* that forked exits,
+    so the replicator must be started from a thread that lives as long as the host (its event
+    loop's)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:  # pragma: no cover - runs in the forked child
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return in_child
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +183,7 @@ class Replicator:
         self._proc = await asyncio.create_subprocess_exec(
             binary, "replicate", "-no-expand-env", "-config", files.config,
             stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-            env=child_env(self.target), preexec_fn=_die_with_parent,
+            env=child_env(self.target), preexec_fn=_die_with_parent(),
         )  # fmt: skip
         try:
             await self._wait_for_socket(files)
