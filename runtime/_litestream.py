@@ -318,8 +318,9 @@ async def restore(target: ReplicaTarget, hub: str, index: int, generation: int, 
     fails, or the replica holds no copy."""
     out_path = os.path.abspath(out_path)
     what = f"restore of shard {index} of {hub!r} (generation {generation}) from {target.describe()}"
-    if os.path.exists(out_path):
-        raise ReplicaError(what, f"{out_path} already exists")
+    for path in (out_path, f"{out_path}-wal", f"{out_path}-shm"):
+        if os.path.exists(path):
+            raise ReplicaError(what, f"{path} already exists")
     key = target.generation_key(hub, index, generation)
     work = tempfile.mkdtemp(prefix="durable-lr-")
     try:
