@@ -41,9 +41,14 @@ class Lease:
 
     @classmethod
     def from_json(cls, blob: bytes, token: str) -> Lease:
-        """The lease stored as ``blob`` whose version is ``token``."""
-        fields: dict[str, Any] = json.loads(blob)
-        return cls(**fields, token=token)
+        """The lease stored as ``blob`` whose version is ``token``. Fields a later version may
+        add are ignored; a blob that is not a lease raises ReplicaError (nothing is overwritten)."""
+        try:
+            fields: dict[str, Any] = json.loads(blob)
+            known = {name: fields[name] for name in cls.__dataclass_fields__ if name in fields and name != "token"}
+            return cls(**known, token=token)
+        except (ValueError, TypeError) as exc:
+            raise ReplicaError("lease object", f"is not a lease ({exc}): {blob[:200]!r}") from None
 
     def held_error(self) -> LeaseHeldError:
         """The error that says this lease's holder has the shard."""

@@ -69,7 +69,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     command = _moto_command()
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    saved = {k: os.environ.get(k) for k in (*_CREDENTIALS, "AWS_CA_BUNDLE")}
+    saved = {k: os.environ.get(k) for k in _CREDENTIALS}
     os.environ.update(_CREDENTIALS)
     with open(log, "wb") as out:
         proc = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)

@@ -153,6 +153,19 @@ def test_concurrent_acquires_have_exactly_one_winner(store):
     assert all(e.owner == won[0].owner for e in refused)  # each refusal names the winner
 
 
+def test_a_lease_from_a_later_version_reads_and_garbage_is_refused():
+    from orchestrations import ReplicaError
+    from runtime._lease_cas import Lease as StoredLease
+
+    blob = b'{"hub": "h", "index": 0, "owner": "n", "host": "h", "pid": 1, "generation": 4, "expires_at": 1.0, '
+    lease = StoredLease.from_json(blob + b'"released": false, "data_generation": 3, "new_field": 1}', "7")
+    assert (lease.generation, lease.data_generation, lease.token) == (4, 3, "7")
+    with pytest.raises(ReplicaError, match="is not a lease"):
+        StoredLease.from_json(b'{"hub": "h"}', "1")
+    with pytest.raises(ReplicaError, match="is not a lease"):
+        StoredLease.from_json(b"<html>", "1")
+
+
 # -- the local file's sidecar -------------------------------------------------------------------
 
 
