@@ -145,9 +145,10 @@ class Session:
         hub = self.running_hub()
         if hub is None:
             with closing(HubFiles(self.hub, self.data_dir)) as files:  # refuses a hub that does not exist
-                num_shards, registry = files.num_shards, files.saved_registry()
+                num_shards, registry, replica = files.num_shards, files.saved_registry(), files.replica
             hub = TaskHub(
                 self.hub, data_dir=self.data_dir, num_shards=num_shards, registry=registry, lock_timeout=3.0,
+                replica=replica,
                 ray_init_kwargs={"address": "local", "log_to_driver": False},
             )
         try:

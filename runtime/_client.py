@@ -26,7 +26,7 @@ from orchestrations._registry import Registry
 from ._client_args import (
     check_hub_name,
     check_settings,
-    synchronous_mode,
+    replication_settings,
 )
 from ._client_async import AsyncClient
 from ._client_control import ControlClient
@@ -40,6 +40,7 @@ from ._history_json import history_to_json
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import HubRecord, default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
+from ._replica_target import ReplicaTarget
 from ._shard import ShardHost
 from ._shard_base import ShardConfig
 from ._shard_queries import READS
@@ -74,6 +75,17 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
     every process that hosts this hub's durable work (shard hosts, activity workers) before its
     first span: it sets OpenTelemetry's global tracer provider there (see ``runtime._tracing``
     and the README's "Traces"). The driver sets its own provider as usual.
+
+    ``replica`` (``"s3://bucket/prefix"``, with ``?endpoint=`` for MinIO or another S3, or
+    ``"file:///path"``) replicates every shard file there with Litestream (the ``replica``
+    extra), so losing a node loses nothing: with ``durability="replicated"`` (the default with a
+    replica) nothing a client, an entity or another shard was told leaves a host before the
+    replica has it; with ``"async"`` the replica trails by about a second. Each shard's owner
+    holds a lease in the replica store for ``lease_seconds`` (renewed every third of it): a host
+    that Ray restarts on another node waits for a dead owner's lease to lapse, restores the shard
+    from the replica and carries on. Without a replica, ``durability`` is ``"local"`` (SQLite's
+    ``synchronous=FULL``, also called ``"full"``) or ``"normal"``. See
+    ``runtime._replication`` and the README's "Multi-node".
     """
 
     def __init__(
@@ -86,7 +98,9 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         detached: bool = False,
         cache_size: int = 10_000,
         cache_bytes: int = 512 * 2**20,
-        durability: str = "full",
+        durability: str | None = None,
+        replica: str | None = None,
+        lease_seconds: float = 15.0,
         lock_timeout: float = 10.0,
         warm_worker: bool = True,
         slow_episode_warning: float | None = 1.0,
@@ -102,14 +116,17 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
             slow_episode_warning=slow_episode_warning, always_replay=always_replay, detached=detached,
             warm_worker=warm_worker, cache_bytes=cache_bytes, tracing_setup=tracing_setup,
         )
-        sync = synchronous_mode(durability)
+        sync, replication = replication_settings(replica, durability, lease_seconds)
+        if replica is not None:
+            ReplicaTarget.parse(replica)  # a malformed one is refused here, not in every host
         self.name = name
+        self._replica = replica
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
         self._hub_entities: frozenset[str] | None = None
         self._started_ray = False
         self.num_shards = num_shards = self._shard_count(num_shards, ray_init_kwargs)
-        record = open_hub_file(self.directory, name, num_shards)
+        record = open_hub_file(self.directory, name, num_shards, replica)
         self._init_ray(ray_init_kwargs)
         self._detached, self._closed, self._registry_version = detached, False, -1
         self._shards: list[Any] = []
@@ -121,6 +138,7 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
                 warm_worker=warm_worker, slow_episode_seconds=slow_episode_warning,
                 crash_points=_crash_points, crash_marker_dir=_crash_marker_dir, cache_bytes=cache_bytes,
                 hub_id=record.hub_id, create=record.create, tracing_setup=tracing_setup,
+                replica=replica, replication=replication, lease_seconds=float(lease_seconds),
             )
             for i in range(num_shards)
         ]
@@ -141,7 +159,7 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
             self._kill()
             raise
         if record.create:
-            record_shards(self.directory, self.name, self.num_shards, record.hub_id)
+            record_shards(self.directory, self.name, self.num_shards, record.hub_id, self._replica)
 
     def _shard_count(self, num_shards: int | None, ray_init_kwargs: dict[str, Any] | None) -> int:
         """``num_shards``, or if ``None`` the count the hub was created with, or (a new hub) one

@@ -22,11 +22,44 @@ def check_hub_name(name: object) -> str:
 
 
 def synchronous_mode(durability: object) -> str:
-    """SQLite's ``synchronous`` setting for a hub's ``durability`` ("full" or "normal")."""
+    """SQLite's ``synchronous`` setting for a hub's local ``durability`` ("full" or "normal")."""
     sync = {"full": "FULL", "normal": "NORMAL"}.get(durability) if isinstance(durability, str) else None
     if sync is None:
         raise DurableValueError(f"durability must be 'full' or 'normal', got {durability!r}")
     return sync
+
+
+#: ``durability`` values that need a replica, and those that keep the shard on its node only
+REPLICA_MODES = ("replicated", "async")
+LOCAL_MODES = ("local", "full", "normal")
+
+
+def replication_settings(replica: object, durability: object, lease_seconds: object) -> tuple[str, str]:
+    """``(SQLite synchronous setting, replication mode)`` for ``TaskHub(replica=..., durability=...)``:
+    ``durability`` defaults to ``"replicated"`` with a replica and ``"local"`` (``"full"``)
+    without; ``"replicated"`` and ``"async"`` need a replica, and a replica needs one of them.
+    Raises :class:`DurableValueError` naming the value that does not fit."""
+    if replica is not None and not isinstance(replica, str):
+        raise DurableValueError(f"replica must be 's3://bucket/prefix' or 'file:///path', got {replica!r}")
+    if durability is None:
+        durability = "local" if replica is None else "replicated"
+    if durability in REPLICA_MODES:
+        if replica is None:
+            raise DurableValueError(f"durability={durability!r} needs a replica (replica='s3://...' or 'file:///...')")
+    elif durability in LOCAL_MODES:
+        if replica is not None:
+            raise DurableValueError(
+                f"durability={durability!r} keeps every shard on its node only, yet replica={replica!r} was "
+                "given: use durability='replicated' or 'async' with a replica"
+            )
+    else:
+        raise DurableValueError(
+            f"durability must be one of {', '.join(map(repr, LOCAL_MODES + REPLICA_MODES))}, got {durability!r}"
+        )
+    if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not 1 <= lease_seconds <= 600:
+        raise DurableValueError(f"lease_seconds must be a number of seconds from 1 to 600, got {lease_seconds!r}")
+    sync = "FULL" if durability in ("local", *REPLICA_MODES) else synchronous_mode(durability)
+    return sync, ("local" if durability in LOCAL_MODES else str(durability))
 
 
 def utc_now() -> datetime:

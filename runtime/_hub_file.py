@@ -59,17 +59,25 @@ def shard_file(index: int) -> str:
     return f"shard-{index:02d}.sqlite"
 
 
-def open_hub_file(directory: str, name: str, num_shards: int) -> HubRecord:
+def open_hub_file(directory: str, name: str, num_shards: int, replica: str | None = None) -> HubRecord:
     """Read the hub's ``hub.json``, or start one for a new hub, so that the hub has an identity
     on disk before any shard file is opened. Raises :class:`ShardMismatchError` for another
-    shard count and :class:`DurableValueError` naming ``hub.json`` if it cannot be read."""
+    shard count and :class:`DurableValueError` naming ``hub.json`` if it cannot be read, or if
+    ``replica`` is not the replica the hub was created with (``None``: none)."""
     path = os.path.join(directory, HUB_FILE)
     info = _read(path)
     if info is None:  # a new hub (or one whose creation stopped before writing this file)
         new_id = uuid.uuid4().hex
-        _write(path, _record(name, num_shards, new_id, None))
+        _write(path, _record(name, num_shards, new_id, None, replica))
         return HubRecord(new_id, create=True)
     info = _upgraded(path, info)
+    if info.get("replica") != replica:
+        recorded_replica = info.get("replica")
+        raise DurableValueError(
+            f"task hub {name!r} was created "
+            + (f"with replica={recorded_replica!r}" if recorded_replica else "without a replica")
+            + f" ({path}); it opens only so, not with replica={replica!r}"
+        )
     recorded = info.get("num_shards")
     if not isinstance(recorded, int) or isinstance(recorded, bool):
         raise _bad(path, f"has no valid shard count (num_shards: {recorded!r})")
@@ -91,16 +99,18 @@ def open_hub_file(directory: str, name: str, num_shards: int) -> HubRecord:
     return HubRecord(hub_id, create=False)
 
 
-def record_shards(directory: str, name: str, num_shards: int, hub_id: str) -> None:
+def record_shards(directory: str, name: str, num_shards: int, hub_id: str, replica: str | None = None) -> None:
     """Every shard file of the hub exists now: list them in ``hub.json`` (from now on one that
     is missing is refused)."""
-    _write(os.path.join(directory, HUB_FILE), _record(name, num_shards, hub_id, num_shards))
+    _write(os.path.join(directory, HUB_FILE), _record(name, num_shards, hub_id, num_shards, replica))
 
 
-def _record(name: str, num_shards: int, hub_id: str, created: int | None) -> dict[str, Any]:
+def _record(name: str, num_shards: int, hub_id: str, created: int | None, replica: str | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "name": name, "num_shards": num_shards, "format_version": FORMAT_VERSION, "hub_id": hub_id,
     }
+    if replica is not None:
+        record["replica"] = replica
     if created is not None:
         record["shards"] = [shard_file(i) for i in range(created)]
     return record

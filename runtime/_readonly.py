@@ -39,6 +39,7 @@ from ._entity_host import addressable, parse_holder
 from ._files import read_hub_file
 from ._messages import from_ts, status_from_row
 from ._paging import ShardRow, StatusFilter, query_page
+from ._replica_copies import ReplicaCopies
 from ._schema import EntityRow, InstanceRow
 from ._status import DurableOrchestrationStatus, EntityMetadata, EntityStateResponse, InstancePage
 from ._store import ENTITY_COLUMNS, FORMAT_VERSION, INSTANCE_COLUMNS, _filters
@@ -85,6 +86,10 @@ class HubFiles:
                 f"this version of ray-durable reads {FORMAT_VERSION}{upgrade}"
             )
         self.num_shards: int = info["num_shards"]
+        #: a replicated hub's files are written on the nodes that host its shards: read copies
+        #: restored from its replica instead (``runtime._replica_copies``)
+        self.replica: str | None = info.get("replica")
+        self._copies = ReplicaCopies(name, self.replica) if self.replica else None
         self._conns: dict[int, sqlite3.Connection] = {}
 
     def close(self) -> None:
@@ -92,6 +97,8 @@ class HubFiles:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+        if self._copies is not None:
+            self._copies.close()
 
     @contextmanager
     def _snapshot(self, shard: int) -> Iterator[sqlite3.Connection]:
@@ -99,6 +106,8 @@ class HubFiles:
         conn = self._conns.get(shard)
         if conn is None:
             path = Path(self.directory, f"shard-{shard:02d}.sqlite")
+            if self._copies is not None:
+                path = self._copies.path(shard)
             if not path.exists():
                 raise ShardFileError(str(path), "is missing")
             # check_same_thread=False: a reader may be used by one thread at a time, not only

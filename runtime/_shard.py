@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -41,6 +42,7 @@ from ._entity_host import EntityRecord
 from ._messages import Message
 from ._metrics import REFRESH_SECONDS, STATUS_SQL, ShardMetrics
 from ._parking import Parking
+from ._replication import ShardReplication
 from ._shard_admin import ShardAdmin
 from ._shard_base import ShardConfig
 from ._shard_clients import ShardClients
@@ -69,8 +71,10 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
         restarted = _restarted_by_ray()
+        self._replication = _replication_of(config)
+        path = config.path if self._replication is None else self._replication.local_path
         self._store = ShardStore(
-            config.path, config.hub, config.index, config.num_shards, config.synchronous, config.hub_id,
+            path, config.hub, config.index, config.num_shards, config.synchronous, config.hub_id,
             # a host Ray restarted had its file open before: it is never created again
             create=config.create and not restarted,
         )
@@ -145,7 +149,12 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                 return
             self._retries_possible = _restarted_by_ray()
             self._activity_out.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            if self._replication is not None:  # the lease, and the right file in place
+                self._store.create = await self._replication.take(self.config.create)
             await self._store.open(self.config.lock_timeout)
+            if self._replication is not None:
+                self._replication.committed()  # what the file holds is released only once a sync covers it
+                await self._replication.start(before_sync=lambda: self._crash_point("lose_disk_before_sync"))
             if self.config.warm_worker:  # only once the file opened: a refused open spawns nothing
                 # created with the first batch it could take; until it is up, this host runs
                 # small batches itself, unless Ray restarted it (an activity may have crashed it)
@@ -173,7 +182,8 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
         for iid, exec_id, timer_id, fire_at in timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
-        self._courier.deliver([Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox])
+        outbound = [Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox]
+        self._release(lambda: self._courier.deliver(outbound))
         await self._load_parked()
 
     async def _watch_file(self) -> None:
@@ -218,6 +228,9 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         merged = self._install_registry(registry_blob, merge=True)
         async with self._db_lock:
             await self._store.save_registry(merged)
+        if self._replication is not None:  # in the replica before the caller goes on
+            self._replication.committed()
+            await self._replication.visible()
 
     def _install_registry(self, registry_blob: bytes, merge: bool = False) -> bytes:
         """Install a registry snapshot (merged into the current one if ``merge``); returns
@@ -247,8 +260,18 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         for handles in self._timer_handles.values():
             for handle in handles.values():
                 handle.cancel()
+        if self._replication is not None:  # a last sync for what waits, then the lease is given up
+            await self._replication.close()
         async with self._db_lock:
             await self._store.close()
+
+    def _release(self, effects: Callable[[], None]) -> None:
+        """Run a committed turn's ``effects`` now, or with a replica once they may leave (see
+        :meth:`ShardReplication.release`)."""
+        if self._replication is None:
+            effects()
+        else:
+            self._replication.release(effects)
 
     # -- client entry points -----------------------------------------------------------------------
 
@@ -260,6 +283,8 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         answer, so this host may have applied them already: from now on it looks client
         starts up under their ``start:`` keys as a restarted host does (other messages are
         always de-duplicated by their ids)."""
+        if self._replication is not None and self._replication.fenced is not None:
+            raise self._replication.fenced  # another owner has the shard
         await self._ensure_started()
         if retried:
             self._retries_possible = True
@@ -356,6 +381,18 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _replication_of(config: ShardConfig) -> ShardReplication | None:
+    """The replication of the host's file, for a hub with a replica (its local copy lives in a
+    directory of this node's own)."""
+    if config.replica is None:
+        return None
+    node_id = ray.get_runtime_context().get_node_id()
+    return ShardReplication(
+        config.replica, config.replication, config.hub, config.index, os.path.dirname(config.path),
+        config.lease_seconds, node_id,
+    )
 
 
 def _restarted_by_ray() -> bool:

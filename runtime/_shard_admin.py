@@ -5,7 +5,9 @@ settings, and the fault injection tests use."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
+from typing import Any
 
 from orchestrations import SubOrchestrationInstanceCreated
 from orchestrations._children import children_of
@@ -49,6 +51,11 @@ class ShardAdmin(ShardBase):
             "failed_commits": self.failed_commits,
         }
 
+    async def replication_status(self) -> dict[str, Any] | None:
+        """The replication's state (mode, replica, lease generations, syncs, fencing), or
+        ``None`` without a replica."""
+        return None if self._replication is None else self._replication.status()
+
     def _crash_point(self, point: str) -> None:
         """Fault injection for tests: die here, once per shard and point (a marker file); at a
         point named ``error_...``, raise instead (a turn that fails, in a host that lives on)."""
@@ -57,6 +64,9 @@ class ShardAdmin(ShardBase):
             if not os.path.exists(marker):
                 with open(marker, "w") as f:
                     f.write(str(os.getpid()))
+                if point == "lose_disk_before_sync" and self._replication is not None:
+                    # the node's disk goes with the process: nothing unreplicated survives
+                    shutil.rmtree(os.path.dirname(self._replication.local_path), ignore_errors=True)
                 if point.startswith("error_"):
                     raise RuntimeError(f"fault injected at {point} (shard {self.config.index})")
                 os._exit(17)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._messages import Instance, Message
     from ._metrics import ShardMetrics
     from ._parking import Parking
+    from ._replication import ShardReplication
     from ._store import ShardStore
     from ._turn import Turn
     from ._watchdog import EpisodeWatch
@@ -63,6 +64,12 @@ class ShardConfig:
     #: ``TaskHub(tracing_setup=...)``: run once in the host's process and, with each activity
     #: batch, in the worker's (see ``runtime._tracing.setup``)
     tracing_setup: str | Callable[[], Any] | None = None
+    #: ``TaskHub(replica=...)``: where the shard's file is replicated (``None``: nowhere)
+    replica: str | None = None
+    #: ``"local"``, or with a replica ``"replicated"`` or ``"async"`` (see ``runtime._replication``)
+    replication: str = "local"
+    #: how long the shard's lease in the replica store lasts unless renewed
+    lease_seconds: float = 15.0
 
 
 class ShardBase:
@@ -88,6 +95,8 @@ class ShardBase:
     _retries_possible: bool
     _activity_out: ActivityDispatcher
     _courier: Courier
+    #: the replication of its file (``None`` without a replica)
+    _replication: ShardReplication | None
     #: the host's metrics (``runtime._metrics``)
     _metrics: ShardMetrics
     #: ids of ``delivered`` records the next turn deletes (their senders cannot resend them)
@@ -106,6 +115,9 @@ class ShardBase:
         raise NotImplementedError
 
     def _enqueue(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    def _release(self, effects: Callable[[], None]) -> None:
         raise NotImplementedError
 
     # -- ShardAdmin -------------------------------------------------------------------------------

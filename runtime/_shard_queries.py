@@ -43,6 +43,12 @@ class ShardQueries(ShardBase):
         if self._loop_task is None:
             await ray.get_runtime_context().current_actor.peer_address.remote()
 
+    async def _visible(self) -> None:
+        """With ``durability="replicated"``, wait until the replica holds every commit a read just
+        made could have seen (see ``runtime._replication``); nothing to wait for otherwise."""
+        if self._replication is not None:
+            await self._replication.visible()
+
     @ray.method(concurrency_group=READS)
     async def get_status(
         self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
@@ -57,7 +63,9 @@ class ShardQueries(ShardBase):
         show_input: bool = True,
     ) -> DurableOrchestrationStatus | None:
         row = await self._store.get_instance(instance_id)
-        return None if row is None else await self._status(row, show_history, show_history_output, show_input)
+        status = None if row is None else await self._status(row, show_history, show_history_output, show_input)
+        await self._visible()
+        return status
 
     @ray.method(concurrency_group=READS)
     async def get_statuses(
@@ -71,6 +79,7 @@ class ShardQueries(ShardBase):
         found = {
             iid: await self._status(row, show_history, show_history_output, show_input) for iid, row in rows.items()
         }
+        await self._visible()
         return [found.get(iid) for iid in instance_ids]
 
     async def _status(
@@ -89,9 +98,9 @@ class ShardQueries(ShardBase):
         """The committed history events of an instance, oldest first (``None`` if unknown)."""
         await self._ready_to_read()
         row = await self._store.get_instance(instance_id)
-        if row is None:
-            return None
-        return [read_event(b) for b in await self._store.load_history(row.num, reader=True)]
+        history = None if row is None else [read_event(b) for b in await self._store.load_history(row.num, reader=True)]
+        await self._visible()
+        return history
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
@@ -149,6 +158,7 @@ class ShardQueries(ShardBase):
         instances of orchestrator ``name``, if given."""
         await self._ready_to_read()
         rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix, name)
+        await self._visible()
         return [(row.created_at, row.instance_id, status_from_row(row, show_input)) for row in rows]
 
     @ray.method(concurrency_group=READS)
@@ -156,6 +166,7 @@ class ShardQueries(ShardBase):
         """An entity's committed state."""
         await self._ready_to_read()
         row = await self._store.get_entity(key)
+        await self._visible()
         if row is None or not row.has_state:
             return EntityStateResponse(False, None)
         state = load_value(row.state, LENIENT)
@@ -167,6 +178,7 @@ class ShardQueries(ShardBase):
         optionally of one (lower-cased) name."""
         await self._ready_to_read()
         rows = addressable(await self._store.query_entities(name, with_state_only=not include_deleted))
+        await self._visible()
         return [EntityRecord.from_row(row, self._entity_specs.get(row.name.lower())).metadata() for row in rows]
 
 

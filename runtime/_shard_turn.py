@@ -81,8 +81,11 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             raise
         self._write_failures = 0
         self._courier.acked_deleted(acked)
+        if self._replication is not None:
+            self._replication.committed()
         self._crash_point("after_commit")
-        self._after_commit(turn.after)
+        after = turn.after
+        self._release(lambda: self._after_commit(after))
 
     async def _stage_rounds(
         self, batch: list[Message], turn: Turn, acked: list[tuple[int, str]], forget: list[str]
