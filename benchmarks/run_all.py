@@ -98,6 +98,9 @@ BENCHMARKS = (
               ("--shape", "orchestrations", "--accounts", "10"),
               ("--shape", "orchestrations", "--accounts", "10", "--transfers", "100")),
     Benchmark("start_up", "the quick start: hub open and first result", "start_up.py", (), ()),
+    # issue 14: each durability mode next to local, the hub at its defaults
+    Benchmark("replication", "hello latency and transfers in each durability mode", "replication.py",
+              (), ("--samples", "20", "--transfers", "100")),
 )
 BY_KEY = {b.key: b for b in BENCHMARKS}
 
@@ -266,6 +269,32 @@ def start_up_rows(r: dict[str, Any]) -> list[Row]:
                 total / ray_first if ray_first else None, "< 1 s", total < 1.0, seconds(total))]
 
 
+MODE_TITLES = {
+    "local": "local (no replica)", "async-file": "async, file:// replica",
+    "replicated-file": "replicated, file:// replica", "replicated-s3": "replicated, S3 (moto on 127.0.0.1)",
+}
+
+
+def replication_rows(r: dict[str, Any]) -> list[Row]:
+    """Per durability mode: one hello alone (p50, against plain Ray's p50 in the same run) and
+    transfer orchestrations per second (against local's); no target, the cost is what it is."""
+    rows = []
+    for mode, f in r["modes"].items():
+        title = MODE_TITLES.get(mode, mode)
+        rows.append(Row(f"{title}: one hello sequence alone, p50 (p99 {f['p99_median']:.1f} ms; {f['shards']} shards)",
+                        f"{f['p50_median']:.1f} ms", f"{f['ray_p50_median']:.1f} ms",
+                        common_ratio(f["p50_median"], f["ray_p50_median"])))
+        local = r["modes"].get("local")
+        versus = f" ({f['tps_median'] / local['tps_median']:.2f}x local)" if local and mode != "local" else ""
+        rows.append(Row(f"{title}: {r['transfers']:,} transfer orchestrations, {r['accounts']} accounts{versus}",
+                        f"{f['tps_median']:.0f} transfers/s", "-", None))
+    return rows
+
+
+def common_ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
 ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "fanout_10k": fanout_10k_rows,
     "fanout_100k": fanout_100k_rows,
@@ -278,6 +307,7 @@ ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "bank_user": lambda r: bank_user_rows(r, 1000),
     "bank_user_10": lambda r: bank_user_rows(r, 250),
     "start_up": start_up_rows,
+    "replication": replication_rows,
 }
 
 

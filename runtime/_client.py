@@ -40,7 +40,6 @@ from ._history_json import history_to_json
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import HubRecord, default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
-from ._replica_target import ReplicaTarget
 from ._shard import ShardHost
 from ._shard_base import ShardConfig
 from ._shard_queries import READS
@@ -96,18 +95,15 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
         num_shards: int | None = None,
         always_replay: bool = False,
         detached: bool = False,
-        cache_size: int = 10_000,
-        cache_bytes: int = 512 * 2**20,
+        cache_size: int = 10_000, cache_bytes: int = 512 * 2**20,
         durability: str | None = None,
-        replica: str | None = None,
-        lease_seconds: float = 15.0,
+        replica: str | None = None, lease_seconds: float = 15.0,
         lock_timeout: float = 10.0,
         warm_worker: bool = True,
         slow_episode_warning: float | None = 1.0,
         registry: Registry | None = None,
         tracing_setup: str | Callable[[], Any] | None = None,
-        _crash_points: tuple[str, ...] = (),
-        _crash_marker_dir: str | None = None,
+        _crash_points: tuple[str, ...] = (), _crash_marker_dir: str | None = None,
         ray_init_kwargs: dict[str, Any] | None = None,
     ) -> None:
         check_hub_name(name)
@@ -117,10 +113,7 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
             warm_worker=warm_worker, cache_bytes=cache_bytes, tracing_setup=tracing_setup,
         )
         sync, replication = replication_settings(replica, durability, lease_seconds)
-        if replica is not None:
-            ReplicaTarget.parse(replica)  # a malformed one is refused here, not in every host
-        self.name = name
-        self._replica = replica
+        self.name, self._replica = name, replica
         self.directory = os.path.join(os.path.abspath(os.fspath(data_dir)), name)
         self._registry = registry or default_registry
         self._hub_entities: frozenset[str] | None = None

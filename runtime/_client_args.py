@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 from orchestrations import DurableTypeError, DurableValueError, validate_instance_id
 
+from ._replica_target import ReplicaTarget
+
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -58,6 +60,8 @@ def replication_settings(replica: object, durability: object, lease_seconds: obj
         )
     if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not 1 <= lease_seconds <= 600:
         raise DurableValueError(f"lease_seconds must be a number of seconds from 1 to 600, got {lease_seconds!r}")
+    if replica is not None:
+        ReplicaTarget.parse(replica)  # a malformed one is refused here, not in every shard host
     sync = "FULL" if durability in ("local", *REPLICA_MODES) else synchronous_mode(durability)
     return sync, ("local" if durability in LOCAL_MODES else str(durability))
 

@@ -71,6 +71,8 @@ class ShardReplication:
         self._leases = open_lease_store(self.target)
         self._replicator: Replicator | None = None
         self._before_sync: Callable[[], None] | None = None
+        #: syncs made and the seconds they took (``status()``)
+        self.syncs, self.sync_seconds = 0, 0.0
         self._tasks: list[asyncio.Task[None]] = []
         #: commits finished (each turn's, whether it wrote or failed) and commits a sync covers
         self._done = self._synced = 0
@@ -99,6 +101,13 @@ class ShardReplication:
                 if time.time() >= deadline:
                     raise
                 await asyncio.sleep(min(max(0.05, exc.expires_at - time.time() + 0.05), self.ttl / 3, 1.0))
+            except (ReplicaError, LeaseLostError):
+                raise
+            except Exception as exc:  # no credentials, no such bucket, the store unreachable, ...
+                raise ReplicaError(
+                    f"shard {self.index} of hub {self.hub!r}",
+                    f"its lease in {self.target.describe()} could not be taken: {type(exc).__name__}: {exc}",
+                ) from exc
         self.lease = lease
         try:
             create = await self._put_file(previous, may_create)
@@ -235,7 +244,10 @@ class ShardReplication:
         """Sync the replica; the first sync of a generation is recorded in the lease
         (``data_generation``: restore from here) before anything it covers leaves."""
         assert self._replicator is not None and self.lease is not None
+        began = time.perf_counter()
         await self._replicator.sync()
+        self.syncs += 1
+        self.sync_seconds += time.perf_counter() - began
         if self.lease.data_generation != self.lease.generation:
             self.lease = await asyncio.to_thread(self._leases.renew, self.lease, self.ttl, self.lease.generation)
 
@@ -295,7 +307,8 @@ class ShardReplication:
         return {
             "mode": self.mode, "replica": self.target.describe(), "generation": lease and lease.generation,
             "data_generation": lease and lease.data_generation, "synced_commits": self._synced,
-            "waiting_effects": len(self._effects), "fenced": str(self.fenced) if self.fenced else None,
+            "waiting_effects": len(self._effects), "syncs": self.syncs,
+            "sync_seconds": round(self.sync_seconds, 3), "fenced": str(self.fenced) if self.fenced else None,
         }
 
 

@@ -72,21 +72,19 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         self.config = config
         restarted = _restarted_by_ray()
         self._replication = _replication_of(config)
-        path = config.path if self._replication is None else self._replication.local_path
         self._store = ShardStore(
-            path, config.hub, config.index, config.num_shards, config.synchronous, config.hub_id,
+            config.path if self._replication is None else self._replication.local_path, config.hub,
+            config.index, config.num_shards, config.synchronous, config.hub_id,
             # a host Ray restarted had its file open before: it is never created again
             create=config.create and not restarted,
         )
-        self._start_lock = asyncio.Lock()
-        self._last_num = 0
+        self._start_lock, self._last_num = asyncio.Lock(), 0
         self._mailbox: list[Message] = []
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a message waits
         #: ids of ``delivered`` records the next turn deletes (their senders cannot resend them)
         self._forget_delivered: list[str] = []
         #: turns in a row whose commit could not be written (the retry backs off with it)
-        self._write_failures = 0
-        self._cache = InstanceCache()
+        self._write_failures, self._cache = 0, InstanceCache()
         self._entities: OrderedDict[str, EntityRecord] = OrderedDict()
         self._entity_specs: dict[str, Any] = {}
         self._orchestrators: dict[str, OrchestratorSpec] = {}

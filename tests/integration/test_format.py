@@ -21,7 +21,10 @@ from runtime import TaskHub
 from ..conftest import ALWAYS_REPLAY
 from . import _hub_v2_app  # noqa: F401  (registers the hub's code under its names)
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="file formats and migration: the normal run covers them"),
+]
 
 FIXTURE = Path(__file__).parent.parent / "data" / "hub_v2"
 

@@ -28,7 +28,10 @@ from runtime.replay import histories_from_files, histories_from_hub, histories_f
 
 from ..conftest import ALWAYS_REPLAY
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="the offline replayer replays by itself: the normal run covers it"),
+]
 
 HUB = "replay-shop"
 BROKEN = {"ship-done-1", "ship-done-2"}  # past the event: they ran the step that changes

@@ -26,7 +26,10 @@ from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 from . import _tracing_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="spans per episode: the normal run covers them"),
+]
 
 FAN_OUT = 5
 
