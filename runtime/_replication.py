@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrations import LeaseHeldError, LeaseLostError, ReplicaError
@@ -70,7 +70,7 @@ class ShardReplication:
         self.fenced: Exception | None = None
         self._leases = open_lease_store(self.target)
         self._replicator: Replicator | None = None
-        self._before_sync: Callable[[], None] | None = None
+        self._before_sync: Callable[[], Awaitable[None]] | None = None
         #: syncs made and the seconds they took (``status()``)
         self.syncs, self.sync_seconds = 0, 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,7 +139,7 @@ class ShardReplication:
         await restore(self.target, self.hub, self.index, previous.data_generation, self.local_path)
         return False
 
-    async def start(self, before_sync: Callable[[], None] | None = None) -> None:
+    async def start(self, before_sync: Callable[[], Awaitable[None]] | None = None) -> None:
         """Start replicating the open file under this generation, and the lease's renewal and
         the barrier; ``before_sync`` (fault injection for tests) runs before each sync that
         covers new commits."""
@@ -232,8 +232,8 @@ class ShardReplication:
         if self.mode == REPLICATED:
             upto = self._done
             if upto > self._synced:
-                if self._before_sync is not None:
-                    self._before_sync()
+                if self._before_sync is not None and self._effects:
+                    await self._before_sync()
                 await self._sync()
                 self._synced = max(self._synced, upto)
         while self._effects and (self.mode == ASYNC or self._effects[0][0] <= self._synced):
@@ -305,7 +305,8 @@ class ShardReplication:
         """What ``stats()`` shows of it."""
         lease = self.lease
         return {
-            "mode": self.mode, "replica": self.target.describe(), "generation": lease and lease.generation,
+            "mode": self.mode, "replica": self.target.describe(), "node": self.node_id, "pid": self.pid,
+            "generation": lease and lease.generation,
             "data_generation": lease and lease.data_generation, "synced_commits": self._synced,
             "waiting_effects": len(self._effects), "syncs": self.syncs,
             "sync_seconds": round(self.sync_seconds, 3), "fenced": str(self.fenced) if self.fenced else None,

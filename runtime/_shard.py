@@ -152,7 +152,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             await self._store.open(self.config.lock_timeout)
             if self._replication is not None:
                 self._replication.committed()  # what the file holds is released only once a sync covers it
-                await self._replication.start(before_sync=lambda: self._crash_point("lose_disk_before_sync"))
+                await self._replication.start(before_sync=self._lose_disk_before_sync)
             if self.config.warm_worker:  # only once the file opened: a refused open spawns nothing
                 # created with the first batch it could take; until it is up, this host runs
                 # small batches itself, unless Ray restarted it (an activity may have crashed it)
@@ -262,6 +262,14 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             await self._replication.close()
         async with self._db_lock:
             await self._store.close()
+
+    async def _lose_disk_before_sync(self) -> None:
+        """Fault injection (crash point ``lose_disk_before_sync``): a while after a commit whose
+        effects wait for a sync (time for anything released too early to leave), the node dies
+        with its disk, before the sync."""
+        if "lose_disk_before_sync" in self.config.crash_points:
+            await asyncio.sleep(0.2)
+            self._crash_point("lose_disk_before_sync")
 
     def _release(self, effects: Callable[[], None]) -> None:
         """Run a committed turn's ``effects`` now, or with a replica once they may leave (see

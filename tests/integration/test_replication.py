@@ -17,6 +17,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,7 +146,11 @@ def test_a_node_lost_with_its_disk_loses_nothing(cluster: Any, s3_server: S3Serv
         more = {hub.start_new(fan, client_input=FAN_WIDTH): 2 * sum(range(FAN_WIDTH)) for _ in range(FANOUTS)}
         for iid in waiting:  # every waiter has reached its event
             hub.wait_for_orchestration_start(iid, timeout=60)
+        doomed_hosts = [ray.get(hub._shards[i].replication_status.remote())["pid"] for i in lost_shards]
         c.remove_node(doomed, allow_graceful=False)
+        for pid in doomed_hosts:  # a node's death takes its processes at once (Ray's take a moment)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(node_directory(hub.directory, doomed.node_id))
         for iid in waiting:
             hub.raise_event(iid, "go", 100)
@@ -185,9 +190,9 @@ def test_a_crash_between_commit_and_sync_releases_nothing_unreplicated(
         "repl-kill", data_dir=tmp_path / "data", num_shards=1, replica=s3_server.url("kill"),
         lease_seconds=LEASE_SECONDS, _crash_points=("lose_disk_before_sync",), _crash_marker_dir=str(markers),
     ) as hub:
-        iid = hub.start_new(hellos)
+        iid = hub.start_new(hellos)  # answered only once the host Ray restarted has applied it
+        status = hub.wait_for_completion(iid, timeout=120)  # released early, the start would be gone
         assert (markers / "lose_disk_before_sync-0").exists()  # the host did die at that point
-        status = hub.wait_for_completion(iid, timeout=120)
         assert status.runtime_status is S.Completed, status.failure_details
         assert status.output == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
         history = [e.event_type for e in hub.get_history(iid)]
