@@ -21,7 +21,9 @@ from ._replica_target import ReplicaTarget
 
 class ReplicaCopies:
     """Copies of hub ``hub``'s shards, each restored on first use from the newest generation of
-    ``replica`` that holds data, into a private temporary directory :meth:`close` removes."""
+    ``replica`` that holds data, into a private temporary directory :meth:`close` removes. A
+    copy is what the replica held when it was restored: a long-lived reader (the web UI over a
+    closed hub) sees it as of then."""
 
     def __init__(self, hub: str, replica: str) -> None:
         self.hub = hub
@@ -35,9 +37,13 @@ class ReplicaCopies:
             self._dir = tempfile.mkdtemp(prefix="durable-copy-")
         path = os.path.join(self._dir, shard_file(index))
         if not os.path.exists(path):
-            lease = open_lease_store(self.target).read(self.hub, index)
+            where = f"{self.target.describe()} (shard {index} of hub {self.hub!r})"
+            try:
+                lease = open_lease_store(self.target).read(self.hub, index)
+            except Exception as exc:  # no credentials, no such bucket, unreachable
+                raise ShardFileError(where, f"its replica cannot be read: {type(exc).__name__}: {exc}") from exc
             if lease is None or lease.data_generation == 0:
-                raise ShardFileError(f"{self.target.describe()} (shard {index})", "has no copy in the replica yet")
+                raise ShardFileError(where, "has no copy in the replica yet")
             coro = restore(self.target, self.hub, index, lease.data_generation, path)
             with concurrent.futures.ThreadPoolExecutor(1) as pool:  # whether or not a loop runs here
                 pool.submit(asyncio.run, coro).result()

@@ -71,6 +71,9 @@ class ShardReplication:
         self._leases = open_lease_store(self.target)
         self._replicator: Replicator | None = None
         self._before_sync: Callable[[], Awaitable[None]] | None = None
+        self._on_fenced: Callable[[Exception], None] | None = None
+        #: commits begun (see :meth:`beginning`); the barrier stopped for good (:meth:`close`)
+        self._begun, self._closed = 0, False
         #: syncs made and the seconds they took (``status()``)
         self.syncs, self.sync_seconds = 0, 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,13 +104,14 @@ class ShardReplication:
                 if time.time() >= deadline:
                     raise
                 await asyncio.sleep(min(max(0.05, exc.expires_at - time.time() + 0.05), self.ttl / 3, 1.0))
-            except (ReplicaError, LeaseLostError):
-                raise
             except Exception as exc:  # no credentials, no such bucket, the store unreachable, ...
-                raise ReplicaError(
-                    f"shard {self.index} of hub {self.hub!r}",
-                    f"its lease in {self.target.describe()} could not be taken: {type(exc).__name__}: {exc}",
-                ) from exc
+                if time.time() >= deadline or _permanent(exc):
+                    raise ReplicaError(
+                        f"shard {self.index} of hub {self.hub!r}",
+                        f"its lease in {self.target.describe()} could not be taken: {type(exc).__name__}: {exc}",
+                    ) from exc
+                log.warning("shard %s: the lease could not be taken yet (%s); trying again", self.index, exc)
+                await asyncio.sleep(min(1.0, self.ttl / 3))
         self.lease = lease
         try:
             create = await self._put_file(previous, may_create)
@@ -139,12 +143,16 @@ class ShardReplication:
         await restore(self.target, self.hub, self.index, previous.data_generation, self.local_path)
         return False
 
-    async def start(self, before_sync: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def start(
+        self, before_sync: Callable[[], Awaitable[None]] | None = None,
+        on_fenced: Callable[[Exception], None] | None = None,
+    ) -> None:
         """Start replicating the open file under this generation, and the lease's renewal and
-        the barrier; ``before_sync`` (fault injection for tests) runs before each sync that
-        covers new commits."""
+        the barrier. ``before_sync`` (fault injection for tests) runs before each sync that
+        effects wait for; ``on_fenced`` is called once another owner has the shard (a host ends
+        its process there, so that Ray restarts it and its callers go to the owner)."""
         assert self.lease is not None
-        self._before_sync = before_sync
+        self._before_sync, self._on_fenced = before_sync, on_fenced
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         self._replicator = Replicator(self.local_path, self.target, self.hub, self.index, self.lease.generation)
         await self._replicator.start()
@@ -153,13 +161,17 @@ class ShardReplication:
         self._tasks = [self._loop.create_task(self._renew()), self._loop.create_task(self._barrier())]
 
     async def close(self) -> None:
-        """Release what is waiting once a last sync covers it, stop Litestream and give the
-        lease up (the next owner need not wait for it to lapse)."""
-        if self._replicator is not None and self.fenced is None and (self._effects or self._readers):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._sync_and_release(), self.ttl / 3)
+        """A last sync (in either mode) and release what waits for it, then stop Litestream and
+        give the lease up (the next owner need not wait for it to lapse). Waiting readers fail."""
+        if self._replicator is not None and self._replicator.alive() and self.fenced is None:
+            try:
+                await asyncio.wait_for(self._sync_and_release(final=True), self.ttl / 3)
+            except Exception as exc:
+                log.warning("shard %s: the last replica sync failed (%s)", self.index, exc)
         for task in self._tasks:
             task.cancel()
+        self._closed = True
+        self._fail_readers()
         if self._replicator is not None:
             await self._replicator.stop()
         if self.lease is not None and self.fenced is None:
@@ -168,9 +180,24 @@ class ShardReplication:
 
     # -- the barrier ------------------------------------------------------------------------------
 
+    def beginning(self) -> None:
+        """A commit is about to be written (call under the writer's lock, before it): a read
+        that may see it waits for a sync that covers it (see :meth:`visible`)."""
+        self._begun += 1
+
     def committed(self) -> None:
-        """A turn's commit finished (written or not): later syncs cover it."""
+        """A commit finished, written or not (call after each :meth:`beginning`): later syncs
+        cover it."""
         self._done += 1
+        if self._readers:
+            self._poke()
+
+    async def cover(self) -> None:
+        """A write made outside a turn (a purge, the registry, entities moved at start) is in
+        the replica before its caller is answered."""
+        self.beginning()
+        self.committed()
+        await self.visible()
 
     def release(self, effects: Callable[[], None]) -> None:
         """Run ``effects`` (a committed turn's replies, sends, acknowledgements) once they may
@@ -179,22 +206,24 @@ class ShardReplication:
         if self.fenced is not None:
             return  # another owner has the shard: nothing of this host leaves any more
         if self.mode == ASYNC and not self._effects and self._lease_sound():
-            effects()
+            _run(effects, self.index)
             return
         self._effects.append((self._done, effects))
         self._poke()
 
     async def visible(self) -> None:
-        """Wait (on any loop) until a sync covers every commit a read just made could have seen:
-        a client is never shown what a node's loss could take back. Nothing to wait for in
-        ``async`` mode."""
+        """Wait (on any loop) until a sync covers every commit a read just made could have seen
+        (every commit begun by now): a client is never shown what a node's loss could take back.
+        Nothing to wait for in ``async`` mode."""
         self._check_fenced()
-        seen = self._done
+        seen = self._begun
         if self.mode == ASYNC or seen <= self._synced:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._readers_lock:
+            if self.fenced is not None or self._closed:  # the barrier has stopped: nobody would answer
+                raise self.fenced or _stopped(self)
             self._readers.append((seen, loop, future))
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._poke)
@@ -204,6 +233,11 @@ class ShardReplication:
         if self._wake is not None:
             self._wake.set()
 
+    def _ready(self) -> bool:
+        """Whether the barrier has something to do: effects wait, or a reader waits for commits
+        that have all finished (one still being written pokes the barrier when it does)."""
+        return bool(self._effects) or any(seen <= self._done for seen, _, _ in self._readers)
+
     async def _barrier(self) -> None:
         """Sync and release, for as long as the host runs."""
         assert self._wake is not None
@@ -211,7 +245,7 @@ class ShardReplication:
         while self.fenced is None:
             await self._wake.wait()
             self._wake.clear()
-            while self.fenced is None and (self._effects or self._readers):
+            while self.fenced is None and self._ready():
                 try:
                     await self._sync_and_release()
                     retry = SYNC_RETRY_SECONDS
@@ -223,33 +257,43 @@ class ShardReplication:
                     retry = min(retry * 2, self.ttl / 3)
         self._fail_readers()
 
-    async def _sync_and_release(self) -> None:
-        """One sync covering every commit finished so far (``replicated``), then release what it
-        covers; in ``async`` mode release what waited for the lease to be sound again."""
-        while not self._lease_sound():  # a renewal is late: hold everything until it comes
-            self._check_fenced()
-            await asyncio.sleep(0.02)
-        if self.mode == REPLICATED:
+    async def _sync_and_release(self, final: bool = False) -> None:
+        """One sync covering every commit finished so far (``replicated``; ``final``: in either
+        mode), then release what it covers, if the lease is still sound once the sync returned
+        (a sync that outlived it covers nothing: the next owner may have restored without it);
+        in ``async`` mode release what waited for the lease to be sound again."""
+        await self._until_sound()
+        if self.mode == REPLICATED or final:
             upto = self._done
-            if upto > self._synced:
+            if upto > self._synced or final:
                 if self._before_sync is not None and self._effects:
                     await self._before_sync()
-                await self._sync()
+                assert self.lease is not None
+                await self._sync(timeout=max(0.1, self.lease.expires_at - self.ttl / 3 - time.time()))
+                if not self._lease_sound():
+                    return  # held again until a renewal: the barrier tries once more
                 self._synced = max(self._synced, upto)
         while self._effects and (self.mode == ASYNC or self._effects[0][0] <= self._synced):
-            self._effects.popleft()[1]()
+            _run(self._effects.popleft()[1], self.index)
         self._answer_readers()
 
-    async def _sync(self) -> None:
+    async def _until_sound(self) -> None:
+        """Hold everything while the lease has less than a third of its time left (a renewal is
+        late); raise the fencing error once another owner has the shard."""
+        while not self._lease_sound():
+            self._check_fenced()
+            await asyncio.sleep(0.02)
+
+    async def _sync(self, timeout: float = 60.0) -> None:
         """Sync the replica; the first sync of a generation is recorded in the lease
         (``data_generation``: restore from here) before anything it covers leaves."""
         assert self._replicator is not None and self.lease is not None
         began = time.perf_counter()
-        await self._replicator.sync()
+        await self._replicator.sync(timeout=timeout)
         self.syncs += 1
         self.sync_seconds += time.perf_counter() - began
         if self.lease.data_generation != self.lease.generation:
-            self.lease = await asyncio.to_thread(self._leases.renew, self.lease, self.ttl, self.lease.generation)
+            self.lease = await self._renewed(self.lease, self.lease.generation)
 
     def _answer_readers(self, error: Exception | None = None) -> None:
         with self._readers_lock:
@@ -259,8 +303,7 @@ class ShardReplication:
             loop.call_soon_threadsafe(_settle, future, error)
 
     def _fail_readers(self) -> None:
-        stopped = ReplicaError(f"shard {self.index} of hub {self.hub!r}", "its host stopped replicating")
-        self._answer_readers(self.fenced or stopped)
+        self._answer_readers(self.fenced or _stopped(self))
 
     # -- the lease --------------------------------------------------------------------------------
 
@@ -280,9 +323,8 @@ class ShardReplication:
             lease = self.lease
             assert lease is not None
             try:
-                renewed = await asyncio.to_thread(self._leases.renew, lease, self.ttl)
-            except LeaseLostError as exc:
-                self._fence(exc)
+                renewed = await self._renewed(lease)
+            except LeaseLostError:
                 return
             except Exception as exc:  # the store is unreachable: try again while the lease lasts
                 log.warning("shard %s: the lease could not be renewed (%s)", self.index, exc)
@@ -291,8 +333,27 @@ class ShardReplication:
                 self.lease = renewed
             self._poke()
 
+    async def _renewed(self, lease: Lease, data_generation: int | None = None) -> Lease:
+        """``lease`` renewed (with ``data_generation``, if given). A refused renewal whose
+        lease the store still holds as this host's (a write that went through but whose answer
+        was lost, then retried with the old token) is renewed from what the store holds; one
+        another owner took fences this host and raises :class:`LeaseLostError`."""
+        try:
+            return await asyncio.to_thread(self._leases.renew, lease, self.ttl, data_generation)
+        except LeaseLostError as exc:
+            stored = await asyncio.to_thread(self._leases.read, self.hub, self.index)
+            if stored is not None and not stored.released and (stored.generation, stored.owner, stored.pid) == (
+                lease.generation, lease.owner, lease.pid
+            ):
+                return await asyncio.to_thread(self._leases.renew, stored, self.ttl, data_generation)
+            self._fence(exc)
+            raise
+
     def _fence(self, exc: Exception) -> None:
-        """Another owner has the shard: release nothing more, stop Litestream, fail waiters."""
+        """Another owner has the shard: release nothing more, stop Litestream, fail waiters,
+        and tell the host (``on_fenced``)."""
+        if self.fenced is not None:
+            return
         log.error("shard %s: %s; this host releases nothing more", self.index, exc)
         self.fenced = exc
         self._effects.clear()
@@ -300,6 +361,8 @@ class ShardReplication:
         self._poke()
         if self._replicator is not None and self._loop is not None:
             self._loop.create_task(self._replicator.stop())
+        if self._on_fenced is not None:
+            self._on_fenced(exc)
 
     def status(self) -> dict[str, Any]:
         """What ``stats()`` shows of it."""
@@ -311,6 +374,31 @@ class ShardReplication:
             "waiting_effects": len(self._effects), "syncs": self.syncs,
             "sync_seconds": round(self.sync_seconds, 3), "fenced": str(self.fenced) if self.fenced else None,
         }
+
+
+#: errors of the replica store that waiting does not mend (botocore's names and S3's codes)
+PERMANENT = frozenset({
+    "NoCredentialsError", "PartialCredentialsError", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "InvalidBucketName", "NoRegionError",
+})
+
+
+def _permanent(exc: Exception) -> bool:
+    """Whether ``exc`` says the replica store is misconfigured rather than briefly away."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    return type(exc).__name__ in PERMANENT or code in PERMANENT
+
+
+def _run(effects: Callable[[], None], index: int) -> None:
+    """Run one turn's effects; one that raises is logged, and those after it still run."""
+    try:
+        effects()
+    except Exception:
+        log.exception("shard %s: a committed turn's effects failed", index)
+
+
+def _stopped(rep: ShardReplication) -> ReplicaError:
+    return ReplicaError(f"shard {rep.index} of hub {rep.hub!r}", "its host stopped replicating")
 
 
 def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
@@ -328,4 +416,4 @@ def _remove_file(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path + suffix)
     with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}-litestream"))
+        shutil.rmtree(path + ".litestream")  # Litestream's own state beside the file

@@ -151,8 +151,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                 self._store.create = await self._replication.take(self.config.create)
             await self._store.open(self.config.lock_timeout)
             if self._replication is not None:
-                self._replication.committed()  # what the file holds is released only once a sync covers it
-                await self._replication.start(before_sync=self._lose_disk_before_sync)
+                await self._start_replication(self._replication)
             if self.config.warm_worker:  # only once the file opened: a refused open spawns nothing
                 # created with the first batch it could take; until it is up, this host runs
                 # small batches itself, unless Ray restarted it (an activity may have crashed it)
@@ -165,6 +164,17 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             if self._metrics.enabled:
                 self._metrics_flush = asyncio.get_running_loop().create_task(self._flush_metrics())
 
+    async def _start_replication(self, replication: ShardReplication) -> None:
+        """Replicate the open file (what it holds is released only once a sync covers it); if
+        that fails, stop Litestream, give the lease up and close the file, so a later start
+        begins afresh."""
+        try:
+            await replication.start(before_sync=self._lose_disk_before_sync, on_fenced=_end_fenced_host)
+        except BaseException:
+            await replication.close()
+            await self._store.close()
+            raise
+
     async def _recover(self) -> None:
         """Take up what the open file holds: the instance counter, the saved registry, entities
         written before names were case-insensitive, and pending work (activities without a
@@ -176,6 +186,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         if saved is not None:
             self._install_registry(saved)
         await self._move_legacy_entities()
+        await self._covered()  # what recovery found (and moved) is in the replica before it is sent
         activities, timers, outbox = await self._store.pending_work()
         self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
         for iid, exec_id, timer_id, fire_at in timers:
@@ -226,9 +237,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         merged = self._install_registry(registry_blob, merge=True)
         async with self._db_lock:
             await self._store.save_registry(merged)
-        if self._replication is not None:  # in the replica before the caller goes on
-            self._replication.committed()
-            await self._replication.visible()
+        await self._covered()  # in the replica before the caller goes on
 
     def _install_registry(self, registry_blob: bytes, merge: bool = False) -> bytes:
         """Install a registry snapshot (merged into the current one if ``merge``); returns
@@ -387,6 +396,13 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _end_fenced_host(exc: Exception) -> None:
+    """Another owner has this host's shard: end the process (after the log line is out), so
+    that Ray restarts the host, which waits for the lease, and callers reach the shard's owner."""
+    log.error("this shard host ends: %s", exc)
+    asyncio.get_running_loop().call_later(0.5, os._exit, 3)
 
 
 def _replication_of(config: ShardConfig) -> ShardReplication | None:

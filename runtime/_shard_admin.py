@@ -51,6 +51,11 @@ class ShardAdmin(ShardBase):
             "failed_commits": self.failed_commits,
         }
 
+    async def _covered(self) -> None:
+        """With a replica, a write made outside a turn is in it before its caller is answered."""
+        if self._replication is not None:
+            await self._replication.cover()
+
     async def replication_status(self) -> dict[str, Any] | None:
         """The replication's state (mode, replica, lease generations, syncs, fencing), or
         ``None`` without a replica."""
@@ -99,6 +104,7 @@ class ShardAdmin(ShardBase):
             count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
         for iid in ids:
             self._evict(iid)
+        await self._covered()
         return count, children
 
     def _retired_starts(self, purged: list[Instance]) -> list[str]:
@@ -138,6 +144,8 @@ class ShardAdmin(ShardBase):
             assert holder is not None
             identity = (lock.execution_id, lock.task_scheduled_id) if lock else (None, None)
             locks.append((row.entity_id, holder, *identity))
+        if self._replication is not None:
+            await self._replication.visible()
         return locks
 
     async def remove_empty_entities(self) -> int:
@@ -150,4 +158,5 @@ class ShardAdmin(ShardBase):
             count = await self._store.delete_entities(keys)
         for key in keys:
             self._entities.pop(key, None)
+        await self._covered()
         return count

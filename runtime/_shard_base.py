@@ -120,6 +120,9 @@ class ShardBase:
     def _release(self, effects: Callable[[], None]) -> None:
         raise NotImplementedError
 
+    async def _covered(self) -> None:
+        raise NotImplementedError
+
     # -- ShardAdmin -------------------------------------------------------------------------------
 
     def _crash_point(self, point: str) -> None:

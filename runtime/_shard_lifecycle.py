@@ -9,6 +9,7 @@ the turn's one commit.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -257,14 +258,14 @@ class ShardLifecycle(ShardBase):
             parked.append(msg)
         self._parking.add(parked)
 
-    def _answer_start_waiters(self, touched: list[str]) -> None:
-        """Answer ``wait_for_orchestration_start`` callers whose instance left Pending (call
-        after the commit, with the committed in-memory records)."""
+    def _start_answers(self, touched: list[str]) -> list[tuple[asyncio.Future[Any], Any]]:
+        """The answers of ``wait_for_orchestration_start`` callers whose instance left Pending
+        (call right after the commit, with the committed in-memory records): (future, row)."""
+        answers = []
         for iid in touched:
             futures = self._start_waiters.get(iid)
             inst = self._cache.get(iid)
             if futures and inst is not None and inst.status is not S.Pending:
                 row = inst.to_row()
-                for future in futures:
-                    if not future.done():
-                        future.set_result(row)
+                answers += [(future, row) for future in futures]
+        return answers

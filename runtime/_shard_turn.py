@@ -17,6 +17,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from typing import Any
 
 from orchestrations import ExecutionStarted, ShardWriteError, TimerFired
 
@@ -65,7 +66,14 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             self._crash_point("error_before_commit")
             async with self._db_lock:
                 committing = time.perf_counter()
-                await self._store.commit(turn.rounds)
+                replication = self._replication
+                if replication is not None:
+                    replication.beginning()  # a read that sees this commit waits for its sync
+                try:
+                    await self._store.commit(turn.rounds)
+                finally:
+                    if replication is not None:
+                        replication.committed()
                 self._metrics.commit_took(time.perf_counter() - committing)
         except BaseException as exc:
             # Nothing of the turn is in the file: nothing of it stays in memory either (an
@@ -81,11 +89,10 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             raise
         self._write_failures = 0
         self._courier.acked_deleted(acked)
-        if self._replication is not None:
-            self._replication.committed()
         self._crash_point("after_commit")
         after = turn.after
-        self._release(lambda: self._after_commit(after))
+        started = self._settle_inside(after)
+        self._release(lambda: self._after_commit(after, started))
 
     async def _stage_rounds(
         self, batch: list[Message], turn: Turn, acked: list[tuple[int, str]], forget: list[str]
@@ -228,34 +235,44 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         for handle in self._timer_handles.pop(iid, {}).values():
             handle.cancel()
 
-    def _after_commit(self, after: AfterCommit) -> None:
-        """Once the turn's commit is durable: answer its callers, arm its timers, send its
-        outbox, hold what it parked, answer waiters of what it started or ended, and bound
-        the directory of activations."""
-        for future, error in after.acks.items():
-            if not future.done():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+    def _settle_inside(self, after: AfterCommit) -> list[tuple[asyncio.Future[Any], Any]]:
+        """At once after the turn's commit, what stays inside the host: arm its timers, hold
+        what it parked, let go of finished instances and bound the directory of activations
+        (the next turn must find these as the commit left them). Returns the answers of
+        ``wait_for_orchestration_start`` callers, taken from the records as this commit left
+        them, for :meth:`_after_commit` to give."""
+        started = self._start_answers(after.touched) if self._start_waiters else []
         for iid, exec_id, timer_id, fire_at in after.timers:
             self._arm_timer(iid, exec_id, timer_id, fire_at)
-        self._courier.deliver(after.outbox)
         if after.parked or after.unparked:
             self._parking.discard(after.unparked)
             self._parking.add(after.parked)
-        if self._start_waiters:
-            self._answer_start_waiters(after.touched)
-        for iid, row in after.finished:
-            for future in self._waiters.get(iid, []):
-                if not future.done():
-                    future.set_result(row)  # the committed row: waiters answer without a read
+        for iid, _ in after.finished:
             inst = self._cache.get(iid)
             if inst is not None and inst.status.is_terminal:
                 # a finished instance is rarely touched again: its input and output stay in the
                 # file, not in host memory
                 del self._cache[iid]
         self._bound_directory(after.touched)
+        return started
+
+    def _after_commit(self, after: AfterCommit, started: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        """Once the turn's commit may be told (durable; with a replica, replicated): answer its
+        callers, send its outbox, answer waiters of what it started (``started``) or ended."""
+        for future, error in after.acks.items():
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+        self._courier.deliver(after.outbox)
+        for future, row in started:
+            if not future.done():
+                future.set_result(row)
+        for iid, row in after.finished:
+            for future in self._waiters.get(iid, []):
+                if not future.done():
+                    future.set_result(row)  # the committed row: waiters answer without a read
 
     def _arm_timer(self, iid: str, exec_id: str, timer_id: int, fire_at: float) -> None:
         loop = asyncio.get_running_loop()

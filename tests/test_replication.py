@@ -52,6 +52,12 @@ def _rows(path: str) -> list[int]:
         conn.close()
 
 
+def _counted(rep: ShardReplication) -> None:
+    """Count a commit as the host does around each one it writes."""
+    rep.beginning()
+    rep.committed()
+
+
 async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -74,16 +80,20 @@ def test_effects_leave_in_order_only_once_a_sync_covers_their_commit(tmp_path: P
         rep = await _owner(tmp_path, "node-a", 1)
         released: list[int] = []
         syncs: list[int] = []
-        rep._before_sync = lambda: syncs.append(len(released))  # what had left when each sync began
+
+        async def before_sync() -> None:  # what had left when each sync began
+            syncs.append(len(released))
+
+        rep._before_sync = before_sync
         for value in (2, 3):
             _write(rep.local_path, value)
-            rep.committed()
+            _counted(rep)
             rep.release(lambda value=value: released.append(value))  # type: ignore[misc]
         assert released == []  # nothing leaves in the turn that committed it
         await _until(lambda: released == [2, 3])
         assert syncs and syncs[0] == 0  # the sync began before anything was released
         _write(rep.local_path, 4)
-        rep.committed()
+        _counted(rep)
         await asyncio.wait_for(rep.visible(), 10)  # a read that saw row 4 waits for its sync
         assert rep.status()["synced_commits"] >= 3
         await rep.close()
@@ -124,7 +134,7 @@ def test_an_owner_whose_lease_lapsed_releases_nothing_more(tmp_path: Path) -> No
         await newcomer.take(may_create=False)  # waits for the cut-off owner's lease to lapse
         released: list[int] = []
         _write(rep.local_path, 2)
-        rep.committed()
+        _counted(rep)
         rep.release(lambda: released.append(2))
         rep._leases.renew = renew  # type: ignore[method-assign]  # the partition heals
         await _until(lambda: rep.fenced is not None)
@@ -148,15 +158,15 @@ def test_a_stale_local_file_is_not_reused(tmp_path: Path) -> None:
         await second.take(may_create=False)
         await second.start()
         _write(second.local_path, 2)
-        second.committed()
+        _counted(second)
         await asyncio.wait_for(second.visible(), 10)
         await second.close()
         third = _replication(tmp_path, "node-a")  # back on node a: its file is a generation old
         await third.take(may_create=False)
         assert _rows(third.local_path) == [1, 2]
         await third.start()
-        _write(third.local_path, 3)  # committed locally, not synced, before the host stops
         await third.close()
+        _write(third.local_path, 3)  # written after Litestream stopped: only in the local file
         fourth = _replication(tmp_path, "node-a")  # node a held the last generation: reused as is
         await fourth.take(may_create=False)
         assert _rows(fourth.local_path) == [1, 2, 3]

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,8 +153,10 @@ def test_a_node_lost_with_its_disk_loses_nothing(cluster: Any, s3_server: S3Serv
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(node_directory(hub.directory, doomed.node_id))
+        lost_at = time.monotonic()
         for iid in waiting:
             hub.raise_event(iid, "go", 100)
+        print(f"events taken {time.monotonic() - lost_at:.1f} s after the node's loss", file=sys.stderr)
         for iid in waiting:
             status = hub.wait_for_completion(iid, timeout=180)
             assert status.runtime_status is S.Completed and status.output == 6 + 100, status.failure_details
