@@ -33,12 +33,16 @@ integration: $(STAMP)
 	DURABLE_ALWAYS_REPLAY=1 $(PY) -m pytest -q -m integration $(INTEGRATION_ARGS)
 
 # Ray serves its Prometheus endpoint only with ray[default] (the `metrics` extra), whose agent
-# would slow every other test's ray.init: the test that reads the endpoint runs in a venv of its own.
+# would slow every other test's ray.init: the test that reads the endpoint runs in a venv of its own,
+# layered on .venv (a .pth adds .venv's site-packages), so only what ray[default] adds is installed
+# (~25 s, against ~2 min for a whole second install).
 METRICS_VENV := .venv-metrics
-$(METRICS_VENV)/.installed: pyproject.toml
+$(METRICS_VENV)/.installed: $(STAMP)
+	rm -rf $(METRICS_VENV)
 	$(PYTHON) -m venv $(METRICS_VENV)
-	$(METRICS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(METRICS_VENV)/bin/python -m pip install --quiet -e '.[dev,metrics]'
+	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+	  > "$$($(METRICS_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_dev_venv.pth"
+	$(METRICS_VENV)/bin/python -m pip install --quiet "ray[default]==$$($(PY) -c 'import ray; print(ray.__version__)')"
 	touch $@
 
 metrics-test: $(METRICS_VENV)/.installed

@@ -20,9 +20,13 @@ from orchestrations import (
 )
 from runtime import OrchestrationRuntimeStatus as S
 
+from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="the client's transport: the normal run covers it"),
+]
 
 
 @orchestrator(name="cl_echo")

@@ -20,7 +20,10 @@ from runtime._shard_turn import MAX_LOCAL_ROUNDS
 from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(ALWAYS_REPLAY, reason="the shard host's fast paths: the normal run covers them"),
+]
 
 
 @entity(name="TnAccount")
