@@ -276,3 +276,42 @@ class ShardHostMemory:
     def peak_hwm(self) -> tuple[int, int]:
         """(number of shard host processes alive, sum of their VmHWM in bytes)."""
         return len(shard_host_pids()), self._sum("VmHWM")
+
+
+@contextlib.contextmanager
+def moto_server(work: str, bucket: str = "bench") -> Iterator[str]:
+    """moto's S3 server (the dev extra's ``moto_server``) on a free port of 127.0.0.1 with
+    ``bucket`` created, its log under ``work``, and dummy credentials in the environment (set
+    before Ray starts, so its processes inherit them): yields the endpoint URL."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if not os.access(binary, os.X_OK):
+        raise BenchmarkError("moto_server is not installed (pip install 'moto[server]', in the dev extra)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    with open(os.path.join(work, "moto.log"), "wb") as log_file:
+        proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log_file, stderr=log_file)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise BenchmarkError("moto_server did not answer in 30 s") from None
+                time.sleep(0.05)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+import _common as common  # benchmarks/ is on sys.path
 
 from runtime._litestream import Replicator
 from runtime._replica_target import ReplicaTarget
-
-
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
 async def _measure(target: ReplicaTarget, work: str, syncs: int) -> dict[str, float]:
@@ -52,35 +44,7 @@ async def _measure(target: ReplicaTarget, work: str, syncs: int) -> dict[str, fl
     finally:
         await replicator.stop()
         db.close()
-    return {f"p{int(p * 100)}_ms": round(_percentile(times, p), 2) for p in (0.5, 0.9, 0.99)}
-
-
-@contextmanager
-def _moto(work: str) -> Iterator[tuple[str, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    with open(os.path.join(work, "moto.log"), "wb") as log:
-        proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.05)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
-        yield endpoint, "bench"
-    finally:
-        proc.terminate()
-        proc.wait()
+    return {f"p{int(p * 100)}_ms": round(common.percentile(times, int(p * 100)), 2) for p in (0.5, 0.9, 0.99)}
 
 
 def main() -> None:
@@ -99,17 +63,14 @@ def main() -> None:
             target = ReplicaTarget.parse(f"file://{work}/replica")
             result["file"] = asyncio.run(_measure(target, work, args.syncs))
         if "s3" in args.targets:
-            with _moto(work) if args.endpoint is None else _given(args.endpoint, args.bucket) as (endpoint, bucket):
-                target = ReplicaTarget.parse(f"s3://{bucket}/bench?endpoint={endpoint}")
+            given = contextlib.nullcontext(args.endpoint)
+            s3 = common.moto_server(work, args.bucket) if args.endpoint is None else given
+            with s3 as endpoint:
+                target = ReplicaTarget.parse(f"s3://{args.bucket}/bench?endpoint={endpoint}")
                 result["s3"] = asyncio.run(_measure(target, work, args.syncs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
-
-
-@contextmanager
-def _given(endpoint: str, bucket: str) -> Iterator[tuple[str, str]]:
-    yield endpoint, bucket
 
 
 if __name__ == "__main__":

@@ -23,61 +23,23 @@ Prints one JSON line (progress to stderr)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import _common as common  # benchmarks/ is on sys.path
 import bank
 import hello
-from _common import BenchmarkError, log, run_main
+from _common import log, run_main
 
 from runtime import TaskHub
 
 MODES = ("local", "async-file", "replicated-file", "replicated-s3")
-
-
-@contextmanager
-def moto_server(work: str) -> Iterator[str]:
-    """moto's S3 server on a free port of 127.0.0.1 with bucket ``bench``: its endpoint."""
-    binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.access(binary, os.X_OK):
-        raise BenchmarkError("moto_server is not installed (pip install 'moto[server]', in the dev extra)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    log_file = open(os.path.join(work, "moto.log"), "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log_file, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchmarkError("moto_server did not answer in 30 s") from None
-                time.sleep(0.05)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log_file.close()
 
 
 def hub_options(mode: str, work: str, endpoint: str | None) -> dict[str, Any]:
@@ -125,7 +87,8 @@ def benchmark(args: argparse.Namespace, work: str) -> dict[str, Any]:
     result: dict[str, Any] = {"benchmark": "replication", "runs": args.runs, "samples": args.samples,
                               "transfers": args.transfers, "accounts": args.accounts, "modes": {}}
     # the S3 stand-in first: its dummy credentials are in the environment Ray's processes inherit
-    with (moto_server(work) if "replicated-s3" in args.modes else _nothing()) as endpoint, common.ray_session():
+    s3 = common.moto_server(work) if "replicated-s3" in args.modes else contextlib.nullcontext()
+    with s3 as endpoint, common.ray_session():
         for mode in args.modes:
             result["modes"][mode] = measure_mode(mode, args, work, endpoint)
     local = result["modes"].get("local")
@@ -134,11 +97,6 @@ def benchmark(args: argparse.Namespace, work: str) -> dict[str, Any]:
             fields["p50_over_local"] = common.ratio(fields["p50_median"], local["p50_median"])
             fields["tps_over_local"] = common.ratio(fields["tps_median"], local["tps_median"])
     return result
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from orchestrations import LeaseHeldError, LeaseLostError, ReplicaError
@@ -72,7 +72,7 @@ class ShardReplication:
         self._replicator: Replicator | None = None
         self._before_sync: Callable[[], Awaitable[None]] | None = None
         self._on_fenced: Callable[[Exception], None] | None = None
-        #: commits begun (see :meth:`beginning`); the barrier stopped for good (:meth:`close`)
+        #: writes begun (see :meth:`counting`); the barrier stopped for good (:meth:`close`)
         self._begun, self._closed = 0, False
         #: syncs made and the seconds they took (``status()``)
         self.syncs, self.sync_seconds = 0, 0.0
@@ -180,24 +180,18 @@ class ShardReplication:
 
     # -- the barrier ------------------------------------------------------------------------------
 
-    def beginning(self) -> None:
-        """A commit is about to be written (call under the writer's lock, before it): a read
-        that may see it waits for a sync that covers it (see :meth:`visible`)."""
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        """Around one write of the file (under the writer's lock): counted as begun before it,
+        so a read that may see it waits for a sync that covers it (:meth:`visible`), and as
+        done after it, written or not, so later syncs cover it."""
         self._begun += 1
-
-    def committed(self) -> None:
-        """A commit finished, written or not (call after each :meth:`beginning`): later syncs
-        cover it."""
-        self._done += 1
-        if self._readers:
-            self._poke()
-
-    async def cover(self) -> None:
-        """A write made outside a turn (a purge, the registry, entities moved at start) is in
-        the replica before its caller is answered."""
-        self.beginning()
-        self.committed()
-        await self.visible()
+        try:
+            yield
+        finally:
+            self._done += 1
+            if self._readers:
+                self._poke()
 
     def release(self, effects: Callable[[], None]) -> None:
         """Run ``effects`` (a committed turn's replies, sends, acknowledgements) once they may

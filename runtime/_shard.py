@@ -21,6 +21,8 @@ that takes the mailbox turn after turn. The rest is cut by concern:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import time
@@ -185,8 +187,9 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         saved = await self._store.load_registry()
         if saved is not None:
             self._install_registry(saved)
-        await self._move_legacy_entities()
-        await self._covered()  # what recovery found (and moved) is in the replica before it is sent
+        with self._counted():
+            await self._move_legacy_entities()
+        await self._visible()  # what recovery found (and moved) is in the replica before it is sent
         activities, timers, outbox = await self._store.pending_work()
         self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
         for iid, exec_id, timer_id, fire_at in timers:
@@ -236,8 +239,9 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         await self._ensure_started()
         merged = self._install_registry(registry_blob, merge=True)
         async with self._db_lock:
-            await self._store.save_registry(merged)
-        await self._covered()  # in the replica before the caller goes on
+            with self._counted():
+                await self._store.save_registry(merged)
+        await self._visible()  # in the replica before the caller goes on
 
     def _install_registry(self, registry_blob: bytes, merge: bool = False) -> bytes:
         """Install a registry snapshot (merged into the current one if ``merge``); returns
@@ -280,13 +284,24 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             await asyncio.sleep(0.2)
             self._crash_point("lose_disk_before_sync")
 
-    def _release(self, effects: Callable[[], None]) -> None:
-        """Run a committed turn's ``effects`` now, or with a replica once they may leave (see
-        :meth:`ShardReplication.release`)."""
+    def _release(self, effects: Callable[..., None], *args: Any) -> None:
+        """Run a committed turn's ``effects(*args)`` now, or with a replica once they may leave
+        (see :meth:`ShardReplication.release`)."""
         if self._replication is None:
-            effects()
+            effects(*args)
         else:
-            self._replication.release(effects)
+            self._replication.release(functools.partial(effects, *args))
+
+    def _counted(self) -> contextlib.AbstractContextManager[None]:
+        """Around every write of the file: with a replica, counted for :meth:`_visible` and the
+        barrier (:meth:`ShardReplication.counting`); nothing without one."""
+        return contextlib.nullcontext() if self._replication is None else self._replication.counting()
+
+    async def _visible(self) -> None:
+        """With ``durability="replicated"``, wait until the replica holds every write a read
+        just made (or a write just done) could have seen; nothing to wait for otherwise."""
+        if self._replication is not None:
+            await self._replication.visible()
 
     # -- client entry points -----------------------------------------------------------------------
 

@@ -51,11 +51,6 @@ class ShardAdmin(ShardBase):
             "failed_commits": self.failed_commits,
         }
 
-    async def _covered(self) -> None:
-        """With a replica, a write made outside a turn is in it before its caller is answered."""
-        if self._replication is not None:
-            await self._replication.cover()
-
     async def replication_status(self) -> dict[str, Any] | None:
         """The replication's state (mode, replica, lease generations, syncs, fencing), or
         ``None`` without a replica."""
@@ -101,10 +96,11 @@ class ShardAdmin(ShardBase):
                 for iid in ids:
                     created = await self._store.load_events(insts[iid].num, (SubOrchestrationInstanceCreated.__name__,))
                     children += [(child, iid) for child in children_of(load_event(blob) for _, blob in created)]
-            count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
+            with self._counted():
+                count = await self._store.purge(ids, self._retired_starts([insts[i] for i in ids]))
         for iid in ids:
             self._evict(iid)
-        await self._covered()
+        await self._visible()
         return count, children
 
     def _retired_starts(self, purged: list[Instance]) -> list[str]:
@@ -144,8 +140,7 @@ class ShardAdmin(ShardBase):
             assert holder is not None
             identity = (lock.execution_id, lock.task_scheduled_id) if lock else (None, None)
             locks.append((row.entity_id, holder, *identity))
-        if self._replication is not None:
-            await self._replication.visible()
+        await self._visible()
         return locks
 
     async def remove_empty_entities(self) -> int:
@@ -155,8 +150,9 @@ class ShardAdmin(ShardBase):
         keys = [r.entity_id for r in rows if not r.has_state and r.locked_by is None and r.queue is None]
         keys = [k for k in keys if k not in self._entities or self._entities[k].state.is_empty]
         async with self._db_lock:
-            count = await self._store.delete_entities(keys)
+            with self._counted():
+                count = await self._store.delete_entities(keys)
         for key in keys:
             self._entities.pop(key, None)
-        await self._covered()
+        await self._visible()
         return count

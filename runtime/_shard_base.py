@@ -117,10 +117,13 @@ class ShardBase:
     def _enqueue(self, msg: Message) -> None:
         raise NotImplementedError
 
-    def _release(self, effects: Callable[[], None]) -> None:
+    def _release(self, effects: Callable[..., None], *args: Any) -> None:
         raise NotImplementedError
 
-    async def _covered(self) -> None:
+    def _counted(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    async def _visible(self) -> None:
         raise NotImplementedError
 
     # -- ShardAdmin -------------------------------------------------------------------------------

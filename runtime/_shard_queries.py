@@ -43,12 +43,6 @@ class ShardQueries(ShardBase):
         if self._loop_task is None:
             await ray.get_runtime_context().current_actor.peer_address.remote()
 
-    async def _visible(self) -> None:
-        """With ``durability="replicated"``, wait until the replica holds every commit a read just
-        made could have seen (see ``runtime._replication``); nothing to wait for otherwise."""
-        if self._replication is not None:
-            await self._replication.visible()
-
     @ray.method(concurrency_group=READS)
     async def get_status(
         self, instance_id: str, show_history: bool = False, show_history_output: bool = False,

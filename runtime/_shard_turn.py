@@ -66,14 +66,8 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             self._crash_point("error_before_commit")
             async with self._db_lock:
                 committing = time.perf_counter()
-                replication = self._replication
-                if replication is not None:
-                    replication.beginning()  # a read that sees this commit waits for its sync
-                try:
+                with self._counted():  # with a replica, a read that sees it waits for its sync
                     await self._store.commit(turn.rounds)
-                finally:
-                    if replication is not None:
-                        replication.committed()
                 self._metrics.commit_took(time.perf_counter() - committing)
         except BaseException as exc:
             # Nothing of the turn is in the file: nothing of it stays in memory either (an
@@ -92,7 +86,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         self._crash_point("after_commit")
         after = turn.after
         started = self._settle_inside(after)
-        self._release(lambda: self._after_commit(after, started))
+        self._release(self._after_commit, after, started)
 
     async def _stage_rounds(
         self, batch: list[Message], turn: Turn, acked: list[tuple[int, str]], forget: list[str]

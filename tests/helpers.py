@@ -1,11 +1,14 @@
-"""Test helpers: wait on a condition with a deadline (never a bare sleep)."""
+"""Test helpers: wait on a condition with a deadline (never a bare sleep); a small simulated
+multi-node Ray cluster."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _pause = threading.Event()  # never set: wait() is a pause between polls
@@ -21,3 +24,25 @@ def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         _pause.wait(interval)
+
+
+@contextlib.contextmanager
+def three_node_cluster() -> Iterator[tuple[Any, list[Any]]]:
+    """A head (1 CPU, runs the driver) plus two 1-CPU worker nodes on this machine, with this
+    process connected to it: yields ``(cluster, workers)``; torn down at the end. The local Ray
+    other modules share is shut down first (the next module starts a fresh one)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
+    c.wait_for_nodes()
+    try:
+        yield c, workers
+    finally:
+        ray.shutdown()
+        c.shutdown()

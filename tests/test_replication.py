@@ -54,8 +54,8 @@ def _rows(path: str) -> list[int]:
 
 def _counted(rep: ShardReplication) -> None:
     """Count a commit as the host does around each one it writes."""
-    rep.beginning()
-    rep.committed()
+    with rep.counting():
+        pass
 
 
 async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -10,7 +10,6 @@ This module runs its own cluster, not the shared ``ray_session``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from runtime import OrchestrationRuntimeStatus as S
 from runtime import TaskHub
 
 from ..conftest import ALWAYS_REPLAY
-from ..helpers import wait_until
+from ..helpers import three_node_cluster, wait_until
 
 # in order: the last test removes a node for good, so the ones that need all three come first
 pytestmark = [
@@ -65,21 +64,9 @@ def work(ctx):
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    """Head (1 CPU, runs the driver) plus two 1-CPU worker nodes; torn down at module end."""
-    from ray.cluster_utils import Cluster
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if ray.is_initialized():  # the local Ray other modules share: this module needs a cluster
-        ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [c.add_node(num_cpus=1) for _ in range(2)]
-    ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
-    c.wait_for_nodes()
-    try:
-        yield c, workers
-    finally:
-        ray.shutdown()
-        c.shutdown()
+    """Head plus two worker nodes (``tests.helpers.three_node_cluster``), for the module."""
+    with three_node_cluster() as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

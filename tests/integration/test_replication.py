@@ -35,6 +35,7 @@ from runtime._readonly import HubFiles
 from runtime._replication import node_directory
 
 from ..conftest import ALWAYS_REPLAY
+from ..helpers import three_node_cluster
 from ..s3_server import S3Server, s3_server  # noqa: F401 (a fixture)
 
 pytestmark = [
@@ -106,22 +107,10 @@ def transfer(ctx):
 
 @pytest.fixture(scope="module")
 def cluster(s3_server: S3Server) -> Iterator[Any]:  # noqa: F811
-    """Head (1 CPU, runs the driver) plus two 1-CPU worker nodes, started after the S3 stand-in
-    (its dummy credentials are in the environment every node inherits)."""
-    from ray.cluster_utils import Cluster
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if ray.is_initialized():  # the local Ray other modules share: this module needs a cluster
-        ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [c.add_node(num_cpus=1) for _ in range(2)]
-    ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
-    c.wait_for_nodes()
-    try:
-        yield c, workers
-    finally:
-        ray.shutdown()
-        c.shutdown()
+    """Head plus two worker nodes (``tests.helpers.three_node_cluster``), started after the S3
+    stand-in (its dummy credentials are in the environment every node inherits)."""
+    with three_node_cluster() as c:
+        yield c
 
 
 def test_a_node_lost_with_its_disk_loses_nothing(cluster: Any, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
