@@ -94,9 +94,14 @@ def address() -> Iterator[str]:
     )
     try:
         address_file = Path(temp_dir) / "ray_current_cluster"
-        wait_until(lambda: head.poll() is not None or address_file.exists(), timeout=60)
+        def written() -> str:  # Ray creates the file, then writes the address: wait for both
+            with contextlib.suppress(OSError):
+                return address_file.read_text().strip()
+            return ""
+
+        wait_until(lambda: head.poll() is not None or bool(written()), timeout=60)
         assert head.poll() is None, "ray start failed"
-        yield address_file.read_text().strip()
+        yield written()
     finally:
         head.send_signal(signal.SIGTERM)  # ray start --block then stops everything it started
         try:
