@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -438,7 +439,9 @@ def _restarted_by_ray() -> bool:
     if not ray.is_initialized():
         return False
     try:
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray's property reads its own deprecated `actor_id`
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not in an actor (a host built directly, in a test)
         return False
 
