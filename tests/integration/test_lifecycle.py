@@ -23,6 +23,8 @@ from runtime._hub_file import default_num_shards
 from ..conftest import ALWAYS_REPLAY
 
 pytestmark = pytest.mark.integration
+#: checks made by the client or the hub, before any orchestrator code runs: the replay run skips them
+hub_level = pytest.mark.skipif(ALWAYS_REPLAY, reason="checked before orchestrator code runs: the normal run covers it")
 
 
 @orchestrator(name="lc_wait")
@@ -97,6 +99,7 @@ def test_instance_reuse_rules(hub):
     ]
 
 
+@hub_level
 @pytest.mark.parametrize("bad", ["", "@entity", "a/b", "a\\b", "a#b", "a?b", "a\nb", "x" * 257])
 def test_bad_instance_ids_are_refused_before_anything_is_written(hub, bad):
     with pytest.raises(ValueError, match="instance id"):
@@ -104,6 +107,7 @@ def test_bad_instance_ids_are_refused_before_anything_is_written(hub, bad):
     assert hub.list_instances(page_size=None).instances == hub.list_instances(page_size=None).instances
 
 
+@hub_level
 def test_bad_input_is_refused_at_the_call(hub):
     with pytest.raises(ValueError, match="no orchestrator named 'nope'"):
         hub.start_new("nope")
@@ -119,6 +123,7 @@ def test_bad_input_is_refused_at_the_call(hub):
     assert hub.get_status("missing-id") is None
 
 
+@hub_level
 @pytest.mark.parametrize("name", ["../evil", "a/b", "", "a\\b", "x" * 65])
 def test_bad_hub_names_are_refused(ray_session, tmp_path, name):
     with pytest.raises(ValueError, match="hub name"):
@@ -126,12 +131,14 @@ def test_bad_hub_names_are_refused(ray_session, tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
+@hub_level
 def test_reopen_with_other_shard_count_is_refused(ray_session, tmp_path):
     TaskHub("shards", data_dir=tmp_path, num_shards=2).close()
     with pytest.raises(ShardMismatchError, match="num_shards=2"):
         TaskHub("shards", data_dir=tmp_path, num_shards=3)
 
 
+@hub_level
 def test_a_hub_opened_without_num_shards_gets_one_per_cpu_and_reopens_with_it(ray_session, tmp_path):
     with TaskHub("default-shards", data_dir=tmp_path) as first:
         assert first.num_shards == default_num_shards(ray.cluster_resources()["CPU"])
@@ -142,6 +149,7 @@ def test_a_hub_opened_without_num_shards_gets_one_per_cpu_and_reopens_with_it(ra
         assert second.wait_for_completion(iid, timeout=30).output == "reopened"
 
 
+@hub_level
 def test_a_hub_reopens_without_num_shards_with_the_count_it_was_created_with(ray_session, tmp_path):
     # created with a count the CPUs would not give it (as if the cluster had more or fewer CPUs then)
     other = default_num_shards(ray.cluster_resources()["CPU"]) + 1
