@@ -75,11 +75,13 @@ browser:
 	  || echo "could not install chromium: the web UI's browser test will be skipped"; \
 	else echo "no chromium here: the web UI's browser test will be skipped (apt-get install chromium chromium-driver)"; fi
 
-# The whole suite (shuffled by pytest-randomly; the seed is printed first): lint, pure tests,
-# integration tests, then the integration tests again
-# with always_replay=True (every turn replays from history instead of a cached generator),
-# the metrics endpoint's test (in .venv-metrics), then a short chaos run.
-test: browser lint unit integration metrics-test chaos-short
+# The whole suite (shuffled by pytest-randomly; the seed is printed first): lint and the pure
+# tests side by side (each uses one core; their outputs are kept apart), integration tests, then
+# the integration tests again with always_replay=True (every turn replays from history instead
+# of a cached generator), the metrics endpoint's test (in .venv-metrics), then a short chaos run.
+test: browser $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint unit
+	$(MAKE) --no-print-directory integration metrics-test chaos-short
 
 # Every benchmark next to its plain-Ray baseline (10-20 minutes on 2 cores); writes
 # benchmarks/results/latest.{json,md} and chart.png. `make bench BENCH_ARGS=--quick` for a

@@ -12,11 +12,14 @@ from entities import EntityId, entity
 from orchestrations import orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 
+from ..conftest import ALWAYS_REPLAY
 from ..helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
-ACCOUNTS, TRANSFERS, CONCURRENCY, INITIAL = 50, 2000, 64, 1000
+#: the always-replay run replays each worker's whole history at every turn (quadratic in its
+#: transfers): a quarter of the transfers there, the same locks and the same checks
+ACCOUNTS, TRANSFERS, CONCURRENCY, INITIAL = 50, 500 if ALWAYS_REPLAY else 2000, 64, 1000
 
 
 @entity(name="BankAccount")
@@ -86,6 +89,7 @@ def test_locked_transfers_conserve_the_total(hub):
     assert not [m for m in hub.list_entities("BankAccount") if m.locked_by is not None]
 
 
+@pytest.mark.skipif(ALWAYS_REPLAY, reason="shows the check can fail; the normal run does, with the full workload")
 def test_the_same_workload_without_locks_loses_updates(hub):
     balances, _ = run_bank(hub, "unlocked", locked=False)
     assert sum(balances) != ACCOUNTS * INITIAL
