@@ -10,6 +10,7 @@ shuts that Ray down at the end, so the next module starts the usual one."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import threading
@@ -184,9 +185,17 @@ class Scraper:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and below Linux's ephemeral range (32768 and up), where Ray's own
+    processes take theirs: a port the kernel hands out may be handed to a Ray process again
+    before the dashboard agent binds it (a CI run failed so: "Address already in use")."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +211,16 @@ def metrics_url() -> Iterator[str]:
         env.setenv(REPORT_ENV, REPORT_MS)  # Ray's processes inherit it
         env.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
         try:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=False, _metrics_export_port=_free_port())
+            for attempt in range(3):  # a port can still be taken meanwhile: try another
+                try:
+                    ray.init(address="local", num_cpus=2, include_dashboard=False,
+                             logging_level="WARNING", log_to_driver=False,
+                             _metrics_export_port=_free_port())
+                    break
+                except Exception:
+                    ray.shutdown()
+                    if attempt == 2:
+                        raise
             node = ray.nodes()[0]
             yield f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
         finally:
