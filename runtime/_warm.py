@@ -91,15 +91,17 @@ class WarmWorker:
             threading.Thread(target=self._serve_one, args=(conn,), name="warm-worker", daemon=True).start()
 
     def _serve_one(self, conn: socket.socket) -> None:
+        """Serve one connection; its slot is free again before the peer sees it closed, so a
+        peer that reconnects at once is not refused for its own old connection."""
         try:
-            with conn:
-                self._serve(conn)
+            self._serve(conn)
         except OSError:  # closed, timed out (socket.timeout) or a frame too large (FrameTooLargeError)
             pass
         except Exception:  # a frame that is not ours (it had the token, though)
             log.warning("warm worker: closing a connection that sent a malformed frame", exc_info=True)
         finally:
             self._slots.release()
+            conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
         limits = self._limits
