@@ -1,7 +1,7 @@
 """How ``tests/data/hub_v2`` was made: run from the root of a checkout of the release at
 c114a73 (format version 2) as ``python tests/data/make_hub_v2.py``; it writes the hub
 ``hub_v2`` under ``tests/data`` (2 shards) with a completed instance (a tuple in its output,
-a custom status), a failed one, one waiting for an event with a one-day timer armed, and an
+a custom status), a failed one, one waiting for an event with a timer armed a century away, and an
 entity with state. Kept so the fixture can be made again; the tests only read its output."""
 
 from __future__ import annotations

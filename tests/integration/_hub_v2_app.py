@@ -35,9 +35,11 @@ def failing(ctx: OrchestrationContext):
 
 @orchestrator(name="v2_approval")
 def approval(ctx: OrchestrationContext):
-    """Waits for the event "approve" for at most a day (a timer and an event pending)."""
+    """Waits for the event "approve", with a timer armed a century away (a timer and an
+    event pending; a one-day timer fired a day after the fixture was made, and the instance
+    was no longer waiting)."""
     ctx.set_custom_status("waiting")
-    timer = ctx.create_timer(ctx.current_utc_datetime + timedelta(days=1))
+    timer = ctx.create_timer(ctx.current_utc_datetime + timedelta(days=36500))
     event = ctx.wait_for_external_event("approve")
     winner = yield ctx.task_any([timer, event])
     if winner is event:
