@@ -1,10 +1,13 @@
-"""Test helpers: wait on a condition with a deadline (never a bare sleep); a small simulated
-multi-node Ray cluster."""
+"""Test helpers: wait on a condition with a deadline (never a bare sleep), from threads or from
+asyncio; a free port for a server a test starts; a small simulated multi-node Ray cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +27,29 @@ def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         _pause.wait(interval)
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
+    """:func:`wait_until` for asyncio code: poll without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"condition not met within {timeout} s"
+        await asyncio.sleep(interval)  # a poll interval
+
+
+def free_port() -> int:
+    """A port free now (on every interface), below Linux's ephemeral range (32768 and up) where Ray's
+    processes take theirs: a port the kernel hands out can be handed to a Ray process again
+    before the server it was meant for binds it (a CI run failed so: "Address already in use")."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ which the shard leases rely on."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from .helpers import free_port
 
 #: dummy credentials: moto accepts any, and boto3 and Litestream refuse to sign without some
 _CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -32,12 +33,6 @@ class S3Server:
     def url(self, prefix: str) -> str:
         """A ``replica=`` URL for ``prefix`` in the bucket, naming the endpoint."""
         return f"s3://{self.bucket}/{prefix}?endpoint={self.endpoint}&region={self.region}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _moto_command() -> list[str]:
@@ -67,7 +62,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """moto_server on a free port of 127.0.0.1 with a bucket, and dummy AWS credentials in the
     environment (inherited by Litestream children); stopped at the end of the session."""
     command = _moto_command()
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     saved = {k: os.environ.get(k) for k in _CREDENTIALS}
     os.environ.update(_CREDENTIALS)

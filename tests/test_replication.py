@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ import pytest
 from orchestrations import LeaseHeldError, LeaseLostError
 from runtime._litestream import litestream_binary
 from runtime._replication import ShardReplication
+
+from .helpers import until
 
 try:
     litestream_binary()
@@ -58,14 +59,6 @@ def _counted(rep: ShardReplication) -> None:
         pass
 
 
-async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def _owner(tmp_path: Path, node: str, *values: int, ttl: float = TTL) -> ShardReplication:
     """An owner that took the shard, replicates it, and committed ``values``."""
     rep = _replication(tmp_path, node, ttl)
@@ -90,7 +83,7 @@ def test_effects_leave_in_order_only_once_a_sync_covers_their_commit(tmp_path: P
             _counted(rep)
             rep.release(lambda value=value: released.append(value))  # type: ignore[misc]
         assert released == []  # nothing leaves in the turn that committed it
-        await _until(lambda: released == [2, 3])
+        await until(lambda: released == [2, 3])
         assert syncs and syncs[0] == 0  # the sync began before anything was released
         _write(rep.local_path, 4)
         _counted(rep)
@@ -137,7 +130,7 @@ def test_an_owner_whose_lease_lapsed_releases_nothing_more(tmp_path: Path) -> No
         _counted(rep)
         rep.release(lambda: released.append(2))
         rep._leases.renew = renew  # type: ignore[method-assign]  # the partition heals
-        await _until(lambda: rep.fenced is not None)
+        await until(lambda: rep.fenced is not None)
         await asyncio.sleep(0.2)
         assert released == [] and isinstance(rep.fenced, LeaseLostError)
         with pytest.raises(LeaseLostError):

@@ -17,6 +17,8 @@ from runtime._codec import decode, dump_value, encode
 from runtime._warm import WarmLane, WarmWorker
 from runtime._wire import ConnectionLostError, Limits
 
+from .helpers import until
+
 
 def where(_: Any) -> str:
     """An activity that says which thread ran it."""
@@ -76,8 +78,7 @@ def test_once_the_worker_answers_it_runs_every_batch():
         lane, stand_in = starting_lane()
         worker = WarmWorker("127.0.0.1", Limits(max_connections=2))
         stand_in.answer.set_result(worker.address())
-        while not lane.connected:
-            await asyncio.sleep(0.01)
+        await until(lambda: lane.connected)
         assert await ran_on(lane) == "warm-worker"
 
     asyncio.run(main())
@@ -87,8 +88,7 @@ def test_a_worker_that_never_answers_leaves_every_batch_to_ray_tasks():
     async def main() -> None:
         lane, stand_in = starting_lane()
         stand_in.answer.set_exception(RuntimeError("the worker could not start"))
-        await asyncio.sleep(0.05)
-        assert not lane.available()
+        await until(lambda: not lane.available())  # the lane stops running batches here
 
     asyncio.run(main())
 

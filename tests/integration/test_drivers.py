@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ALWAYS_REPLAY
-from ..helpers import wait_until
+from ..helpers import free_port, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -74,12 +73,6 @@ def processes_using(marker: str) -> list[int]:
                 if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
                     pids.append(int(entry.name))
     return pids
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ shuts that Ray down at the end, so the next module starts the usual one."""
 from __future__ import annotations
 
 import os
-import random
 import re
-import socket
 import threading
 import time
 import urllib.request
@@ -27,7 +25,7 @@ from orchestrations import OrchestrationContext, activity, orchestrator
 from runtime import OrchestrationRuntimeStatus, TaskHub
 
 from ..conftest import ALWAYS_REPLAY
-from ..helpers import wait_until
+from ..helpers import free_port, wait_until
 
 try:
     import ray.dashboard.optional_deps  # noqa: F401  (what Ray checks to run its full agent)
@@ -184,18 +182,20 @@ class Scraper:
 # -- fixtures -------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    """A port free now and below Linux's ephemeral range (32768 and up), where Ray's own
-    processes take theirs: a port the kernel hands out may be handed to a Ray process again
-    before the dashboard agent binds it (a CI run failed so: "Address already in use")."""
-    for port in random.sample(range(20000, 32000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
+def _start_ray_exporting_metrics(tries: int = 3) -> None:
+    """A local Ray exporting metrics on a free port; another port if Ray could not bind it (a
+    port free when chosen can still be taken before Ray's agent binds it)."""
+    import ray
+
+    for attempt in range(tries):
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=False, _metrics_export_port=free_port())
+            return
+        except Exception:
+            ray.shutdown()
+            if attempt == tries - 1:
+                raise
 
 
 @pytest.fixture(scope="module")
@@ -211,16 +211,7 @@ def metrics_url() -> Iterator[str]:
         env.setenv(REPORT_ENV, REPORT_MS)  # Ray's processes inherit it
         env.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
         try:
-            for attempt in range(3):  # a port can still be taken meanwhile: try another
-                try:
-                    ray.init(address="local", num_cpus=2, include_dashboard=False,
-                             logging_level="WARNING", log_to_driver=False,
-                             _metrics_export_port=_free_port())
-                    break
-                except Exception:
-                    ray.shutdown()
-                    if attempt == 2:
-                        raise
+            _start_ray_exporting_metrics()
             node = ray.nodes()[0]
             yield f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
         finally:
