@@ -12,7 +12,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
@@ -30,51 +29,13 @@ from ._schema import (
     ACTIVITY_COLUMNS,
     ActivityRow,
     EntityRow,
-    HistoryRow,
     InstanceRow,
 )
 from ._schema import ENTITY_COLUMNS as ENTITY_COLUMNS  # where readers look for them
 from ._schema import INSTANCE_COLUMNS as INSTANCE_COLUMNS
 from ._shard_identity import FORMAT_VERSION as FORMAT_VERSION  # where the CLI's reader looks for it
 from ._shard_identity import ShardIdentity, check_file, lost_file
-
-
-@dataclass(slots=True)
-class TurnWrites:
-    """Everything one turn writes, committed in one transaction."""
-
-    instances: list[InstanceRow] = field(default_factory=list)
-    #: history rows are keyed by the instance's number (see ``Instance.num``)
-    clear_history: list[int] = field(default_factory=list)
-    truncate_history: list[tuple[int, int]] = field(default_factory=list)
-    history: list[HistoryRow] = field(default_factory=list)
-    add_activities: list[ActivityRow] = field(default_factory=list)
-    done_activities: list[tuple[str, int]] = field(default_factory=list)
-    clear_instance_work: list[str] = field(default_factory=list)
-    add_timers: list[tuple[Any, ...]] = field(default_factory=list)
-    done_timers: list[tuple[str, int]] = field(default_factory=list)
-    add_outbox: list[tuple[str, int, bytes]] = field(default_factory=list)
-    done_outbox: list[str] = field(default_factory=list)
-    delivered: list[str] = field(default_factory=list)
-    #: ids of ``delivered`` whose senders have deleted their outbox rows (never sent again)
-    forget_delivered: list[str] = field(default_factory=list)
-    entities: list[EntityRow] = field(default_factory=list)
-    #: messages parked until their due time: (msg_id, due, encoded message), and those applied
-    add_scheduled: list[tuple[str, float, bytes]] = field(default_factory=list)
-    done_scheduled: list[str] = field(default_factory=list)
-
-    def is_empty(self) -> bool:
-        """Whether there is nothing to commit."""
-        return not any(getattr(self, name) for name in self.__slots__)  # type: ignore[attr-defined]
-
-    def mark(self) -> tuple[int, ...]:
-        """A point to :meth:`rollback` to (the lists are only ever appended to)."""
-        return tuple(len(getattr(self, name)) for name in self.__slots__)  # type: ignore[attr-defined]
-
-    def rollback(self, mark: tuple[int, ...]) -> None:
-        """Drop everything staged since ``mark``."""
-        for name, length in zip(self.__slots__, mark):  # type: ignore[attr-defined]
-            del getattr(self, name)[length:]
+from ._turn_writes import TurnWrites, apply_writes
 
 
 class ShardStore:
@@ -241,7 +202,7 @@ class ShardStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             for w in rounds:
-                self._apply(db, w)
+                apply_writes(db, w)
             if self.failing_commits:
                 self.failing_commits -= 1
                 raise sqlite3.OperationalError("database or disk is full (injected)")
@@ -252,59 +213,6 @@ class ShardStore:
             raise
         # after the commit: a turn is acknowledged only if it went to the file at ``path``
         self.check_file()
-
-    @staticmethod
-    def _apply(db: Any, w: TurnWrites) -> None:
-        """One round's writes: deletions before insertions, so a record cleared and written
-        again in the round keeps its new rows."""
-        if w.clear_history:
-            db.executemany("DELETE FROM history WHERE num = ?", [(n,) for n in w.clear_history])
-        if w.truncate_history:
-            db.executemany("DELETE FROM history WHERE num = ? AND seq >= ?", w.truncate_history)
-        if w.clear_instance_work:
-            rows = [(i,) for i in w.clear_instance_work]
-            db.executemany("DELETE FROM activities WHERE instance_id = ?", rows)
-            db.executemany("DELETE FROM timers WHERE instance_id = ?", rows)
-        if w.instances:
-            db.executemany(
-                f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                w.instances,
-            )
-        if w.history:
-            db.executemany(
-                "INSERT OR REPLACE INTO history(num, seq, event_type, timestamp, name, data) "
-                "VALUES (?,?,?,?,?,?)",
-                w.history,
-            )
-        if w.done_activities:
-            db.executemany("DELETE FROM activities WHERE instance_id = ? AND task_id = ?", w.done_activities)
-        if w.add_activities:
-            db.executemany(
-                "INSERT OR REPLACE INTO activities(instance_id, execution_id, task_id, name, input) "
-                "VALUES (?,?,?,?,?)",
-                w.add_activities,
-            )
-        if w.done_timers:
-            db.executemany("DELETE FROM timers WHERE instance_id = ? AND timer_id = ?", w.done_timers)
-        if w.add_timers:
-            db.executemany(
-                "INSERT OR REPLACE INTO timers(instance_id, execution_id, timer_id, fire_at) VALUES (?,?,?,?)",
-                w.add_timers,
-            )
-        if w.done_outbox:
-            db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in w.done_outbox])
-        if w.add_outbox:
-            db.executemany("INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", w.add_outbox)
-        if w.entities:
-            db.executemany(f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", w.entities)
-        if w.delivered:
-            db.executemany("INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered])
-        if w.forget_delivered:
-            db.executemany("DELETE FROM delivered WHERE msg_id = ?", [(m,) for m in w.forget_delivered])
-        if w.done_scheduled:
-            db.executemany("DELETE FROM scheduled WHERE msg_id = ?", [(m,) for m in w.done_scheduled])
-        if w.add_scheduled:
-            db.executemany("INSERT OR REPLACE INTO scheduled(msg_id, due, data) VALUES (?,?,?)", w.add_scheduled)
 
     # -- reads used by the shard host (writer connection: sees its own last commit) -----------
 

@@ -17,8 +17,8 @@ from ._activities import ActivityCall
 from ._delivery import Outbound
 from ._messages import Message, to_ts
 from ._schema import ActivityRow
-from ._store import TurnWrites
 from ._turn_state import AfterCommit, utcnow
+from ._turn_writes import TurnWrites
 
 #: a staged timer: (instance id, execution id, timer id, when it fires as a timestamp)
 TimerRow = tuple[str, str, int, float]
