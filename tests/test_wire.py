@@ -14,7 +14,7 @@ from runtime._codec import decode, dump_value, encode
 from runtime._warm import WarmWorker
 from runtime._wire import HEADER, ConnectionLostError, FrameClient, Limits, frame, new_token, serve
 
-from .helpers import wait_until
+from .helpers import until, wait_until
 
 
 def run(coro):
@@ -97,6 +97,36 @@ def test_a_lost_connection_fails_what_is_in_flight():
         server.close()
 
     run(main())
+
+
+def test_replies_to_a_client_that_left_are_not_written(caplog):
+    """A driver that exits with waits in flight: the host drops their replies quietly (asyncio
+    logs "socket.send() raised exception." for each write after the fifth into a lost
+    connection, which once buried a README example's traceback in CI)."""
+
+    async def main():
+        token, release, answered = new_token(), asyncio.Event(), []
+
+        async def slow(payload):
+            await release.wait()
+            answered.append(payload)
+            return payload
+
+        server, (host, port) = await _echo_server(token, handle=slow)
+        client = await FrameClient.connect(host, port, token)
+        pending = [client.request(i) for i in range(20)]
+        await asyncio.sleep(0)  # the frames are written
+        await client.aclose()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.sleep(0.2)  # the server sees the connection end
+        release.set()
+        await until(lambda: len(answered) == 20)
+        await asyncio.sleep(0.1)
+        server.close()
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        run(main())
+    assert not [r for r in caplog.records if "socket.send()" in r.getMessage()]
 
 
 # -- what a server accepts is bounded (issue 11, "No one in") ---------------------------------------

@@ -100,9 +100,17 @@ def run(args: list[str], cwd: Path, ray_address: str, what: str) -> subprocess.C
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{what} did not finish within {SCRIPT_TIMEOUT} s\nstdout:\n{exc.stdout}\nstderr:\n{exc.stderr}")
     assert done.returncode == 0, (
-        f"{what} exited with {done.returncode}\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+        f"{what} exited with {done.returncode}\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{shown(done.stderr)}"
     )
     return done
+
+
+def shown(stderr: str, keep: int = 4000) -> str:
+    """What a failure shows of a script's stderr: its traceback whole (Ray's forwarded log lines
+    may follow it and would push it out of a plain tail), then the tail."""
+    start = stderr.rfind("Traceback (most recent call last)")
+    traceback = stderr[start : start + keep] + "\n...\n" if start >= 0 else ""
+    return traceback + stderr[-keep:]
 
 
 def cli_args(command: str) -> list[str]:
