@@ -153,10 +153,9 @@ async def serve(
                 reply = ok_reply(await handle(payload))
             except Exception as exc:
                 reply = error_reply(describe_error(exc))
-            if writer.is_closing():  # the peer left: nobody reads it (and asyncio would log each write)
-                return
-            with contextlib.suppress(OSError):
-                writer.write(frame((request_id, reply)))
+            if not writer.is_closing():  # a peer that left reads nothing (asyncio would log each write)
+                with contextlib.suppress(OSError):
+                    writer.write(frame((request_id, reply)))
 
         try:
             async with asyncio.timeout(limits.handshake_seconds):
