@@ -81,7 +81,7 @@ class ControlClient(ClientParts):
         iid = new_instance_id() if instance_id is None else validate_instance_id(instance_id)
         blob = dump_value(client_input, "client_input")
         event = ExecutionStarted(utc_now(), name, client_input, iid, uuid.uuid4().hex, version=function_version(fn))
-        return Message(iid, event, input_blob=blob, due=due)
+        return Message(iid, event, input_blob=blob, due=due, fresh=instance_id is None and due is None)
 
     def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
         """Send external event ``event_name`` to an instance (buffered if nobody waits yet).

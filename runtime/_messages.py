@@ -44,7 +44,10 @@ class Message:
     before that time: it parks it durably until then, and ``parked`` marks it when it comes
     back to be applied. ``recursive`` makes a terminate stop the instance's open
     sub-orchestrations too. ``restart`` is set on the rewind a parent sends its child: the
-    child's start, to run it again if it was purged.
+    child's start, to run it again if it was purged. ``fresh`` marks a client's start of an
+    instance id the client has just made up (a random one): no record of it can be in the file
+    unless this very start was applied before, which only a retried call can cause, so a host
+    that has seen no retry creates its record without looking for it.
     """
 
     instance_id: str
@@ -61,6 +64,7 @@ class Message:
     parked: bool = False
     recursive: bool = False
     restart: ExecutionStarted | None = None
+    fresh: bool = False
 
     def to_bytes(self) -> bytes:
         """The message without its ack future, encoded for an outbox, a parked row or another
@@ -94,7 +98,7 @@ class Message:
 
 
 #: the fields of a :class:`Message` stored as they are (the others: events, or not stored)
-_PLAIN_FIELDS = ("execution_id", "msg_id", "continue_as_new", "client", "input_blob", "due", "recursive")
+_PLAIN_FIELDS = ("execution_id", "msg_id", "continue_as_new", "client", "input_blob", "due", "recursive", "fresh")
 
 
 def to_ts(dt: datetime) -> float:

@@ -30,8 +30,10 @@ class ShardDirectory(ShardBase):
             inst.executor.close()
 
     async def _load_missing_instances(self, groups: dict[str, list[Message]]) -> None:
-        """Load the records of the turn's instances that are not in memory."""
-        missing = [i for i in groups if not i.startswith("@") and i not in self._cache]
+        """Load the records of the turn's instances that are not in memory; not the record of
+        a client's start of a made-up id (``fresh``) while no call was retried: it cannot exist."""
+        missing = [i for i, msgs in groups.items() if not i.startswith("@") and i not in self._cache
+                   and (self._retries_possible or not all(m.fresh and m.client for m in msgs))]
         if missing:
             for iid, row in (await self._store.load_instances(missing)).items():
                 self._cache[iid] = Instance.from_row(row)

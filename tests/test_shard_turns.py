@@ -32,7 +32,7 @@ from orchestrations import (
     TaskCompleted,
 )
 from runtime._activities import ActivityCall, ActivityDispatcher
-from runtime._codec import encode
+from runtime._codec import dump_value, encode
 from runtime._messages import Message
 from runtime._shard import ShardHost
 from runtime._shard_base import ShardConfig
@@ -237,3 +237,59 @@ def test_turns_without_ray_start_no_ray(tmp_path):
     if before:
         pytest.skip("another test of this session started a Ray")
     assert not sys.modules["ray"].is_initialized()
+
+
+def _fresh_start(name: str) -> Message:
+    """A client's start of an id it made up, as ``TaskHub.start_new`` sends it without an
+    ``instance_id`` (through the wire's encoding)."""
+    iid = uuid.uuid4().hex
+    event = ExecutionStarted(datetime.now(UTC), name, None, iid, uuid.uuid4().hex)
+    msg = Message(iid, event, input_blob=dump_value(None, "client_input"), client=True, fresh=True)
+    return Message.from_bytes(msg.to_bytes())
+
+
+def test_a_start_of_a_made_up_id_is_not_looked_up_in_the_file_but_one_of_a_given_id_is(tmp_path):
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        looked_up: list[list[str]] = []
+        load = host._store.load_instances
+
+        async def counting(ids: list[str]) -> Any:
+            looked_up.append(list(ids))
+            return await load(ids)
+
+        host._store.load_instances = counting  # type: ignore[method-assign]
+        try:  # an open host's connection threads would keep the test process alive
+            fresh = _fresh_start("unit_approval")
+            assert fresh.fresh
+            assert await _turn(host, fresh) == [None]
+            assert looked_up == []
+            assert await _turn(host, _start("given", "unit_approval")) == [None]
+            assert looked_up == [["given"]]
+            status = await host._read_status(fresh.instance_id)
+            assert status is not None and status.runtime_status is S.Running
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_made_up_id_start_sent_again_after_a_retried_call_is_applied_once(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+    fresh = _fresh_start("unit_approval")
+
+    async def scenario() -> None:
+        host = await _open(path)
+        assert await _turn(host, fresh) == [None]
+        await host.close()
+        again = await _open(path)  # the instance is only in the file now
+        again._retries_possible = True  # what ``submit(..., retried=True)`` sets
+        try:
+            copy = Message.from_bytes(fresh.to_bytes())
+            assert await _turn(again, copy) == [None]  # recognised as applied, not started twice
+        finally:
+            await again.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT instance_id, status FROM instances") == [(fresh.instance_id, "Running")]
+    assert _history(path).count("ExecutionStarted") == 1
