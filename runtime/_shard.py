@@ -29,7 +29,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -45,7 +45,6 @@ from ._entity_host import EntityRecord
 from ._messages import Message
 from ._metrics import REFRESH_SECONDS, STATUS_SQL, ShardMetrics
 from ._parking import Parking
-from ._replication import ShardReplication
 from ._shard_admin import ShardAdmin
 from ._shard_base import ShardConfig
 from ._shard_clients import ShardClients
@@ -55,6 +54,9 @@ from ._status import OrchestrationRuntimeStatus
 from ._store import ShardStore
 from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
+
+if TYPE_CHECKING:
+    from ._replication import ShardReplication
 
 log = logging.getLogger("ray_durable.shard")
 
@@ -426,6 +428,8 @@ def _replication_of(config: ShardConfig) -> ShardReplication | None:
     directory of this node's own)."""
     if config.replica is None:
         return None
+    from ._replication import ShardReplication  # only a replicated hub's hosts pay its import
+
     node_id = ray.get_runtime_context().get_node_id()
     return ShardReplication(
         config.replica, config.replication, config.hub, config.index, os.path.dirname(config.path),
