@@ -8,11 +8,14 @@ every task hub ships to its shards, so ``call_http`` works whatever registry the
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
 
 from orchestrations import DurableHttpRequest, DurableHttpResponse
 from orchestrations._http import HTTP_ACTIVITY
 from orchestrations._registry import ActivitySpec
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Seconds one request may take when ``call_http`` was given no ``timeout`` (the default of
 #: .NET's HttpClient, which Durable Functions uses).
@@ -26,6 +29,8 @@ async def http_request(request: DurableHttpRequest) -> DurableHttpResponse:
     not raised; a request that cannot be made or exceeds ``request.timeout`` raises an
     ``httpx`` error, which fails the activity (and the task, at its ``yield``).
     """
+    import httpx  # here, not at the top: every process of a hub imports this module, few call it
+
     timeout = DEFAULT_REQUEST_TIMEOUT if request.timeout is None else request.timeout
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
         response = await client.request(
