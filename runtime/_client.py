@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -40,15 +41,29 @@ from ._history_json import history_to_json
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import HubRecord, default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
-from ._shard import ShardHost
+from ._shard_actor import ShardActor
 from ._shard_base import ShardConfig
 from ._shard_queries import READS
 from ._tracing import install_log_filter
 
 log = logging.getLogger("ray_durable")
 
+
+
+def _preload_ray_serialization() -> None:
+    """Import what Ray's first serialization in this process imports (its pydantic and
+    starlette support, ~0.15 s here), so that opening a hub does not wait for it: done in a
+    background thread when this module is imported, which is usually while ``ray.init()``
+    waits for its processes. Anything missing or failing is left for Ray to meet itself."""
+    for module in ("ray._common.pydantic_compat", "pydantic.v1.fields", "starlette.datastructures"):
+        with contextlib.suppress(Exception):
+            __import__(module)
+
+
+threading.Thread(target=_preload_ray_serialization, name="durable-preload", daemon=True).start()
+
 #: status, history and entity reads run on their own loop: a blocked turn does not hold them
-_ShardActor = ray.remote(concurrency_groups={READS: 4})(ShardHost)  # type: ignore[call-overload]
+_ShardActor = ray.remote(concurrency_groups={READS: 4})(ShardActor)  # type: ignore[call-overload]
 T = TypeVar("T")
 
 

@@ -55,7 +55,7 @@ def counter(ctx: EntityContext) -> None:
 
 def _waiting_on(hub, instance_id: str) -> bool:
     """Whether the instance's shard host holds a waiter for it (a wait reached the host)."""
-    return bool(ray.get(hub._shard(instance_id).__ray_call__.remote(lambda host: instance_id in host._waiters)))
+    return bool(ray.get(hub._shard(instance_id).__ray_call__.remote(lambda actor: instance_id in actor.host._waiters)))
 
 
 def test_asyncio_client_runs_many_starts_and_waits_at_once(hub):
