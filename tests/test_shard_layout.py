@@ -27,3 +27,32 @@ def test_every_attribute_the_parts_declare_is_set_by_the_host(tmp_path):
 
 def test_the_declarations_come_last_so_they_never_hide_a_part():
     assert ShardHost.__mro__[-2:] == (ShardBase, object)
+
+
+def test_the_actor_class_ray_sees_has_the_hosts_public_methods_as_they_are_and_nothing_else():
+    """Ray fingerprints an actor class by disassembling a wrapper of each of its methods, once
+    per driver, before the first host can start: ``ShardActor`` keeps that to the methods
+    callers reach (see ``runtime._shard_actor``), each as Ray must see it."""
+    from runtime._shard_actor import ShardActor
+
+    public = {n: f for n, f in inspect.getmembers(ShardHost, inspect.isfunction) if not n.startswith("_")}
+    exposed = {n: f for n, f in inspect.getmembers(ShardActor, inspect.isfunction) if n != "__init__"}
+    assert set(exposed) == set(public) and "submit" in exposed and len(exposed) < 40
+    for name, method in exposed.items():
+        host_method = public[name]
+        assert inspect.signature(method) == inspect.signature(host_method), name
+        assert inspect.iscoroutinefunction(method) == inspect.iscoroutinefunction(host_method), name
+        ray_options = {k: v for k, v in vars(host_method).items() if k.startswith("__ray_")}
+        assert {k: v for k, v in vars(method).items() if k.startswith("__ray_")} == ray_options, name
+    assert getattr(ShardActor.get_status, "__ray_concurrency_group__", None) == "reads"
+
+
+def test_the_actor_class_hands_each_call_to_its_host(tmp_path):
+    from runtime._shard_actor import ShardActor
+
+    config = ShardConfig(hub="layout", index=0, num_shards=1, path=str(tmp_path / "shard-0.db"))
+    actor = ShardActor(config)
+    assert isinstance(actor.host, ShardHost)
+    assert actor.get_config() is config  # type: ignore[attr-defined]
+    actor.fail_next_commits(2)  # type: ignore[attr-defined]
+    assert actor.host._store.failing_commits == 2
