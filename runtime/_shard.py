@@ -51,7 +51,7 @@ from ._shard_clients import ShardClients
 from ._shard_queries import ShardQueries
 from ._shard_turn import ShardTurns
 from ._status import OrchestrationRuntimeStatus
-from ._store import ShardStore
+from ._store import ShardStore, rows_of
 from ._watchdog import EpisodeWatch
 from ._wire import new_token, serve
 
@@ -223,8 +223,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             turns = self.turns
             if self._metrics.statuses_due(turns):
                 try:
-                    async with self._store.reader.execute(STATUS_SQL) as cur:
-                        counts = {status: count async for status, count in cur}
+                    counts = {status: count for status, count in await rows_of(self._store.reader, STATUS_SQL)}
                     self._metrics.set_statuses(turns, counts, statuses)
                 except Exception as exc:
                     log.warning("shard %s: instances could not be counted by status: %r", self.config.index, exc)

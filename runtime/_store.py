@@ -38,6 +38,19 @@ from ._shard_identity import ShardIdentity, check_file, lost_file
 from ._turn_writes import TurnWrites, apply_writes
 
 
+async def rows_of(conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    """Every row of ``sql``, fetched in the same call on the connection's thread that runs it.
+
+    Every read of the store goes through here. A statement left open between two calls (run
+    in one, fetched in the next) keeps its connection's read transaction, a WAL snapshot,
+    open; with many reads interleaved on one connection one is nearly always open, and the
+    connection stops seeing later commits. That happened: under 1,000 concurrent
+    ``start_new_async`` + ``wait_for_completion_async``, a wait read its instance from such a
+    snapshot and answered "no orchestration instance" for a start committed and acknowledged
+    before it (tests/test_store_reads.py)."""
+    return list(await conn.execute_fetchall(sql, args))
+
+
 class ShardStore:
     """The SQLite file of one shard.
 
@@ -125,8 +138,7 @@ class ShardStore:
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             for pragma in _PERFORMANCE_PRAGMAS:
                 await self._db.execute(pragma)
-            async with self._db.execute("PRAGMA quick_check") as cur:
-                verdict = [row[0] for row in await cur.fetchall()]
+            verdict = [row[0] for row in await rows_of(self._db, "PRAGMA quick_check")]
             if verdict != ["ok"]:
                 raise ShardFileError(self.path, f"failed its integrity check: {'; '.join(verdict[:3])}")
             if fresh:  # the identity first: a file with tables but no identity is refused as foreign
@@ -222,8 +234,7 @@ class ShardStore:
         rows: list[Any] = []
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
-            async with conn.execute(f"{select} IN ({','.join('?' * len(chunk))})", chunk) as cur:
-                rows.extend(await cur.fetchall())
+            rows.extend(await rows_of(conn, f"{select} IN ({','.join('?' * len(chunk))})", chunk))
         return rows
 
     async def load_instances(self, ids: Sequence[str], reader: bool = False) -> dict[str, InstanceRow]:
@@ -252,20 +263,17 @@ class ShardStore:
         sql = f"SELECT {ENTITY_COLUMNS} FROM entities"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        async with self.reader.execute(sql + " ORDER BY entity_id", args) as cur:
-            return [EntityRow._make(row) for row in await cur.fetchall()]
+        return [EntityRow._make(row) for row in await rows_of(self.reader, sql + " ORDER BY entity_id", args)]
 
     async def legacy_entity_rows(self) -> list[EntityRow] | None:
         """The entity rows a file written before entity names were case-insensitive may hold
         under a name that is not lower-cased; ``None`` once the file is marked canonical.
         SQLite's ``lower()`` folds ASCII only, so names with other characters come too: the
         caller checks."""
-        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (_CANONICAL_ENTITY_IDS,)) as cur:
-            if await cur.fetchone() is not None:
-                return None
+        if await rows_of(self.db, "SELECT value FROM meta WHERE key = ?", (_CANONICAL_ENTITY_IDS,)):
+            return None
         sql = f"SELECT {ENTITY_COLUMNS} FROM entities WHERE name <> lower(name) OR name GLOB '*[^ -~]*'"
-        async with self.db.execute(sql) as cur:
-            return [EntityRow._make(row) for row in await cur.fetchall()]
+        return [EntityRow._make(row) for row in await rows_of(self.db, sql)]
 
     async def move_legacy_entities(
         self, old_ids: Sequence[str], rows: Sequence[tuple[Any, ...]], outbox: Sequence[tuple[str, int, bytes]]
@@ -303,16 +311,14 @@ class ShardStore:
     async def load_history(self, num: int, reader: bool = False) -> list[str]:
         """The stored history events (JSON records) of the instance numbered ``num``, oldest first."""
         conn = self.reader if reader else self.db
-        async with conn.execute("SELECT data FROM history WHERE num = ? ORDER BY seq", (num,)) as cur:
-            return [row[0] for row in await cur.fetchall()]
+        return [row[0] for row in await rows_of(conn, "SELECT data FROM history WHERE num = ? ORDER BY seq", (num,))]
 
     async def load_events(self, num: int, event_types: Sequence[str]) -> list[tuple[int, str]]:
         """(seq, encoded event) of the history events of the instance numbered ``num`` whose type
         is one of ``event_types``, oldest first (a scan of that instance's rows only)."""
         marks = ",".join("?" * len(event_types))
         sql = f"SELECT seq, data FROM history WHERE num = ? AND event_type IN ({marks}) ORDER BY seq"
-        async with self.db.execute(sql, (num, *event_types)) as cur:
-            return [(row[0], row[1]) for row in await cur.fetchall()]
+        return [(row[0], row[1]) for row in await rows_of(self.db, sql, (num, *event_types))]
 
     async def seen_messages(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` were delivered before (duplicates to drop)."""
@@ -320,9 +326,8 @@ class ShardStore:
 
     async def last_instance_num(self) -> int:
         """The highest instance number in use (numbers grow; history is keyed by them)."""
-        async with self.db.execute("SELECT COALESCE(MAX(num), 0) FROM instances") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row is not None else 0
+        rows = await rows_of(self.db, "SELECT COALESCE(MAX(num), 0) FROM instances")
+        return int(rows[0][0]) if rows else 0
 
     async def save_registry(self, blob: bytes) -> None:
         """Keep the registry snapshot, so a restarted shard host can run what it hosts."""
@@ -330,41 +335,35 @@ class ShardStore:
 
     async def load_registry(self) -> bytes | None:
         """The last registry snapshot saved, if any."""
-        async with self.db.execute("SELECT blob FROM registry WHERE id = 0") as cur:
-            row = await cur.fetchone()
-        return row[0] if row is not None else None
+        rows = await rows_of(self.db, "SELECT blob FROM registry WHERE id = 0")
+        return rows[0][0] if rows else None
 
     async def pending_work(self) -> tuple[list[ActivityRow], list[Any], list[Any]]:
         """Activities without a result, armed timers and undelivered outbox messages."""
-        async with self.db.execute(f"SELECT {ACTIVITY_COLUMNS} FROM activities") as cur:
-            activities = [ActivityRow._make(row) for row in await cur.fetchall()]
-        async with self.db.execute("SELECT instance_id, execution_id, timer_id, fire_at FROM timers") as cur:
-            timers = list(await cur.fetchall())
-        async with self.db.execute("SELECT msg_id, dest, data FROM outbox") as cur:
-            outbox = list(await cur.fetchall())
+        rows = await rows_of(self.db, f"SELECT {ACTIVITY_COLUMNS} FROM activities")
+        activities = [ActivityRow._make(row) for row in rows]
+        timers = await rows_of(self.db, "SELECT instance_id, execution_id, timer_id, fire_at FROM timers")
+        outbox = await rows_of(self.db, "SELECT msg_id, dest, data FROM outbox")
         return activities, timers, outbox
 
     async def load_scheduled(self) -> list[tuple[str, float, bytes]]:
         """The parked messages (msg_id, due, encoded message), by due time, then in the order
         they were parked."""
-        async with self.db.execute("SELECT msg_id, due, data FROM scheduled ORDER BY due, rowid") as cur:
-            return [(row[0], row[1], row[2]) for row in await cur.fetchall()]
+        rows = await rows_of(self.db, "SELECT msg_id, due, data FROM scheduled ORDER BY due, rowid")
+        return [(row[0], row[1], row[2]) for row in rows]
 
     # -- queries (reader connection: committed state only) ------------------------------------
 
     async def get_instance(self, instance_id: str) -> InstanceRow | None:
         """The committed row of ``instance_id`` or ``None``."""
-        async with self.reader.execute(
-            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else InstanceRow._make(row)
+        sql = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
+        rows = await rows_of(self.reader, sql, (instance_id,))
+        return InstanceRow._make(rows[0]) if rows else None
 
     async def get_entity(self, key: str) -> EntityRow | None:
         """The committed row of entity ``key`` or ``None``."""
-        async with self.reader.execute(f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else EntityRow._make(row)
+        rows = await rows_of(self.reader, f"SELECT {ENTITY_COLUMNS} FROM entities WHERE entity_id = ?", (key,))
+        return EntityRow._make(rows[0]) if rows else None
 
     async def query_instances(
         self,
@@ -387,8 +386,7 @@ class ShardStore:
         sql += " ORDER BY created_at, instance_id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        async with self.reader.execute(sql, args) as cur:
-            return [InstanceRow._make(row) for row in await cur.fetchall()]
+        return [InstanceRow._make(row) for row in await rows_of(self.reader, sql, args)]
 
     async def purge(self, ids: Sequence[str], delivered: Sequence[str] = ()) -> int:
         """Delete the instances ``ids`` and everything they own, and note ``delivered`` message
