@@ -41,7 +41,7 @@ from ._history_json import history_to_json
 from ._http import BUILTIN_ACTIVITIES
 from ._hub_file import HubRecord, default_num_shards, open_hub_file, record_shards, recorded_num_shards, shard_file
 from ._messages import Message
-from ._shard_actor import ShardActor
+from ._shard_actor import ShardHost as ShardActor  # the actor class: the host's Ray-called methods
 from ._shard_base import ShardConfig
 from ._shard_queries import READS
 from ._tracing import install_log_filter

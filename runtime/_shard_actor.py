@@ -1,5 +1,7 @@
-"""The class Ray makes each shard host actor of: :class:`ShardHost`'s public methods and
-nothing else, each handing its call to the host inside.
+"""The class Ray makes each shard host actor of: the public methods of
+:class:`runtime._shard.ShardHost` and nothing else, each handing its call to the host inside.
+It carries the host's name, so process titles (``ray::ShardHost``) and the log prefixes users
+see (``(ShardHost pid=...)``) stay as they were.
 
 Ray wraps every method of an actor class (its tracing hooks), and the first time a driver
 creates an actor of the class it disassembles every one of those wrappers to fingerprint the
@@ -20,7 +22,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ._shard import ShardHost
+from . import _shard
 from ._shard_base import ShardConfig
 
 
@@ -29,13 +31,13 @@ def _forward(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     wrapper: Callable[..., Any]
     if inspect.iscoroutinefunction(method):
 
-        async def forward_async(self: ShardActor, *args: Any, **kwargs: Any) -> Any:
+        async def forward_async(self: ShardHost, *args: Any, **kwargs: Any) -> Any:
             return await getattr(self.host, name)(*args, **kwargs)
 
         wrapper = forward_async
     else:
 
-        def forward(self: ShardActor, *args: Any, **kwargs: Any) -> Any:
+        def forward(self: ShardHost, *args: Any, **kwargs: Any) -> Any:
             return getattr(self.host, name)(*args, **kwargs)
 
         wrapper = forward
@@ -45,13 +47,14 @@ def _forward(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class ShardActor:
-    """One shard host as a Ray actor: ``host`` is the :class:`ShardHost` doing the work."""
+class ShardHost:
+    """One shard host as a Ray actor: ``host`` is the :class:`runtime._shard.ShardHost` doing
+    the work."""
 
     def __init__(self, config: ShardConfig) -> None:
-        self.host = ShardHost(config)
+        self.host = _shard.ShardHost(config)
 
 
-for _name, _method in inspect.getmembers(ShardHost, inspect.isfunction):
+for _name, _method in inspect.getmembers(_shard.ShardHost, inspect.isfunction):
     if not _name.startswith("_"):
-        setattr(ShardActor, _name, _forward(_name, _method))
+        setattr(ShardHost, _name, _forward(_name, _method))

@@ -31,9 +31,10 @@ def test_the_declarations_come_last_so_they_never_hide_a_part():
 
 def test_the_actor_class_ray_sees_has_the_hosts_public_methods_as_they_are_and_nothing_else():
     """Ray fingerprints an actor class by disassembling a wrapper of each of its methods, once
-    per driver, before the first host can start: ``ShardActor`` keeps that to the methods
-    callers reach (see ``runtime._shard_actor``), each as Ray must see it."""
-    from runtime._shard_actor import ShardActor
+    per driver, before the first host can start: the actor class keeps that to the methods
+    callers reach (see ``runtime._shard_actor``), each as Ray must see it, under the host's
+    name (process titles, log prefixes)."""
+    from runtime._shard_actor import ShardHost as ShardActor
 
     public = {n: f for n, f in inspect.getmembers(ShardHost, inspect.isfunction) if not n.startswith("_")}
     exposed = {n: f for n, f in inspect.getmembers(ShardActor, inspect.isfunction) if n != "__init__"}
@@ -45,6 +46,7 @@ def test_the_actor_class_ray_sees_has_the_hosts_public_methods_as_they_are_and_n
         ray_options = {k: v for k, v in vars(host_method).items() if k.startswith("__ray_")}
         assert {k: v for k, v in vars(method).items() if k.startswith("__ray_")} == ray_options, name
     assert getattr(ShardActor.get_status, "__ray_concurrency_group__", None) == "reads"
+    assert (ShardActor.__name__, ShardActor.__module__) == ("ShardHost", "runtime._shard_actor")
 
 
 def _parameters(method: object) -> list[inspect.Parameter]:
@@ -54,7 +56,7 @@ def _parameters(method: object) -> list[inspect.Parameter]:
 
 
 def test_the_actor_class_hands_each_call_to_its_host(tmp_path):
-    from runtime._shard_actor import ShardActor
+    from runtime._shard_actor import ShardHost as ShardActor
 
     config = ShardConfig(hub="layout", index=0, num_shards=1, path=str(tmp_path / "shard-0.db"))
     actor = ShardActor(config)
