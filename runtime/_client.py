@@ -49,7 +49,6 @@ from ._tracing import install_log_filter
 log = logging.getLogger("ray_durable")
 
 
-
 def _preload_ray_serialization() -> None:
     """Import what Ray's first serialization in this process imports (its pydantic and
     starlette support, ~0.15 s here), so that opening a hub does not wait for it: done in a

@@ -223,7 +223,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             turns = self.turns
             if self._metrics.statuses_due(turns):
                 try:
-                    counts = {status: count for status, count in await rows_of(self._store.reader, STATUS_SQL)}
+                    counts = dict(await rows_of(self._store.reader, STATUS_SQL))
                     self._metrics.set_statuses(turns, counts, statuses)
                 except Exception as exc:
                     log.warning("shard %s: instances could not be counted by status: %r", self.config.index, exc)

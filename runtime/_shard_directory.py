@@ -33,7 +33,7 @@ class ShardDirectory(ShardBase):
         """Load the records of the turn's instances that are not in memory; not the record of
         a client's start of a made-up id (``fresh``) while no call was retried: it cannot exist."""
         missing = [i for i, msgs in groups.items() if not i.startswith("@") and i not in self._cache
-                   and (self._retries_possible or not all(m.fresh and m.client for m in msgs))]
+                   and (self._retries_possible or not all(m.fresh for m in msgs))]
         if missing:
             for iid, row in (await self._store.load_instances(missing)).items():
                 self._cache[iid] = Instance.from_row(row)

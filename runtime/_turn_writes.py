@@ -48,54 +48,37 @@ class TurnWrites:
             del getattr(self, name)[length:]
 
 
+#: One round's statements, in the order they run: (the :class:`TurnWrites` list, the
+#: statement, whether its items are single values rather than rows). Deletions come before
+#: the insertions that follow them, so a record cleared and written again in the round keeps
+#: its new rows.
+_STATEMENTS: tuple[tuple[str, str, bool], ...] = (
+    ("clear_history", "DELETE FROM history WHERE num = ?", True),
+    ("truncate_history", "DELETE FROM history WHERE num = ? AND seq >= ?", False),
+    ("clear_instance_work", "DELETE FROM activities WHERE instance_id = ?", True),
+    ("clear_instance_work", "DELETE FROM timers WHERE instance_id = ?", True),
+    ("instances", f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", False),
+    ("history", "INSERT OR REPLACE INTO history(num, seq, event_type, timestamp, name, data) VALUES (?,?,?,?,?,?)",
+     False),
+    ("done_activities", "DELETE FROM activities WHERE instance_id = ? AND task_id = ?", False),
+    ("add_activities",
+     "INSERT OR REPLACE INTO activities(instance_id, execution_id, task_id, name, input) VALUES (?,?,?,?,?)", False),
+    ("done_timers", "DELETE FROM timers WHERE instance_id = ? AND timer_id = ?", False),
+    ("add_timers", "INSERT OR REPLACE INTO timers(instance_id, execution_id, timer_id, fire_at) VALUES (?,?,?,?)",
+     False),
+    ("done_outbox", "DELETE FROM outbox WHERE msg_id = ?", True),
+    ("add_outbox", "INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", False),
+    ("entities", f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", False),
+    ("delivered", "INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", True),
+    ("forget_delivered", "DELETE FROM delivered WHERE msg_id = ?", True),
+    ("done_scheduled", "DELETE FROM scheduled WHERE msg_id = ?", True),
+    ("add_scheduled", "INSERT OR REPLACE INTO scheduled(msg_id, due, data) VALUES (?,?,?)", False),
+)
+
+
 def apply_writes(db: Any, w: TurnWrites) -> None:
-    """One round's writes: deletions before insertions, so a record cleared and written
-    again in the round keeps its new rows."""
-    if w.clear_history:
-        db.executemany("DELETE FROM history WHERE num = ?", [(n,) for n in w.clear_history])
-    if w.truncate_history:
-        db.executemany("DELETE FROM history WHERE num = ? AND seq >= ?", w.truncate_history)
-    if w.clear_instance_work:
-        rows = [(i,) for i in w.clear_instance_work]
-        db.executemany("DELETE FROM activities WHERE instance_id = ?", rows)
-        db.executemany("DELETE FROM timers WHERE instance_id = ?", rows)
-    if w.instances:
-        db.executemany(
-            f"INSERT OR REPLACE INTO instances({INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            w.instances,
-        )
-    if w.history:
-        db.executemany(
-            "INSERT OR REPLACE INTO history(num, seq, event_type, timestamp, name, data) "
-            "VALUES (?,?,?,?,?,?)",
-            w.history,
-        )
-    if w.done_activities:
-        db.executemany("DELETE FROM activities WHERE instance_id = ? AND task_id = ?", w.done_activities)
-    if w.add_activities:
-        db.executemany(
-            "INSERT OR REPLACE INTO activities(instance_id, execution_id, task_id, name, input) "
-            "VALUES (?,?,?,?,?)",
-            w.add_activities,
-        )
-    if w.done_timers:
-        db.executemany("DELETE FROM timers WHERE instance_id = ? AND timer_id = ?", w.done_timers)
-    if w.add_timers:
-        db.executemany(
-            "INSERT OR REPLACE INTO timers(instance_id, execution_id, timer_id, fire_at) VALUES (?,?,?,?)",
-            w.add_timers,
-        )
-    if w.done_outbox:
-        db.executemany("DELETE FROM outbox WHERE msg_id = ?", [(m,) for m in w.done_outbox])
-    if w.add_outbox:
-        db.executemany("INSERT OR REPLACE INTO outbox(msg_id, dest, data) VALUES (?,?,?)", w.add_outbox)
-    if w.entities:
-        db.executemany(f"INSERT OR REPLACE INTO entities({ENTITY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", w.entities)
-    if w.delivered:
-        db.executemany("INSERT OR IGNORE INTO delivered(msg_id) VALUES (?)", [(m,) for m in w.delivered])
-    if w.forget_delivered:
-        db.executemany("DELETE FROM delivered WHERE msg_id = ?", [(m,) for m in w.forget_delivered])
-    if w.done_scheduled:
-        db.executemany("DELETE FROM scheduled WHERE msg_id = ?", [(m,) for m in w.done_scheduled])
-    if w.add_scheduled:
-        db.executemany("INSERT OR REPLACE INTO scheduled(msg_id, due, data) VALUES (?,?,?)", w.add_scheduled)
+    """One round's writes, as :data:`_STATEMENTS` orders them."""
+    for name, sql, single in _STATEMENTS:
+        items = getattr(w, name)
+        if items:
+            db.executemany(sql, [(item,) for item in items] if single else items)

@@ -108,20 +108,21 @@ def test_replies_to_a_client_that_left_are_not_written(caplog):
         token, release, answered = new_token(), asyncio.Event(), []
 
         async def slow(payload):
+            if payload == "back":  # the probe of _connect_when_admitted
+                return payload
             await release.wait()
             answered.append(payload)
             return payload
 
-        server, (host, port) = await _echo_server(token, handle=slow)
+        server, (host, port) = await serve(token, slow, host="127.0.0.1", limits=Limits(max_connections=1))
         client = await FrameClient.connect(host, port, token)
         pending = [client.request(i) for i in range(20)]
-        await asyncio.sleep(0)  # the frames are written
         await client.aclose()
         await asyncio.gather(*pending, return_exceptions=True)
-        await asyncio.sleep(0.2)  # the server sees the connection end
+        # the one connection allowed is free again once the server has ended the first one
+        (await _connect_when_admitted(host, port, token)).close()
         release.set()
-        await until(lambda: len(answered) == 20)
-        await asyncio.sleep(0.1)
+        await until(lambda: len(answered) == 20)  # each reply is written (or not) as its handler returns
         server.close()
 
     with caplog.at_level("WARNING", logger="asyncio"):
