@@ -105,39 +105,7 @@ class OrchestrationExecutor(CompletionHandlers):
         self._final_recorded = False
         #: the orchestrator is an ``async def`` (its coroutine is driven like a generator)
         self._is_async = False
-        self._handlers = self._handler_table()
 
-    def _handler_table(self) -> dict[type[HistoryEvent], Callable[[Any], None]]:
-        """The handler of each event type (one small method each)."""
-        return {
-            ExecutionStarted: self._on_execution_started,
-            OrchestratorStarted: self._on_orchestrator_started,
-            OrchestratorCompleted: self._on_orchestrator_completed,
-            TaskScheduled: self._on_scheduled,
-            TimerCreated: self._on_scheduled,
-            SubOrchestrationInstanceCreated: self._on_scheduled,
-            EventSent: self._on_scheduled,
-            EntityOperationCalled: self._on_scheduled,
-            EntityOperationSignaled: self._on_scheduled,
-            EntityLockRequested: self._on_scheduled,
-            EntityUnlockSent: self._on_scheduled,
-            EntityOperationCompleted: self._on_entity_answered,
-            EntityOperationFailed: self._on_entity_answered,
-            EntityLockGranted: self._on_lock_granted,
-            TaskCompleted: self._on_task_completed,
-            SubOrchestrationInstanceCompleted: self._on_task_completed,
-            TaskFailed: self._on_task_failed,
-            SubOrchestrationInstanceFailed: self._on_task_failed,
-            TimerFired: self._on_timer_fired,
-            EventRaised: self._on_event_raised,
-            ExecutionTerminated: self._on_terminated,
-            ExecutionSuspended: self._on_suspended,
-            ExecutionResumed: self._on_resumed,
-            ExecutionRewound: self._on_marker,
-            PatchApplied: self._on_marker,
-            ExecutionCompleted: self._on_final_recorded,
-            ContinueAsNew: self._on_final_recorded,
-        }
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -283,10 +251,10 @@ class OrchestrationExecutor(CompletionHandlers):
         if self._suspended and not isinstance(event, ALWAYS_APPLIED) and not is_scheduling(event):
             self._held.append(event)
             return
-        handler = self._handlers.get(type(event))
+        handler = _handlers_of(type(self)).get(type(event))
         if handler is None:
             raise DurableTypeError(f"unknown history event type {event.event_type}")
-        handler(event)
+        handler(self, event)
 
     def _on_orchestrator_started(self, event: OrchestratorStarted) -> None:
         self.context._now = event.timestamp
@@ -491,3 +459,47 @@ def execute(
         return executor.process(new_events, now)
     finally:
         executor.close()
+
+
+#: The handler of each event type: the name of one small method of the executor.
+_HANDLER_NAMES: dict[type[HistoryEvent], str] = {
+    ExecutionStarted: "_on_execution_started",
+    OrchestratorStarted: "_on_orchestrator_started",
+    OrchestratorCompleted: "_on_orchestrator_completed",
+    TaskScheduled: "_on_scheduled",
+    TimerCreated: "_on_scheduled",
+    SubOrchestrationInstanceCreated: "_on_scheduled",
+    EventSent: "_on_scheduled",
+    EntityOperationCalled: "_on_scheduled",
+    EntityOperationSignaled: "_on_scheduled",
+    EntityLockRequested: "_on_scheduled",
+    EntityUnlockSent: "_on_scheduled",
+    EntityOperationCompleted: "_on_entity_answered",
+    EntityOperationFailed: "_on_entity_answered",
+    EntityLockGranted: "_on_lock_granted",
+    TaskCompleted: "_on_task_completed",
+    SubOrchestrationInstanceCompleted: "_on_task_completed",
+    TaskFailed: "_on_task_failed",
+    SubOrchestrationInstanceFailed: "_on_task_failed",
+    TimerFired: "_on_timer_fired",
+    EventRaised: "_on_event_raised",
+    ExecutionTerminated: "_on_terminated",
+    ExecutionSuspended: "_on_suspended",
+    ExecutionResumed: "_on_resumed",
+    ExecutionRewound: "_on_marker",
+    PatchApplied: "_on_marker",
+    ExecutionCompleted: "_on_final_recorded",
+    ContinueAsNew: "_on_final_recorded",
+}
+
+
+_HANDLERS: dict[type, dict[type[HistoryEvent], Callable[[Any, Any], None]]] = {}
+
+
+def _handlers_of(cls: type) -> dict[type[HistoryEvent], Callable[[Any, Any], None]]:
+    """Each event type's handler in executor class ``cls`` (a function taking the executor and
+    the event), looked up once per class rather than bound again for every executor."""
+    table = _HANDLERS.get(cls)
+    if table is None:
+        table = _HANDLERS[cls] = {event_type: getattr(cls, name) for event_type, name in _HANDLER_NAMES.items()}
+    return table

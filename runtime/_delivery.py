@@ -38,14 +38,30 @@ def actor_name(hub: str, index: int) -> str:
     return f"{hub}:shard-{index:02d}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outbound:
-    """A message leaving through the outbox: encoded once, for its row and for its receiver."""
+    """A message leaving through the outbox: encoded once, for its row and for its receiver,
+    and only if it needs to be. A message between two records of one shard is applied in the
+    same turn, from memory (see ``runtime._shard_turn``), and never encoded unless the turn
+    runs out of rounds and it goes to the outbox after all."""
 
     msg_id: str
     dest: int
     msg: Message
-    blob: bytes
+    encoded: bytes | None = None
+
+    @property
+    def blob(self) -> bytes:
+        """The message encoded (:meth:`Message.to_bytes`), on first use."""
+        if self.encoded is None:
+            self.encoded = self.msg.to_bytes()
+        return self.encoded
+
+    def encode(self) -> Outbound:
+        """Encode the message now (raising what encoding raises); returns this message."""
+        if self.encoded is None:
+            self.encoded = self.msg.to_bytes()
+        return self
 
 
 class Courier:
@@ -67,10 +83,11 @@ class Courier:
         self._counter = 0
 
     def prepare(self, msg: Message) -> Outbound:
-        """Give ``msg`` a unique id and its destination shard, and encode it (once)."""
+        """Give ``msg`` a unique id and its destination shard (encoded when first needed, see
+        :attr:`Outbound.blob`)."""
         self._counter += 1
         msg.msg_id = f"{self._prefix}{self._counter:x}"
-        return Outbound(msg.msg_id, shard_of(msg.instance_id, self._num_shards), msg, msg.to_bytes())
+        return Outbound(msg.msg_id, shard_of(msg.instance_id, self._num_shards), msg)
 
     def take_acked(self) -> list[tuple[int, str]]:
         """(destination, id) of the messages their receivers have committed (their outbox rows

@@ -162,7 +162,7 @@ class ShardEntities(ShardBase):
         spec = self._entity_specs.get(record.entity_id.name)
         if any(type(m.event) is EntityMoved for m in msgs):
             msgs = self._adopt_moved(record, msgs, spec)
-        keeper = RowKeeper(record, spec, self._prepare_outgoing)
+        keeper = RowKeeper(record, spec, lambda out: self._prepare_outgoing(out).encode())
         watch = OperationSpans() if _tracing.enabled() else None
         outgoing = run_entity(
             spec, record.entity_id, record.state, [m.event for m in msgs], turn.now, keeper, self._check_entity_name,

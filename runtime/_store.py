@@ -35,7 +35,7 @@ from ._schema import ENTITY_COLUMNS as ENTITY_COLUMNS  # where readers look for 
 from ._schema import INSTANCE_COLUMNS as INSTANCE_COLUMNS
 from ._shard_identity import FORMAT_VERSION as FORMAT_VERSION  # where the CLI's reader looks for it
 from ._shard_identity import ShardIdentity, check_file, lost_file
-from ._turn_writes import TurnWrites, apply_writes
+from ._turn_writes import TurnWrites, apply_writes, without_superseded
 
 
 async def rows_of(conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -205,7 +205,7 @@ class ShardStore:
         ``_execute``), not one thread hop per statement: a turn's commit is on the latency
         path of every step of every orchestration.
         """
-        rounds = [w for w in rounds if not w.is_empty()]
+        rounds = [w for w in without_superseded(rounds) if not w.is_empty()]
         if rounds:
             await self.db._execute(self._commit_on_thread, rounds)
 

@@ -4,7 +4,8 @@ writes become SQL in the turn's transaction (:func:`apply_writes`). The store
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._schema import ENTITY_COLUMNS, INSTANCE_COLUMNS, ActivityRow, EntityRow, HistoryRow, InstanceRow
@@ -82,3 +83,37 @@ def apply_writes(db: Any, w: TurnWrites) -> None:
         items = getattr(w, name)
         if items:
             db.executemany(sql, [(item,) for item in items] if single else items)
+
+
+def without_superseded(rounds: Sequence[TurnWrites]) -> list[TurnWrites]:
+    """``rounds`` (one turn's, in order) without the ``instances`` and ``entities`` rows that a
+    later write of the same turn replaces.
+
+    Both are written whole (``INSERT OR REPLACE`` by id) and nothing in a turn's transaction
+    reads them, so only each record's last row can be seen once the turn commits. An entity
+    that many rounds of a turn touch (a contended account: lock, calls, unlock, the next
+    lock, each in its own round) is written once instead of once a round, and its row carries
+    its whole queue of waiting requests."""
+    seen_instances: set[str] = set()
+    seen_entities: set[str] = set()
+    out: list[TurnWrites] = []
+    for w in reversed(rounds):
+        instances = _last_of_each(w.instances, seen_instances)
+        entities = _last_of_each(w.entities, seen_entities)
+        if len(instances) != len(w.instances) or len(entities) != len(w.entities):
+            w = replace(w, instances=instances, entities=entities)
+        out.append(w)
+    out.reverse()
+    return out
+
+
+def _last_of_each(rows: list[Any], seen: set[str]) -> list[Any]:
+    """The rows whose id (first field) ``seen`` does not hold, each id's last one only, in
+    their order; their ids are added to ``seen``."""
+    kept = []
+    for row in reversed(rows):
+        if row[0] not in seen:
+            seen.add(row[0])
+            kept.append(row)
+    kept.reverse()
+    return kept

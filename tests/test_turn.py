@@ -8,7 +8,9 @@ from orchestrations import EventRaised
 from runtime._activities import ActivityCall
 from runtime._delivery import Outbound
 from runtime._messages import Message, to_ts
+from runtime._schema import EntityRow, InstanceRow
 from runtime._turn import Turn
+from runtime._turn_writes import TurnWrites, without_superseded
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -64,3 +66,36 @@ def test_rollback_drops_what_was_staged_since_the_mark():
     turn.rollback(mark)
     assert [o.msg_id for o in turn.after.local] == ["a"] and turn.after.outbox == []
     assert turn.writes.add_outbox == [] and turn.writes.delivered == []
+
+
+def test_a_message_kept_local_is_never_encoded_and_one_sent_out_is_encoded_once():
+    turn = Turn(1, NOW)
+    msg = Message("i1", EventRaised(NOW, "go", None), msg_id="a")
+    here = Outbound("a", 1, msg)
+    turn.send([here])
+    assert here.encoded is None  # applied from memory in the next round
+    turn.send([here], keep_local=False)  # the turn ran out of rounds: into the outbox
+    assert here.encoded == msg.to_bytes() and turn.writes.add_outbox == [("a", 1, here.encoded)]
+    assert here.blob is here.encoded and here.encode() is here
+
+
+def _entity(key: str, state: str) -> EntityRow:
+    return EntityRow(key, "n", 1, state, None, None, 0.0)
+
+
+def _instance(iid: str, status: str) -> InstanceRow:
+    return InstanceRow(iid, "o", "e", status, None, None, None, None, None, 0.0, 0.0, 1)
+
+
+def test_a_row_written_again_later_in_the_turn_is_left_out_and_the_last_one_of_each_id_kept():
+    first = TurnWrites(entities=[_entity("@n@a", "1"), _entity("@n@b", "1")], instances=[_instance("i", "Running")],
+                       history=[("h",)])  # type: ignore[list-item]
+    second = TurnWrites(entities=[_entity("@n@a", "2"), _entity("@n@a", "3")])
+    third = TurnWrites(instances=[_instance("i", "Completed")])
+    kept = without_superseded([first, second, third])
+    assert [[(r[0], r[3]) for r in w.entities] for w in kept] == [[("@n@b", "1")], [("@n@a", "3")], []]
+    assert [[(r[0], r[3]) for r in w.instances] for w in kept] == [[], [], [("i", "Completed")]]
+    assert kept[0].history == [("h",)]  # every other write stays, in its round
+    assert [(r[0], r[3]) for r in first.entities] == [("@n@a", "1"), ("@n@b", "1")]  # the turn's own lists unchanged
+    lone = TurnWrites(entities=[_entity("@n@c", "1")])
+    assert without_superseded([lone])[0] is lone
