@@ -46,6 +46,10 @@ class ControlClient(ClientParts):
     ) -> str:
         """Start an orchestration; returns its instance id once the start is committed.
 
+        The instance exists from then on. If its shard host was busy with a turn, it is Pending
+        until the host's next turn starts it (a few milliseconds): the start was committed on
+        its own rather than wait for the turn in progress.
+
         With ``start_at`` (a UTC ``datetime``; naive is taken as UTC) the instance exists at
         once, Pending (its status and created time are visible), and runs its first episode at
         that time, not before, even across a restart of its shard host. Events sent to it

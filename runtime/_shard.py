@@ -48,8 +48,8 @@ from ._parking import Parking
 from ._shard_admin import ShardAdmin
 from ._shard_base import ShardConfig
 from ._shard_clients import ShardClients
+from ._shard_intake import ShardIntake
 from ._shard_queries import ShardQueries
-from ._shard_turn import ShardTurns
 from ._status import OrchestrationRuntimeStatus
 from ._store import ShardStore, rows_of
 from ._watchdog import EpisodeWatch
@@ -64,7 +64,7 @@ log = logging.getLogger("ray_durable.shard")
 FILE_CHECK_SECONDS = 2.0
 
 
-class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
+class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
     """Hosts the orchestration instances of one shard. Use as a Ray async actor."""
 
     #: the tasks a started host runs (see ``_ensure_started``): the turn loop, the file check,
@@ -83,11 +83,11 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
             # a host Ray restarted had its file open before: it is never created again
             create=config.create and not restarted,
         )
-        self._start_lock, self._last_num = asyncio.Lock(), 0
-        self._mailbox: list[Message] = []
+        self._start_lock, self._last_num, self._intake_task = asyncio.Lock(), 0, None
+        self._mailbox: list[Message] = []  # for the next turn (fresh starts: ``_intake``)
+        self._intake = []
         self._wake = asyncio.Event()  # a message waits
-        #: ids of ``delivered`` records the next turn deletes (their senders cannot resend them)
-        self._forget_delivered: list[str] = []
+        self._forget_delivered: list[str] = []  # ``delivered`` ids the next turn deletes
         #: turns in a row whose commit could not be written (the retry backs off with it)
         self._write_failures, self._cache = 0, InstanceCache()
         self._entities: OrderedDict[str, EntityRecord] = OrderedDict()
@@ -116,7 +116,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         #: ones), calls received (client submits and peer batches), peer batches that came
         #: through a Ray call rather than a connection
         self.turns = self.messages = self.local_messages = self.calls = self.ray_deliveries = 0
-        self.failed_commits = 0
+        self.failed_commits = self.early_starts = 0
         seconds = config.slow_episode_seconds
         self._watch = EpisodeWatch(seconds) if seconds is not None else None
         if restarted:
@@ -321,6 +321,9 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
         if retried:
             self._retries_possible = True
         self.calls += 1
+        if self._takes_early(messages, retried):
+            await self._accept_early(messages)
+            return
         loop = asyncio.get_running_loop()
         futures = []
         for msg in messages:
@@ -384,6 +387,7 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                 continue
             started = time.perf_counter()
             self._metrics.turn_started(len(batch))
+            self._turning = True
             try:
                 await self._turn(batch)
             except Exception as exc:
@@ -393,6 +397,8 @@ class ShardHost(ShardTurns, ShardQueries, ShardClients, ShardAdmin):
                         msg.ack.set_exception(exc)
                 if isinstance(exc, ShardWriteError):
                     self._retry_unwritten(batch)
+            finally:
+                self._turning = False
             self._metrics.turn_ended(time.perf_counter() - started, len(self._mailbox))
 
     def _retry_unwritten(self, batch: list[Message]) -> None:

@@ -49,6 +49,7 @@ class ShardAdmin(ShardBase):
             "warm_worker_connected": int(self._activity_out.warm_worker_connected),
             "parked": len(self._parking),
             "failed_commits": self.failed_commits,
+            "early_starts": self.early_starts,
         }
 
     async def replication_status(self) -> dict[str, Any] | None:

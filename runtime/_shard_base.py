@@ -108,6 +108,8 @@ class ShardBase:
     calls: int
     ray_deliveries: int
     failed_commits: int
+    #: fresh client starts accepted while a turn ran (``runtime._shard_intake``)
+    early_starts: int
 
     # -- ShardHost: the actor and its turn loop ---------------------------------------------------
 

@@ -36,9 +36,16 @@ log = logging.getLogger("ray_durable.shard")
 #: Most rounds of same-shard messages one turn applies (an entity signalling itself forever
 #: must not starve the shard); what is left goes through the outbox to a later turn. A
 #: critical section whose orchestration and entities share a shard takes about a dozen rounds
-#: (lock, pass the lock on, grant, then a request and its answer per call, unlock): at 8 it
-#: needed a second turn and commit, while everyone queued behind its locks waited.
-MAX_LOCAL_ROUNDS = 32
+#: (lock, pass the lock on, grant, then a request and its answer per call, unlock), and with
+#: sections queued on the same entities one section's unlock grants the next in the following
+#: round: 1,000 transfers over 10 accounts on one shard took 282 turns (and commits) at 32
+#: rounds, 79 at 128. A client's call does not wait behind them (``CLIENT_ROUNDS``).
+MAX_LOCAL_ROUNDS = 128
+
+#: Most rounds of a turn that answers a client: a client waits for the commit, so the work its
+#: call sets off (a lock request passing entities, a whole critical section) goes on in the
+#: next turn, through the outbox, rather than ahead of its answer.
+CLIENT_ROUNDS = 4
 
 
 class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
@@ -49,7 +56,8 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         """Apply ``batch`` and commit it in one transaction.
 
         Messages the turn sends to records of this same shard are applied in the same turn,
-        in further rounds (up to ``MAX_LOCAL_ROUNDS``), rather than through the outbox and a
+        in further rounds (up to ``MAX_LOCAL_ROUNDS``, or ``CLIENT_ROUNDS`` when a client waits
+        for the turn's commit), rather than through the outbox and a
         later turn with its own commit: a lock request passing two entities of one shard, or
         an entity answering an orchestration next to it, costs no extra commit. Each round
         stages its own writes and the commit applies them in round order, so the file ends up
@@ -96,6 +104,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         messages and the ``delivered`` records of ``forget``."""
         turn.writes.done_outbox.extend(msg_id for _, msg_id in acked)
         turn.writes.forget_delivered.extend(forget)
+        rounds = CLIENT_ROUNDS if any(m.client and m.ack is not None for m in batch) else MAX_LOCAL_ROUNDS
         groups = await self._group(batch, turn)
         while True:
             self.messages += sum(map(len, groups.values()))
@@ -105,7 +114,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             local, turn.after.local = turn.after.local, []
             if not local:
                 return
-            if len(turn.rounds) >= MAX_LOCAL_ROUNDS:
+            if len(turn.rounds) >= rounds:
                 turn.send(local, keep_local=False)
                 return
             groups = {}

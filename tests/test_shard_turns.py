@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from entities import EntityId
+from entities._registry import EntitySpec
 from orchestrations import (
     DurableValueError,
     EventRaised,
@@ -36,6 +38,7 @@ from runtime._codec import dump_value, encode
 from runtime._messages import Message
 from runtime._shard import ShardHost
 from runtime._shard_base import ShardConfig
+from runtime._shard_turn import CLIENT_ROUNDS
 from runtime._status import OrchestrationRuntimeStatus as S
 
 REGISTRY = Registry()
@@ -56,9 +59,26 @@ def _approval(ctx: Any) -> Any:
     return f"approved: {answer}"
 
 
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, amount: int) -> int:
+        self.value += amount
+        return self.value
+
+
+def _locked_add(ctx: Any) -> Any:
+    counter = EntityId("unit_counter", "one")
+    with (yield ctx.lock_entities([counter])):
+        return (yield ctx.call_entity(counter, "add", 1))
+
+
 REGISTRY.add_activity(_greet, "unit_greet")
 REGISTRY.add_orchestrator(_sequence, "unit_sequence")
 REGISTRY.add_orchestrator(_approval, "unit_approval")
+REGISTRY.add_orchestrator(_locked_add, "unit_locked_add")
+REGISTRY.add_entity("unit_counter", EntitySpec("unit_counter", _Counter, True))
 
 
 class RecordingDispatcher(ActivityDispatcher):
@@ -293,3 +313,117 @@ def test_a_made_up_id_start_sent_again_after_a_retried_call_is_applied_once(tmp_
     asyncio.run(scenario())
     assert _rows(path, "SELECT instance_id, status FROM instances") == [(fresh.instance_id, "Running")]
     assert _history(path).count("ExecutionStarted") == 1
+
+
+# -- starts accepted while a turn runs (runtime._shard_intake) ----------------------------------
+
+
+def test_a_fresh_start_while_a_turn_runs_is_committed_pending_and_the_next_turn_runs_it(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            host._turning = True  # as while the turn loop is inside a turn
+            start = _fresh_start("unit_approval")
+            assert host._takes_early([start], retried=False)
+            await host._accept_early([start])  # answered: committed
+            iid = start.instance_id
+            assert _rows(path, "SELECT status FROM instances") == [("Pending",)]
+            assert len(_rows(path, "SELECT msg_id FROM scheduled")) == 1
+            assert _history(path) == []
+            assert host.early_starts == 1
+            await asyncio.sleep(0.05)  # the parked start is released at once
+            released, host._mailbox = host._mailbox, []
+            assert [m.instance_id for m in released] == [iid]
+            host._turning = False
+            await _turn(host, *released)
+            status = await host._read_status(iid)
+            assert status is not None and status.runtime_status is S.Running
+            assert _rows(path, "SELECT msg_id FROM scheduled") == []
+            assert _history(path)[:2] == ["ExecutionStarted", "OrchestratorStarted"]
+            assert await _turn(host, _raise(iid, "approve", "yes")) == [None]
+            status = await host._read_status(iid)
+            assert status is not None and status.output == "approved: yes"
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_start_accepted_early_runs_after_a_restart_that_came_before_its_turn(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+    start = _fresh_start("unit_approval")
+
+    async def scenario() -> None:
+        host = await _open(path)
+        host._turning = True
+        await host._accept_early([start])
+        host._parking.close()  # the host dies before a turn applies the start
+        await host.close()
+        again = await _open(path)  # loads the parked start again
+        try:
+            await asyncio.sleep(0.05)
+            released, again._mailbox = again._mailbox, []
+            assert [m.instance_id for m in released] == [start.instance_id]
+            await _turn(again, *released)
+            status = await again._read_status(start.instance_id)
+            assert status is not None and status.runtime_status is S.Running
+        finally:
+            await again.close()
+
+    asyncio.run(scenario())
+    assert _history(path).count("ExecutionStarted") == 1
+    assert _rows(path, "SELECT msg_id FROM scheduled") == []
+
+
+def test_only_fresh_starts_of_registered_orchestrators_while_a_turn_runs_are_accepted_early(tmp_path):
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        try:
+            fresh = _fresh_start("unit_approval")
+            assert not host._takes_early([fresh], retried=False)  # no turn running: the loop takes it
+            host._turning = True
+            assert host._takes_early([fresh], retried=False)
+            assert not host._takes_early([], retried=False)
+            assert not host._takes_early([fresh], retried=True)
+            assert not host._takes_early([_start("given-id", "unit_approval")], retried=False)  # not fresh
+            assert not host._takes_early([_fresh_start("nobody_registered_this")], retried=False)
+            assert not host._takes_early([fresh, _raise("x", "approve", 1)], retried=False)
+            scheduled = _fresh_start("unit_approval")
+            scheduled.due = 4102444800.0
+            assert not host._takes_early([scheduled], retried=False)
+            host._retries_possible = True
+            assert not host._takes_early([fresh], retried=False)
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+# -- how many rounds a turn runs ----------------------------------------------------------------
+
+
+def test_a_turn_that_answers_a_client_ends_after_a_few_rounds_and_the_next_goes_on(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            start = _fresh_start("unit_locked_add")
+            assert await _turn(host, start) == [None]  # answered before the section ran through
+            assert host.local_messages == CLIENT_ROUNDS - 1
+            assert _rows(path, "SELECT COUNT(*) FROM outbox") == [(1,)]  # the rest, kept in the outbox
+            rest, host._mailbox = host._mailbox, []
+            assert len(rest) == 1 and rest[0].from_self
+            status = await host._read_status(start.instance_id)
+            assert status is not None and status.runtime_status is S.Running
+            await _turn(host, *rest)  # no client waits: the section runs through in this turn
+            status = await host._read_status(start.instance_id)
+            assert status is not None and status.runtime_status is S.Completed and status.output == 1
+            assert _rows(path, "SELECT COUNT(*) FROM outbox") == [(0,)]
+            assert _rows(path, "SELECT locked_by FROM entities") == [(None,)]
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())

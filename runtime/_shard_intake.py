@@ -1,0 +1,116 @@
+"""Starts a shard host accepts while a turn runs: committed at once, Pending, run by the next turn.
+
+A client's start waits for its commit (the guarantee of every ``TaskHub`` call). Through the
+turn loop, a start that arrives while a turn runs waits for the rest of that turn, then for a
+turn of its own: staging it, running the orchestrator's first episode, committing. A program
+that starts its instances one at a time in a loop (``for x in xs: hub.start_new(...)``) pays
+that for every start, while the hub is busy running the instances it started before.
+
+So a *fresh* start (a client's start of an id the client made up, which no record in the file
+can have; see ``Message.fresh``) that arrives while a turn runs is accepted here instead, as a
+scheduled start due now is: in one small transaction of its own, the instance's row, Pending,
+and its start, parked (a ``scheduled`` row). The caller is answered once that is committed;
+the parked start is released at once, and the next turn starts the instance as it starts any
+Pending instance whose time has come (deleting the ``scheduled`` row in its commit). Nothing
+is lost in between: a host that restarts loads the parked start again, and the instance runs.
+
+Starts that arrive while such a transaction commits go into the next one together (one commit
+for all of them). A start that may not be fresh (a retried call, a host Ray restarted, a start
+of a given id, a scheduled one) or that cannot be accepted (an orchestrator nobody registered,
+a replicated hub, whose commits must reach the replica first) goes through the turn loop as
+before; so does every start while no turn runs, which the next turn takes at once.
+
+What a caller sees: the instance exists once ``start_new`` returns, Pending until the next turn
+runs it (Durable Functions' meaning of Pending: scheduled, not yet running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+
+from orchestrations import ExecutionStarted, ShardWriteError
+
+from ._messages import Message
+from ._shard_turn import ShardTurns
+from ._turn import Turn
+
+
+class ShardIntake(ShardTurns):
+    """Mixed into :class:`ShardHost`: fresh client starts accepted while a turn runs."""
+
+    #: whether the turn loop is inside a turn (set by ``ShardHost._run``)
+    _turning: bool = False
+    #: fresh starts waiting for the intake's next commit (set up by ``ShardHost.__init__``)
+    _intake: list[Message]
+    _intake_task: asyncio.Task[None] | None
+
+    def _takes_early(self, messages: Sequence[Message], retried: bool) -> bool:
+        """Whether ``messages`` (one client submit) are all fresh starts of registered
+        orchestrators that this host accepts now, outside the turn loop (a turn is running)."""
+        if not (self._turning and messages) or retried or self._retries_possible or self._replication is not None:
+            return False
+        return all(
+            m.fresh and m.client and m.due is None and not m.continue_as_new
+            and isinstance(m.event, ExecutionStarted) and m.event.parent is None
+            and m.event.name in self._orchestrators
+            for m in messages
+        )
+
+    async def _accept_early(self, messages: Sequence[Message]) -> None:
+        """Commit ``messages`` (see :meth:`_takes_early`) as Pending instances with their starts
+        parked, due now; returns once committed, raising what refused any of them."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for msg in messages:
+            msg.ack = loop.create_future()
+            futures.append(msg.ack)
+        self._intake.extend(messages)
+        if self._intake_task is None or self._intake_task.done():
+            self._intake_task = loop.create_task(self._drain_intake())
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _drain_intake(self) -> None:
+        """Commit what the intake holds, one transaction for all that waits, until it is empty;
+        a transaction that fails refuses its starts (nothing of them stays)."""
+        while self._intake:
+            batch, self._intake = self._intake, []
+            try:
+                await self._commit_early(batch)
+            except Exception as exc:
+                for msg in batch:
+                    if msg.ack is not None and not msg.ack.done():
+                        msg.ack.set_exception(exc)
+
+    async def _commit_early(self, batch: list[Message]) -> None:
+        """One intake transaction: each start's instance Pending, its start parked, due now
+        (the writes and the after-commit steps of a turn that holds a scheduled start)."""
+        turn = Turn(self.config.index)
+        for msg in batch:
+            assert msg.ack is not None
+            inst = self._start(None, msg, turn)
+            if inst is None:  # refused: its ack carries why
+                continue
+            msg.fresh = False  # its row is in the file from now on: a turn loads it if evicted
+            msg.due = turn.now_ts
+            self._hold_start(inst, msg, turn)
+            turn.after.acks[msg.ack] = None
+            turn.touched.add(msg.instance_id)
+            turn.after.touched.append(msg.instance_id)
+        try:
+            async with self._db_lock:
+                with self._counted():
+                    await self._store.commit(turn.rounds)
+        except BaseException as exc:
+            for iid in turn.touched:
+                self._parking.forget_start(iid)
+                self._evict(iid)
+            if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
+                raise ShardWriteError(self.config.path, str(exc)) from exc
+            raise
+        self.early_starts += len(turn.touched)
+        started = self._settle_inside(turn.after)
+        self._release(self._after_commit, turn.after, started)
