@@ -74,8 +74,8 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
     methods block until the shard has committed what they asked for.
 
     ``num_shards`` is fixed when the hub is created (``hub.json`` records it). Left ``None``, a
-    new hub gets one shard per CPU of the Ray cluster (``ray.cluster_resources()["CPU"]``, 1 to
-    16: more shard hosts than cores only adds processes that compete for them), and an existing
+    new hub gets one shard per two CPUs of the Ray cluster (``ray.cluster_resources()["CPU"]``,
+    1 to 16: a busy shard host keeps about a core busy, and activities need the rest), and an existing
     hub reopens with the count it was created with, whatever the CPUs are now. A count given
     explicitly must match an existing hub's (else :class:`ShardMismatchError`).
 

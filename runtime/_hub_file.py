@@ -38,13 +38,19 @@ MAX_DEFAULT_SHARDS = 16
 
 
 def default_num_shards(cpus: float) -> int:
-    """The shard count a new hub gets when ``num_shards`` is not given: one per CPU of the
-    cluster (``cpus``, Ray's ``cluster_resources()["CPU"]``), at least 1 and at most
-    ``MAX_DEFAULT_SHARDS``. More shard hosts than cores only adds processes that compete for the
-    cores; fewer leaves cores idle under load."""
-    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus >= 1:  # NaN, 0, a fraction
+    """The shard count a new hub gets when ``num_shards`` is not given: one per two CPUs of
+    the cluster (``cpus``, Ray's ``cluster_resources()["CPU"]``), at least 1 and at most
+    ``MAX_DEFAULT_SHARDS``.
+
+    A busy shard host keeps about one core busy (its event loop, and its SQLite thread while
+    the loop waits for a commit); the other half of the cores run the activities, Ray's own
+    processes and the driver. More hosts only add processes that compete for the cores, and
+    turn messages between records of one shard (applied in the same turn) into messages
+    between shards (a commit on each side): on 2 cores, 1,000 transfer orchestrations over 10
+    accounts ran 3-4x faster on one shard than on two, and nothing measured ran slower."""
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus >= 2:  # NaN, 0, a fraction
         return 1
-    return int(min(cpus, MAX_DEFAULT_SHARDS))
+    return int(min(cpus // 2, MAX_DEFAULT_SHARDS))
 
 
 def recorded_num_shards(directory: str) -> int | None:

@@ -51,9 +51,10 @@ def test_a_garbled_hub_json_is_refused_by_name(tmp_path, content):
 
 @pytest.mark.parametrize(
     ("cpus", "expected"),
-    [(1, 1), (2, 2), (2.5, 2), (8.0, 8), (16, 16), (64, 16), (0, 1), (0.5, 1), (float("nan"), 1), (True, 1)],
+    [(1, 1), (2, 1), (3, 1), (4, 2), (5.5, 2), (16.0, 8), (32, 16), (64, 16), (0, 1), (0.5, 1), (float("nan"), 1),
+     (True, 1)],
 )
-def test_the_default_shard_count_is_one_per_cpu_from_1_to_16(cpus, expected):
+def test_the_default_shard_count_is_one_per_two_cpus_from_1_to_16(cpus, expected):
     assert default_num_shards(cpus) == expected
 
 
