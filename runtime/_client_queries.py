@@ -87,7 +87,8 @@ class QueryClient(ClientParts):
         """Block until the instance is no longer Pending (it started running, or ended before)
         and return its status (durabletask's ``wait_for_orchestration_start``).
 
-        Only an instance started with ``start_at`` is ever Pending: any other returns at once.
+        An instance started with ``start_at`` is Pending until then; any other at most for a
+        moment (a start its busy shard host committed before the turn that runs it).
         The shard host answers when the start commits (no polling). Raises ``TimeoutError``
         past ``timeout`` seconds and :class:`InstanceNotFoundError` for an unknown id.
         """
