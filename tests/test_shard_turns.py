@@ -393,6 +393,11 @@ def test_only_fresh_starts_of_registered_orchestrators_while_a_turn_runs_are_acc
             scheduled = _fresh_start("unit_approval")
             scheduled.due = 4102444800.0
             assert not host._takes_early([scheduled], retried=False)
+            busy = asyncio.get_running_loop().create_task(asyncio.sleep(10))
+            host._intake_task = busy  # an intake transaction commits: a burst, the turn loop takes it
+            assert not host._takes_early([fresh], retried=False)
+            busy.cancel()
+            host._intake_task = None
             host._retries_possible = True
             assert not host._takes_early([fresh], retried=False)
         finally:
