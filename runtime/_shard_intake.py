@@ -17,10 +17,10 @@ is lost in between: a host that restarts loads the parked start again, and the i
 Starts that arrive while such a transaction commits go through the turn loop: many starts at
 once (``asyncio.gather`` of ``start_new_async``) share the next turn's commit rather than add
 one of their own (in that shape the intake's extra commits cost ~15%). A start that may not be
-fresh (a retried call, a host Ray restarted, a start
-of a given id, a scheduled one) or that cannot be accepted (an orchestrator nobody registered,
-a replicated hub, whose commits must reach the replica first) goes through the turn loop as
-before; so does every start while no turn runs, which the next turn takes at once.
+fresh (a retried call, a host Ray restarted, a start of a given id, a scheduled one) or that
+cannot be accepted (an orchestrator nobody registered, a replicated hub, whose commits must
+reach the replica first) goes through the turn loop as before; so does every start while no
+turn runs, which the next turn takes at once.
 
 What a caller sees: the instance exists once ``start_new`` returns, Pending until the next turn
 runs it (Durable Functions' meaning of Pending: scheduled, not yet running).
