@@ -170,6 +170,11 @@ def time_row(workload: str, r: dict[str, Any], target_ratio: float | None = None
     return row
 
 
+def shard_count(n: int) -> str:
+    """``1 shard``, ``2 shards``, ..."""
+    return f"{n} shard" if n == 1 else f"{n} shards"
+
+
 def fanout_10k_rows(r: dict[str, Any]) -> list[Row]:
     """Wall time; target at most 0.5x plain Ray."""
     return [time_row(f"fan-out/fan-in, {r['activities']:,} activities", r, 0.5)]
@@ -201,7 +206,7 @@ def hello_rows(r: dict[str, Any], target_ratio: float | None) -> list[Row]:
 def bank_rows(r: dict[str, Any], target: bool = True) -> list[Row]:
     """Transfers per second; target at least 300 (with one shard per core, the default)."""
     tps = r["durable_transfers_per_second_median"]
-    row = Row(f"{r['transfers']:,} locked bank transfers, {r['accounts']} accounts, {r['shards']} shards",
+    row = Row(f"{r['transfers']:,} locked bank transfers, {r['accounts']} accounts, {shard_count(r['shards'])}",
               f"{tps:.0f} transfers/s", f"{r['ray_transfers_per_second_median']:.0f} transfers/s",
               r["ratio_durable_over_ray_time"])
     if target:
@@ -224,24 +229,24 @@ def hello_user_rows(r: dict[str, Any]) -> list[Row]:
     """A loop of ``start_new`` then of waits (target at most 1.0x plain Ray with asyncio), the
     asyncio client under ``gather`` (at most 0.5x), and one sequence alone (p50 at most plain
     Ray's p50 and 8 ms; p99 at most 2x its own p50); the hub at its defaults."""
-    shards = r["default_shards"]
+    shards = shard_count(r["default_shards"])
     rows = []
     if r.get("loop"):
-        rows.append(Row(f"{r['loop']:,} hello sequences, a loop of start_new then of waits ({shards} shards, default)",
+        rows.append(Row(f"{r['loop']:,} hello sequences, a loop of start_new then of waits ({shards}, default)",
                         seconds(r["loop_durable_median"]), seconds(r["loop_ray_median"]) + " (asyncio)",
                         r["loop_ratio"], "≤ 1.0x plain Ray", r["loop_ratio"] <= 1.0, f"{r['loop_ratio']:.2f}x", 1.0))
     if r.get("async"):
-        rows.append(Row(f"{r['async']:,} hello sequences, asyncio client under gather ({shards} shards, default)",
+        rows.append(Row(f"{r['async']:,} hello sequences, asyncio client under gather ({shards}, default)",
                         seconds(r["async_durable_median"]), seconds(r["async_ray_median"]) + " (asyncio)",
                         r["async_ratio"], "≤ 0.5x plain Ray", r["async_ratio"] <= 0.5, f"{r['async_ratio']:.2f}x",
                         0.5))
     if r.get("single"):
         p50, ray50, p99 = r["single_durable_p50_ms"], r["single_ray_p50_ms"], r["single_durable_p99_ms"]
-        rows.append(Row(f"one hello sequence alone, p50 ({shards} shards, default)", f"{p50:.1f} ms",
+        rows.append(Row(f"one hello sequence alone, p50 ({shards}, default)", f"{p50:.1f} ms",
                         f"{ray50:.1f} ms", r["single_ratio_p50"], "≤ plain Ray and ≤ 8 ms",
                         p50 <= ray50 and p50 <= 8, f"{p50:.1f} ms, {r['single_ratio_p50']:.2f}x", 1.0))
         spread = r["single_durable_p99_over_p50"]
-        rows.append(Row(f"one hello sequence alone, p99 ({shards} shards, default)", f"{p99:.1f} ms",
+        rows.append(Row(f"one hello sequence alone, p99 ({shards}, default)", f"{p99:.1f} ms",
                         f"{r['single_ray_p99_ms']:.1f} ms", p99 / r["single_ray_p99_ms"], "≤ 2x its p50",
                         spread <= 2, f"{spread:.2f}x p50"))
     return rows
@@ -252,7 +257,7 @@ def bank_user_rows(r: dict[str, Any], floor: int) -> list[Row]:
     defaults; target at least ``floor`` transfers per second."""
     tps = r["durable_transfers_per_second_median"]
     row = Row(f"{r['transfers']:,} transfer orchestrations (a loop of start_new), {r['accounts']} accounts, "
-              f"{r['shards']} shards (default)", f"{tps:.0f} transfers/s",
+              f"{shard_count(r['shards'])} (default)", f"{tps:.0f} transfers/s",
               f"{r['ray_transfers_per_second_median']:.0f} transfers/s", r["ratio_durable_over_ray_time"],
               f"≥ {floor:,} transfers/s", tps >= floor, f"{tps:.0f}/s")
     return [row]
@@ -265,7 +270,7 @@ def start_up_rows(r: dict[str, Any]) -> list[Row]:
         r["durable_first_result_median"]
     ray_first = r["ray_first_result_median"]
     return [Row(f"quick start: hub open ({seconds(open_)}) + first result ({seconds(first)}) after ray.init(), "
-                f"{r['shards']} shards (default)", seconds(total), f"{seconds(ray_first)} (first tasks)",
+                f"{shard_count(r['shards'])} (default)", seconds(total), f"{seconds(ray_first)} (first tasks)",
                 total / ray_first if ray_first else None, "< 1 s", total < 1.0, seconds(total))]
 
 
@@ -281,7 +286,8 @@ def replication_rows(r: dict[str, Any]) -> list[Row]:
     rows = []
     for mode, f in r["modes"].items():
         title = MODE_TITLES.get(mode, mode)
-        rows.append(Row(f"{title}: one hello sequence alone, p50 (p99 {f['p99_median']:.1f} ms; {f['shards']} shards)",
+        shards = shard_count(f["shards"])
+        rows.append(Row(f"{title}: one hello sequence alone, p50 (p99 {f['p99_median']:.1f} ms; {shards})",
                         f"{f['p50_median']:.1f} ms", f"{f['ray_p50_median']:.1f} ms",
                         common_ratio(f["p50_median"], f["ray_p50_median"])))
         local = r["modes"].get("local")
