@@ -35,20 +35,12 @@ from ._execution import (
 )
 from ._failures import failure_of
 from ._guards import check_output, explain_failure, explain_yielded, running_orchestrator_code
+from ._handlers import handlers_of
 from ._history import (
-    ContinueAsNew,
-    EntityLockGranted,
-    EntityLockRequested,
-    EntityOperationCalled,
-    EntityOperationCompleted,
-    EntityOperationFailed,
-    EntityOperationSignaled,
     EntityUnlockSent,
     EventRaised,
     EventSent,
-    ExecutionCompleted,
     ExecutionResumed,
-    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -57,14 +49,9 @@ from ._history import (
     OrchestratorCompleted,
     OrchestratorStarted,
     PatchApplied,
-    SubOrchestrationInstanceCompleted,
     SubOrchestrationInstanceCreated,
-    SubOrchestrationInstanceFailed,
-    TaskCompleted,
-    TaskFailed,
     TaskScheduled,
     TimerCreated,
-    TimerFired,
 )
 from ._registry import OrchestratorSpec, did_you_mean
 from ._task import Task
@@ -251,7 +238,7 @@ class OrchestrationExecutor(CompletionHandlers):
         if self._suspended and not isinstance(event, ALWAYS_APPLIED) and not is_scheduling(event):
             self._held.append(event)
             return
-        handler = _handlers_of(type(self)).get(type(event))
+        handler = handlers_of(type(self)).get(type(event))
         if handler is None:
             raise DurableTypeError(f"unknown history event type {event.event_type}")
         handler(self, event)
@@ -460,46 +447,3 @@ def execute(
     finally:
         executor.close()
 
-
-#: The handler of each event type: the name of one small method of the executor.
-_HANDLER_NAMES: dict[type[HistoryEvent], str] = {
-    ExecutionStarted: "_on_execution_started",
-    OrchestratorStarted: "_on_orchestrator_started",
-    OrchestratorCompleted: "_on_orchestrator_completed",
-    TaskScheduled: "_on_scheduled",
-    TimerCreated: "_on_scheduled",
-    SubOrchestrationInstanceCreated: "_on_scheduled",
-    EventSent: "_on_scheduled",
-    EntityOperationCalled: "_on_scheduled",
-    EntityOperationSignaled: "_on_scheduled",
-    EntityLockRequested: "_on_scheduled",
-    EntityUnlockSent: "_on_scheduled",
-    EntityOperationCompleted: "_on_entity_answered",
-    EntityOperationFailed: "_on_entity_answered",
-    EntityLockGranted: "_on_lock_granted",
-    TaskCompleted: "_on_task_completed",
-    SubOrchestrationInstanceCompleted: "_on_task_completed",
-    TaskFailed: "_on_task_failed",
-    SubOrchestrationInstanceFailed: "_on_task_failed",
-    TimerFired: "_on_timer_fired",
-    EventRaised: "_on_event_raised",
-    ExecutionTerminated: "_on_terminated",
-    ExecutionSuspended: "_on_suspended",
-    ExecutionResumed: "_on_resumed",
-    ExecutionRewound: "_on_marker",
-    PatchApplied: "_on_marker",
-    ExecutionCompleted: "_on_final_recorded",
-    ContinueAsNew: "_on_final_recorded",
-}
-
-
-_HANDLERS: dict[type, dict[type[HistoryEvent], Callable[[Any, Any], None]]] = {}
-
-
-def _handlers_of(cls: type) -> dict[type[HistoryEvent], Callable[[Any, Any], None]]:
-    """Each event type's handler in executor class ``cls`` (a function taking the executor and
-    the event), looked up once per class rather than bound again for every executor."""
-    table = _HANDLERS.get(cls)
-    if table is None:
-        table = _HANDLERS[cls] = {event_type: getattr(cls, name) for event_type, name in _HANDLER_NAMES.items()}
-    return table

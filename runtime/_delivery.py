@@ -59,8 +59,7 @@ class Outbound:
 
     def encode(self) -> Outbound:
         """Encode the message now (raising what encoding raises); returns this message."""
-        if self.encoded is None:
-            self.encoded = self.msg.to_bytes()
+        _ = self.blob  # the property encodes it
         return self
 
 

@@ -47,8 +47,9 @@ def default_num_shards(cpus: float) -> int:
     processes and the driver. More hosts only add processes that compete for the cores, and
     turn messages between records of one shard (applied in the same turn) into messages
     between shards (a commit on each side): on 2 cores, 1,000 transfer orchestrations over 10
-    accounts ran 3-4x faster on one shard than on two, and nothing measured ran slower."""
-    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus >= 2:  # NaN, 0, a fraction
+    accounts ran 2-4x faster on one shard than on two. What one shard loses is orchestration
+    work spread over cores: 1,000 concurrent hello sequences took 1.01 s on one, 0.77 s on two."""
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus >= 2:  # NaN, 0, 1, a fraction
         return 1
     return int(min(cpus // 2, MAX_DEFAULT_SHARDS))
 

@@ -84,8 +84,7 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
             create=config.create and not restarted,
         )
         self._start_lock, self._last_num, self._intake_task = asyncio.Lock(), 0, None
-        self._mailbox: list[Message] = []  # for the next turn (fresh starts: ``_intake``)
-        self._intake = []
+        self._mailbox: list[Message] = []
         self._wake = asyncio.Event()  # a message waits
         self._forget_delivered: list[str] = []  # ``delivered`` ids the next turn deletes
         #: turns in a row whose commit could not be written (the retry backs off with it)

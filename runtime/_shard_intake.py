@@ -44,56 +44,43 @@ class ShardIntake(ShardTurns):
 
     #: whether the turn loop is inside a turn (set by ``ShardHost._run``)
     _turning: bool = False
-    #: fresh starts waiting for the intake's next commit (set up by ``ShardHost.__init__``)
-    _intake: list[Message]
+    #: the intake's transaction being committed, if any
     _intake_task: asyncio.Task[None] | None
 
     def _takes_early(self, messages: Sequence[Message], retried: bool) -> bool:
         """Whether ``messages`` (one client submit) are all fresh starts of registered
         orchestrators that this host accepts now, outside the turn loop: a turn is running and
         no intake transaction is. (While one commits, more starts are arriving at once, as
-        under ``asyncio.gather``: they share the next turn's commit rather than add one.)"""
+        under ``asyncio.gather``: they share the next turn's commit rather than add one.)
+        Only a client marks a start ``fresh``, and only its own start of an id it made up."""
         if not (self._turning and messages) or retried or self._retries_possible or self._replication is not None:
             return False
         if self._intake_task is not None and not self._intake_task.done():
             return False  # starts arriving in a burst: the turn loop commits them together
         return all(
-            m.fresh and m.client and m.due is None and not m.continue_as_new
-            and isinstance(m.event, ExecutionStarted) and m.event.parent is None
-            and m.event.name in self._orchestrators
+            m.fresh and m.due is None and isinstance(m.event, ExecutionStarted) and m.event.name in self._orchestrators
             for m in messages
         )
 
     async def _accept_early(self, messages: Sequence[Message]) -> None:
         """Commit ``messages`` (see :meth:`_takes_early`) as Pending instances with their starts
-        parked, due now; returns once committed, raising what refused any of them."""
+        parked, due now; returns once committed, raising what refused any of them. The
+        transaction is a task of its own: a caller that goes away does not cut it short
+        between its commit and what must follow it."""
         loop = asyncio.get_running_loop()
         futures = []
         for msg in messages:
             msg.ack = loop.create_future()
             futures.append(msg.ack)
-        self._intake.extend(messages)
-        if self._intake_task is None or self._intake_task.done():
-            self._intake_task = loop.create_task(self._drain_intake())
+        self._intake_task = loop.create_task(self._commit_early(list(messages)))
         for result in await asyncio.gather(*futures, return_exceptions=True):
             if isinstance(result, BaseException):
                 raise result
 
-    async def _drain_intake(self) -> None:
-        """Commit what the intake holds, one transaction for all that waits, until it is empty;
-        a transaction that fails refuses its starts (nothing of them stays)."""
-        while self._intake:
-            batch, self._intake = self._intake, []
-            try:
-                await self._commit_early(batch)
-            except Exception as exc:
-                for msg in batch:
-                    if msg.ack is not None and not msg.ack.done():
-                        msg.ack.set_exception(exc)
-
     async def _commit_early(self, batch: list[Message]) -> None:
         """One intake transaction: each start's instance Pending, its start parked, due now
-        (the writes and the after-commit steps of a turn that holds a scheduled start)."""
+        (the writes and the after-commit steps of a turn that holds a scheduled start). If it
+        fails, nothing of it stays in memory and its callers are told why."""
         turn = Turn(self.config.index)
         for msg in batch:
             assert msg.ack is not None
@@ -107,16 +94,20 @@ class ShardIntake(ShardTurns):
             turn.touched.add(msg.instance_id)
             turn.after.touched.append(msg.instance_id)
         try:
-            async with self._db_lock:
-                with self._counted():
-                    await self._store.commit(turn.rounds)
+            await self._commit(turn)
         except BaseException as exc:
             for iid in turn.touched:
                 self._parking.forget_start(iid)
                 self._evict(iid)
+            error: Exception = exc if isinstance(exc, Exception) else RuntimeError(f"the shard host stopped: {exc!r}")
             if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
-                raise ShardWriteError(self.config.path, str(exc)) from exc
-            raise
+                error = ShardWriteError(self.config.path, str(exc))
+            for msg in batch:
+                if msg.ack is not None and not msg.ack.done():
+                    msg.ack.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
         self.early_starts += len(turn.touched)
         started = self._settle_inside(turn.after)
         self._release(self._after_commit, turn.after, started)

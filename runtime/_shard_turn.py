@@ -72,11 +72,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             await self._stage_rounds(batch, turn, acked, forget)
             self._crash_point("before_commit")
             self._crash_point("error_before_commit")
-            async with self._db_lock:
-                committing = time.perf_counter()
-                with self._counted():  # with a replica, a read that sees it waits for its sync
-                    await self._store.commit(turn.rounds)
-                self._metrics.commit_took(time.perf_counter() - committing)
+            await self._commit(turn)
         except BaseException as exc:
             # Nothing of the turn is in the file: nothing of it stays in memory either (an
             # instance it started, an entity it changed), whether its commit or its staging
@@ -95,6 +91,15 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         after = turn.after
         started = self._settle_inside(after)
         self._release(self._after_commit, after, started)
+
+    async def _commit(self, turn: Turn) -> None:
+        """Write ``turn``'s rounds in one transaction, under the file's lock (and, with a
+        replica, counted: a read that sees it waits for its sync)."""
+        async with self._db_lock:
+            committing = time.perf_counter()
+            with self._counted():
+                await self._store.commit(turn.rounds)
+            self._metrics.commit_took(time.perf_counter() - committing)
 
     async def _stage_rounds(
         self, batch: list[Message], turn: Turn, acked: list[tuple[int, str]], forget: list[str]

@@ -94,6 +94,8 @@ def without_superseded(rounds: Sequence[TurnWrites]) -> list[TurnWrites]:
     that many rounds of a turn touch (a contended account: lock, calls, unlock, the next
     lock, each in its own round) is written once instead of once a round, and its row carries
     its whole queue of waiting requests."""
+    if len(rounds) == 1:  # the common turn: nothing later to replace its rows
+        return list(rounds)
     seen_instances: set[str] = set()
     seen_entities: set[str] = set()
     out: list[TurnWrites] = []

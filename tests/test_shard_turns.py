@@ -41,6 +41,8 @@ from runtime._shard_base import ShardConfig
 from runtime._shard_turn import CLIENT_ROUNDS
 from runtime._status import OrchestrationRuntimeStatus as S
 
+from .helpers import until
+
 REGISTRY = Registry()
 
 
@@ -333,7 +335,7 @@ def test_a_fresh_start_while_a_turn_runs_is_committed_pending_and_the_next_turn_
             assert len(_rows(path, "SELECT msg_id FROM scheduled")) == 1
             assert _history(path) == []
             assert host.early_starts == 1
-            await asyncio.sleep(0.05)  # the parked start is released at once
+            await until(lambda: host._mailbox)  # the parked start is released at once
             released, host._mailbox = host._mailbox, []
             assert [m.instance_id for m in released] == [iid]
             host._turning = False
@@ -363,7 +365,7 @@ def test_a_start_accepted_early_runs_after_a_restart_that_came_before_its_turn(t
         await host.close()
         again = await _open(path)  # loads the parked start again
         try:
-            await asyncio.sleep(0.05)
+            await until(lambda: again._mailbox)  # the parked start, loaded again, is released
             released, again._mailbox = again._mailbox, []
             assert [m.instance_id for m in released] == [start.instance_id]
             await _turn(again, *released)
