@@ -69,8 +69,8 @@ def run_main(name: str, data_dir: str | None, benchmark: Callable[[str], dict[st
 # -- options -----------------------------------------------------------------------------------
 
 
-#: Shard hosts per hub by default: one per CPU core of this machine. More shard hosts than
-#: cores only adds processes that compete for the cores (and Ray calls between them).
+#: Shard hosts per hub of the classic rows (``--shards``'s default): one per CPU core of this
+#: machine. The hub's own default is one per two cores; the user-shaped rows keep that.
 DEFAULT_SHARDS = max(1, os.cpu_count() or 1)
 
 

@@ -204,7 +204,7 @@ def hello_rows(r: dict[str, Any], target_ratio: float | None) -> list[Row]:
 
 
 def bank_rows(r: dict[str, Any], target: bool = True) -> list[Row]:
-    """Transfers per second; target at least 300 (with one shard per core, the default)."""
+    """Transfers per second; target at least 300 (with one shard per core, ``--shards``'s default)."""
     tps = r["durable_transfers_per_second_median"]
     row = Row(f"{r['transfers']:,} locked bank transfers, {r['accounts']} accounts, {shard_count(r['shards'])}",
               f"{tps:.0f} transfers/s", f"{r['ray_transfers_per_second_median']:.0f} transfers/s",

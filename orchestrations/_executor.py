@@ -92,7 +92,8 @@ class OrchestrationExecutor(CompletionHandlers):
         self._final_recorded = False
         #: the orchestrator is an ``async def`` (its coroutine is driven like a generator)
         self._is_async = False
-
+        #: the handler of each event type: one table per executor class, shared
+        self._handlers = handlers_of(type(self))
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -238,7 +239,7 @@ class OrchestrationExecutor(CompletionHandlers):
         if self._suspended and not isinstance(event, ALWAYS_APPLIED) and not is_scheduling(event):
             self._held.append(event)
             return
-        handler = handlers_of(type(self)).get(type(event))
+        handler = self._handlers.get(type(event))
         if handler is None:
             raise DurableTypeError(f"unknown history event type {event.event_type}")
         handler(self, event)
@@ -446,4 +447,3 @@ def execute(
         return executor.process(new_events, now)
     finally:
         executor.close()
-

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import contextlib
     from collections import OrderedDict
 
-    from orchestrations import FailureDetails, ParentInfo
+    from orchestrations import FailureDetails, OrchestrationExecutor, ParentInfo
     from orchestrations._registry import OrchestratorSpec
 
     from ._activities import ActivityDispatcher
@@ -152,6 +152,9 @@ class ShardBase:
         raise NotImplementedError
 
     # -- ShardInstances ---------------------------------------------------------------------------
+
+    def _new_executor(self, instance_id: str) -> OrchestrationExecutor:
+        raise NotImplementedError
 
     def _watching(self, inst: Instance) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError

@@ -124,10 +124,11 @@ class ShardInstances(ShardBase):
                 if started is not None:
                     return started, [restart]
             return inst, []
-        started = self._begin_scheduled(inst, msg) if msg.parked else self._start(inst, msg, turn)
+        later = due_later(msg, turn.now_ts)
+        started = self._begin_scheduled(inst, msg) if msg.parked else self._start(inst, msg, turn, held=later)
         if started is None:
             return inst, []
-        if due_later(msg, turn.now_ts):
+        if later:
             self._hold_start(started, msg, turn)
             return started, []
         return started, [msg, *(Message(msg.instance_id, e) for e in msg.carryover)]
@@ -144,10 +145,15 @@ class ShardInstances(ShardBase):
             for unlock in unlocks:
                 self._stage_outgoing(unlock, turn)
 
-    def _start(self, inst: Instance | None, msg: Message, turn: Turn) -> Instance | None:
+    def _new_executor(self, instance_id: str) -> OrchestrationExecutor:
+        """A new execution's executor (nothing replayed)."""
+        return OrchestrationExecutor(self._orchestrators, instance_id, self._check_entity_name)
+
+    def _start(self, inst: Instance | None, msg: Message, turn: Turn, held: bool = False) -> Instance | None:
         """Create, replace or continue the instance of an ExecutionStarted message as
         :func:`orchestrations._starts.start_rule` decides; ``None`` if the start changes nothing
-        (refused, retried, or stale)."""
+        (refused, retried, or stale). A start that ``held`` back for later (``_hold_start``)
+        gets no executor: its release makes one when it runs."""
         event = msg.event
         assert isinstance(event, ExecutionStarted)
         rule = start_rule(
@@ -176,7 +182,7 @@ class ShardInstances(ShardBase):
             parent=event.parent,
             history_len=0,
             num=self._next_num(),
-            executor=OrchestrationExecutor(self._orchestrators, msg.instance_id, self._check_entity_name),
+            executor=None if held else self._new_executor(msg.instance_id),
             # DurableTask.Core carries the custom status over continue-as-new
             custom_status_blob=carried.custom_status_blob if carried is not None else None,
             retriable_start=event.execution_id if msg.client else None,
@@ -221,7 +227,7 @@ class ShardInstances(ShardBase):
     async def _executor_for(self, inst: Instance) -> OrchestrationExecutor:
         if inst.executor is None:
             blobs = await self._store.load_history(inst.num)
-            executor = OrchestrationExecutor(self._orchestrators, inst.instance_id, self._check_entity_name)
+            executor = self._new_executor(inst.instance_id)
             history = [load_event(b) for b in blobs]
             with self._watching(inst):
                 executor.replay(history)

@@ -84,7 +84,7 @@ class ShardIntake(ShardTurns):
         turn = Turn(self.config.index)
         for msg in batch:
             assert msg.ack is not None
-            inst = self._start(None, msg, turn)
+            inst = self._start(None, msg, turn, held=True)
             if inst is None:  # refused: its ack carries why
                 continue
             msg.fresh = False  # its row is in the file from now on: a turn loads it if evicted

@@ -19,7 +19,6 @@ from orchestrations import (
     ExecutionTerminated,
     FailureDetails,
     HistoryEvent,
-    OrchestrationExecutor,
     ParentInfo,
     SubOrchestrationInstanceCreated,
     TaskCompleted,
@@ -134,7 +133,7 @@ class ShardLifecycle(ShardBase):
         history = await self._current_history(inst, turn)
         plan = plan_rewind(history)
         kept = history[: plan.cut]
-        executor = OrchestrationExecutor(self._orchestrators, iid, self._check_entity_name)
+        executor = self._new_executor(iid)
         with self._watching(inst):
             executor.replay(kept)
         inst.executor, inst.history_len = executor, plan.cut
@@ -218,7 +217,7 @@ class ShardLifecycle(ShardBase):
             return None
         self._parking.forget_start(inst.instance_id)
         inst.status, inst.history_len = S.Running, 0
-        inst.executor = OrchestrationExecutor(self._orchestrators, inst.instance_id, self._check_entity_name)
+        inst.executor = self._new_executor(inst.instance_id)
         return inst
 
     def _while_pending(

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fan-out", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    with TaskHub("demo", data_dir=args.data_dir) as hub:  # one shard per CPU (or as created)
+    with TaskHub("demo", data_dir=args.data_dir) as hub:  # one shard per two CPUs (or as created)
         print("== E1_HelloSequence ==")
         iid = hub.start_new(hello_sequence)
         status = hub.wait_for_completion(iid, timeout=60)
