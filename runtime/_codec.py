@@ -30,6 +30,8 @@ from orchestrations._history import EVENT_TYPES
 from ._codec_safe import Undecoded, _UndecodedType, safe_decode
 
 PROTOCOL = 5
+#: compact JSON text, made once: ``json.dumps`` with ``separators`` builds an encoder per call
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode(value: Any, what: str = "value") -> bytes:
@@ -193,7 +195,7 @@ def pickled_type_name(blob: bytes) -> str:
 
 def dump_value(value: Any, what: str = "value") -> str:
     """The stored form of a payload: the JSON text of :func:`to_json_value`."""
-    return json.dumps(to_json_value(value, what), separators=(",", ":"))
+    return _COMPACT.encode(to_json_value(value, what))
 
 
 def load_value(text: str | bytes | None, mode: str = TRUSTED) -> Any:
@@ -431,7 +433,7 @@ def _unknown_event(record: Any, exc: Exception) -> UnknownEvent:
 
 def dump_event(event: HistoryEvent, what: str = "an event's payload") -> str:
     """The stored form of a history event: the JSON text of :func:`event_to_record`."""
-    return json.dumps(event_to_record(event, what), separators=(",", ":"))
+    return _COMPACT.encode(event_to_record(event, what))
 
 
 def load_event(text: str | bytes) -> HistoryEvent:
@@ -453,7 +455,7 @@ def read_event(text: str | bytes | None, mode: str = LENIENT) -> HistoryEvent | 
 
 def dump_json(tree: Any) -> str:
     """A JSON tree (made of :func:`to_json_value` values and records) as compact JSON text."""
-    return json.dumps(tree, separators=(",", ":"))
+    return _COMPACT.encode(tree)
 
 
 def load_json(text: str | bytes) -> Any:

@@ -65,6 +65,9 @@ class Message:
     recursive: bool = False
     restart: ExecutionStarted | None = None
     fresh: bool = False
+    #: in memory only, like ``ack``: the start is in the host's start journal, not yet in its
+    #: file (``runtime._shard_intake``)
+    journaled: bool = False
 
     def to_bytes(self) -> bytes:
         """The message without its ack future, encoded for an outbox, a parked row or another

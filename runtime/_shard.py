@@ -83,7 +83,7 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
             # a host Ray restarted had its file open before: it is never created again
             create=config.create and not restarted,
         )
-        self._start_lock, self._last_num, self._intake_task = asyncio.Lock(), 0, None
+        self._start_lock, self._last_num = asyncio.Lock(), 0
         self._mailbox: list[Message] = []
         self._wake = asyncio.Event()  # a message waits
         self._forget_delivered: list[str] = []  # ``delivered`` ids the next turn deletes
@@ -96,6 +96,7 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
         _tracing.install_log_filter()
         _tracing.setup(config.tracing_setup)  # before this process's first span
         self._metrics = ShardMetrics(config.hub, config.index)
+        self._init_intake()
         self._activity_out = ActivityDispatcher(config.hub, self._enqueue_many, self._spawn, config.tracing_setup,
                                                 self._metrics)
         #: armed timers: instance -> {timer id: handle}
@@ -199,6 +200,7 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
         outbound = [Outbound(m, d, Message.from_bytes(b), b) for m, d, b in outbox]
         self._release(lambda: self._courier.deliver(outbound))
         await self._load_parked()
+        await self._take_up_journal()
 
     async def _watch_file(self) -> None:
         """Check every ``FILE_CHECK_SECONDS`` that the shard file is still the one opened (each
@@ -276,6 +278,8 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
             await self._replication.close()
         async with self._db_lock:
             await self._store.close()
+        if self._journal is not None:
+            self._journal.close()
 
     async def _lose_disk_before_sync(self) -> None:
         """Fault injection (crash point ``lose_disk_before_sync``): a while after a commit whose
@@ -306,9 +310,13 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
 
     # -- client entry points -----------------------------------------------------------------------
 
-    async def submit(self, messages: Sequence[Message], retried: bool = False) -> None:
+    async def submit(
+        self, messages: Sequence[Message], retried: bool = False, blobs: Sequence[bytes] | None = None
+    ) -> None:
         """Apply client messages (start, raise, terminate, suspend, resume); returns once they
-        are committed, raising the error that refused any of them.
+        are committed (fresh starts: once in the start journal, see ``runtime._shard_intake``),
+        raising the error that refused any of them. ``blobs``: their encoded forms, if the
+        caller has them (the journal keeps those rather than encoding the messages again).
 
         ``retried``: the client sent them before over a connection that dropped before the
         answer, so this host may have applied them already: from now on it looks client
@@ -321,7 +329,7 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
             self._retries_possible = True
         self.calls += 1
         if self._takes_early(messages, retried):
-            await self._accept_early(messages)
+            await self._accept_early(messages, blobs)
             return
         loop = asyncio.get_running_loop()
         futures = []
@@ -386,7 +394,6 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
                 continue
             started = time.perf_counter()
             self._metrics.turn_started(len(batch))
-            self._turning = True
             try:
                 await self._turn(batch)
             except Exception as exc:
@@ -396,8 +403,8 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
                         msg.ack.set_exception(exc)
                 if isinstance(exc, ShardWriteError):
                     self._retry_unwritten(batch)
-            finally:
-                self._turning = False
+                else:
+                    self._journal_done(batch, lost=True)
             self._metrics.turn_ended(time.perf_counter() - started, len(self._mailbox))
 
     def _retry_unwritten(self, batch: list[Message]) -> None:

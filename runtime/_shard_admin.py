@@ -107,11 +107,14 @@ class ShardAdmin(ShardBase):
     def _retired_starts(self, purged: list[Instance]) -> list[str]:
         """What a purge keeps in ``delivered`` so that a client's start Ray retries after it
         changes nothing (see ``ShardHost._group``): on a host Ray restarted, the executions of
-        the purged instances a client may have started (those without a parent); none on a
-        host that never was, which no retry can reach."""
-        if not self._retries_possible:
-            return []
-        return [start_key(inst.execution_id) for inst in purged if inst.parent is None]
+        the purged instances a client may have started (those without a parent). Elsewhere,
+        those whose start the start journal still holds (a host that reads it after a crash
+        must not start them again); none otherwise, as no retry can reach them."""
+        journaled = self._journal_executions
+        return [
+            start_key(inst.execution_id) for inst in purged
+            if inst.parent is None and (self._retries_possible or inst.execution_id in journaled)
+        ]
 
     async def purge_by(
         self, created_from: float | None, created_to: float | None, statuses: list[str] | None,

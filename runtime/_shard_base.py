@@ -9,7 +9,7 @@ the order of the parts; a test pins that the host defines every one of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +108,10 @@ class ShardBase:
     calls: int
     ray_deliveries: int
     failed_commits: int
-    #: fresh client starts accepted while a turn ran (``runtime._shard_intake``)
+    #: fresh client starts made durable in the start journal (``runtime._shard_intake``)
     early_starts: int
+    #: the execution ids of the starts the start journal holds (``runtime._shard_intake``)
+    _journal_executions: set[str]
 
     # -- ShardHost: the actor and its turn loop ---------------------------------------------------
 
@@ -117,6 +119,17 @@ class ShardBase:
         raise NotImplementedError
 
     def _enqueue(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    def _enqueue_many(self, msgs: list[Message]) -> None:
+        raise NotImplementedError
+
+    # -- ShardIntake: the start journal ----------------------------------------------------------
+
+    def _journal_done(self, batch: Iterable[Message], lost: bool = False) -> None:
+        raise NotImplementedError
+
+    async def _journal_visible(self, ids: Iterable[str] | None) -> None:
         raise NotImplementedError
 
     def _release(self, effects: Callable[..., None], *args: Any) -> None:

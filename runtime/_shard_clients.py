@@ -44,7 +44,9 @@ class ShardClients(ShardBase):
     _client_serving: _Serving | None = None
     _reads_serving: _Serving | None = None
 
-    async def submit(self, messages: Sequence[Message], retried: bool = False) -> None:
+    async def submit(
+        self, messages: Sequence[Message], retried: bool = False, blobs: Sequence[bytes] | None = None
+    ) -> None:
         raise NotImplementedError
 
     async def wait(self, instance_id: str, timeout: float | None) -> Any:
@@ -93,7 +95,7 @@ class ShardClients(ShardBase):
         op, args = payload
         if op == "submit":
             blobs, retried = args
-            await self.submit([Message.from_bytes(b) for b in blobs], retried)
+            await self.submit([Message.from_bytes(b) for b in blobs], retried, blobs)
             value: Any = None
         elif op == "wait":
             value = await self.wait(*args)

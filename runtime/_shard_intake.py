@@ -1,113 +1,204 @@
-"""Starts a shard host accepts while a turn runs: committed at once, Pending, run by the next turn.
+"""Fresh client starts made durable in the shard host's start journal, then run by the turn loop.
 
 A client's start waits for its commit (the guarantee of every ``TaskHub`` call). Through the
-turn loop, a start that arrives while a turn runs waits for the rest of that turn, then for a
-turn of its own: staging it, running the orchestrator's first episode, committing. A program
-that starts its instances one at a time in a loop (``for x in xs: hub.start_new(...)``) pays
-that for every start, while the hub is busy running the instances it started before.
+turn loop, a start waits for the turn running now, then for a turn of its own: staging it,
+running the orchestrator's first episode, committing. A program that starts its instances one
+at a time in a loop (``for x in xs: hub.start_new(...)``) paid that for every start, while the
+hub was busy running the instances it had started before.
 
 So a *fresh* start (a client's start of an id the client made up, which no record in the file
-can have; see ``Message.fresh``) that arrives while a turn runs is accepted here instead, as a
-scheduled start due now is: in one small transaction of its own, the instance's row, Pending,
-and its start, parked (a ``scheduled`` row). The caller is answered once that is committed;
-the parked start is released at once, and the next turn starts the instance as it starts any
-Pending instance whose time has come (deleting the ``scheduled`` row in its commit). Nothing
-is lost in between: a host that restarts loads the parked start again, and the instance runs.
+can have; see ``Message.fresh``) is made durable in the host's start journal instead
+(``runtime._start_journal``: one append and one sync, shared by the starts that arrive
+together), its caller is answered, and the start joins the turn loop's queue as any message
+does. The next turn starts the instance and commits it to the shard file. Nothing is lost in
+between: a host that opens the file again takes up the journal's starts that are not in it.
 
-Starts that arrive while such a transaction commits go through the turn loop: many starts at
-once (``asyncio.gather`` of ``start_new_async``) share the next turn's commit rather than add
-one of their own (in that shape the intake's extra commits cost ~15%). A start that may not be
-fresh (a retried call, a host Ray restarted, a start of a given id, a scheduled one) or that
-cannot be accepted (an orchestrator nobody registered, a replicated hub, whose commits must
-reach the replica first) goes through the turn loop as before; so does every start while no
-turn runs, which the next turn takes at once.
+What a caller sees is unchanged. Every read of an instance (its status, history, a wait for it,
+a query) first waits until the journaled start of it, if any, is committed (a turn at most), so
+the instance exists once ``start_new`` returns, whatever is asked next and on whichever of the
+host's loops it is asked.
 
-What a caller sees: the instance exists once ``start_new`` returns, Pending until the next turn
-runs it (Durable Functions' meaning of Pending: scheduled, not yet running).
+A start that may not be fresh (a retried call, a host Ray restarted, a start of a given id, a
+scheduled one), of an orchestrator nobody registered, or on a replicated hub (whose commits
+must reach the replica first) goes through the turn loop, as does every start while the journal
+is full (see ``runtime._start_journal.LIMIT``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Iterable, Sequence
 
 from orchestrations import ExecutionStarted, ShardWriteError
 
-from ._messages import Message
+from ._messages import Message, start_key
 from ._shard_turn import ShardTurns
-from ._turn import Turn
+from ._start_journal import StartJournal
+
+log = logging.getLogger("ray_durable.shard")
 
 
 class ShardIntake(ShardTurns):
-    """Mixed into :class:`ShardHost`: fresh client starts accepted while a turn runs."""
+    """Mixed into :class:`ShardHost`: fresh client starts made durable in the start journal."""
 
-    #: whether the turn loop is inside a turn (set by ``ShardHost._run``)
-    _turning: bool = False
-    #: the intake's transaction being committed, if any
-    _intake_task: asyncio.Task[None] | None
+    #: the journal (``None`` with a replica: starts go through the turn loop)
+    _journal: StartJournal | None
+    #: journaled starts no turn has committed yet, by instance id (read from any loop: changed
+    #: under ``_journal_lock`` only)
+    _journaled: dict[str, Message]
+    #: readers waiting for journaled starts to be committed: (ids, their loop, their future)
+    _journal_readers: list[tuple[set[str], asyncio.AbstractEventLoop, asyncio.Future[None]]]
+    _journal_lock: threading.Lock
+    #: the execution ids of every start in the journal (committed or not): a purge of one of
+    #: their instances keeps its ``start:`` key, which tells a host that reads the journal
+    #: after a crash that the start was applied
+    _journal_executions: set[str]
+    #: the starts waiting for the next append (with their encoded forms, if known), and the
+    #: future their callers wait on
+    _journal_batch: list[tuple[Message, bytes | None]]
+    _journal_flush: asyncio.Future[None] | None
+    #: a journaled start was lost from memory by a turn that failed: the journal keeps its
+    #: records (the next host to open the file runs it) and never starts over in this host
+    _journal_kept: bool = False
+
+    def _init_intake(self) -> None:
+        """Set up the intake's state (from ``ShardHost.__init__``)."""
+        config = self.config
+        sync = config.synchronous.upper() in ("FULL", "EXTRA", "2", "3")
+        self._journal = StartJournal(config.path + "-starts", sync) if self._replication is None else None
+        self._journaled, self._journal_readers, self._journal_executions = {}, [], set()
+        self._journal_lock = threading.Lock()
+        self._journal_batch, self._journal_flush = [], None
 
     def _takes_early(self, messages: Sequence[Message], retried: bool) -> bool:
         """Whether ``messages`` (one client submit) are all fresh starts of registered
-        orchestrators that this host accepts now, outside the turn loop: a turn is running and
-        no intake transaction is. (While one commits, more starts are arriving at once, as
-        under ``asyncio.gather``: they share the next turn's commit rather than add one.)
-        Only a client marks a start ``fresh``, and only its own start of an id it made up."""
-        if not (self._turning and messages) or retried or self._retries_possible or self._replication is not None:
+        orchestrators that go to the journal. Only a client marks a start ``fresh``, and only
+        its own start of an id it made up."""
+        journal = self._journal
+        if journal is None or journal.full or not messages or retried or self._retries_possible:
             return False
-        if self._intake_task is not None and not self._intake_task.done():
-            return False  # starts arriving in a burst: the turn loop commits them together
         return all(
             m.fresh and m.due is None and isinstance(m.event, ExecutionStarted) and m.event.name in self._orchestrators
             for m in messages
         )
 
-    async def _accept_early(self, messages: Sequence[Message]) -> None:
-        """Commit ``messages`` (see :meth:`_takes_early`) as Pending instances with their starts
-        parked, due now; returns once committed, raising what refused any of them. The
-        transaction is a task of its own: a caller that goes away does not cut it short
-        between its commit and what must follow it."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for msg in messages:
-            msg.ack = loop.create_future()
-            futures.append(msg.ack)
-        self._intake_task = loop.create_task(self._commit_early(list(messages)))
-        for result in await asyncio.gather(*futures, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
+    async def _accept_early(self, messages: Sequence[Message], blobs: Sequence[bytes] | None = None) -> None:
+        """Journal ``messages`` (see :meth:`_takes_early`; ``blobs``: their ``to_bytes``, if
+        known) with the other starts that arrive in this pass of the event loop, then queue
+        them for the turn loop; returns once they are on disk, raising
+        :class:`ShardWriteError` if they could not be written."""
+        if self._journal_flush is None:
+            loop = asyncio.get_running_loop()
+            self._journal_flush = loop.create_future()
+            loop.call_soon(self._flush_journal)
+        flush = self._journal_flush
+        encoded: Sequence[bytes | None] = blobs if blobs is not None else [None] * len(messages)
+        self._journal_batch.extend(zip(messages, encoded, strict=True))
+        await asyncio.shield(flush)  # a caller that goes away does not fail the others
 
-    async def _commit_early(self, batch: list[Message]) -> None:
-        """One intake transaction: each start's instance Pending, its start parked, due now
-        (the writes and the after-commit steps of a turn that holds a scheduled start). If it
-        fails, nothing of it stays in memory and its callers are told why."""
-        turn = Turn(self.config.index)
-        for msg in batch:
-            assert msg.ack is not None
-            inst = self._start(None, msg, turn, held=True)
-            if inst is None:  # refused: its ack carries why
-                continue
-            msg.fresh = False  # its row is in the file from now on: a turn loads it if evicted
-            msg.due = turn.now_ts
-            self._hold_start(inst, msg, turn)
-            turn.after.acks[msg.ack] = None
-            turn.touched.add(msg.instance_id)
-            turn.after.touched.append(msg.instance_id)
+    def _flush_journal(self) -> None:
+        """One append of the waiting starts; their callers are answered, the starts queued."""
+        pairs, self._journal_batch = self._journal_batch, []
+        flush, self._journal_flush = self._journal_flush, None
+        assert flush is not None and self._journal is not None
+        batch = [msg for msg, _ in pairs]
         try:
-            await self._commit(turn)
-        except BaseException as exc:
-            for iid in turn.touched:
-                self._parking.forget_start(iid)
-                self._evict(iid)
-            error: Exception = exc if isinstance(exc, Exception) else RuntimeError(f"the shard host stopped: {exc!r}")
-            if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
-                error = ShardWriteError(self.config.path, str(exc))
-            for msg in batch:
-                if msg.ack is not None and not msg.ack.done():
-                    msg.ack.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
+            self._journal.append([blob if blob is not None else msg.to_bytes() for msg, blob in pairs])
+        except OSError as exc:  # full disk, I/O error: nothing was taken
+            flush.set_exception(ShardWriteError(self._journal.path, str(exc)))
+            flush.exception()  # retrieved: callers that went away leave no warning
             return
-        self.early_starts += len(turn.touched)
-        started = self._settle_inside(turn.after)
-        self._release(self._after_commit, turn.after, started)
+        self._crash_point("after_journal")  # on disk, its callers not answered yet
+        with self._journal_lock:
+            for msg in batch:
+                msg.ack, msg.journaled = None, True
+                self._journaled[msg.instance_id] = msg
+        self._journal_executions.update(_execution(m) for m in batch)
+        self.early_starts += len(batch)
+        self._enqueue_many(batch)
+        flush.set_result(None)
+
+    def _journal_done(self, batch: Iterable[Message], lost: bool = False) -> None:
+        """A turn committed ``batch`` (or, ``lost``, failed and let it go): its journaled
+        starts are no longer waited for, and a journal whose every start is committed starts
+        over."""
+        done = [m.instance_id for m in batch if m.journaled]
+        if not done:
+            return
+        with self._journal_lock:
+            for iid in done:
+                self._journaled.pop(iid, None)
+            waiting = []
+            for reader in self._journal_readers:
+                ids, loop, future = reader
+                ids.difference_update(done)
+                if ids:
+                    waiting.append(reader)
+                else:
+                    loop.call_soon_threadsafe(_answer, future)
+            self._journal_readers = waiting
+            empty = not self._journaled
+        if lost:
+            self._journal_kept = True
+            log.error("shard %s: a failed turn let go of %d journaled starts; they run when the host opens the file "
+                      "again", self.config.index, len(done))
+        elif empty and not self._journal_kept and self._journal is not None:
+            self._journal.start_over()
+            self._journal_executions.clear()
+
+    async def _journal_visible(self, ids: Iterable[str] | None) -> None:
+        """Wait (on any loop) until the journaled starts of ``ids`` (of every instance with
+        ``None``) are committed to the shard file: a read never misses an instance whose start
+        its caller was told is committed. Nothing to wait for in the usual case."""
+        if not self._journaled:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._journal_lock:
+            wanted = set(self._journaled) if ids is None else {i for i in ids if i in self._journaled}
+            if not wanted:
+                return
+            self._journal_readers.append((wanted, loop, future))
+        await future
+
+    async def _take_up_journal(self) -> None:
+        """At recovery: open the journal and queue again the starts it holds that the shard
+        file does not (see the module docstring of ``runtime._start_journal``)."""
+        if self._journal is None:
+            return
+        starts = []
+        for payload in self._journal.open():
+            try:
+                starts.append(Message.from_bytes(payload))
+            except Exception as exc:  # a class its code no longer has: as a peer's message
+                log.error("shard %s: a journaled start cannot be decoded; dropped: %r", self.config.index, exc)
+        self._journal_executions.update(_execution(m) for m in starts)
+        rows = await self._store.load_instances([m.instance_id for m in starts]) if starts else {}
+        keys = await self._store.seen_messages([start_key(_execution(m)) for m in starts]) if starts else set()
+        left = [
+            m for m in starts
+            if not ((row := rows.get(m.instance_id)) is not None and row.execution_id == _execution(m))
+            and start_key(_execution(m)) not in keys
+        ]
+        if not left:
+            self._journal.start_over()
+            self._journal_executions.clear()
+            return
+        with self._journal_lock:
+            for msg in left:
+                msg.fresh, msg.journaled = False, True  # looked up: a turn may have applied it after all
+                self._journaled[msg.instance_id] = msg
+        log.info("shard %s: %d journaled starts not yet in the file run now", self.config.index, len(left))
+        self._enqueue_many(left)
+
+
+def _execution(msg: Message) -> str:
+    assert isinstance(msg.event, ExecutionStarted)
+    return msg.event.execution_id
+
+
+def _answer(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -56,6 +56,7 @@ class ShardQueries(ShardBase):
         self, instance_id: str, show_history: bool = False, show_history_output: bool = False,
         show_input: bool = True,
     ) -> DurableOrchestrationStatus | None:
+        await self._journal_visible((instance_id,))
         row = await self._store.get_instance(instance_id)
         status = None if row is None else await self._status(row, show_history, show_history_output, show_input)
         await self._visible()
@@ -69,6 +70,7 @@ class ShardQueries(ShardBase):
         """The committed status of each instance of ``instance_ids`` (``None`` for an unknown
         one), in the same order; one read for all of them."""
         await self._ready_to_read()
+        await self._journal_visible(instance_ids)
         rows = await self._store.load_instances(list(dict.fromkeys(instance_ids)), reader=True)
         found = {
             iid: await self._status(row, show_history, show_history_output, show_input) for iid, row in rows.items()
@@ -91,6 +93,7 @@ class ShardQueries(ShardBase):
     async def get_history(self, instance_id: str) -> list[Any] | None:
         """The committed history events of an instance, oldest first (``None`` if unknown)."""
         await self._ready_to_read()
+        await self._journal_visible((instance_id,))
         row = await self._store.get_instance(instance_id)
         history = None if row is None else [read_event(b) for b in await self._store.load_history(row.num, reader=True)]
         await self._visible()
@@ -151,6 +154,7 @@ class ShardQueries(ShardBase):
         ids that start with ``prefix``, if given (a range scan of the primary key), and only the
         instances of orchestrator ``name``, if given."""
         await self._ready_to_read()
+        await self._journal_visible(None)
         rows = await self._store.query_instances(created_from, created_to, statuses, after, limit, prefix, name)
         await self._visible()
         return [(row.created_at, row.instance_id, status_from_row(row, show_input)) for row in rows]

@@ -86,6 +86,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
                 raise ShardWriteError(self.config.path, str(exc)) from exc
             raise
         self._write_failures = 0
+        self._journal_done(batch)
         self._courier.acked_deleted(acked)
         self._crash_point("after_commit")
         after = turn.after

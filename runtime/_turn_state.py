@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from ._activities import ActivityCall
@@ -52,7 +53,7 @@ class AfterCommit:
 
     def mark(self) -> tuple[int, ...]:
         """A point to :meth:`rollback` to (acks are settled by the caller)."""
-        return tuple(len(getattr(self, name)) for name in _AFTER_LISTS)
+        return tuple(map(len, _AFTER_GETTER(self)))
 
     def rollback(self, mark: tuple[int, ...]) -> None:
         """Drop every side effect staged since ``mark``."""
@@ -61,3 +62,4 @@ class AfterCommit:
 
 
 _AFTER_LISTS = ("forgotten", "activities", "timers", "outbox", "finished", "touched", "local", "parked", "unparked")
+_AFTER_GETTER = attrgetter(*_AFTER_LISTS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 from ._schema import ENTITY_COLUMNS, INSTANCE_COLUMNS, ActivityRow, EntityRow, HistoryRow, InstanceRow
@@ -41,12 +42,16 @@ class TurnWrites:
 
     def mark(self) -> tuple[int, ...]:
         """A point to :meth:`rollback` to (the lists are only ever appended to)."""
-        return tuple(len(getattr(self, name)) for name in self.__slots__)  # type: ignore[attr-defined]
+        return tuple(map(len, _WRITE_LISTS(self)))
 
     def rollback(self, mark: tuple[int, ...]) -> None:
         """Drop everything staged since ``mark``."""
         for name, length in zip(self.__slots__, mark):  # type: ignore[attr-defined]
             del getattr(self, name)[length:]
+
+
+#: every list of a :class:`TurnWrites`, read at once
+_WRITE_LISTS = attrgetter(*TurnWrites.__slots__)  # type: ignore[attr-defined]
 
 
 #: One round's statements, in the order they run: (the :class:`TurnWrites` list, the

@@ -12,8 +12,10 @@ becomes.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from contextlib import closing
@@ -31,17 +33,17 @@ from orchestrations import (
     ExecutionStarted,
     InstanceAlreadyExistsError,
     Registry,
+    ShardWriteError,
     TaskCompleted,
 )
 from runtime._activities import ActivityCall, ActivityDispatcher
 from runtime._codec import dump_value, encode
-from runtime._messages import Message
+from runtime._messages import Instance, Message
 from runtime._shard import ShardHost
 from runtime._shard_base import ShardConfig
 from runtime._shard_turn import CLIENT_ROUNDS
+from runtime._start_journal import LIMIT, read_records
 from runtime._status import OrchestrationRuntimeStatus as S
-
-from .helpers import until
 
 REGISTRY = Registry()
 
@@ -317,33 +319,39 @@ def test_a_made_up_id_start_sent_again_after_a_retried_call_is_applied_once(tmp_
     assert _history(path).count("ExecutionStarted") == 1
 
 
-# -- starts accepted while a turn runs (runtime._shard_intake) ----------------------------------
+# -- fresh starts through the start journal (runtime._shard_intake) -----------------------------
 
 
-def test_a_fresh_start_while_a_turn_runs_is_committed_pending_and_the_next_turn_runs_it(tmp_path):
+def _journal(path: Path) -> list[Message]:
+    """The starts ``path``'s start journal holds (of its current generation)."""
+    payloads, _, _ = read_records(Path(str(path) + "-starts").read_bytes())
+    return [Message.from_bytes(p) for p in payloads]
+
+
+def test_a_fresh_start_is_journaled_answered_and_committed_by_the_next_turn(tmp_path):
     path = tmp_path / "shard-00.sqlite"
 
     async def scenario() -> None:
         host = await _open(path)
         try:
-            host._turning = True  # as while the turn loop is inside a turn
             start = _fresh_start("unit_approval")
-            assert host._takes_early([start], retried=False)
-            await host._accept_early([start])  # answered: committed
             iid = start.instance_id
-            assert _rows(path, "SELECT status FROM instances") == [("Pending",)]
-            assert len(_rows(path, "SELECT msg_id FROM scheduled")) == 1
-            assert _history(path) == []
+            assert host._takes_early([start], retried=False)
+            await host._accept_early([start])  # answered: in the journal
+            assert [m.instance_id for m in _journal(path)] == [iid]
+            assert _rows(path, "SELECT COUNT(*) FROM instances") == [(0,)]
             assert host.early_starts == 1
-            await until(lambda: host._mailbox)  # the parked start is released at once
-            released, host._mailbox = host._mailbox, []
-            assert [m.instance_id for m in released] == [iid]
-            host._turning = False
-            await _turn(host, *released)
-            status = await host._read_status(iid)
+            queued, host._mailbox = host._mailbox, []
+            assert queued == [start] and start.journaled and start.ack is None
+            read = asyncio.ensure_future(host._read_status(iid))  # waits for the start's commit
+            await asyncio.sleep(0.05)
+            assert not read.done()
+            await host._turn(queued)
+            status = await read
             assert status is not None and status.runtime_status is S.Running
-            assert _rows(path, "SELECT msg_id FROM scheduled") == []
             assert _history(path)[:2] == ["ExecutionStarted", "OrchestratorStarted"]
+            assert host._journaled == {}
+            assert host._journal is not None and host._journal._offset == 0  # all committed: it starts over
             assert await _turn(host, _raise(iid, "approve", "yes")) == [None]
             status = await host._read_status(iid)
             assert status is not None and status.output == "approved: yes"
@@ -353,39 +361,102 @@ def test_a_fresh_start_while_a_turn_runs_is_committed_pending_and_the_next_turn_
     asyncio.run(scenario())
 
 
-def test_a_start_accepted_early_runs_after_a_restart_that_came_before_its_turn(tmp_path):
+def test_starts_that_arrive_together_share_one_append(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        appends: list[int] = []
+        assert host._journal is not None
+        append = host._journal.append
+        host._journal.append = lambda payloads: (appends.append(len(payloads)), append(payloads))[1]  # type: ignore[method-assign]
+        try:
+            starts = [_fresh_start("unit_approval") for _ in range(5)]
+            await asyncio.gather(*(host._accept_early([s]) for s in starts))
+            assert appends == [5]
+            assert [m.instance_id for m in _journal(path)] == [s.instance_id for s in starts]
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_journaled_start_runs_after_a_crash_that_came_before_its_turn(tmp_path):
     path = tmp_path / "shard-00.sqlite"
     start = _fresh_start("unit_approval")
 
     async def scenario() -> None:
         host = await _open(path)
-        host._turning = True
         await host._accept_early([start])
-        host._parking.close()  # the host dies before a turn applies the start
-        await host.close()
-        again = await _open(path)  # loads the parked start again
+        await host.close()  # the host dies before a turn applies the start
+        again = await _open(path)
         try:
-            await until(lambda: again._mailbox)  # the parked start, loaded again, is released
-            released, again._mailbox = again._mailbox, []
-            assert [m.instance_id for m in released] == [start.instance_id]
-            await _turn(again, *released)
-            status = await again._read_status(start.instance_id)
+            queued, again._mailbox = again._mailbox, []
+            assert [m.instance_id for m in queued] == [start.instance_id]
+            assert not queued[0].fresh  # looked up in the file, in case a turn applied it after all
+            read = asyncio.ensure_future(again._read_status(start.instance_id))
+            await again._turn(queued)
+            status = await read
             assert status is not None and status.runtime_status is S.Running
+            assert again._journal is not None and again._journal._offset == 0
         finally:
             await again.close()
 
     asyncio.run(scenario())
     assert _history(path).count("ExecutionStarted") == 1
-    assert _rows(path, "SELECT msg_id FROM scheduled") == []
 
 
-def test_only_fresh_starts_of_registered_orchestrators_while_a_turn_runs_are_accepted_early(tmp_path):
+def test_journaled_starts_already_committed_or_purged_are_not_run_again_after_a_crash(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+    done, purged, waiting = (_fresh_start("unit_approval") for _ in range(3))
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await host._accept_early([done, purged, waiting])
+            host._mailbox = []
+            await host._turn([done, purged])  # the third stays in the journal: it does not start over
+            assert await _turn(host, _raise(purged.instance_id, "approve", "ok")) == [None]
+            row = (await host._store.load_instances([purged.instance_id]))[purged.instance_id]
+            # what ShardHost.purge writes (without the Ray-started host it makes sure of)
+            assert await host._store.purge([purged.instance_id], host._retired_starts([Instance.from_row(row)])) == 1
+        finally:
+            await host.close()
+        again = await _open(path)
+        try:
+            assert [m.instance_id for m in again._mailbox] == [waiting.instance_id]
+            await again._turn(again._mailbox)
+        finally:
+            await again.close()
+
+    asyncio.run(scenario())
+    rows = _rows(path, "SELECT instance_id FROM instances ORDER BY instance_id")
+    assert rows == sorted([(done.instance_id,), (waiting.instance_id,)])
+    assert _history(path).count("ExecutionStarted") == 2
+
+
+def test_a_journal_that_cannot_be_written_refuses_the_start_and_queues_nothing(tmp_path):
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        try:
+            assert host._journal is not None and host._journal._fd is not None
+            os.close(host._journal._fd)  # every write now fails (EBADF), as a lost disk's would
+            start = _fresh_start("unit_approval")
+            with pytest.raises(ShardWriteError, match=r"shard-00\.sqlite-starts"):
+                await host._accept_early([start])
+            assert host._mailbox == [] and host._journaled == {}
+        finally:
+            host._journal._fd = None
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_only_fresh_starts_of_registered_orchestrators_go_to_the_journal(tmp_path):
     async def scenario() -> None:
         host = await _open(tmp_path / "shard-00.sqlite")
         try:
             fresh = _fresh_start("unit_approval")
-            assert not host._takes_early([fresh], retried=False)  # no turn running: the loop takes it
-            host._turning = True
             assert host._takes_early([fresh], retried=False)
             assert not host._takes_early([], retried=False)
             assert not host._takes_early([fresh], retried=True)
@@ -395,13 +466,35 @@ def test_only_fresh_starts_of_registered_orchestrators_while_a_turn_runs_are_acc
             scheduled = _fresh_start("unit_approval")
             scheduled.due = 4102444800.0
             assert not host._takes_early([scheduled], retried=False)
-            busy = asyncio.get_running_loop().create_task(asyncio.sleep(10))
-            host._intake_task = busy  # an intake transaction commits: a burst, the turn loop takes it
+            assert host._journal is not None
+            host._journal._offset = LIMIT  # full: starts go through the turn loop until it starts over
             assert not host._takes_early([fresh], retried=False)
-            busy.cancel()
-            host._intake_task = None
+            host._journal._offset = 0
             host._retries_possible = True
             assert not host._takes_early([fresh], retried=False)
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_read_on_another_loop_waits_for_the_journaled_start_it_asks_about(tmp_path):
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        try:
+            start = _fresh_start("unit_approval")
+            await host._accept_early([start])
+            other = asyncio.new_event_loop()
+            waiting = threading.Thread(target=other.run_until_complete, args=(host._journal_visible(None),))
+            waiting.start()  # as a read on the host's ``reads`` loop
+            waiting.join(0.1)
+            assert waiting.is_alive()
+            await host._journal_visible(["some other instance"])  # nothing to wait for
+            queued, host._mailbox = host._mailbox, []
+            await host._turn(queued)
+            await asyncio.to_thread(waiting.join, 5)
+            assert not waiting.is_alive()
+            other.close()
         finally:
             await host.close()
 

@@ -128,6 +128,12 @@ def test_shard_hosts_killed_after_commit_before_acknowledgement(ray_session, tmp
     run_mixed_with_crash(tmp_path, "after_commit")
 
 
+def test_shard_hosts_killed_after_journaling_a_start_before_answering(ray_session, tmp_path):
+    # the client's call drops and is sent again; the host Ray restarts finds the start in its
+    # journal too: the instance starts once either way
+    run_mixed_with_crash(tmp_path, "after_journal")
+
+
 def test_activity_worker_killed_during_execution(ray_session, tmp_path):
     # no warm worker: the batch runs on a Ray task (neither the warm worker nor the host)
     with TaskHub("crash-worker", data_dir=tmp_path, num_shards=1, warm_worker=False,
