@@ -85,6 +85,8 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
         )
         self._start_lock, self._last_num = asyncio.Lock(), 0
         self._mailbox: list[Message] = []
+        #: messages held behind a journaled start whose turn could not be written, by instance
+        self._behind: dict[str, list[Message]] = {}
         self._wake = asyncio.Event()  # a message waits
         self._forget_delivered: list[str] = []  # ``delivered`` ids the next turn deletes
         #: turns in a row whose commit could not be written (the retry backs off with it)
@@ -280,6 +282,7 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
             await self._store.close()
         if self._journal is not None:
             self._journal.close()
+            self._release_journal_readers()
 
     async def _lose_disk_before_sync(self) -> None:
         """Fault injection (crash point ``lose_disk_before_sync``): a while after a commit whose
@@ -378,10 +381,17 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
     # -- the turn loop -----------------------------------------------------------------------------
 
     def _enqueue(self, msg: Message) -> None:
+        if self._behind and (held := self._behind.get(msg.instance_id)) is not None:
+            held.append(msg)  # behind its journaled start, which waits to be written again
+            return
         self._mailbox.append(msg)
         self._wake.set()
 
     def _enqueue_many(self, msgs: list[Message]) -> None:
+        if self._behind:
+            for msg in msgs:
+                self._enqueue(msg)
+            return
         self._mailbox.extend(msgs)
         self._wake.set()
 
@@ -404,20 +414,30 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
                 if isinstance(exc, ShardWriteError):
                     self._retry_unwritten(batch)
                 else:
-                    self._journal_done(batch, lost=True)
+                    self._journal_done(batch, lost=batch)
             self._metrics.turn_ended(time.perf_counter() - started, len(self._mailbox))
 
     def _retry_unwritten(self, batch: list[Message]) -> None:
         """The turn's commit could not be written: the callers among its messages were told so
         (their calls were not applied); the rest (activity results, fired timers, messages of
-        this host's own outbox) have no one to tell and would be lost, so they are applied
-        again later, backing off while the file cannot be written."""
+        this host's own outbox, journaled starts) have no one to tell and would be lost, so they
+        are applied again later, backing off while the file cannot be written. Until then,
+        whatever comes for an instance whose journaled start waits among them waits behind it
+        (its caller was told the instance exists)."""
         self._write_failures += 1
         self.failed_commits += 1
         again = [msg for msg in batch if msg.ack is None]
         if again:
+            for msg in again:
+                if msg.journaled:
+                    self._behind.setdefault(msg.instance_id, [])
             delay = min(0.25 * 2 ** min(self._write_failures, 6), 10.0)
-            asyncio.get_running_loop().call_later(delay, self._enqueue_many, again)
+            asyncio.get_running_loop().call_later(delay, self._enqueue_again, again)
+
+    def _enqueue_again(self, msgs: list[Message]) -> None:
+        """Queue ``msgs`` again (see :meth:`_retry_unwritten`), then what waited behind them."""
+        behind = [held for msg in msgs if msg.journaled for held in self._behind.pop(msg.instance_id, [])]
+        self._enqueue_many(msgs + behind)
 
     # -- after the commit ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ the order of the parts; a test pins that the host defines every one of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +110,10 @@ class ShardBase:
     failed_commits: int
     #: fresh client starts made durable in the start journal (``runtime._shard_intake``)
     early_starts: int
-    #: the execution ids of the starts the start journal holds (``runtime._shard_intake``)
+    #: the execution ids of the starts the start journal holds, of its generation and of the
+    #: one before (``runtime._shard_intake``)
     _journal_executions: set[str]
+    _journal_previous: set[str]
 
     # -- ShardHost: the actor and its turn loop ---------------------------------------------------
 
@@ -126,7 +128,7 @@ class ShardBase:
 
     # -- ShardIntake: the start journal ----------------------------------------------------------
 
-    def _journal_done(self, batch: Iterable[Message], lost: bool = False) -> None:
+    def _journal_done(self, batch: Iterable[Message], lost: Collection[Message] = ()) -> None:
         raise NotImplementedError
 
     async def _journal_visible(self, ids: Iterable[str] | None) -> None:

@@ -27,9 +27,10 @@ is full (see ``runtime._start_journal.LIMIT``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from orchestrations import ExecutionStarted, ShardWriteError
 
@@ -53,8 +54,10 @@ class ShardIntake(ShardTurns):
     _journal_lock: threading.Lock
     #: the execution ids of every start in the journal (committed or not): a purge of one of
     #: their instances keeps its ``start:`` key, which tells a host that reads the journal
-    #: after a crash that the start was applied
+    #: after a crash that the start was applied. ``_journal_previous``: those of the
+    #: generation before, still readable until the first append of this one
     _journal_executions: set[str]
+    _journal_previous: set[str]
     #: the starts waiting for the next append (with their encoded forms, if known), and the
     #: future their callers wait on
     _journal_batch: list[tuple[Message, bytes | None]]
@@ -62,13 +65,17 @@ class ShardIntake(ShardTurns):
     #: a journaled start was lost from memory by a turn that failed: the journal keeps its
     #: records (the next host to open the file runs it) and never starts over in this host
     _journal_kept: bool = False
+    #: an append failed while starts waited for their commit: what it may have left on disk
+    #: could be read as records after them, so the journal takes no start until it starts over
+    _journal_stale: bool = False
 
     def _init_intake(self) -> None:
         """Set up the intake's state (from ``ShardHost.__init__``)."""
         config = self.config
         sync = config.synchronous.upper() in ("FULL", "EXTRA", "2", "3")
         self._journal = StartJournal(config.path + "-starts", sync) if self._replication is None else None
-        self._journaled, self._journal_readers, self._journal_executions = {}, [], set()
+        self._journaled, self._journal_readers = {}, []
+        self._journal_executions, self._journal_previous = set(), set()
         self._journal_lock = threading.Lock()
         self._journal_batch, self._journal_flush = [], None
 
@@ -77,7 +84,7 @@ class ShardIntake(ShardTurns):
         orchestrators that go to the journal. Only a client marks a start ``fresh``, and only
         its own start of an id it made up."""
         journal = self._journal
-        if journal is None or journal.full or not messages or retried or self._retries_possible:
+        if journal is None or journal.full or self._journal_stale or not messages or retried or self._retries_possible:
             return False
         return all(
             m.fresh and m.due is None and isinstance(m.event, ExecutionStarted) and m.event.name in self._orchestrators
@@ -106,10 +113,16 @@ class ShardIntake(ShardTurns):
         batch = [msg for msg, _ in pairs]
         try:
             self._journal.append([blob if blob is not None else msg.to_bytes() for msg, blob in pairs])
-        except OSError as exc:  # full disk, I/O error: nothing was taken
-            flush.set_exception(ShardWriteError(self._journal.path, str(exc)))
+        except Exception as exc:  # full disk, I/O error, a closed host: nothing was taken
+            if self._journaled:
+                self._journal_stale = True
+            else:  # what the failed append may have left is never read
+                self._start_journal_over()
+            error = ShardWriteError(self._journal.path, str(exc)) if isinstance(exc, OSError) else exc
+            flush.set_exception(error)
             flush.exception()  # retrieved: callers that went away leave no warning
             return
+        self._journal_previous.clear()  # the file's first record is of this generation now
         self._crash_point("after_journal")  # on disk, its callers not answered yet
         with self._journal_lock:
             for msg in batch:
@@ -120,33 +133,44 @@ class ShardIntake(ShardTurns):
         self._enqueue_many(batch)
         flush.set_result(None)
 
-    def _journal_done(self, batch: Iterable[Message], lost: bool = False) -> None:
-        """A turn committed ``batch`` (or, ``lost``, failed and let it go): its journaled
-        starts are no longer waited for, and a journal whose every start is committed starts
-        over."""
+    def _journal_done(self, batch: Iterable[Message], lost: Collection[Message] = ()) -> None:
+        """A turn committed ``batch``: its journaled starts are no longer waited for, and a
+        journal whose every start is committed starts over. Those of ``lost`` (their records
+        failed in the turn, or the whole turn did) were let go without being committed: the
+        journal keeps them, for the next host that opens the file, and never starts over in
+        this one."""
         done = [m.instance_id for m in batch if m.journaled]
         if not done:
             return
         with self._journal_lock:
             for iid in done:
                 self._journaled.pop(iid, None)
-            waiting = []
-            for reader in self._journal_readers:
-                ids, loop, future = reader
-                ids.difference_update(done)
-                if ids:
-                    waiting.append(reader)
-                else:
-                    loop.call_soon_threadsafe(_answer, future)
-            self._journal_readers = waiting
+            self._journal_readers = [r for r in self._journal_readers if not _wake_if_done(r, done)]
             empty = not self._journaled
-        if lost:
+        if dropped := [m for m in lost if m.journaled]:
             self._journal_kept = True
             log.error("shard %s: a failed turn let go of %d journaled starts; they run when the host opens the file "
-                      "again", self.config.index, len(done))
-        elif empty and not self._journal_kept and self._journal is not None:
-            self._journal.start_over()
-            self._journal_executions.clear()
+                      "again", self.config.index, len(dropped))
+        elif empty and not self._journal_kept:
+            self._start_journal_over()
+
+    def _start_journal_over(self) -> None:
+        """The journal holds no start that is not committed: it starts over. Until its next
+        append, its records are still the first the file holds, so their execution ids stay
+        where a purge looks for them (``_journal_previous``)."""
+        assert self._journal is not None
+        self._journal.start_over()
+        self._journal_stale = False
+        self._journal_previous |= self._journal_executions
+        self._journal_executions = set()
+
+    def _release_journal_readers(self) -> None:
+        """The host closes: readers still waiting for a journaled start are told so."""
+        with self._journal_lock:
+            readers, self._journal_readers = self._journal_readers, []
+        for _, loop, future in readers:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                loop.call_soon_threadsafe(_fail_closed, future)
 
     async def _journal_visible(self, ids: Iterable[str] | None) -> None:
         """Wait (on any loop) until the journaled starts of ``ids`` (of every instance with
@@ -183,8 +207,7 @@ class ShardIntake(ShardTurns):
             and start_key(_execution(m)) not in keys
         ]
         if not left:
-            self._journal.start_over()
-            self._journal_executions.clear()
+            self._start_journal_over()
             return
         with self._journal_lock:
             for msg in left:
@@ -199,6 +222,24 @@ def _execution(msg: Message) -> str:
     return msg.event.execution_id
 
 
+def _wake_if_done(
+    reader: tuple[set[str], asyncio.AbstractEventLoop, asyncio.Future[None]], done: list[str]
+) -> bool:
+    """Strike ``done`` from what ``reader`` waits for; wake it (and say so) if nothing is left."""
+    ids, loop, future = reader
+    ids.difference_update(done)
+    if ids:
+        return False
+    with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits any more
+        loop.call_soon_threadsafe(_answer, future)
+    return True
+
+
 def _answer(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _fail_closed(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(RuntimeError("the shard host closed before the start was committed"))

@@ -86,7 +86,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
                 raise ShardWriteError(self.config.path, str(exc)) from exc
             raise
         self._write_failures = 0
-        self._journal_done(batch)
+        self._journal_done(batch, turn.lost_starts)
         self._courier.acked_deleted(acked)
         self._crash_point("after_commit")
         after = turn.after
@@ -155,6 +155,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
                 turn.rollback(mark)
                 self._evict(iid)
                 self._refuse_failed(iid, msgs, exc, turn)
+                turn.lost_starts.extend(m for m in msgs if m.journaled)  # answered already: kept in the journal
 
     def _refuse_failed(
         self, key: str, msgs: list[Message], error: Exception, turn: Turn

@@ -34,7 +34,7 @@ class Turn:
     failed commit each of them is forgotten in memory and reloads from the file).
     """
 
-    __slots__ = ("after", "now", "now_ts", "rounds", "shard_index", "touched", "writes")
+    __slots__ = ("after", "lost_starts", "now", "now_ts", "rounds", "shard_index", "touched", "writes")
 
     def __init__(self, shard_index: int, now: datetime | None = None) -> None:
         self.shard_index = shard_index
@@ -43,6 +43,8 @@ class Turn:
         self.after = AfterCommit()
         self.rounds: list[TurnWrites] = []
         self.touched: set[str] = set()
+        #: journaled starts of records that failed in this turn (see ``ShardTurns._apply``)
+        self.lost_starts: list[Message] = []
         self.writes = self.next_round()
 
     def next_round(self) -> TurnWrites:

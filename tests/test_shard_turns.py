@@ -45,6 +45,8 @@ from runtime._shard_turn import CLIENT_ROUNDS
 from runtime._start_journal import LIMIT, read_records
 from runtime._status import OrchestrationRuntimeStatus as S
 
+from .helpers import until
+
 REGISTRY = Registry()
 
 
@@ -433,6 +435,122 @@ def test_journaled_starts_already_committed_or_purged_are_not_run_again_after_a_
     rows = _rows(path, "SELECT instance_id FROM instances ORDER BY instance_id")
     assert rows == sorted([(done.instance_id,), (waiting.instance_id,)])
     assert _history(path).count("ExecutionStarted") == 2
+
+
+def test_a_purge_after_the_journal_started_over_still_keeps_the_start_from_running_again(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+    start = _fresh_start("unit_approval")
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await host._accept_early([start])
+            queued, host._mailbox = host._mailbox, []
+            await host._turn(queued)  # every start committed: it starts over, its record still on disk
+            assert await _turn(host, _raise(start.instance_id, "approve", "ok")) == [None]
+            row = (await host._store.load_instances([start.instance_id]))[start.instance_id]
+            assert await host._store.purge([start.instance_id], host._retired_starts([Instance.from_row(row)])) == 1
+        finally:
+            await host.close()
+        again = await _open(path)  # the hub opened again before any other start
+        try:
+            assert again._mailbox == []
+        finally:
+            await again.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT COUNT(*) FROM instances") == [(0,)]
+
+
+def test_a_journaled_start_whose_record_fails_in_its_turn_is_kept_for_the_next_host(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+    start, other = _fresh_start("unit_approval"), _fresh_start("unit_approval")
+
+    async def scenario() -> None:
+        host = await _open(path)
+        run_instance = host._run_instance
+
+        async def failing(iid: str, msgs: list[Message], turn: Any) -> None:
+            if iid == start.instance_id:
+                raise RuntimeError("a bug in the host")
+            await run_instance(iid, msgs, turn)
+
+        host._run_instance = failing  # type: ignore[method-assign]
+        try:
+            await host._accept_early([start, other])
+            read = asyncio.ensure_future(host._read_status(start.instance_id))
+            queued, host._mailbox = host._mailbox, []
+            await host._turn(queued)  # the other record commits
+            assert await read is None  # the reader is let go: the start did not run
+            assert host._journaled == {} and host._journal_kept
+            assert host._journal is not None and host._journal._offset > 0  # kept, not started over
+        finally:
+            await host.close()
+        again = await _open(path)
+        try:
+            assert [m.instance_id for m in again._mailbox] == [start.instance_id]
+            await again._turn(again._mailbox)
+            status = await again._read_status(start.instance_id)
+            assert status is not None and status.runtime_status is S.Running
+        finally:
+            await again.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_journaled_start_whose_turn_could_not_be_written_goes_ahead_of_what_follows_it(tmp_path):
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        try:
+            start = _fresh_start("unit_approval")
+            await host._accept_early([start])
+            queued, host._mailbox = host._mailbox, []
+            host.fail_next_commits(1)
+            with pytest.raises(ShardWriteError):
+                await host._turn(queued)
+            host._retry_unwritten(queued)  # what the turn loop does: the start is applied again later
+            assert host._mailbox == []
+            approve = _raise(start.instance_id, "approve", "yes")
+            host._enqueue(approve)  # the client was told the instance exists: its event waits behind it
+            assert host._mailbox == []
+            await asyncio.wait_for(until(lambda: host._mailbox), 5)
+            assert host._mailbox == [start, approve] and host._behind == {}
+            batch, host._mailbox = host._mailbox, []
+            await _turn(host, *batch)
+            status = await host._read_status(start.instance_id)
+            assert status is not None and status.output == "approved: yes"
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_after_an_append_failed_while_starts_wait_the_journal_takes_none_until_it_starts_over(tmp_path):
+    async def scenario() -> None:
+        host = await _open(tmp_path / "shard-00.sqlite")
+        journal = host._journal
+        assert journal is not None
+        try:
+            first = _fresh_start("unit_approval")
+            await host._accept_early([first])
+            append = journal.append
+
+            def failing(payloads: list[bytes]) -> None:
+                raise OSError(28, "No space left on device")
+
+            journal.append = failing  # type: ignore[method-assign]
+            with pytest.raises(ShardWriteError, match="No space left"):
+                await host._accept_early([_fresh_start("unit_approval")])
+            journal.append = append  # type: ignore[method-assign]
+            assert not host._takes_early([_fresh_start("unit_approval")], retried=False)
+            queued, host._mailbox = host._mailbox, []
+            assert queued == [first]
+            await host._turn(queued)  # the waiting start committed: the journal starts over
+            assert host._takes_early([_fresh_start("unit_approval")], retried=False)
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_journal_that_cannot_be_written_refuses_the_start_and_queues_nothing(tmp_path):
