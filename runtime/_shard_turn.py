@@ -131,6 +131,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
                 else:
                     groups.setdefault(out.msg.instance_id, []).append(out.msg)
             turn.next_round()
+            await asyncio.sleep(0)  # calls that arrived meanwhile (a start to journal) are taken now
 
     async def _apply(self, groups: dict[str, list[Message]], turn: Turn) -> None:
         """Run each record's messages and stage what they write in ``turn``."""
