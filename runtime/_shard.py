@@ -85,8 +85,6 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
         )
         self._start_lock, self._last_num = asyncio.Lock(), 0
         self._mailbox: list[Message] = []
-        #: messages held behind a journaled start whose turn could not be written, by instance
-        self._behind: dict[str, list[Message]] = {}
         self._wake = asyncio.Event()  # a message waits
         self._forget_delivered: list[str] = []  # ``delivered`` ids the next turn deletes
         #: turns in a row whose commit could not be written (the retry backs off with it)

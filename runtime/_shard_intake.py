@@ -52,6 +52,9 @@ class ShardIntake(ShardTurns):
     #: readers waiting for journaled starts to be committed: (ids, their loop, their future)
     _journal_readers: list[tuple[set[str], asyncio.AbstractEventLoop, asyncio.Future[None]]]
     _journal_lock: threading.Lock
+    #: messages held behind a journaled start whose turn could not be written, by instance
+    #: (see ``ShardHost._retry_unwritten``)
+    _behind: dict[str, list[Message]]
     #: the execution ids of every start in the journal (committed or not): a purge of one of
     #: their instances keeps its ``start:`` key, which tells a host that reads the journal
     #: after a crash that the start was applied. ``_journal_previous``: those of the
@@ -74,7 +77,7 @@ class ShardIntake(ShardTurns):
         config = self.config
         sync = config.synchronous.upper() in ("FULL", "EXTRA", "2", "3")
         self._journal = StartJournal(config.path + "-starts", sync) if self._replication is None else None
-        self._journaled, self._journal_readers = {}, []
+        self._journaled, self._journal_readers, self._behind = {}, [], {}
         self._journal_executions, self._journal_previous = set(), set()
         self._journal_lock = threading.Lock()
         self._journal_batch, self._journal_flush = [], None
