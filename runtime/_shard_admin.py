@@ -110,10 +110,9 @@ class ShardAdmin(ShardBase):
         the purged instances a client may have started (those without a parent). Elsewhere,
         those whose start the start journal still holds (a host that reads it after a crash
         must not start them again); none otherwise, as no retry can reach them."""
-        journaled = self._journal_executions | self._journal_previous
         return [
             start_key(inst.execution_id) for inst in purged
-            if inst.parent is None and (self._retries_possible or inst.execution_id in journaled)
+            if inst.parent is None and (self._retries_possible or inst.execution_id in self._journal_executions)
         ]
 
     async def purge_by(

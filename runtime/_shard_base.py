@@ -110,10 +110,8 @@ class ShardBase:
     failed_commits: int
     #: fresh client starts made durable in the start journal (``runtime._shard_intake``)
     early_starts: int
-    #: the execution ids of the starts the start journal holds, of its generation and of the
-    #: one before (``runtime._shard_intake``)
+    #: the execution ids of the starts the start journal holds (``runtime._shard_intake``)
     _journal_executions: set[str]
-    _journal_previous: set[str]
 
     # -- ShardHost: the actor and its turn loop ---------------------------------------------------
 

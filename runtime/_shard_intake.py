@@ -55,12 +55,10 @@ class ShardIntake(ShardTurns):
     #: messages held behind a journaled start whose turn could not be written, by instance
     #: (see ``ShardHost._retry_unwritten``)
     _behind: dict[str, list[Message]]
-    #: the execution ids of every start in the journal (committed or not): a purge of one of
-    #: their instances keeps its ``start:`` key, which tells a host that reads the journal
-    #: after a crash that the start was applied. ``_journal_previous``: those of the
-    #: generation before, still readable until the first append of this one
+    #: the execution ids of every start a host opening the file would read in the journal
+    #: (committed or not, until the first append after it started over): a purge of one of
+    #: their instances keeps its ``start:`` key, which tells that host the start was applied
     _journal_executions: set[str]
-    _journal_previous: set[str]
     #: the starts waiting for the next append (with their encoded forms, if known), and the
     #: future their callers wait on
     _journal_batch: list[tuple[Message, bytes | None]]
@@ -78,7 +76,7 @@ class ShardIntake(ShardTurns):
         sync = config.synchronous.upper() in ("FULL", "EXTRA", "2", "3")
         self._journal = StartJournal(config.path + "-starts", sync) if self._replication is None else None
         self._journaled, self._journal_readers, self._behind = {}, [], {}
-        self._journal_executions, self._journal_previous = set(), set()
+        self._journal_executions = set()
         self._journal_lock = threading.Lock()
         self._journal_batch, self._journal_flush = [], None
 
@@ -114,6 +112,7 @@ class ShardIntake(ShardTurns):
         flush, self._journal_flush = self._journal_flush, None
         assert flush is not None and self._journal is not None
         batch = [msg for msg, _ in pairs]
+        first = self._journal.at_start
         try:
             self._journal.append([blob if blob is not None else msg.to_bytes() for msg, blob in pairs])
         except Exception as exc:  # full disk, I/O error, a closed host: nothing was taken
@@ -125,7 +124,8 @@ class ShardIntake(ShardTurns):
             flush.set_exception(error)
             flush.exception()  # retrieved: callers that went away leave no warning
             return
-        self._journal_previous.clear()  # the file's first record is of this generation now
+        if first:  # the records before this generation's are never read again
+            self._journal_executions.clear()
         self._crash_point("after_journal")  # on disk, its callers not answered yet
         with self._journal_lock:
             for msg in batch:
@@ -160,12 +160,10 @@ class ShardIntake(ShardTurns):
     def _start_journal_over(self) -> None:
         """The journal holds no start that is not committed: it starts over. Until its next
         append, its records are still the first the file holds, so their execution ids stay
-        where a purge looks for them (``_journal_previous``)."""
+        where a purge looks for them (``_journal_executions``)."""
         assert self._journal is not None
         self._journal.start_over()
         self._journal_stale = False
-        self._journal_previous |= self._journal_executions
-        self._journal_executions = set()
 
     def _release_journal_readers(self) -> None:
         """The host closes: readers still waiting for a journaled start are told so."""

@@ -59,6 +59,12 @@ class StartJournal:
         self._offset = 0
 
     @property
+    def at_start(self) -> bool:
+        """Whether the next append writes the file's first record (of a new generation: what
+        the file held before is never read again once it is on disk)."""
+        return self._offset == 0
+
+    @property
     def full(self) -> bool:
         """Whether the journal has reached :data:`LIMIT` (it takes no more starts until it
         starts over)."""

@@ -346,7 +346,7 @@ def test_a_fresh_start_is_journaled_answered_and_committed_by_the_next_turn(tmp_
             queued, host._mailbox = host._mailbox, []
             assert queued == [start] and start.journaled and start.ack is None
             read = asyncio.ensure_future(host._read_status(iid))  # waits for the start's commit
-            await asyncio.sleep(0.05)
+            await until(lambda: host._journal_readers)
             assert not read.done()
             await host._turn(queued)
             status = await read
@@ -605,7 +605,7 @@ def test_a_read_on_another_loop_waits_for_the_journaled_start_it_asks_about(tmp_
             other = asyncio.new_event_loop()
             waiting = threading.Thread(target=other.run_until_complete, args=(host._journal_visible(None),))
             waiting.start()  # as a read on the host's ``reads`` loop
-            waiting.join(0.1)
+            await until(lambda: host._journal_readers)
             assert waiting.is_alive()
             await host._journal_visible(["some other instance"])  # nothing to wait for
             queued, host._mailbox = host._mailbox, []
