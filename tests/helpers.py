@@ -1,5 +1,6 @@
 """Test helpers: wait on a condition with a deadline (never a bare sleep), from threads or from
-asyncio; a free port for a server a test starts; a small simulated multi-node Ray cluster."""
+asyncio; a free port for a server a test starts; a small simulated multi-node Ray cluster; a
+process killed with everything it started."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -36,6 +38,46 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, interval
     while not condition():
         assert loop.time() < deadline, f"condition not met within {timeout} s"
         await asyncio.sleep(interval)  # a poll interval
+
+
+def _children() -> dict[int, list[int]]:
+    """Every process's children, by parent pid, read from ``/proc``."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_tree(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGKILL ``pids`` and every process they started, the way a machine's loss takes them all
+    at once, and return once none of them runs: a child a parent's death would kill only
+    later (``PR_SET_PDEATHSIG``) must not be writing files while a test deletes them."""
+    tree, doomed, todo = _children(), [], list(pids)
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        todo.extend(tree.get(pid, []))
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(_running(pid) for pid in doomed), timeout=timeout)
 
 
 def free_port() -> int:

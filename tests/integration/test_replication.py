@@ -14,10 +14,8 @@ This module runs its own cluster, not the shared ``ray_session``.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -35,7 +33,7 @@ from runtime._readonly import HubFiles
 from runtime._replication import node_directory
 
 from ..conftest import ALWAYS_REPLAY
-from ..helpers import three_node_cluster
+from ..helpers import kill_tree, three_node_cluster
 from ..s3_server import S3Server, s3_server  # noqa: F401 (a fixture)
 
 pytestmark = [
@@ -138,9 +136,7 @@ def test_a_node_lost_with_its_disk_loses_nothing(cluster: Any, s3_server: S3Serv
             hub.wait_for_orchestration_start(iid, timeout=60)
         doomed_hosts = [ray.get(hub._shards[i].replication_status.remote())["pid"] for i in lost_shards]
         c.remove_node(doomed, allow_graceful=False)
-        for pid in doomed_hosts:  # a node's death takes its processes at once (Ray's take a moment)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_tree(doomed_hosts)  # a node's death takes its processes at once (Ray's take a moment)
         shutil.rmtree(node_directory(hub.directory, doomed.node_id))
         lost_at = time.monotonic()
         for iid in waiting:
