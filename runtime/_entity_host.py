@@ -91,6 +91,22 @@ class EntityRecord:
         holder = holder_text(st)
         return EntityRow(key, self.entity_id.name, int(st.exists), sealed[1], holder, queue_blob, self.updated_at)
 
+    def checkpoint(self) -> EntityCheckpoint | None:
+        """What :meth:`restore` needs to put this record back as it is now; ``None`` if its
+        state is not sealed (then it must be reloaded from the file instead)."""
+        st, sealed = self.state, self.sealed
+        if sealed is None or sealed[0] != st.exists:
+            return None
+        return EntityCheckpoint(sealed, st.locked_by, st.lock, list(st.queue), dict(self.queued), self.updated_at)
+
+    def restore(self, checkpoint: EntityCheckpoint, spec: Any = None) -> None:
+        """Put this record back as it was at ``checkpoint`` (the state rebuilt from its sealed
+        copy, as an operation's rollback does)."""
+        exists, blob = checkpoint.sealed
+        state = unpack_state(load_value(blob), spec) if exists else None
+        self.state = EntityState(exists, state, checkpoint.locked_by, checkpoint.queue, checkpoint.lock)
+        self.sealed, self.queued, self.updated_at = checkpoint.sealed, checkpoint.queued, checkpoint.updated_at
+
     def _queue_blob(self, key: str) -> str:
         """The ``queue`` column: the JSON array of the queued messages' records, each encoded
         the first time it is written (see ``queued``); what left the queue is forgotten."""
@@ -103,6 +119,18 @@ class EntityRecord:
             texts.append(hit[1])
         self.queued = kept
         return f"[{','.join(texts)}]"
+
+
+@dataclass(frozen=True, slots=True)
+class EntityCheckpoint:
+    """An :class:`EntityRecord` as it was at one point of a turn (see ``EntityRecord.checkpoint``)."""
+
+    sealed: tuple[bool, str | None]
+    locked_by: str | None
+    lock: ParentInfo | None
+    queue: list[HistoryEvent]
+    queued: dict[int, tuple[HistoryEvent, str]]
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +314,24 @@ def outgoing_message(out: Outgoing) -> Message:
     if isinstance(event, ExecutionStarted) and not event.execution_id:
         event = replace(event, execution_id=uuid.uuid4().hex)
     return Message(out.target, event, execution_id=out.execution_id)
+
+
+def held_by(st: EntityState, event: HistoryEvent, instance_id: str, execution_id: str) -> bool:
+    """Whether ``event``, from execution ``execution_id`` of ``instance_id``, is a call to an
+    entity that this execution holds locked, or the unlock that releases that lock: a message
+    the entity serves at once, ahead of its queue, whenever it arrives. Nothing else from that
+    execution can still be on its way to the entity (it is the lock holder: its lock request
+    passed the entity after every earlier message, and a critical section signals no locked
+    entity and calls each one at a time), so the shard may serve it in the sender's turn."""
+    lock = st.lock
+    if lock is None or st.locked_by != instance_id or lock.execution_id != execution_id:
+        return False
+    kind = type(event)
+    if kind is EntityRequest:
+        return not event.is_signal and event.sender is not None  # type: ignore[attr-defined]
+    if kind is EntityUnlockMessage:
+        return event.section_id == lock.task_scheduled_id  # type: ignore[attr-defined]
+    return False
 
 
 def unlock_all(

@@ -116,7 +116,7 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
         #: ones), calls received (client submits and peer batches), peer batches that came
         #: through a Ray call rather than a connection
         self.turns = self.messages = self.local_messages = self.calls = self.ray_deliveries = 0
-        self.failed_commits = self.early_starts = 0
+        self.failed_commits = self.early_starts = self.served_inline = 0
         seconds = config.slow_episode_seconds
         self._watch = EpisodeWatch(seconds) if seconds is not None else None
         if restarted:

@@ -40,6 +40,7 @@ class ShardAdmin(ShardBase):
             "turns": self.turns,
             "messages": self.messages,
             "local_messages": self.local_messages,
+            "served_inline": self.served_inline,
             "calls": self.calls,
             "ray_deliveries": self.ray_deliveries,
             "cached": len(self._cache),

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import contextlib
     from collections import OrderedDict
 
-    from orchestrations import FailureDetails, OrchestrationExecutor, ParentInfo
+    from orchestrations import FailureDetails, HistoryEvent, OrchestrationExecutor, ParentInfo
     from orchestrations._registry import OrchestratorSpec
 
     from ._activities import ActivityDispatcher
@@ -105,6 +105,8 @@ class ShardBase:
     turns: int
     messages: int
     local_messages: int
+    #: messages a lock holder's episode had its entities serve at once (``_serve_inline``)
+    served_inline: int
     calls: int
     ray_deliveries: int
     failed_commits: int
@@ -183,6 +185,9 @@ class ShardBase:
         raise NotImplementedError
 
     # -- ShardLifecycle ---------------------------------------------------------------------------
+
+    def _serve_inline(self, msg: Message, iid: str, exec_id: str, turn: Turn) -> list[HistoryEvent] | None:
+        raise NotImplementedError
 
     async def _run_episode(
         self, inst: Instance, msgs: list[Message], turn: Turn

@@ -14,10 +14,13 @@ from entities._executor import OperationWatch
 from entities._registry import check_entity_name
 from orchestrations import (
     DurableValueError,
+    EntityLockGranted,
     EntityLockMessage,
+    EntityOperationCompleted,
     EntityOperationFailed,
     EntityRequest,
     FailureDetails,
+    HistoryEvent,
 )
 from orchestrations._ids import entity_key, shard_of
 
@@ -30,6 +33,7 @@ from ._entity_host import (
     RowKeeper,
     addressable,
     canonical_row,
+    held_by,
     outgoing_message,
     unlock_all,
 )
@@ -41,6 +45,9 @@ if TYPE_CHECKING:
     from ._turn import Turn
 
 log = logging.getLogger("ray_durable.shard")
+
+#: what an entity sends back to the execution it serves
+_ANSWERS = (EntityOperationCompleted, EntityOperationFailed, EntityLockGranted)
 
 
 class ShardEntities(ShardBase):
@@ -148,12 +155,50 @@ class ShardEntities(ShardBase):
             answer = EntityOperationFailed(turn.now, sender.task_scheduled_id, failure)
             self._stage_outgoing(Message(sender.instance_id, answer, execution_id=sender.execution_id), turn)
 
-    def _run_entity(self, key: str, msgs: list[Message], turn: Turn) -> None:
+    def _serve_inline(self, msg: Message, iid: str, exec_id: str, turn: Turn) -> list[HistoryEvent] | None:
+        """Serve ``msg`` (sent by execution ``exec_id`` of instance ``iid`` in the episode being
+        run) at its entity now, instead of in the turn's next round, when the entity is in
+        memory here and the message is one it would serve ahead of everything it holds
+        (:func:`held_by`: a call to an entity this execution has locked, or the unlock that
+        releases it). Returns the entity's answers to this execution (the events of its next
+        episode), or ``None`` if the message must travel as usual.
+
+        The entity's operation, row and messages are exactly those of the message's delivery in
+        the next round; only the round trip is saved: a critical section's calls and unlocks
+        run in the episode that makes them."""
+        record = self._entities.get(msg.instance_id)
+        if record is None or not held_by(record.state, msg.event, iid, exec_id):
+            return None
+        key = msg.instance_id
+        if key not in turn.served:
+            turn.served[key] = record.checkpoint()
+        turn.touched.add(key)
+        self.served_inline += 1
+        return self._run_entity(key, [msg], turn, (iid, exec_id))
+
+    def _put_back_served(self, turn: Turn) -> None:
+        """The record whose episode had entities serve it inline failed, and its writes were
+        rolled back: put those entities back as they were before it (reloaded from the file
+        if that is not known)."""
+        for key, checkpoint in turn.served.items():
+            record = self._entities.get(key)
+            if record is None:
+                continue
+            if checkpoint is None:
+                self._entities.pop(key, None)
+            else:
+                record.restore(checkpoint, self._entity_specs.get(record.entity_id.name))
+        turn.served.clear()
+
+    def _run_entity(
+        self, key: str, msgs: list[Message], turn: Turn, answers_for: tuple[str, str] | None = None
+    ) -> list[HistoryEvent]:
         """Run an entity's messages in order and stage its new state and outgoing messages.
 
         The keeper encodes each operation's state and messages as the operation ends, so a
         value that cannot be stored fails that operation only; the same bytes make the row
-        and the outbox rows."""
+        and the outbox rows. With ``answers_for`` (an instance id and execution id), the
+        answers and lock grants to that execution are returned instead of sent."""
         record = self._entities[key]
         self._entities.move_to_end(key)
         for msg in msgs:
@@ -173,7 +218,16 @@ class ShardEntities(ShardBase):
         record.updated_at = turn.now_ts
         turn.writes.entities.append(record.to_row(spec))
         prepared = keeper.prepared
+        answers: list[HistoryEvent] = []
+        if answers_for is not None:
+            iid, exec_id = answers_for
+            answers = [o.event for o in outgoing if o.target == iid and o.execution_id == exec_id
+                       and type(o.event) in _ANSWERS]
+            if answers:
+                outgoing = [o for o in outgoing if not (o.target == iid and o.execution_id == exec_id
+                                                        and type(o.event) in _ANSWERS)]
         turn.send([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing])
+        return answers
 
     def _prepare_outgoing(self, out: Outgoing) -> Outbound:
         """Something an entity sends, as an outbox message (encoded once)."""

@@ -24,6 +24,8 @@ from orchestrations import (
     DurableValueError,
     EntityLockGranted,
     EntityLockMessage,
+    EntityRequest,
+    EntityUnlockMessage,
     EventRaised,
     ExecutionCompleted,
     ExecutionResult,
@@ -277,26 +279,57 @@ class ShardInstances(ShardBase):
         self, inst: Instance, executor: OrchestrationExecutor, events: list[Any], turn: Turn, trace: str | None
     ) -> ExecutionResult:
         """Run the executor over ``events`` and stage the result; ``trace`` (the episode span's
-        ``traceparent``) goes with the activities, starts and entity requests it sends. A failed
-        orchestration is logged (INFO; the record carries the episode span's ids)."""
+        ``traceparent``) goes with the activities, starts and entity requests it sends. What
+        the entities it holds locked answered at once (``_serve_inline``) is processed next,
+        in the same way, until the execution waits for something else or ends."""
+        while True:
+            result, answers = self._process_once(inst, executor, events, turn, trace)
+            if not answers or result.state.is_final:
+                return result
+            events = answers
+
+    def _process_once(
+        self, inst: Instance, executor: OrchestrationExecutor, events: list[Any], turn: Turn, trace: str | None
+    ) -> tuple[ExecutionResult, list[Any]]:
+        """One run of the executor over ``events``, staged; returns the result and the answers
+        of the entities that served the execution's calls at once. A failed orchestration is
+        logged (INFO; the record carries the episode span's ids)."""
         with self._watching(inst):
             result = executor.process(events, turn.now)
+        inline: list[Message] = []
         try:
             rows = self._history_rows(inst, result)
-            self._stage_actions(inst, result, turn, trace)
             if result.custom_status_changed:
                 status = result.custom_status
                 inst.custom_status_blob = None if status is None else dump_value(status, "custom status")
+            self._stage_actions(inst, result, turn, trace, inline)
         except PayloadError as exc:
+            inline = []
             result = self._fail_unencodable(inst, executor, result, events, exc, turn.now)
             rows = self._history_rows(inst, result)
-            self._stage_actions(inst, result, turn, trace)  # its unlocks
+            self._stage_actions(inst, result, turn, trace, inline)  # its unlocks
         if result.failure is not None and result.state is ExecutionState.FAILED:  # in the episode's span, if any
             log.info("orchestration %s (%s) failed: %s", inst.instance_id, inst.name, result.failure.describe())
         turn.writes.history.extend(rows)
         inst.history_len += len(result.new_events)
         self._stage_state(inst, result, turn)
-        return result
+        return result, self._send_inline(inst, inline, turn) if inline else []
+
+    def _send_inline(self, inst: Instance, msgs: list[Message], turn: Turn) -> list[Any]:
+        """Have the entities of ``msgs`` serve them now where they may (``_serve_inline``), in
+        order, once the episode is staged; the others travel as usual, and so does every later
+        one to the same entity. Returns the answers to this execution."""
+        iid, exec_id = inst.instance_id, inst.execution_id
+        answers: list[Any] = []
+        sent_to: set[str] = set()
+        for msg in msgs:
+            served = None if msg.instance_id in sent_to else self._serve_inline(msg, iid, exec_id, turn)
+            if served is None:
+                sent_to.add(msg.instance_id)
+                turn.send([self._outgoing(msg)])
+            else:
+                answers.extend(served)
+        return answers
 
     @contextlib.contextmanager
     def _watching(self, inst: Instance) -> Iterator[None]:
@@ -342,13 +375,19 @@ class ShardInstances(ShardBase):
         )
 
     def _stage_actions(
-        self, inst: Instance, result: ExecutionResult, turn: Turn, trace: str | None = None
+        self, inst: Instance, result: ExecutionResult, turn: Turn, trace: str | None = None,
+        inline: list[Message] | None = None,
     ) -> None:
+        """Stage what the episode's actions ask for. With ``inline``, a call or unlock to an
+        entity in memory here is added to it instead, for :meth:`_send_inline` to offer to its
+        entity once the episode is staged, unless one of the episode's messages to the same
+        entity travels (the order of two messages to one record is kept)."""
         iid, exec_id = inst.instance_id, inst.execution_id
         running = not result.state.is_final
         staged_activities: list[ActivityCall] = []
         staged_timers: list[tuple[str, str, int, float]] = []
         staged_out: list[Outbound] = []
+        sent_to: set[str] = set()
         for action in result.actions:
             if isinstance(action, ScheduleTask):
                 if running:
@@ -368,6 +407,11 @@ class ShardInstances(ShardBase):
             else:
                 msg = entity_action_message(action, iid, exec_id, turn.now, trace)
                 if msg is not None:
+                    key = msg.instance_id
+                    if inline is not None and key not in sent_to and key in self._entities and _may_inline(msg.event):
+                        inline.append(msg)
+                        continue
+                    sent_to.add(key)
                     staged_out.append(self._outgoing(msg))
                     if type(msg.event) is EntityLockMessage:
                         self._metrics.lock_asked(iid, action.task_id, turn.now_ts)
@@ -420,6 +464,13 @@ class ShardInstances(ShardBase):
         else:
             event = SubOrchestrationInstanceFailed(turn.now, parent.task_scheduled_id, failure)
         self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), turn)
+
+
+def _may_inline(event: Any) -> bool:
+    """Whether an entity might serve ``event`` in its sender's episode (a call or an unlock;
+    ``_serve_inline`` decides)."""
+    kind = type(event)
+    return kind is EntityUnlockMessage or (kind is EntityRequest and not event.is_signal)
 
 
 def _trace_of(events: list[Any]) -> str | None:

@@ -48,6 +48,12 @@ MAX_LOCAL_ROUNDS = 128
 CLIENT_ROUNDS = 4
 
 
+#: Longest a round runs records without letting the event loop take calls that arrived (a
+#: client's start waits for its journal append): a round of grants can run hundreds of whole
+#: critical sections (``_serve_inline``).
+YIELD_SECONDS = 0.002
+
+
 class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
     """Mixed into :class:`ShardHost`: running one turn, from a batch of messages to what
     happens after its commit."""
@@ -139,8 +145,13 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         turn.touched.update(groups)
         await self._load_missing_instances(groups)
         await self._load_missing_entities(groups)
+        paused = time.perf_counter()
         for iid, msgs in groups.items():
+            if time.perf_counter() - paused > YIELD_SECONDS:
+                await asyncio.sleep(0)  # a long round lets calls that arrived be taken (a start to journal)
+                paused = time.perf_counter()
             mark = turn.mark()
+            turn.served.clear()
             try:
                 if iid.startswith("@"):
                     self._run_entity(iid, msgs, turn)
@@ -154,6 +165,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
                 ids = log_ids(inst.trace if inst is not None else None)  # the instance's trace
                 log.exception("shard %s: %s failed in a turn", self.config.index, iid, extra=ids)
                 turn.rollback(mark)
+                self._put_back_served(turn)
                 self._evict(iid)
                 self._refuse_failed(iid, msgs, exc, turn)
                 turn.lost_starts.extend(m for m in msgs if m.journaled)  # answered already: kept in the journal

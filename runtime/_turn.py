@@ -15,6 +15,7 @@ from datetime import datetime
 
 from ._activities import ActivityCall
 from ._delivery import Outbound
+from ._entity_host import EntityCheckpoint
 from ._messages import Message, to_ts
 from ._schema import ActivityRow
 from ._turn_state import AfterCommit, utcnow
@@ -34,7 +35,7 @@ class Turn:
     failed commit each of them is forgotten in memory and reloads from the file).
     """
 
-    __slots__ = ("after", "lost_starts", "now", "now_ts", "rounds", "shard_index", "touched", "writes")
+    __slots__ = ("after", "lost_starts", "now", "now_ts", "rounds", "served", "shard_index", "touched", "writes")
 
     def __init__(self, shard_index: int, now: datetime | None = None) -> None:
         self.shard_index = shard_index
@@ -45,6 +46,9 @@ class Turn:
         self.touched: set[str] = set()
         #: journaled starts of records that failed in this turn (see ``ShardTurns._apply``)
         self.lost_starts: list[Message] = []
+        #: the entities the record being run had serve its calls at once (see
+        #: ``ShardEntities._serve_inline``), each as it was before: put back if the record fails
+        self.served: dict[str, EntityCheckpoint | None] = {}
         self.writes = self.next_round()
 
     def next_round(self) -> TurnWrites:

@@ -12,6 +12,7 @@ becomes.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import sys
@@ -38,6 +39,7 @@ from orchestrations import (
 )
 from runtime._activities import ActivityCall, ActivityDispatcher
 from runtime._codec import dump_value, encode
+from runtime._entity_host import holder_text
 from runtime._messages import Instance, Message
 from runtime._shard import ShardHost
 from runtime._shard_base import ShardConfig
@@ -80,7 +82,35 @@ def _locked_add(ctx: Any) -> Any:
         return (yield ctx.call_entity(counter, "add", 1))
 
 
+def _three_adds(ctx: Any) -> Any:
+    """Calls outside a critical section: each is a round to the entity and one back."""
+    counter = EntityId("unit_counter", "one")
+    for _ in range(2):
+        yield ctx.call_entity(counter, "add", 1)
+    return (yield ctx.call_entity(counter, "add", 1))
+
+
+def _locked_pair(ctx: Any) -> Any:
+    """The README's critical section: lock two entities, call each, unlock."""
+    a, b = EntityId("unit_counter", "a"), EntityId("unit_counter", "b")
+    with (yield ctx.lock_entities([a, b])):
+        first = yield ctx.call_entity(a, "add", 1)
+        second = yield ctx.call_entity(b, "add", 2)
+    return [first, second]
+
+
+def _unstorable_status(ctx: Any) -> Any:
+    """A section whose episode after the grant sets a custom status that cannot be stored."""
+    a = EntityId("unit_counter", "a")
+    with (yield ctx.lock_entities([a])):
+        ctx.set_custom_status(threading.Lock())
+        return (yield ctx.call_entity(a, "add", 1))
+
+
 REGISTRY.add_activity(_greet, "unit_greet")
+REGISTRY.add_orchestrator(_locked_pair, "unit_locked_pair")
+REGISTRY.add_orchestrator(_unstorable_status, "unit_unstorable_status")
+REGISTRY.add_orchestrator(_three_adds, "unit_three_adds")
 REGISTRY.add_orchestrator(_sequence, "unit_sequence")
 REGISTRY.add_orchestrator(_approval, "unit_approval")
 REGISTRY.add_orchestrator(_locked_add, "unit_locked_add")
@@ -628,19 +658,142 @@ def test_a_turn_that_answers_a_client_ends_after_a_few_rounds_and_the_next_goes_
     async def scenario() -> None:
         host = await _open(path)
         try:
-            start = _fresh_start("unit_locked_add")
-            assert await _turn(host, start) == [None]  # answered before the section ran through
+            start = _fresh_start("unit_three_adds")
+            assert await _turn(host, start) == [None]  # answered before the calls ran through
             assert host.local_messages == CLIENT_ROUNDS - 1
             assert _rows(path, "SELECT COUNT(*) FROM outbox") == [(1,)]  # the rest, kept in the outbox
             rest, host._mailbox = host._mailbox, []
             assert len(rest) == 1 and rest[0].from_self
             status = await host._read_status(start.instance_id)
             assert status is not None and status.runtime_status is S.Running
-            await _turn(host, *rest)  # no client waits: the section runs through in this turn
+            await _turn(host, *rest)  # no client waits: the calls run through in this turn
             status = await host._read_status(start.instance_id)
-            assert status is not None and status.runtime_status is S.Completed and status.output == 1
+            assert status is not None and status.runtime_status is S.Completed and status.output == 3
             assert _rows(path, "SELECT COUNT(*) FROM outbox") == [(0,)]
             assert _rows(path, "SELECT locked_by FROM entities") == [(None,)]
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+# -- a lock holder's calls served in its own episode ----------------------------------------------
+
+
+async def _run_out(host: ShardHost, *msgs: Message) -> None:
+    """Run ``msgs``, then turns of whatever they send this shard, until nothing is left."""
+    await _turn(host, *msgs)
+    while host._mailbox:
+        rest, host._mailbox = host._mailbox, []
+        await host._turn(rest)
+
+
+def _counters(path: Path) -> dict[str, tuple[int, Any]]:
+    """Each counter entity's value and lock holder, as the file has them."""
+    rows = _rows(path, "SELECT entity_id, json_extract(state, '$.value'), locked_by FROM entities")
+    return {key: (value, holder) for key, value, holder in rows}
+
+
+def test_a_lock_holders_calls_and_unlocks_are_served_in_its_episode(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await _run_out(host, _fresh_start("unit_locked_pair"))
+            [(status, output)] = _rows(path, "SELECT status, output FROM instances")
+            assert status == "Completed" and json.loads(output) == [1, 2]
+            assert host.served_inline == 4  # two calls, two unlocks
+            assert host.local_messages == 3  # the lock request passing a then b, and its grant
+            assert _counters(path) == {"@unit_counter@a": (1, None), "@unit_counter@b": (2, None)}
+            # the history is the one the messages would have written: an episode per answer
+            assert _history(path) == [
+                "ExecutionStarted", "OrchestratorStarted", "EntityLockRequested", "OrchestratorCompleted",
+                "EntityLockGranted", "OrchestratorStarted", "EntityOperationCalled", "OrchestratorCompleted",
+                "EntityOperationCompleted", "OrchestratorStarted", "EntityOperationCalled", "OrchestratorCompleted",
+                "EntityOperationCompleted", "OrchestratorStarted", "EntityUnlockSent", "EntityUnlockSent",
+                "OrchestratorCompleted", "ExecutionCompleted",
+            ]
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_section_queued_behind_a_holder_served_inline_is_granted_in_order(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            starts = [_fresh_start("unit_locked_pair") for _ in range(3)]
+            await _run_out(host, *starts)
+            outputs = dict(_rows(path, "SELECT instance_id, output FROM instances WHERE status = 'Completed'"))
+            # FIFO: the sections ran in the order their lock requests reached the entities
+            assert [json.loads(outputs[m.instance_id]) for m in starts] == [[1, 2], [2, 4], [3, 6]]
+            assert _counters(path) == {"@unit_counter@a": (3, None), "@unit_counter@b": (6, None)}
+            assert host.served_inline == 12
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_calls_outside_a_critical_section_travel_as_messages(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await _run_out(host, _fresh_start("unit_three_adds"))
+            assert _rows(path, "SELECT status, output FROM instances") == [("Completed", "3")]
+            assert host.served_inline == 0 and host.messages == 7  # the start, three calls and their answers
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_episode_that_fails_after_entities_served_it_puts_them_back(tmp_path):
+    """A record that fails in a turn (a bug, not a user error) has its writes rolled back: the
+    entities that served its calls at once go back to what the file will hold."""
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            real = host._history_rows
+
+            def failing(inst: Any, result: Any) -> Any:
+                if host.served_inline > served:
+                    raise RuntimeError("a bug after the entity served the call")
+                return real(inst, result)
+
+            await _run_out(host, _fresh_start("unit_locked_pair"))  # a = 1, b = 2
+            served = host.served_inline
+            host._history_rows = failing  # type: ignore[method-assign]
+            await _run_out(host, _fresh_start("unit_locked_pair"))
+            assert host.served_inline == served + 1  # a's add, then the bug
+            record = host._entities["@unit_counter@a"]
+            assert record.state.state.value == 1 and record.state.locked_by is not None  # not 2
+            assert _counters(path)["@unit_counter@a"] == (1, holder_text(record.state))  # memory and file agree
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_status_that_cannot_be_stored_fails_the_episode_before_its_calls_are_served(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await _run_out(host, _fresh_start("unit_unstorable_status"))
+            [(status, failure)] = _rows(path, "SELECT status, failure FROM instances")
+            assert status == "Failed" and "PayloadError" in failure
+            assert host.served_inline == 1  # the unlock; the call was never made
+            assert _counters(path) == {"@unit_counter@a": (None, None)}  # no add ran
         finally:
             await host.close()
 
