@@ -336,8 +336,14 @@ class TaskHub(QueryClient, ControlClient, EntityClient, AsyncClient):
 
     def _submit(self, msgs: list[Message]) -> None:
         """Send client messages to their shards (over the link); returns once all are
-        committed, raising the error that refused any of them."""
-        self._link.run(self._send(self._client_batches(msgs)))
+        committed, raising the error that refused any of them. Messages for one shard go from
+        the caller's thread; for several, at once from the link's loop."""
+        by_shard = self._client_batches(msgs)
+        if len(by_shard) == 1:
+            [(index, part)] = by_shard.items()
+            self._link.submit_blocking(index, part)
+        else:
+            self._link.run(self._send(by_shard))
 
     async def _submit_async(self, msgs: list[Message]) -> None:
         """:meth:`_submit` for the asyncio client."""

@@ -6,10 +6,11 @@ for clients (see :mod:`runtime._shard_clients`), and sends its submits, waits an
 there; a loop of ``start_new`` calls then costs about one group commit each, and many calls in
 flight at once (the asyncio client) share the host's commits.
 
-The connections live on one event loop in a daemon thread of the driver, started on first use:
-the blocking methods hand it their request and wait for the answer, the ``*_async`` methods
-await it from the caller's loop, so a ``TaskHub`` may be used from several threads and from
-asyncio code at once.
+The ``*_async`` methods' connections live on one event loop in a daemon thread of the driver,
+started on first use, and are awaited from the caller's loop. The blocking methods (a loop of
+``start_new``) use a connection of the calling thread's own, with plain blocking sockets: a
+hop to that loop's thread and back cost a driver about as much again as the call itself. So a
+``TaskHub`` may be used from several threads and from asyncio code at once.
 
 Ray stays the fallback, so nothing depends on the connection: a host whose address cannot be
 asked or reached is called through Ray (a connection is tried again a second later), and a
@@ -26,13 +27,14 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import ray
 from ray.exceptions import RayTaskError
 
 from orchestrations import DurableError, DurableValueError
 
 from ._messages import Message
 from ._shard_clients import decode_reply
-from ._wire import ConnectionLostError, FrameClient
+from ._wire import BlockingFrameClient, ConnectionLostError, FrameClient
 
 T = TypeVar("T")
 
@@ -77,6 +79,12 @@ class ClientLink:
         self._opening: dict[tuple[str, int], asyncio.Task[FrameClient | None]] = {}
         self._retry_at: dict[tuple[str, int], float] = {}
         self._closed = False
+        #: each thread's blocking connections, by (server, shard); every one, to close them
+        self._local = threading.local()
+        self._blocking_conns: list[BlockingFrameClient] = []
+        #: each host's client servers' (host, port, token), as asked once through Ray
+        self._addresses: dict[tuple[str, int], tuple[str, int, bytes]] = {}
+        self._blocking_retry_at: dict[tuple[str, int], float] = {}
 
     # -- from the caller's thread ------------------------------------------------------------------
 
@@ -88,10 +96,91 @@ class ClientLink:
         """Run ``coro`` on the link's loop; await it from the caller's loop."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._running_loop(coro)))
 
+    def submit_blocking(self, index: int, msgs: list[Message]) -> None:
+        """:meth:`submit`, from the caller's thread, over its own connection."""
+        blobs = [m.to_bytes() for m in msgs]
+        shard = self._shards[index]
+        if sum(len(b) for b in blobs) > MAX_FRAME_PAYLOAD:
+            self.run(self.submit(index, msgs))
+            return
+        self._blocking(
+            index, MAIN, ("submit", (blobs, False)), lambda: self.run(self.submit(index, msgs)),
+            lambda: self.run(by_ray(shard.submit.remote(msgs, True))),
+        )
+
+    def wait_blocking(self, index: int, method: str, instance_id: str, timeout: float | None) -> Any:
+        """:meth:`wait`, from the caller's thread, over its own connection."""
+        shard = self._shards[index]
+        return self._blocking(
+            index, MAIN, (method, (instance_id, timeout)),
+            lambda: self.run(self.wait(index, method, instance_id, timeout)),
+            lambda: self.run(by_ray(getattr(shard, method).remote(instance_id, timeout))),
+        )
+
+    def status_blocking(self, index: int, instance_id: str, *flags: bool) -> Any:
+        """:meth:`status`, from the caller's thread, over its own connection."""
+        return self._blocking(
+            index, READS, ("status", (instance_id, *flags)), lambda: self.run(self.status(index, instance_id, *flags)),
+            lambda: self.run(by_ray(self._shards[index].get_status.remote(instance_id, *flags))),
+        )
+
+    def _blocking(
+        self, index: int, kind: str, payload: Any, unsent: Callable[[], T], lost: Callable[[], T]
+    ) -> T:
+        """``payload`` over this thread's connection to shard ``index``'s ``kind`` server;
+        ``unsent()`` if there is none (the link's loop: its connection, else Ray), ``lost()``
+        if it dropped with the request in flight (through Ray, flagged ``retried``)."""
+        conn = self._blocking_connection(index, kind)
+        if conn is None:
+            return unsent()
+        try:
+            reply = conn.request(payload)
+        except ConnectionLostError:
+            self._addresses.pop((kind, index), None)  # a host Ray restarted listens elsewhere
+            return lost()
+        value: T = decode_reply(reply)
+        return value
+
+    def _blocking_connection(self, index: int, kind: str) -> BlockingFrameClient | None:
+        """This thread's open connection to shard ``index``'s ``kind`` server, opened if need
+        be; ``None`` while it cannot be (a second after a failed attempt)."""
+        if self._closed:
+            raise DurableValueError(f"task hub {self._hub!r} is closed")
+        key = (kind, index)
+        conns: dict[tuple[str, int], BlockingFrameClient] | None = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        conn = conns.get(key)
+        if conn is not None and not conn.closed:
+            return conn
+        if time.monotonic() < self._blocking_retry_at.get(key, 0.0):
+            return None
+        try:
+            address = self._addresses.get(key)
+            if address is None:
+                shard = self._shards[index]
+                ask = shard.client_address if kind == MAIN else shard.client_read_address
+                address = self._addresses[key] = tuple(ray.get(ask.remote()))  # type: ignore[assignment]
+            host, port, token = address
+            conn = BlockingFrameClient.connect(host, port, token, CONNECT_SECONDS)
+        except Exception:  # the call that follows reports whatever is wrong with the host
+            self._addresses.pop(key, None)
+            self._blocking_retry_at[key] = time.monotonic() + RETRY_SECONDS
+            return None
+        conns[key] = conn
+        with self._lock:
+            self._blocking_conns = [c for c in self._blocking_conns if not c.closed]
+            self._blocking_conns.append(conn)
+        return conn
+
     def close(self) -> None:
         """Close the connections and stop the loop (later calls raise); again: nothing."""
         with self._lock:
-            self._closed, loop, self._loop, thread = True, self._loop, None, self._thread
+            self._closed, blocking, self._blocking_conns = True, self._blocking_conns, []
+        for conn in blocking:
+            conn.close()
+        with self._lock:
+            loop, self._loop, thread = self._loop, None, self._thread
         if loop is None or thread is None:
             return
         asyncio.run_coroutine_threadsafe(self._close_all(), loop).result(timeout=10)

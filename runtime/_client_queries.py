@@ -46,7 +46,7 @@ class QueryClient(ClientParts):
         if ids is None:
             iid = validate_instance_id(instance_id)
             index = self._shard_index(iid)
-            return self._link.run(self._link.status(index, iid, show_history, show_history_output, show_input))
+            return self._link.status_blocking(index, iid, show_history, show_history_output, show_input)
         by_shard = self._by_shard(ids, lambda iid: iid)
         parts = self._on_shards("get_statuses", by_shard, show_history, show_history_output, show_input)
         found = {iid: status for part, statuses in zip(by_shard.values(), parts) for iid, status in zip(part, statuses)}
@@ -76,7 +76,7 @@ class QueryClient(ClientParts):
             _progress_until(ref, lambda: ray.get(shard.progress.remote(instance_id)), instance_id)
             status = self._call(lambda: ref)
         else:
-            status = self._link.run(self._link.wait(self._shard_index(instance_id), "wait", instance_id, timeout))
+            status = self._link.wait_blocking(self._shard_index(instance_id), "wait", instance_id, timeout)
         if status is None:
             raise TimeoutError(f"orchestration {instance_id!r} did not finish within {timeout} s")
         return status
@@ -94,7 +94,7 @@ class QueryClient(ClientParts):
         """
         validate_instance_id(instance_id)
         check_timeout(timeout)
-        status = self._link.run(self._link.wait(self._shard_index(instance_id), "wait_start", instance_id, timeout))
+        status = self._link.wait_blocking(self._shard_index(instance_id), "wait_start", instance_id, timeout)
         if status is None:
             raise TimeoutError(f"orchestration {instance_id!r} did not start within {timeout} s")
         return status

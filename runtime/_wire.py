@@ -237,3 +237,68 @@ class FrameClient:
         for future in pending.values():
             if not future.done():
                 future.set_exception(ConnectionLostError("connection lost"))
+
+
+class BlockingFrameClient:
+    """One connection to a server of :func:`serve`, used by one thread at a time with plain
+    blocking sockets: a request is written, and the caller's own thread reads its reply (one
+    request in flight). It costs no hop to an event loop's thread and back, which is most of
+    what a blocking call on a :class:`FrameClient` costs a driver. Any error (the connection
+    dropped, or the caller was interrupted while waiting) closes it and raises
+    :class:`ConnectionLostError`, or the interrupt itself."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._next_id = 0
+        self.closed = False
+
+    @classmethod
+    def connect(cls, host: str, port: int, token: bytes, timeout: float) -> BlockingFrameClient:
+        """Open a connection (within ``timeout`` seconds) and present ``token``."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(token)
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def request(self, payload: Any) -> Any:
+        """Send ``payload`` and return the reply."""
+        if self.closed:
+            raise ConnectionLostError("connection closed")
+        self._next_id += 1
+        try:
+            self._sock.sendall(frame((self._next_id, payload)))
+            request_id, reply = pickle.loads(self._read(HEADER.unpack(self._read(HEADER.size))[0]))
+        except OSError as exc:
+            self.close()
+            raise ConnectionLostError(f"connection lost: {exc}") from None
+        except BaseException:  # an interrupt: the reply may still come, unread by anyone
+            self.close()
+            raise
+        if request_id != self._next_id:
+            self.close()
+            raise ConnectionLostError(f"reply to request {request_id} where {self._next_id} was awaited")
+        return reply
+
+    def _read(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        view, got = memoryview(buffer), 0
+        while got < size:
+            n = self._sock.recv_into(view[got:])
+            if n == 0:
+                raise ConnectionResetError("the server closed the connection")
+            got += n
+        return buffer
+
+    def close(self) -> None:
+        """Close the connection (again: nothing)."""
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes a thread waiting in recv
+            with contextlib.suppress(OSError):
+                self._sock.close()

@@ -12,7 +12,16 @@ import pytest
 from orchestrations import Registry
 from runtime._codec import decode, dump_value, encode
 from runtime._warm import WarmWorker
-from runtime._wire import HEADER, ConnectionLostError, FrameClient, Limits, frame, new_token, serve
+from runtime._wire import (
+    HEADER,
+    BlockingFrameClient,
+    ConnectionLostError,
+    FrameClient,
+    Limits,
+    frame,
+    new_token,
+    serve,
+)
 
 from .helpers import until, wait_until
 
@@ -97,6 +106,54 @@ def test_a_lost_connection_fails_what_is_in_flight():
         server.close()
 
     run(main())
+
+
+def test_a_blocking_client_gets_each_reply_in_its_own_thread():
+    async def main():
+        token = new_token()
+        server, (host, port) = await _echo_server(token)
+
+        def calls() -> list:
+            client = BlockingFrameClient.connect(host, port, token, 5.0)
+            try:
+                return [client.request(i) for i in range(3)] + [client.request("boom")]
+            finally:
+                client.close()
+
+        replies = await asyncio.to_thread(calls)
+        assert replies[:3] == [(True, ("echo", i)) for i in range(3)]
+        assert replies[3][0] is False and "bad payload" in replies[3][1]
+        server.close()
+
+    run(main())
+
+
+def test_a_blocking_request_in_flight_fails_when_its_connection_drops_or_is_closed():
+    async def main():
+        token, started = new_token(), asyncio.Event()
+        server, (host, port) = await _echo_server(token, started=started)
+        client = await asyncio.to_thread(BlockingFrameClient.connect, host, port, token, 5.0)
+        waiting = asyncio.ensure_future(asyncio.to_thread(client.request, "never"))
+        await asyncio.wait_for(started.wait(), 10)  # the server is handling it
+        client.close()  # from another thread: wakes the one waiting for the reply
+        with pytest.raises(ConnectionLostError):
+            await asyncio.wait_for(waiting, 10)
+        with pytest.raises(ConnectionLostError):
+            client.request(1)
+        server.close()
+
+    run(main())
+
+
+def test_a_blocking_request_fails_when_the_server_closes_the_connection():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        host, port = listener.getsockname()[:2]
+        client = BlockingFrameClient.connect(host, port, new_token(), 5.0)
+        accepted, _ = listener.accept()
+        accepted.close()  # a host that died
+        with pytest.raises(ConnectionLostError):
+            client.request("anything")
+        assert client.closed
 
 
 def test_replies_to_a_client_that_left_are_not_written(caplog):

@@ -135,24 +135,49 @@ def test_a_wait_in_flight_when_the_connection_drops_is_answered_through_ray(hub)
     assert (status.runtime_status, status.output) == (S.Completed, "after the drop")
 
 
+def _open_blocking(link) -> list:
+    """The link's blocking connections (each thread's own) that are open."""
+    return [conn for conn in link._blocking_conns if not conn.closed]
+
+
 def test_calls_go_through_ray_when_no_connection_can_be_opened(hub):
     link = hub._link
     link.run(link._close_all())
+    for conn in _open_blocking(link):
+        conn.close()
     keys = [(kind, i) for kind in ("main", "reads") for i in range(hub.num_shards)]
     for key in keys:
-        link._retry_at[key] = math.inf
+        link._retry_at[key] = link._blocking_retry_at[key] = math.inf
     try:
         iid = hub.start_new(echo, client_input="by ray")
         assert hub.wait_for_completion(iid, timeout=30).output == "by ray"
         assert hub.get_status(iid).runtime_status == S.Completed
         with pytest.raises(InstanceAlreadyExistsError):
             hub.start_new(wait_for_go, hub.start_new(wait_for_go))
-        assert link._conns == {}
+        assert link._conns == {} and _open_blocking(link) == []
     finally:
         for key in keys:
             link._retry_at.pop(key, None)
+            link._blocking_retry_at.pop(key, None)
     assert hub.wait_for_completion(hub.start_new(echo, client_input=1), timeout=30).output == 1
-    assert link._conns  # connected again
+    assert _open_blocking(link)  # connected again (the blocking calls: this thread's own)
+
+
+def test_a_blocking_wait_in_flight_when_its_connection_drops_is_answered_through_ray(hub):
+    iid = hub.start_new(wait_for_go, "cl-drop-blocking")
+    answers: list = []
+    waiting = threading.Thread(target=lambda: answers.append(hub.wait_for_completion(iid, timeout=60)))
+    waiting.start()
+    wait_until(lambda: _waiting_on(hub, iid))
+    mine = list(getattr(hub._link._local, "conns", {}).values())  # this thread's
+    theirs = [conn for conn in _open_blocking(hub._link) if conn not in mine]
+    assert theirs  # the waiting thread's own connection
+    for conn in theirs:
+        conn.close()  # drops with the wait in flight
+    wait_until(lambda: _waiting_on(hub, iid))  # asked again, through Ray
+    hub.raise_event(iid, "go", "after the drop")
+    waiting.join(60)
+    assert [(s.runtime_status, s.output) for s in answers] == [(S.Completed, "after the drop")]
 
 
 def test_a_start_sent_again_after_its_connection_dropped_is_applied_once(hub):
