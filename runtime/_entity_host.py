@@ -91,12 +91,12 @@ class EntityRecord:
         holder = holder_text(st)
         return EntityRow(key, self.entity_id.name, int(st.exists), sealed[1], holder, queue_blob, self.updated_at)
 
-    def checkpoint(self) -> EntityCheckpoint | None:
-        """What :meth:`restore` needs to put this record back as it is now; ``None`` if its
-        state is not sealed (then it must be reloaded from the file instead)."""
+    def checkpoint(self, spec: Any = None) -> EntityCheckpoint:
+        """What :meth:`restore` needs to put this record back as it is now (its state sealed
+        first if it is not: :class:`PayloadError` if it cannot be stored)."""
         st, sealed = self.state, self.sealed
         if sealed is None or sealed[0] != st.exists:
-            return None
+            sealed = self.sealed = seal_state(st.exists, st.state, spec, str(self.entity_id))
         return EntityCheckpoint(sealed, st.locked_by, st.lock, list(st.queue), dict(self.queued), self.updated_at)
 
     def restore(self, checkpoint: EntityCheckpoint, spec: Any = None) -> None:
@@ -318,20 +318,20 @@ def outgoing_message(out: Outgoing) -> Message:
 
 def held_by(st: EntityState, event: HistoryEvent, instance_id: str, execution_id: str) -> bool:
     """Whether ``event``, from execution ``execution_id`` of ``instance_id``, is a call to an
-    entity that this execution holds locked, or the unlock that releases that lock: a message
-    the entity serves at once, ahead of its queue, whenever it arrives. Nothing else from that
-    execution can still be on its way to the entity (it is the lock holder: its lock request
-    passed the entity after every earlier message, and a critical section signals no locked
-    entity and calls each one at a time), so the shard may serve it in the sender's turn."""
+    entity this execution holds locked, or the unlock that releases that lock: a message the
+    entity serves at once, ahead of everything it holds, whenever it arrives (the caller also
+    makes sure nothing sent before it to the entity is still on its way)."""
     lock = st.lock
     if lock is None or st.locked_by != instance_id or lock.execution_id != execution_id:
         return False
-    kind = type(event)
-    if kind is EntityRequest:
-        return not event.is_signal and event.sender is not None  # type: ignore[attr-defined]
-    if kind is EntityUnlockMessage:
-        return event.section_id == lock.task_scheduled_id  # type: ignore[attr-defined]
-    return False
+    if type(event) is EntityUnlockMessage:
+        return event.section_id == lock.task_scheduled_id
+    return is_call(event)
+
+
+def is_call(event: HistoryEvent) -> bool:
+    """Whether ``event`` is an entity call: a request that expects an answer."""
+    return type(event) is EntityRequest and not event.is_signal and event.sender is not None  # type: ignore[attr-defined]
 
 
 def unlock_all(

@@ -163,6 +163,9 @@ class ShardBase:
 
     # -- ShardEntities ----------------------------------------------------------------------------
 
+    def _serve_inline(self, msg: Message, iid: str, exec_id: str, turn: Turn) -> list[HistoryEvent] | None:
+        raise NotImplementedError
+
     def _check_entity_name(self, name: str) -> None:
         raise NotImplementedError
 
@@ -185,9 +188,6 @@ class ShardBase:
         raise NotImplementedError
 
     # -- ShardLifecycle ---------------------------------------------------------------------------
-
-    def _serve_inline(self, msg: Message, iid: str, exec_id: str, turn: Turn) -> list[HistoryEvent] | None:
-        raise NotImplementedError
 
     async def _run_episode(
         self, inst: Instance, msgs: list[Message], turn: Turn

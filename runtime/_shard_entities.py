@@ -14,7 +14,6 @@ from entities._executor import OperationWatch
 from entities._registry import check_entity_name
 from orchestrations import (
     DurableValueError,
-    EntityLockGranted,
     EntityLockMessage,
     EntityOperationCompleted,
     EntityOperationFailed,
@@ -46,8 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ray_durable.shard")
 
-#: what an entity sends back to the execution it serves
-_ANSWERS = (EntityOperationCompleted, EntityOperationFailed, EntityLockGranted)
+#: an entity's answers to a call (a lock grant, which no inline message causes, always travels)
+_ANSWERS = (EntityOperationCompleted, EntityOperationFailed)
 
 
 class ShardEntities(ShardBase):
@@ -158,35 +157,42 @@ class ShardEntities(ShardBase):
     def _serve_inline(self, msg: Message, iid: str, exec_id: str, turn: Turn) -> list[HistoryEvent] | None:
         """Serve ``msg`` (sent by execution ``exec_id`` of instance ``iid`` in the episode being
         run) at its entity now, instead of in the turn's next round, when the entity is in
-        memory here and the message is one it would serve ahead of everything it holds
-        (:func:`held_by`: a call to an entity this execution has locked, or the unlock that
-        releases it). Returns the entity's answers to this execution (the events of its next
-        episode), or ``None`` if the message must travel as usual.
+        memory here, none of this round's messages to it is still to run (``turn.unrun``),
+        and the message is one it serves ahead of everything it holds (:func:`held_by`: a call
+        to an entity this execution holds locked, or the unlock that releases it). Returns the
+        entity's answers to this execution (the events of its next executor run), or ``None``
+        if the message must travel as usual (also when serving it failed: a bug, logged; the
+        entity is put back and the message's own delivery fails or succeeds as it would).
 
-        The entity's operation, row and messages are exactly those of the message's delivery in
-        the next round; only the round trip is saved: a critical section's calls and unlocks
-        run in the episode that makes them."""
-        record = self._entities.get(msg.instance_id)
-        if record is None or not held_by(record.state, msg.event, iid, exec_id):
-            return None
+        The operation, row and messages are those of the message's delivery in the next round;
+        only the round trip is saved: a critical section's calls and unlock run in the chain
+        of executor runs that makes them (``ShardInstances._process``)."""
         key = msg.instance_id
-        if key not in turn.served:
-            turn.served[key] = record.checkpoint()
+        record = self._entities.get(key)
+        if record is None or key in turn.unrun or not held_by(record.state, msg.event, iid, exec_id):
+            return None
+        spec = self._entity_specs.get(record.entity_id.name)
+        before, mark = record.checkpoint(spec), turn.mark()
+        try:
+            answers = self._run_entity(key, [msg], turn, (iid, exec_id))
+        except Exception:
+            log.exception("shard %s: %s failed serving %s inline; it is sent instead", self.config.index, key, iid)
+            turn.rollback(mark)
+            record.restore(before, spec)
+            return None
+        turn.served.setdefault(key, before)
         turn.touched.add(key)
+        self.messages += 1
         self.served_inline += 1
-        return self._run_entity(key, [msg], turn, (iid, exec_id))
+        self._metrics.count_messages({key: [msg]}, turn.now_ts)
+        return answers
 
     def _put_back_served(self, turn: Turn) -> None:
-        """The record whose episode had entities serve it inline failed, and its writes were
-        rolled back: put those entities back as they were before it (reloaded from the file
-        if that is not known)."""
+        """The record whose executor runs had entities serve it inline failed, and its writes
+        were rolled back: put those entities back as they were before it."""
         for key, checkpoint in turn.served.items():
             record = self._entities.get(key)
-            if record is None:
-                continue
-            if checkpoint is None:
-                self._entities.pop(key, None)
-            else:
+            if record is not None:
                 record.restore(checkpoint, self._entity_specs.get(record.entity_id.name))
         turn.served.clear()
 
@@ -220,12 +226,13 @@ class ShardEntities(ShardBase):
         prepared = keeper.prepared
         answers: list[HistoryEvent] = []
         if answers_for is not None:
-            iid, exec_id = answers_for
-            answers = [o.event for o in outgoing if o.target == iid and o.execution_id == exec_id
-                       and type(o.event) in _ANSWERS]
-            if answers:
-                outgoing = [o for o in outgoing if not (o.target == iid and o.execution_id == exec_id
-                                                        and type(o.event) in _ANSWERS)]
+            sent = []
+            for out in outgoing:
+                if (out.target, out.execution_id) == answers_for and type(out.event) in _ANSWERS:
+                    answers.append(out.event)
+                else:
+                    sent.append(out)
+            outgoing = sent
         turn.send([prepared.get(id(out)) or self._prepare_outgoing(out) for out in outgoing])
         return answers
 

@@ -24,7 +24,6 @@ from orchestrations import (
     DurableValueError,
     EntityLockGranted,
     EntityLockMessage,
-    EntityRequest,
     EntityUnlockMessage,
     EventRaised,
     ExecutionCompleted,
@@ -54,7 +53,7 @@ from . import _tracing
 from ._activities import ActivityCall
 from ._codec import dump_event, dump_failure, dump_value, failure_from_exception, load_event
 from ._delivery import Outbound
-from ._entity_host import entity_action_message, unlock_all
+from ._entity_host import entity_action_message, is_call, unlock_all
 from ._messages import Instance, Message, start_key, to_ts
 from ._schema import HistoryRow
 from ._shard_base import ShardBase
@@ -66,6 +65,10 @@ if TYPE_CHECKING:
     from ._turn import Turn
 
 log = logging.getLogger("ray_durable.shard")
+
+#: Most executor runs of one instance in one round (its first, then one per batch of answers
+#: from the entities that served its calls at once); the messages of the last travel.
+MAX_INLINE_RUNS = 16
 
 _STATE_TO_STATUS = {
     ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
@@ -280,23 +283,27 @@ class ShardInstances(ShardBase):
     ) -> ExecutionResult:
         """Run the executor over ``events`` and stage the result; ``trace`` (the episode span's
         ``traceparent``) goes with the activities, starts and entity requests it sends. What
-        the entities it holds locked answered at once (``_serve_inline``) is processed next,
-        in the same way, until the execution waits for something else or ends."""
-        while True:
-            result, answers = self._process_once(inst, executor, events, turn, trace)
+        the entities it holds locked answered at once (``_serve_inline``) is run next, in the
+        same way, until the execution waits for something else, ends, or has run
+        ``MAX_INLINE_RUNS`` times (then its messages travel: a section that calls its entities
+        forever must not hold the shard's turn)."""
+        for runs in range(1, MAX_INLINE_RUNS + 1):
+            result, answers = self._process_once(inst, executor, events, turn, trace, runs < MAX_INLINE_RUNS)
             if not answers or result.state.is_final:
-                return result
+                break
             events = answers
+        return result
 
     def _process_once(
-        self, inst: Instance, executor: OrchestrationExecutor, events: list[Any], turn: Turn, trace: str | None
+        self, inst: Instance, executor: OrchestrationExecutor, events: list[Any], turn: Turn, trace: str | None,
+        may_inline: bool,
     ) -> tuple[ExecutionResult, list[Any]]:
-        """One run of the executor over ``events``, staged; returns the result and the answers
-        of the entities that served the execution's calls at once. A failed orchestration is
-        logged (INFO; the record carries the episode span's ids)."""
+        """One run of the executor over ``events``, staged; returns the result and, if
+        ``may_inline``, the answers of the entities that served the execution's calls at once.
+        A failed orchestration is logged (INFO; the record carries the episode span's ids)."""
         with self._watching(inst):
             result = executor.process(events, turn.now)
-        inline: list[Message] = []
+        inline: list[Message] | None = [] if may_inline else None
         try:
             rows = self._history_rows(inst, result)
             if result.custom_status_changed:
@@ -304,7 +311,7 @@ class ShardInstances(ShardBase):
                 inst.custom_status_blob = None if status is None else dump_value(status, "custom status")
             self._stage_actions(inst, result, turn, trace, inline)
         except PayloadError as exc:
-            inline = []
+            inline = [] if may_inline else None
             result = self._fail_unencodable(inst, executor, result, events, exc, turn.now)
             rows = self._history_rows(inst, result)
             self._stage_actions(inst, result, turn, trace, inline)  # its unlocks
@@ -316,16 +323,17 @@ class ShardInstances(ShardBase):
         return result, self._send_inline(inst, inline, turn) if inline else []
 
     def _send_inline(self, inst: Instance, msgs: list[Message], turn: Turn) -> list[Any]:
-        """Have the entities of ``msgs`` serve them now where they may (``_serve_inline``), in
-        order, once the episode is staged; the others travel as usual, and so does every later
-        one to the same entity. Returns the answers to this execution."""
+        """Offer ``msgs`` (held back by :meth:`_stage_actions`), in order, to their entities to
+        serve now (``_serve_inline``); those not served travel as usual, and so does every
+        later message of this record to the same entity. Returns the answers to this execution."""
         iid, exec_id = inst.instance_id, inst.execution_id
         answers: list[Any] = []
-        sent_to: set[str] = set()
+        traveling = turn.traveling
         for msg in msgs:
-            served = None if msg.instance_id in sent_to else self._serve_inline(msg, iid, exec_id, turn)
+            key = msg.instance_id
+            served = None if key in traveling else self._serve_inline(msg, iid, exec_id, turn)
             if served is None:
-                sent_to.add(msg.instance_id)
+                traveling.add(key)
                 turn.send([self._outgoing(msg)])
             else:
                 answers.extend(served)
@@ -379,15 +387,16 @@ class ShardInstances(ShardBase):
         inline: list[Message] | None = None,
     ) -> None:
         """Stage what the episode's actions ask for. With ``inline``, a call or unlock to an
-        entity in memory here is added to it instead, for :meth:`_send_inline` to offer to its
-        entity once the episode is staged, unless one of the episode's messages to the same
-        entity travels (the order of two messages to one record is kept)."""
+        entity in memory here that no earlier message of this record in this round travels to
+        (``turn.traveling``) is held back in it, with every later message to that entity, for
+        :meth:`_send_inline` to offer to its entity once the episode is staged: so the messages
+        of one record to one entity keep their order whichever way each goes."""
         iid, exec_id = inst.instance_id, inst.execution_id
         running = not result.state.is_final
         staged_activities: list[ActivityCall] = []
         staged_timers: list[tuple[str, str, int, float]] = []
         staged_out: list[Outbound] = []
-        sent_to: set[str] = set()
+        held: set[str] = set()
         for action in result.actions:
             if isinstance(action, ScheduleTask):
                 if running:
@@ -408,16 +417,26 @@ class ShardInstances(ShardBase):
                 msg = entity_action_message(action, iid, exec_id, turn.now, trace)
                 if msg is not None:
                     key = msg.instance_id
-                    if inline is not None and key not in sent_to and key in self._entities and _may_inline(msg.event):
+                    if inline is not None and (key in held or self._may_inline(key, msg.event, turn)):
+                        held.add(key)
                         inline.append(msg)
                         continue
-                    sent_to.add(key)
+                    turn.traveling.add(key)
                     staged_out.append(self._outgoing(msg))
                     if type(msg.event) is EntityLockMessage:
                         self._metrics.lock_asked(iid, action.task_id, turn.now_ts)
         turn.send(staged_out)
         turn.stage_work(staged_activities, staged_timers)
         inst.tasks_scheduled += len(staged_activities)
+
+    def _may_inline(self, key: str, event: Any, turn: Turn) -> bool:
+        """Whether an entity might serve ``event`` in its sender's run (``_serve_inline``
+        decides): a call or an unlock, to an entity in memory here that no earlier message of
+        the record travels to."""
+        kind = type(event)
+        return (
+            (kind is EntityUnlockMessage or is_call(event)) and key in self._entities and key not in turn.traveling
+        )
 
     def _stage_state(
         self, inst: Instance, result: ExecutionResult, turn: Turn
@@ -464,13 +483,6 @@ class ShardInstances(ShardBase):
         else:
             event = SubOrchestrationInstanceFailed(turn.now, parent.task_scheduled_id, failure)
         self._stage_outgoing(Message(parent.instance_id, event, execution_id=parent.execution_id), turn)
-
-
-def _may_inline(event: Any) -> bool:
-    """Whether an entity might serve ``event`` in its sender's episode (a call or an unlock;
-    ``_serve_inline`` decides)."""
-    kind = type(event)
-    return kind is EntityUnlockMessage or (kind is EntityRequest and not event.is_signal)
 
 
 def _trace_of(events: list[Any]) -> str | None:

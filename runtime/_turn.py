@@ -35,7 +35,10 @@ class Turn:
     failed commit each of them is forgotten in memory and reloads from the file).
     """
 
-    __slots__ = ("after", "lost_starts", "now", "now_ts", "rounds", "served", "shard_index", "touched", "writes")
+    __slots__ = (
+        "after", "lost_starts", "now", "now_ts", "rounds", "served", "shard_index", "touched", "traveling", "unrun",
+        "writes",
+    )
 
     def __init__(self, shard_index: int, now: datetime | None = None) -> None:
         self.shard_index = shard_index
@@ -48,7 +51,12 @@ class Turn:
         self.lost_starts: list[Message] = []
         #: the entities the record being run had serve its calls at once (see
         #: ``ShardEntities._serve_inline``), each as it was before: put back if the record fails
-        self.served: dict[str, EntityCheckpoint | None] = {}
+        self.served: dict[str, EntityCheckpoint] = {}
+        #: the records the record being run sent a message to in this round (a later message
+        #: of it to one of them travels too: it must not overtake the earlier one)
+        self.traveling: set[str] = set()
+        #: the records of the round being run whose messages have not run yet
+        self.unrun: set[str] = set()
         self.writes = self.next_round()
 
     def next_round(self) -> TurnWrites:

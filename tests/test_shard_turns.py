@@ -43,6 +43,7 @@ from runtime._entity_host import holder_text
 from runtime._messages import Instance, Message
 from runtime._shard import ShardHost
 from runtime._shard_base import ShardConfig
+from runtime._shard_instances import MAX_INLINE_RUNS
 from runtime._shard_turn import CLIENT_ROUNDS
 from runtime._start_journal import LIMIT, read_records
 from runtime._status import OrchestrationRuntimeStatus as S
@@ -107,7 +108,26 @@ def _unstorable_status(ctx: Any) -> Any:
         return (yield ctx.call_entity(a, "add", 1))
 
 
+def _call_then_signal(ctx: Any) -> Any:
+    """A call and a signal to one entity in one episode, the call first: it sees 1, not 11."""
+    a = EntityId("unit_counter", "a")
+    call = ctx.call_entity(a, "add", 1)
+    ctx.signal_entity(a, "add", 10)
+    return (yield call)
+
+
+def _many_locked_calls(ctx: Any) -> Any:
+    """A section that calls its entity more times than one round runs an instance."""
+    a = EntityId("unit_counter", "a")
+    with (yield ctx.lock_entities([a])):
+        for _ in range(39):
+            yield ctx.call_entity(a, "add", 1)
+        return (yield ctx.call_entity(a, "add", 1))
+
+
 REGISTRY.add_activity(_greet, "unit_greet")
+REGISTRY.add_orchestrator(_call_then_signal, "unit_call_then_signal")
+REGISTRY.add_orchestrator(_many_locked_calls, "unit_many_locked_calls")
 REGISTRY.add_orchestrator(_locked_pair, "unit_locked_pair")
 REGISTRY.add_orchestrator(_unstorable_status, "unit_unstorable_status")
 REGISTRY.add_orchestrator(_three_adds, "unit_three_adds")
@@ -794,6 +814,72 @@ def test_a_status_that_cannot_be_stored_fails_the_episode_before_its_calls_are_s
             assert status == "Failed" and "PayloadError" in failure
             assert host.served_inline == 1  # the unlock; the call was never made
             assert _counters(path) == {"@unit_counter@a": (None, None)}  # no add ran
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_held_back_for_its_entity_keeps_its_place_before_a_later_signal(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await _run_out(host, _fresh_start("unit_locked_pair"))  # a in memory: a = 1
+            start = _fresh_start("unit_call_then_signal")
+            await _run_out(host, start)
+            status = await host._read_status(start.instance_id)
+            assert status is not None and status.output == 2  # the call ran before the signal
+            assert _counters(path)["@unit_counter@a"] == (12, None)
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_section_that_calls_its_entity_many_times_runs_in_bounded_chains(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            start = _fresh_start("unit_many_locked_calls")
+            await _run_out(host, start)
+            status = await host._read_status(start.instance_id)
+            assert status is not None and status.runtime_status is S.Completed and status.output == 40
+            # every MAX_INLINE_RUNS-th run's call travels (a round trip) and the chain starts again
+            traveled = 40 + 1 - host.served_inline  # 40 calls and the unlock
+            assert traveled == len(range(MAX_INLINE_RUNS - 1, 40, MAX_INLINE_RUNS)) > 0
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_entity_that_fails_serving_a_call_inline_is_put_back_and_the_call_travels(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            run_entity = host._run_entity
+            failures: list[str] = []
+
+            def failing(key: str, msgs: list[Message], turn: Any, answers_for: Any = None) -> Any:
+                if answers_for is not None and not failures:
+                    run_entity(key, msgs, turn, answers_for)  # changes the entity, then the bug
+                    failures.append(key)
+                    raise RuntimeError("a bug while serving inline")
+                return run_entity(key, msgs, turn, answers_for)
+
+            host._run_entity = failing  # type: ignore[method-assign]
+            start = _fresh_start("unit_locked_pair")
+            await _run_out(host, start)
+            status = await host._read_status(start.instance_id)
+            assert failures == ["@unit_counter@a"]
+            assert status is not None and status.runtime_status is S.Completed and status.output == [1, 2]
+            assert _counters(path) == {"@unit_counter@a": (1, None), "@unit_counter@b": (2, None)}  # added once
         finally:
             await host.close()
 
