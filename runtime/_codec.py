@@ -217,8 +217,21 @@ def load_value(text: str | bytes | None, mode: str = TRUSTED) -> Any:
 # -- records: history events and their nested records by name --------------------------------------
 
 
+#: the last time :func:`_time_out` wrote, with its text: the events of one turn carry the
+#: turn's one clock (the same object), so each turn formats it about once, not per event
+_last_time: tuple[datetime | None, str] = (None, "")
+
+
 def _time_out(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    global _last_time
+    if value is None:
+        return None
+    last = _last_time  # one read: another thread may replace it meanwhile
+    if last[0] is value:
+        return last[1]
+    text = value.isoformat()
+    _last_time = (value, text)
+    return text
 
 
 def _time_in(value: str | None, mode: str) -> datetime | None:

@@ -416,6 +416,8 @@ class ShardInstances(ShardBase):
             else:
                 msg = entity_action_message(action, iid, exec_id, turn.now, trace)
                 if msg is not None:
+                    if type(msg.event) is EntityLockMessage:
+                        self._metrics.lock_asked(iid, action.task_id, turn.now_ts)
                     key = msg.instance_id
                     if inline is not None and (key in held or self._may_inline(key, msg.event, turn)):
                         held.add(key)
@@ -423,8 +425,6 @@ class ShardInstances(ShardBase):
                         continue
                     turn.traveling.add(key)
                     staged_out.append(self._outgoing(msg))
-                    if type(msg.event) is EntityLockMessage:
-                        self._metrics.lock_asked(iid, action.task_id, turn.now_ts)
         turn.send(staged_out)
         turn.stage_work(staged_activities, staged_timers)
         inst.tasks_scheduled += len(staged_activities)
