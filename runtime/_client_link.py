@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -79,9 +80,10 @@ class ClientLink:
         self._opening: dict[tuple[str, int], asyncio.Task[FrameClient | None]] = {}
         self._retry_at: dict[tuple[str, int], float] = {}
         self._closed = False
-        #: each thread's blocking connections, by (server, shard); every one, to close them
+        #: each thread's blocking connections, by (server, shard); every one still held, to
+        #: close them (a thread's go when it ends: the host keeps no connection for it)
         self._local = threading.local()
-        self._blocking_conns: list[BlockingFrameClient] = []
+        self._blocking_conns: weakref.WeakSet[BlockingFrameClient] = weakref.WeakSet()
         #: each host's client servers' (host, port, token), as asked once through Ray
         self._addresses: dict[tuple[str, int], tuple[str, int, bytes]] = {}
         self._blocking_retry_at: dict[tuple[str, int], float] = {}
@@ -169,14 +171,14 @@ class ClientLink:
             return None
         conns[key] = conn
         with self._lock:
-            self._blocking_conns = [c for c in self._blocking_conns if not c.closed]
-            self._blocking_conns.append(conn)
+            self._blocking_conns.add(conn)
         return conn
 
     def close(self) -> None:
         """Close the connections and stop the loop (later calls raise); again: nothing."""
         with self._lock:
-            self._closed, blocking, self._blocking_conns = True, self._blocking_conns, []
+            self._closed, blocking = True, list(self._blocking_conns)
+            self._blocking_conns = weakref.WeakSet()
         for conn in blocking:
             conn.close()
         with self._lock:

@@ -34,6 +34,7 @@ import pickle
 import secrets
 import socket
 import struct
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -251,6 +252,8 @@ class BlockingFrameClient:
         self._sock = sock
         self._next_id = 0
         self.closed = False
+        #: closes the socket when this client is let go unclosed (the thread that used it ended)
+        self._release = weakref.finalize(self, sock.close)
 
     @classmethod
     def connect(cls, host: str, port: int, token: bytes, timeout: float) -> BlockingFrameClient:
@@ -301,4 +304,4 @@ class BlockingFrameClient:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)  # wakes a thread waiting in recv
             with contextlib.suppress(OSError):
-                self._sock.close()
+                self._release()

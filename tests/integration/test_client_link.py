@@ -5,8 +5,10 @@ start applied once), a TaskHub used from two threads, and errors re-raised as th
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import threading
+import weakref
 
 import pytest
 import ray
@@ -161,6 +163,25 @@ def test_calls_go_through_ray_when_no_connection_can_be_opened(hub):
             link._blocking_retry_at.pop(key, None)
     assert hub.wait_for_completion(hub.start_new(echo, client_input=1), timeout=30).output == 1
     assert _open_blocking(link)  # connected again (the blocking calls: this thread's own)
+
+
+def test_a_threads_connections_close_when_the_thread_ends(hub):
+    """A program that calls from a thread per request must not pile up connections on the
+    hosts (each counts against a host's cap): a thread's go when it ends."""
+    iid = hub.start_new(echo, client_input="from a thread")
+    theirs: list = []
+
+    def call() -> None:
+        assert hub.wait_for_completion(iid, timeout=30).output == "from a thread"
+        theirs.extend(weakref.ref(conn) for conn in hub._link._local.conns.values())
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(60)
+    assert theirs
+    gc.collect()
+    assert [ref() for ref in theirs] == [None] * len(theirs)  # let go, and their sockets closed
+    assert hub.get_status(iid).output == "from a thread"  # this thread's own still work
 
 
 def test_a_blocking_wait_in_flight_when_its_connection_drops_is_answered_through_ray(hub):
