@@ -38,6 +38,9 @@ from ._shard_clients import decode_reply
 from ._wire import BlockingFrameClient, ConnectionLostError, FrameClient
 
 T = TypeVar("T")
+#: one call to a shard host: (which of its servers, the request, or ``None`` if it must go
+#: through Ray, and the Ray call to make instead: ``fallback(retried)``)
+Call = tuple[str, Any, Callable[[bool], Coroutine[Any, Any, T]]]
 
 #: which server of a host: the main loop's (submits, waits) or the reads loop's (status)
 MAIN, READS = "main", "reads"
@@ -86,7 +89,6 @@ class ClientLink:
         self._blocking_conns: weakref.WeakSet[BlockingFrameClient] = weakref.WeakSet()
         #: each host's client servers' (host, port, token), as asked once through Ray
         self._addresses: dict[tuple[str, int], tuple[str, int, bytes]] = {}
-        self._blocking_retry_at: dict[tuple[str, int], float] = {}
 
     # -- from the caller's thread ------------------------------------------------------------------
 
@@ -100,46 +102,30 @@ class ClientLink:
 
     def submit_blocking(self, index: int, msgs: list[Message]) -> None:
         """:meth:`submit`, from the caller's thread, over its own connection."""
-        blobs = [m.to_bytes() for m in msgs]
-        shard = self._shards[index]
-        if sum(len(b) for b in blobs) > MAX_FRAME_PAYLOAD:
-            self.run(self.submit(index, msgs))
-            return
-        self._blocking(
-            index, MAIN, ("submit", (blobs, False)), lambda: self.run(self.submit(index, msgs)),
-            lambda: self.run(by_ray(shard.submit.remote(msgs, True))),
-        )
+        self._blocking(index, *self._submit_call(index, msgs))
 
     def wait_blocking(self, index: int, method: str, instance_id: str, timeout: float | None) -> Any:
         """:meth:`wait`, from the caller's thread, over its own connection."""
-        shard = self._shards[index]
-        return self._blocking(
-            index, MAIN, (method, (instance_id, timeout)),
-            lambda: self.run(self.wait(index, method, instance_id, timeout)),
-            lambda: self.run(by_ray(getattr(shard, method).remote(instance_id, timeout))),
-        )
+        return self._blocking(index, *self._wait_call(index, method, instance_id, timeout))
 
     def status_blocking(self, index: int, instance_id: str, *flags: bool) -> Any:
         """:meth:`status`, from the caller's thread, over its own connection."""
-        return self._blocking(
-            index, READS, ("status", (instance_id, *flags)), lambda: self.run(self.status(index, instance_id, *flags)),
-            lambda: self.run(by_ray(self._shards[index].get_status.remote(instance_id, *flags))),
-        )
+        return self._blocking(index, *self._status_call(index, instance_id, *flags))
 
     def _blocking(
-        self, index: int, kind: str, payload: Any, unsent: Callable[[], T], lost: Callable[[], T]
+        self, index: int, kind: str, payload: Any, fallback: Callable[[bool], Coroutine[Any, Any, T]]
     ) -> T:
-        """``payload`` over this thread's connection to shard ``index``'s ``kind`` server;
-        ``unsent()`` if there is none (the link's loop: its connection, else Ray), ``lost()``
-        if it dropped with the request in flight (through Ray, flagged ``retried``)."""
-        conn = self._blocking_connection(index, kind)
+        """:meth:`_request` from the caller's thread: ``payload`` over its own connection to
+        shard ``index``'s ``kind`` server, else ``fallback(retried)`` through Ray on the link's
+        loop (``retried`` if the connection dropped with the request in flight)."""
+        conn = self._blocking_connection(index, kind) if payload is not None else None
         if conn is None:
-            return unsent()
+            return self.run(fallback(False))
         try:
             reply = conn.request(payload)
         except ConnectionLostError:
             self._addresses.pop((kind, index), None)  # a host Ray restarted listens elsewhere
-            return lost()
+            return self.run(fallback(True))
         value: T = decode_reply(reply)
         return value
 
@@ -155,7 +141,7 @@ class ClientLink:
         conn = conns.get(key)
         if conn is not None and not conn.closed:
             return conn
-        if time.monotonic() < self._blocking_retry_at.get(key, 0.0):
+        if time.monotonic() < self._retry_at.get(key, 0.0):
             return None
         try:
             address = self._addresses.get(key)
@@ -167,7 +153,7 @@ class ClientLink:
             conn = BlockingFrameClient.connect(host, port, token, CONNECT_SECONDS)
         except Exception:  # the call that follows reports whatever is wrong with the host
             self._addresses.pop(key, None)
-            self._blocking_retry_at[key] = time.monotonic() + RETRY_SECONDS
+            self._retry_at[key] = time.monotonic() + RETRY_SECONDS
             return None
         conns[key] = conn
         with self._lock:
@@ -207,36 +193,37 @@ class ClientLink:
 
     async def submit(self, index: int, msgs: list[Message]) -> None:
         """Send client messages to shard ``index``; returns once they are committed."""
-        blobs = [m.to_bytes() for m in msgs]
-        shard = self._shards[index]
-        if sum(len(b) for b in blobs) > MAX_FRAME_PAYLOAD:
-            await by_ray(shard.submit.remote(msgs))
-            return
-        await self._request(
-            index, MAIN, ("submit", (blobs, False)), lambda retried: by_ray(shard.submit.remote(msgs, retried))
-        )
+        await self._request(index, *self._submit_call(index, msgs))
 
     async def wait(self, index: int, method: str, instance_id: str, timeout: float | None) -> Any:
         """Shard ``index``'s ``wait`` or ``wait_start`` (``method``) for an instance."""
-        shard = self._shards[index]
-        return await self._request(
-            index, MAIN, (method, (instance_id, timeout)),
-            lambda _: by_ray(getattr(shard, method).remote(instance_id, timeout)),
-        )
+        return await self._request(index, *self._wait_call(index, method, instance_id, timeout))
 
     async def status(self, index: int, instance_id: str, *flags: bool) -> Any:
         """Shard ``index``'s committed status of an instance (``get_status``'s flags)."""
+        return await self._request(index, *self._status_call(index, instance_id, *flags))
+
+    def _submit_call(self, index: int, msgs: list[Message]) -> Call[None]:
+        blobs = [m.to_bytes() for m in msgs]
         shard = self._shards[index]
-        return await self._request(
-            index, READS, ("status", (instance_id, *flags)),
-            lambda _: by_ray(shard.get_status.remote(instance_id, *flags)),
-        )
+        payload = ("submit", (blobs, False)) if sum(len(b) for b in blobs) <= MAX_FRAME_PAYLOAD else None
+        return MAIN, payload, lambda retried: by_ray(shard.submit.remote(msgs, retried))
+
+    def _wait_call(self, index: int, method: str, instance_id: str, timeout: float | None) -> Call[Any]:
+        shard = self._shards[index]
+        call = getattr(shard, method)
+        return MAIN, (method, (instance_id, timeout)), lambda _: by_ray(call.remote(instance_id, timeout))
+
+    def _status_call(self, index: int, instance_id: str, *flags: bool) -> Call[Any]:
+        shard = self._shards[index]
+        return READS, ("status", (instance_id, *flags)), lambda _: by_ray(shard.get_status.remote(instance_id, *flags))
 
     async def _request(
         self, index: int, kind: str, payload: Any, fallback: Callable[[bool], Awaitable[T]]
     ) -> T:
-        """``payload`` over the connection, else ``fallback(retried)`` through Ray."""
-        conn = await self._connection(index, kind)
+        """``payload`` over the connection, else ``fallback(retried)`` through Ray (at once for
+        a ``None`` payload: too large for a frame)."""
+        conn = await self._connection(index, kind) if payload is not None else None
         if conn is None:
             return await fallback(False)
         try:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from entities import EntityId, EntityState, Outgoing
 from entities._executor import StateKeeper
@@ -329,9 +329,9 @@ def held_by(st: EntityState, event: HistoryEvent, instance_id: str, execution_id
     return is_call(event)
 
 
-def is_call(event: HistoryEvent) -> bool:
-    """Whether ``event`` is an entity call: a request that expects an answer."""
-    return type(event) is EntityRequest and not event.is_signal and event.sender is not None  # type: ignore[attr-defined]
+def is_call(event: HistoryEvent) -> TypeGuard[EntityRequest]:
+    """Whether ``event`` is an entity call: a request that expects an answer (its sender's)."""
+    return isinstance(event, EntityRequest) and not event.is_signal and event.sender is not None
 
 
 def unlock_all(

@@ -184,7 +184,8 @@ class ShardEntities(ShardBase):
         turn.touched.add(key)
         self.messages += 1
         self.served_inline += 1
-        self._metrics.count_messages({key: [msg]}, turn.now_ts)
+        if self._metrics.enabled:
+            self._metrics.count_messages({key: [msg]}, turn.now_ts)
         return answers
 
     def _put_back_served(self, turn: Turn) -> None:

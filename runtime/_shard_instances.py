@@ -387,10 +387,10 @@ class ShardInstances(ShardBase):
         inline: list[Message] | None = None,
     ) -> None:
         """Stage what the episode's actions ask for. With ``inline``, a call or unlock to an
-        entity in memory here that no earlier message of this record in this round travels to
-        (``turn.traveling``) is held back in it, with every later message to that entity, for
-        :meth:`_send_inline` to offer to its entity once the episode is staged: so the messages
-        of one record to one entity keep their order whichever way each goes."""
+        entity in memory here is held back in it, with every later message to that entity, for
+        :meth:`_send_inline` to offer to its entity once the episode is staged (or send, if an
+        earlier message of the record travels to it: ``turn.traveling``): so the messages of
+        one record to one entity keep their order whichever way each goes."""
         iid, exec_id = inst.instance_id, inst.execution_id
         running = not result.state.is_final
         staged_activities: list[ActivityCall] = []
@@ -419,7 +419,7 @@ class ShardInstances(ShardBase):
                     if type(msg.event) is EntityLockMessage:
                         self._metrics.lock_asked(iid, action.task_id, turn.now_ts)
                     key = msg.instance_id
-                    if inline is not None and (key in held or self._may_inline(key, msg.event, turn)):
+                    if inline is not None and (key in held or self._may_inline(key, msg.event)):
                         held.add(key)
                         inline.append(msg)
                         continue
@@ -429,14 +429,10 @@ class ShardInstances(ShardBase):
         turn.stage_work(staged_activities, staged_timers)
         inst.tasks_scheduled += len(staged_activities)
 
-    def _may_inline(self, key: str, event: Any, turn: Turn) -> bool:
-        """Whether an entity might serve ``event`` in its sender's run (``_serve_inline``
-        decides): a call or an unlock, to an entity in memory here that no earlier message of
-        the record travels to."""
-        kind = type(event)
-        return (
-            (kind is EntityUnlockMessage or is_call(event)) and key in self._entities and key not in turn.traveling
-        )
+    def _may_inline(self, key: str, event: Any) -> bool:
+        """Whether an entity might serve ``event`` in its sender's run (``_send_inline`` and
+        ``_serve_inline`` decide): a call or an unlock, to an entity in memory here."""
+        return (type(event) is EntityUnlockMessage or is_call(event)) and key in self._entities
 
     def _stage_state(
         self, inst: Instance, result: ExecutionResult, turn: Turn

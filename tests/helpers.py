@@ -56,7 +56,7 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -77,7 +77,7 @@ def kill_tree(pids: list[int], timeout: float = 10.0) -> None:
     for pid in doomed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not any(_running(pid) for pid in doomed), timeout=timeout)
+    wait_until(lambda: not any(running(pid) for pid in doomed), timeout=timeout)
 
 
 def free_port() -> int:

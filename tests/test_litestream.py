@@ -20,7 +20,7 @@ import pytest
 from orchestrations import ReplicaError
 from runtime._litestream import Replicator, litestream_binary, restore
 from runtime._replica_target import ReplicaTarget
-from tests.helpers import wait_until
+from tests.helpers import running, wait_until
 from tests.s3_server import s3_server  # noqa: F401  (the session's moto server)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,15 +203,6 @@ asyncio.run(main())
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_litestream_dies_with_its_parent_on_sigkill(tmp_path):
     _shard(tmp_path / "shard-00.sqlite").close()
     parent = subprocess.Popen(
@@ -222,15 +213,15 @@ def test_litestream_dies_with_its_parent_on_sigkill(tmp_path):
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
-        assert _running(child)
+        assert running(child)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        wait_until(lambda: not _running(child), timeout=10)
+        wait_until(lambda: not running(child), timeout=10)
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-        if child and _running(child):  # the test failed: leave no orphan behind
+        if child and running(child):  # the test failed: leave no orphan behind
             os.kill(child, signal.SIGKILL)
 
 

@@ -149,7 +149,7 @@ def test_calls_go_through_ray_when_no_connection_can_be_opened(hub):
         conn.close()
     keys = [(kind, i) for kind in ("main", "reads") for i in range(hub.num_shards)]
     for key in keys:
-        link._retry_at[key] = link._blocking_retry_at[key] = math.inf
+        link._retry_at[key] = math.inf  # both the loop's and the threads' connections
     try:
         iid = hub.start_new(echo, client_input="by ray")
         assert hub.wait_for_completion(iid, timeout=30).output == "by ray"
@@ -160,7 +160,6 @@ def test_calls_go_through_ray_when_no_connection_can_be_opened(hub):
     finally:
         for key in keys:
             link._retry_at.pop(key, None)
-            link._blocking_retry_at.pop(key, None)
     assert hub.wait_for_completion(hub.start_new(echo, client_input=1), timeout=30).output == 1
     assert _open_blocking(link)  # connected again (the blocking calls: this thread's own)
 
