@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import cloudpickle
+import orjson
 
 from orchestrations import DurableTypeError, DurableValueError, FailureDetails, HistoryEvent, ParentInfo, PayloadError
 from orchestrations._errors import describe
@@ -32,6 +33,24 @@ from ._codec_safe import Undecoded, _UndecodedType, safe_decode
 PROTOCOL = 5
 #: compact JSON text, made once: ``json.dumps`` with ``separators`` builds an encoder per call
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
+#: what orjson must not encode its own way (it would where ``json`` raises or writes another
+#: type): those trees go to ``_COMPACT``, which then decides
+_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def compact_json(tree: Any) -> str:
+    """``tree``'s compact JSON text (no spaces), as ``json`` reads it back.
+
+    orjson writes it (~5x faster than ``json``: a turn encodes ~30 records per transfer); a tree
+    orjson refuses (an int past 64 bits, a lone surrogate, a ``str`` subclass, a value that is
+    not JSON) goes to ``json``, which writes it or raises ``TypeError``/``ValueError``. Text is
+    UTF-8 rather than ``\\u`` escapes, and a float's shortest form may differ in its
+    exponent (``1e16`` for ``1e+16``): either reads back the same. A non-finite float never
+    gets here (:func:`is_exact_json` pickles it; orjson would write ``null``)."""
+    try:
+        return orjson.dumps(tree, option=_STRICT).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _COMPACT.encode(tree)
 
 
 def encode(value: Any, what: str = "value") -> bytes:
@@ -195,7 +214,7 @@ def pickled_type_name(blob: bytes) -> str:
 
 def dump_value(value: Any, what: str = "value") -> str:
     """The stored form of a payload: the JSON text of :func:`to_json_value`."""
-    return _COMPACT.encode(to_json_value(value, what))
+    return compact_json(to_json_value(value, what))
 
 
 def load_value(text: str | bytes | None, mode: str = TRUSTED) -> Any:
@@ -446,7 +465,7 @@ def _unknown_event(record: Any, exc: Exception) -> UnknownEvent:
 
 def dump_event(event: HistoryEvent, what: str = "an event's payload") -> str:
     """The stored form of a history event: the JSON text of :func:`event_to_record`."""
-    return _COMPACT.encode(event_to_record(event, what))
+    return compact_json(event_to_record(event, what))
 
 
 def load_event(text: str | bytes) -> HistoryEvent:
@@ -468,7 +487,7 @@ def read_event(text: str | bytes | None, mode: str = LENIENT) -> HistoryEvent | 
 
 def dump_json(tree: Any) -> str:
     """A JSON tree (made of :func:`to_json_value` values and records) as compact JSON text."""
-    return _COMPACT.encode(tree)
+    return compact_json(tree)
 
 
 def load_json(text: str | bytes) -> Any:

@@ -20,11 +20,13 @@ import pytest
 from orchestrations import DurableTypeError, DurableValueError, FailureDetails, HistoryEvent, ParentInfo
 from orchestrations._history import EVENT_TYPES, EntityUnlockMessage, ExecutionStarted, TaskCompleted, TaskFailed
 from runtime._codec import (
+    _COMPACT,
     LENIENT,
     PICKLE_KEY,
     SAFE,
     Undecodable,
     UnknownEvent,
+    compact_json,
     dump_event,
     dump_value,
     event_from_record,
@@ -280,3 +282,49 @@ def test_the_golden_records_of_format_version_3_load_and_store_byte_for_byte() -
     assert {json.loads(line)["type"] for line in lines} == STORED_NAMES
     for line in lines:
         assert dump_event(load_event(line)) == line
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize("tree", [
+    {"a": [1, 2.5, None, True, "x"], "b": {"c": -(2**63)}},
+    [2**64 - 1, 1e16, 0.1, -0.0],
+    {"big": 2**70},  # past 64 bits: orjson refuses, json writes it
+    ["\ud800 lone surrogate"],  # not UTF-8: orjson refuses, json escapes it
+    [_Level.LOW, _Name("n")],  # subclasses: written as json writes them
+])
+def test_compact_json_reads_back_as_json_would_write_it(tree: Any) -> None:
+    text = compact_json(tree)
+    assert json.loads(text) == json.loads(_COMPACT.encode(tree))
+    assert ", " not in text and ": " not in text
+
+
+def test_compact_json_writes_ascii_trees_byte_for_byte_as_json() -> None:
+    tree = {"type": "TaskCompleted", "timestamp": "2026-12-02T06:40:42.579146+00:00", "result": [1, {"k": "v"}]}
+    assert compact_json(tree) == _COMPACT.encode(tree)
+
+
+def test_compact_json_keeps_text_beyond_ascii_as_utf8() -> None:
+    text = compact_json({"name": "café 東京 🙂"})
+    assert json.loads(text) == {"name": "café 東京 🙂"}
+    assert "café" in text
+
+
+@pytest.mark.parametrize("value", [NOW, dataclasses.make_dataclass("P", ["x"])(1), {1, 2}, object()])
+def test_compact_json_refuses_what_json_refuses(value: Any) -> None:
+    with pytest.raises(TypeError):
+        compact_json({"v": value})
+
+
+def test_a_non_finite_float_never_reaches_json_text_as_null() -> None:
+    for value in (float("nan"), float("inf")):
+        stored = dump_value({"x": value})
+        assert "null" not in stored
+        back = load_value(stored)
+        assert back.keys() == {"x"} and str(back["x"]) == str(value)
