@@ -59,8 +59,8 @@ def stable_hash(key: str) -> int:
 
 
 def shard_of(key: str, num_shards: int) -> int:
-    """The shard that owns ``key``."""
-    return stable_hash(key) % num_shards
+    """The shard that owns ``key`` (``0`` of one shard, without hashing: the default here)."""
+    return 0 if num_shards == 1 else stable_hash(key) % num_shards
 
 
 def parse_entity_key(text: object) -> tuple[str, str]:
