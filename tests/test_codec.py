@@ -295,7 +295,7 @@ class _Name(str):
 @pytest.mark.parametrize("tree", [
     {"a": [1, 2.5, None, True, "x"], "b": {"c": -(2**63)}},
     [2**64 - 1, 1e16, 0.1, -0.0],
-    {"big": 2**70},  # past 64 bits: orjson refuses, json writes it
+    {"big": 2**70, "small": -(2**63) - 1},  # past 64 bits: orjson refuses, json writes it
     ["\ud800 lone surrogate"],  # not UTF-8: orjson refuses, json escapes it
     [_Level.LOW, _Name("n")],  # subclasses: written as json writes them
 ])
