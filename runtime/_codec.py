@@ -39,14 +39,18 @@ _STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | o
 
 
 def compact_json(tree: Any) -> str:
-    """``tree``'s compact JSON text (no spaces), as ``json`` reads it back.
+    """``tree``'s compact JSON text (no spaces between tokens), as ``json`` reads it back.
 
-    orjson writes it (~5x faster than ``json``: a turn encodes ~30 records per transfer); a tree
-    orjson refuses (an int past 64 bits, a lone surrogate, a ``str`` subclass, a value that is
-    not JSON) goes to ``json``, which writes it or raises ``TypeError``/``ValueError``. Text is
-    UTF-8 rather than ``\\u`` escapes, and a float's shortest form may differ in its
-    exponent (``1e16`` for ``1e+16``): either reads back the same. A non-finite float never
-    gets here (:func:`is_exact_json` pickles it; orjson would write ``null``)."""
+    ``tree`` is one this module built: payloads as :func:`to_json_value` trees and record
+    fields through their writers, so it holds only what JSON carries exactly (``str``, ``int``,
+    ``bool``, ``None``, finite ``float``, ``list``, ``dict`` with ``str`` keys, and subclasses
+    of ``str`` and ``int``). orjson writes it (~5x faster than ``json``: a turn encodes ~30
+    records per transfer). It would write some values ``json`` refuses or writes otherwise (an
+    ``Enum`` as its value, a ``UUID``, a non-finite float as ``null``), which is why a tree
+    from anywhere else (read from a file, say) goes to ``_COMPACT`` instead. A tree orjson
+    refuses (an int past 64 bits, a lone surrogate, a subclass) goes to ``json`` too, which
+    writes it as it always did. Text is UTF-8 rather than ``\\u`` escapes, and a float's
+    shortest form may differ in its exponent (``1e16`` for ``1e+16``): both read back the same."""
     try:
         return orjson.dumps(tree, option=_STRICT).decode()
     except TypeError:  # orjson.JSONEncodeError is a TypeError
@@ -258,7 +262,13 @@ def _time_in(value: str | None, mode: str) -> datetime | None:
 
 
 def _plain_out(value: Any) -> Any:
-    return value
+    """A ``str``/``int``/``bool`` field as it is (another JSON value too, as before); what JSON
+    cannot carry raises :class:`PayloadError` (``json`` raised ``TypeError``, or wrote ``NaN``)
+    rather than reach orjson, which would write it its own way (see :func:`compact_json`)."""
+    if value is None or isinstance(value, (str, int)) or is_exact_json(value):
+        return value
+    why = "a float that is not finite" if type(value) is float else f"a {type(value).__qualname__}, not JSON"
+    raise PayloadError("a record field", describe(value), f"{why} (a str is expected)")
 
 
 def _plain_in(value: Any, mode: str) -> Any:
@@ -498,7 +508,7 @@ def load_json(text: str | bytes) -> Any:
 def split_records(text: str | bytes) -> list[str]:
     """The compact JSON text of each item of a JSON array (a stored list of records, such as an
     entity's queue, whose items are kept encoded one by one)."""
-    return [dump_json(item) for item in json.loads(text)]
+    return [_COMPACT.encode(item) for item in json.loads(text)]  # what was read: any writer's JSON
 
 
 def dump_failure(failure: FailureDetails | None) -> str | None:

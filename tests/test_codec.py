@@ -10,6 +10,7 @@ import json
 import pickle
 import sys
 import types
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +18,15 @@ from typing import Any
 
 import pytest
 
-from orchestrations import DurableTypeError, DurableValueError, FailureDetails, HistoryEvent, ParentInfo
-from orchestrations._history import EVENT_TYPES, EntityUnlockMessage, ExecutionStarted, TaskCompleted, TaskFailed
+from orchestrations import DurableTypeError, DurableValueError, FailureDetails, HistoryEvent, ParentInfo, PayloadError
+from orchestrations._history import (
+    EVENT_TYPES,
+    EntityUnlockMessage,
+    ExecutionStarted,
+    ExecutionTerminated,
+    TaskCompleted,
+    TaskFailed,
+)
 from runtime._codec import (
     _COMPACT,
     LENIENT,
@@ -36,6 +44,7 @@ from runtime._codec import (
     load_value,
     read_event,
     read_event_record,
+    split_records,
     to_json_value,
 )
 
@@ -328,3 +337,29 @@ def test_a_non_finite_float_never_reaches_json_text_as_null() -> None:
         assert "null" not in stored
         back = load_value(stored)
         assert back.keys() == {"x"} and str(back["x"]) == str(value)
+
+
+class _Why(enum.Enum):
+    OPS = "ops"
+
+
+@pytest.mark.parametrize(("reason", "named"), [
+    (_Why.OPS, "<_Why.OPS: 'ops'>"), (uuid.UUID(int=7), "UUID("), (float("nan"), "nan"), (float("inf"), "inf"),
+])
+def test_a_record_field_json_cannot_carry_raises_naming_it_rather_than_being_written_another_way(
+    reason: Any, named: str,
+) -> None:
+    with pytest.raises(PayloadError, match="terminate") as caught:
+        dump_event(ExecutionTerminated(NOW, reason), "a terminate reason")
+    assert named in str(caught.value) and isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("reason", ["plain", 7, _Level.LOW, _Name("n"), [1, "a"], {"k": 1.5}, None])
+def test_a_record_field_json_carries_is_written_and_read_back_as_before(reason: Any) -> None:
+    back = load_event(dump_event(ExecutionTerminated(NOW, reason)))
+    assert isinstance(back, ExecutionTerminated) and back.reason == reason
+
+
+def test_records_read_from_a_file_are_written_again_exactly_as_json_reads_them() -> None:
+    texts = split_records('[{"type":"ExecutionTerminated","reason":NaN},{"type":"X","n":1e400}]')
+    assert texts == ['{"type":"ExecutionTerminated","reason":NaN}', '{"type":"X","n":Infinity}']
