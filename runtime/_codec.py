@@ -283,7 +283,8 @@ def _failure_out(failure: FailureDetails | None) -> dict[str, Any] | None:
     if failure is None:
         return None
     cause = None if failure.cause is None else to_json_value(failure.cause, "the cause of a failure")
-    return {"error_type": failure.error_type, "message": failure.message, "details": failure.details, "cause": cause}
+    return {"error_type": _plain_out(failure.error_type), "message": _plain_out(failure.message),
+            "details": _plain_out(failure.details), "cause": cause}
 
 
 def _failure_in(record: dict[str, Any] | None, mode: str) -> FailureDetails | None:
@@ -303,8 +304,8 @@ def _failure_in(record: dict[str, Any] | None, mode: str) -> FailureDetails | No
 def _parent_out(parent: ParentInfo | None) -> dict[str, Any] | None:
     if parent is None:
         return None
-    return {"instance_id": parent.instance_id, "task_scheduled_id": parent.task_scheduled_id,
-            "execution_id": parent.execution_id}
+    return {"instance_id": _plain_out(parent.instance_id), "task_scheduled_id": _plain_out(parent.task_scheduled_id),
+            "execution_id": _plain_out(parent.execution_id)}
 
 
 def _parent_in(record: dict[str, Any] | None, mode: str) -> ParentInfo | None:

@@ -363,3 +363,9 @@ def test_a_record_field_json_carries_is_written_and_read_back_as_before(reason: 
 def test_records_read_from_a_file_are_written_again_exactly_as_json_reads_them() -> None:
     texts = split_records('[{"type":"ExecutionTerminated","reason":NaN},{"type":"X","n":1e400}]')
     assert texts == ['{"type":"ExecutionTerminated","reason":NaN}', '{"type":"X","n":Infinity}']
+
+
+def test_a_failure_whose_fields_json_cannot_carry_raises_naming_the_value() -> None:
+    failure = FailureDetails("ValueError", _Why.OPS)  # type: ignore[arg-type]
+    with pytest.raises(PayloadError, match=r"_Why\.OPS"):
+        dump_event(TaskFailed(NOW, 1, failure))
