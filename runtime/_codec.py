@@ -38,25 +38,6 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 _STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
-def compact_json(tree: Any) -> str:
-    """``tree``'s compact JSON text (no spaces between tokens), as ``json`` reads it back.
-
-    ``tree`` is one this module built: payloads as :func:`to_json_value` trees and record
-    fields through their writers, so it holds only what JSON carries exactly (``str``, ``int``,
-    ``bool``, ``None``, finite ``float``, ``list``, ``dict`` with ``str`` keys, and subclasses
-    of ``str`` and ``int``). orjson writes it (~5x faster than ``json``: a turn encodes ~30
-    records per transfer). It would write some values ``json`` refuses or writes otherwise (an
-    ``Enum`` as its value, a ``UUID``, a non-finite float as ``null``), which is why a tree
-    from anywhere else (read from a file, say) goes to ``_COMPACT`` instead. A tree orjson
-    refuses (an int past 64 bits, a lone surrogate, a subclass) goes to ``json`` too, which
-    writes it as it always did. Text is UTF-8 rather than ``\\u`` escapes, and a float's
-    shortest form may differ in its exponent (``1e16`` for ``1e+16``): both read back the same."""
-    try:
-        return orjson.dumps(tree, option=_STRICT).decode()
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return _COMPACT.encode(tree)
-
-
 def encode(value: Any, what: str = "value") -> bytes:
     """``value`` as bytes; raises :class:`PayloadError` naming ``what`` if it cannot be.
 
@@ -218,7 +199,7 @@ def pickled_type_name(blob: bytes) -> str:
 
 def dump_value(value: Any, what: str = "value") -> str:
     """The stored form of a payload: the JSON text of :func:`to_json_value`."""
-    return compact_json(to_json_value(value, what))
+    return dump_json(to_json_value(value, what))
 
 
 def load_value(text: str | bytes | None, mode: str = TRUSTED) -> Any:
@@ -264,7 +245,7 @@ def _time_in(value: str | None, mode: str) -> datetime | None:
 def _plain_out(value: Any) -> Any:
     """A ``str``/``int``/``bool`` field as it is (another JSON value too, as before); what JSON
     cannot carry raises :class:`PayloadError` (``json`` raised ``TypeError``, or wrote ``NaN``)
-    rather than reach orjson, which would write it its own way (see :func:`compact_json`)."""
+    rather than reach orjson, which would write it its own way (see :func:`dump_json`)."""
     if value is None or isinstance(value, (str, int)) or is_exact_json(value):
         return value
     why = "a float that is not finite" if type(value) is float else f"a {type(value).__qualname__}, not JSON"
@@ -476,7 +457,7 @@ def _unknown_event(record: Any, exc: Exception) -> UnknownEvent:
 
 def dump_event(event: HistoryEvent, what: str = "an event's payload") -> str:
     """The stored form of a history event: the JSON text of :func:`event_to_record`."""
-    return compact_json(event_to_record(event, what))
+    return dump_json(event_to_record(event, what))
 
 
 def load_event(text: str | bytes) -> HistoryEvent:
@@ -497,8 +478,22 @@ def read_event(text: str | bytes | None, mode: str = LENIENT) -> HistoryEvent | 
 
 
 def dump_json(tree: Any) -> str:
-    """A JSON tree (made of :func:`to_json_value` values and records) as compact JSON text."""
-    return compact_json(tree)
+    """``tree``'s compact JSON text (no spaces between tokens), as ``json`` reads it back.
+
+    ``tree`` is made of this module's output (payloads as :func:`to_json_value` trees, record
+    fields through their writers; a message's record is such a tree), so it holds only what JSON carries exactly (``str``, ``int``,
+    ``bool``, ``None``, finite ``float``, ``list``, ``dict`` with ``str`` keys, and subclasses
+    of ``str`` and ``int``). orjson writes it (~5x faster than ``json``: a turn encodes ~30
+    records per transfer). It would write some values ``json`` refuses or writes otherwise (an
+    ``Enum`` as its value, a ``UUID``, a non-finite float as ``null``), which is why a tree
+    from anywhere else (read from a file, say) goes to ``_COMPACT`` instead. A tree orjson
+    refuses (an int past 64 bits, a lone surrogate, a subclass) goes to ``json`` too, which
+    writes it as it always did. Text is UTF-8 rather than ``\\u`` escapes, and a float's
+    shortest form may differ in its exponent (``1e16`` for ``1e+16``): both read back the same."""
+    try:
+        return orjson.dumps(tree, option=_STRICT).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _COMPACT.encode(tree)
 
 
 def load_json(text: str | bytes) -> Any:

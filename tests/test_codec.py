@@ -34,8 +34,8 @@ from runtime._codec import (
     SAFE,
     Undecodable,
     UnknownEvent,
-    compact_json,
     dump_event,
+    dump_json,
     dump_value,
     event_from_record,
     event_to_record,
@@ -308,27 +308,27 @@ class _Name(str):
     ["\ud800 lone surrogate"],  # not UTF-8: orjson refuses, json escapes it
     [_Level.LOW, _Name("n")],  # subclasses: written as json writes them
 ])
-def test_compact_json_reads_back_as_json_would_write_it(tree: Any) -> None:
-    text = compact_json(tree)
+def test_dump_json_reads_back_as_json_would_write_it(tree: Any) -> None:
+    text = dump_json(tree)
     assert json.loads(text) == json.loads(_COMPACT.encode(tree))
     assert ", " not in text and ": " not in text
 
 
-def test_compact_json_writes_ascii_trees_byte_for_byte_as_json() -> None:
+def test_dump_json_writes_ascii_trees_byte_for_byte_as_json() -> None:
     tree = {"type": "TaskCompleted", "timestamp": "2026-12-02T06:40:42.579146+00:00", "result": [1, {"k": "v"}]}
-    assert compact_json(tree) == _COMPACT.encode(tree)
+    assert dump_json(tree) == _COMPACT.encode(tree)
 
 
-def test_compact_json_keeps_text_beyond_ascii_as_utf8() -> None:
-    text = compact_json({"name": "café 東京 🙂"})
+def test_dump_json_keeps_text_beyond_ascii_as_utf8() -> None:
+    text = dump_json({"name": "café 東京 🙂"})
     assert json.loads(text) == {"name": "café 東京 🙂"}
     assert "café" in text
 
 
 @pytest.mark.parametrize("value", [NOW, dataclasses.make_dataclass("P", ["x"])(1), {1, 2}, object()])
-def test_compact_json_refuses_what_json_refuses(value: Any) -> None:
+def test_dump_json_refuses_what_json_refuses(value: Any) -> None:
     with pytest.raises(TypeError):
-        compact_json({"v": value})
+        dump_json({"v": value})
 
 
 def test_a_non_finite_float_never_reaches_json_text_as_null() -> None:
