@@ -1,6 +1,6 @@
 """Storage-format micro-benchmark: what a shard turn pays to encode (and a replay to decode)
 its history events, format version 2 (a pickle of each event, ``runtime._codec.encode``) vs
-version 3 (an event record as JSON, ``runtime._codec.dump_event``). No Ray, no file.
+version 3 (an event record as JSON, ``runtime._codec_records.dump_event``). No Ray, no file.
 
 The events are those of the hello sequence (``OrchestratorStarted``, ``TaskScheduled`` with a
 string input, ``TaskCompleted`` with a string result, ``OrchestratorCompleted``, plus its
@@ -28,7 +28,8 @@ from orchestrations import (
     TaskCompleted,
     TaskScheduled,
 )
-from runtime._codec import decode, dump_event, encode, load_event
+from runtime._codec import decode, encode
+from runtime._codec_records import dump_event, load_event
 
 
 def typical_events(count: int) -> list[HistoryEvent]:

@@ -9,7 +9,8 @@ import io
 import pickle
 from typing import Any
 
-from ._codec import PICKLE_KEY, dump_event, dump_failure, dump_json, dump_parent, dump_value
+from ._codec import PICKLE_KEY, dump_json, dump_value
+from ._codec_records import dump_event, dump_failure, dump_parent
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

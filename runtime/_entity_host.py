@@ -28,7 +28,8 @@ from orchestrations import (
 )
 from orchestrations._ids import parse_entity_key
 
-from ._codec import dump_event, dump_value, load_event, load_value, register_runtime_event, split_records
+from ._codec import dump_value, load_value
+from ._codec_records import dump_event, load_event, register_runtime_event, split_records
 from ._messages import Message, from_ts
 from ._schema import EntityRow
 from ._status import EntityMetadata

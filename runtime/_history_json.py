@@ -2,7 +2,7 @@
 ``--file``).
 
 The document is ``{"instance_id", "name", "format": 1, "events": [...]}``; each event is the
-record the storage converter makes of it (:func:`runtime._codec.event_to_record`): its
+record the storage converter makes of it (:func:`runtime._codec_records.event_to_record`): its
 ``"type"`` (the event type's name, as in the Durable Functions history table) and its fields by
 name, times in ISO 8601, failure details and parent records as objects of their fields,
 payloads as JSON when JSON carries them exactly and ``{"$pickle": base64}`` otherwise. One
@@ -17,7 +17,7 @@ from typing import Any
 from orchestrations import DurableValueError, ExecutionStarted, HistoryEvent
 from orchestrations._errors import describe
 
-from ._codec import event_from_record, event_to_record
+from ._codec_records import event_from_record, event_to_record
 
 #: the version of the document's layout
 FORMAT = 1

@@ -11,17 +11,8 @@ from typing import Any
 from orchestrations import EventRaised, ExecutionStarted, HistoryEvent, OrchestrationExecutor, ParentInfo
 from orchestrations._compat import tolerate_new_fields
 
-from ._codec import (
-    LENIENT,
-    dump_json,
-    dump_parent,
-    event_from_record,
-    event_to_record,
-    load_failure,
-    load_json,
-    load_parent,
-    load_value,
-)
+from ._codec import LENIENT, dump_json, load_json, load_value
+from ._codec_records import dump_parent, event_from_record, event_to_record, load_failure, load_parent
 from ._schema import InstanceRow
 from ._status import DurableOrchestrationStatus, OrchestrationRuntimeStatus
 

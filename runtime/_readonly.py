@@ -34,7 +34,8 @@ from orchestrations import (
 from orchestrations._ids import shard_of
 from orchestrations._registry import Registry
 
-from ._codec import RAW, SAFE, TRUSTED, RawPayload, decode, load_event, load_value, read_event
+from ._codec import RAW, SAFE, TRUSTED, RawPayload, decode, load_value
+from ._codec_records import load_event, read_event
 from ._entity_host import addressable, parse_holder
 from ._files import read_hub_file
 from ._messages import from_ts, status_from_row

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrations import SubOrchestrationInstanceCreated
 from orchestrations._children import children_of
 
-from ._codec import load_event
+from ._codec_records import load_event
 from ._entity_host import addressable, parse_holder
 from ._messages import Instance, start_key
 from ._shard_base import ShardBase, ShardConfig

@@ -51,7 +51,8 @@ from orchestrations._starts import StartRule, start_rule
 
 from . import _tracing
 from ._activities import ActivityCall
-from ._codec import dump_event, dump_failure, dump_value, failure_from_exception, load_event
+from ._codec import dump_value, failure_from_exception
+from ._codec_records import dump_event, dump_failure, load_event
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, is_call, unlock_all
 from ._messages import Instance, Message, start_key, to_ts

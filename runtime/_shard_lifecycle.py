@@ -32,7 +32,8 @@ from orchestrations._rewind import plan_rewind
 from orchestrations._starts import ChildRewind, child_rewind, rewind_refusal
 
 from ._activities import ActivityCall
-from ._codec import dump_value, load_event, load_value
+from ._codec import dump_value, load_value
+from ._codec_records import load_event
 from ._messages import Instance, Message, to_ts
 from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus

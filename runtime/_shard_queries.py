@@ -18,7 +18,8 @@ import ray
 
 from orchestrations import InstanceNotFoundError
 
-from ._codec import LENIENT, load_value, read_event
+from ._codec import LENIENT, load_value
+from ._codec_records import read_event
 from ._entity_host import EntityRecord, addressable, unpack_state
 from ._messages import status_from_row
 from ._shard_base import ShardBase

@@ -33,19 +33,21 @@ from runtime._codec import (
     PICKLE_KEY,
     SAFE,
     Undecodable,
-    UnknownEvent,
-    dump_event,
     dump_json,
     dump_value,
+    is_exact_json,
+    load_value,
+    to_json_value,
+)
+from runtime._codec_records import (
+    UnknownEvent,
+    dump_event,
     event_from_record,
     event_to_record,
-    is_exact_json,
     load_event,
-    load_value,
     read_event,
     read_event_record,
     split_records,
-    to_json_value,
 )
 
 NOW = datetime(2026, 12, 2, 6, 40, 42, 579146, tzinfo=UTC)
@@ -244,7 +246,7 @@ def test_to_json_value_of_plain_data_is_the_value_itself() -> None:
 
 
 def test_failure_and_parent_columns_round_trip_as_json() -> None:
-    from runtime._codec import dump_failure, dump_parent, load_failure, load_parent
+    from runtime._codec_records import dump_failure, dump_parent, load_failure, load_parent
 
     failure = FailureDetails("ValueError", "boom", "tb", ValueError("boom"))
     text = dump_failure(failure)

@@ -27,7 +27,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from orchestrations import ExecutionStarted, OrchestratorStarted, TaskCompleted, TaskScheduled
-from runtime._codec import dump_event, dump_value
+from runtime._codec import dump_value
+from runtime._codec_records import dump_event
 from runtime._files import write_hub_file
 from runtime._hub_file import open_hub_file
 from runtime._store import FORMAT_VERSION, ShardStore

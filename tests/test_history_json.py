@@ -34,7 +34,8 @@ from orchestrations.testing import (
     timer_created,
     timer_fired,
 )
-from runtime._codec import PICKLE_KEY, event_from_record, event_to_record
+from runtime._codec import PICKLE_KEY
+from runtime._codec_records import event_from_record, event_to_record
 from runtime._history_json import histories_from_json, history_to_json
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from orchestrations import FailureDetails, ShardFileError, TaskCompleted
-from runtime._codec import load_event, load_failure, load_value
+from runtime._codec import load_value
+from runtime._codec_records import load_event, load_failure
 from runtime._files import read_hub_file
 from runtime._messages import Instance
 from runtime._store import FORMAT_VERSION, ShardStore

@@ -23,7 +23,8 @@ from orchestrations.testing import T0
 from runtime import _tracing
 from runtime._client_args import check_tracing_setup
 from runtime._client_control import traced_starts
-from runtime._codec import dump_event, encode, event_to_record, load_event
+from runtime._codec import encode
+from runtime._codec_records import dump_event, event_to_record, load_event
 from runtime._messages import Message
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -22,7 +22,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from orchestrations import ExecutionStarted, FailureDetails
-from runtime._codec import PICKLE_KEY, dump_event, dump_failure, dump_json, dump_value
+from runtime._codec import PICKLE_KEY, dump_json, dump_value
+from runtime._codec_records import dump_event, dump_failure
 from runtime._files import write_hub_file
 from runtime._store import FORMAT_VERSION, ShardStore
 from runtime.cli import main
