@@ -6,10 +6,11 @@ meanwhile in the next one (fewer round trips under load, FIFO per destination). 
 on a connection to the receiving host (``runtime._wire``; Ray carries its address), which
 costs a tenth of a Ray call. A message is acknowledged (its
 outbox row deleted in a later turn) once the receiver has committed it; until then it is sent
-again after a restart, and the receiver drops duplicates by id. Once the sender has committed
-the deletion of its outbox row, it can never send the message again: the next batch to that
-receiver carries its id in a "forget" list, and the receiver deletes its ``delivered`` record
-(which would otherwise grow by one row per message, for ever).
+again after a restart, and the receiver drops duplicates by id. Once the deletion of its outbox
+row is committed (with a replica: and replicated, so that no node's loss can bring the row
+back), the sender can never send the message again: the next batch to that receiver carries its
+id in a "forget" list, and the receiver deletes its ``delivered`` record (which would otherwise
+grow by one row per message, for ever).
 """
 
 from __future__ import annotations

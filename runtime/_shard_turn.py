@@ -95,11 +95,10 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             raise
         self._write_failures = 0
         self._journal_done(batch, turn.lost_starts)
-        self._courier.acked_deleted(acked)
         self._crash_point("after_commit")
         after = turn.after
         started = self._settle_inside(after)
-        self._release(self._after_commit, after, started)
+        self._release(self._after_commit, after, started, acked)
 
     async def _commit(self, turn: Turn) -> None:
         """Write ``turn``'s rounds in one transaction, under the file's lock (and, with a
@@ -284,9 +283,17 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         self._bound_directory(after.touched)
         return started
 
-    def _after_commit(self, after: AfterCommit, started: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    def _after_commit(
+        self, after: AfterCommit, started: list[tuple[asyncio.Future[Any], Any]], acked: list[tuple[int, str]]
+    ) -> None:
         """Once the turn's commit may be told (durable; with a replica, replicated): answer its
-        callers, send its outbox, answer waiters of what it started (``started``) or ended."""
+        callers, send its outbox, answer waiters of what it started (``started``) or ended, and
+        let receivers forget the messages whose outbox rows it deleted (``acked``).
+
+        The last waits for the commit like the rest: a receiver that forgot a message whose
+        deletion a node's loss then took back would apply it again when the restored outbox
+        sends it once more."""
+        self._courier.acked_deleted(acked)
         for future, error in after.acks.items():
             if not future.done():
                 if error is None:

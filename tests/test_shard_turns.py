@@ -40,7 +40,9 @@ from orchestrations import (
 from runtime._activities import ActivityCall, ActivityDispatcher
 from runtime._codec import dump_value, encode
 from runtime._entity_host import holder_text
+from runtime._litestream import litestream_binary
 from runtime._messages import Instance, Message
+from runtime._replication import ShardReplication
 from runtime._shard import ShardHost
 from runtime._shard_base import ShardConfig
 from runtime._shard_instances import MAX_INLINE_RUNS
@@ -279,6 +281,57 @@ def test_refused_starts_are_answered_and_write_nothing(tmp_path):
     asyncio.run(scenario())
     assert _rows(path, "SELECT instance_id, status FROM instances") == [("a1", "Running")]
     assert _history(path) == ["ExecutionStarted", "OrchestratorStarted", "OrchestratorCompleted"]
+
+
+def _has_litestream() -> bool:
+    try:
+        litestream_binary()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_litestream(), reason="litestream is not installed (the replica extra)")
+def test_receivers_are_told_to_forget_a_message_only_once_its_outbox_rows_deletion_is_replicated(tmp_path):
+    """A node lost after a turn deleted an acknowledged message's outbox row, but before a
+    replica sync covered that deletion, comes back with the row and sends the message again:
+    had the receiver already been told to forget its id, it would apply it twice (a debit
+    taken twice from an account). So the forget list waits for the sync, like the rest of
+    what the turn tells other hosts. Here a real Litestream child replicates the file to a
+    ``file://`` replica, and the host's syncs wait at a gate."""
+    path = tmp_path / "hub" / "node-node-a" / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        config = ShardConfig(hub="unit", index=0, num_shards=2, path=str(path), warm_worker=False,
+                             slow_episode_seconds=None)
+        host = ShardHost(config)
+        host._activity_out = RecordingDispatcher()
+        rep = host._replication = ShardReplication(
+            f"file://{tmp_path}/replica", "replicated", "unit", 0, str(tmp_path / "hub"), 30.0, "node-a"
+        )
+        assert rep.local_path == str(path)
+        gate = asyncio.Event()
+        host._store.create = await rep.take(may_create=True)
+        await host._store.open(config.lock_timeout)
+        await rep.start(before_sync=gate.wait)
+        orchestrators, activities, entity_specs, version = REGISTRY.snapshot()
+        host._install_registry(encode((orchestrators, activities, entity_specs, version), "registry"), merge=True)
+        await host._recover()
+        try:
+            host._courier._acked.append((1, "m-1"))  # shard 1 committed m-1: this turn deletes its outbox row
+            start = _start("f1", "unit_approval")
+            start.ack = asyncio.get_running_loop().create_future()
+            await host._turn([start])
+            await asyncio.sleep(0.1)
+            assert not start.ack.done() and host._courier._forget == {}  # the deletion is not in the replica yet
+            gate.set()
+            await asyncio.wait_for(start.ack, 30)
+            assert host._courier._forget == {1: ["m-1"]}  # now shard 1 may forget it
+        finally:  # a failed check must not leave Litestream and the file open (the process would hang)
+            gate.set()
+            await host.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_reopened_host_dispatches_again_the_activities_without_a_result(tmp_path):

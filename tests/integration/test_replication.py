@@ -156,6 +156,14 @@ def test_a_node_lost_with_its_disk_loses_nothing(cluster: Any, s3_server: S3Serv
             assert status is not None and status.runtime_status is S.Completed and status.output == expected
         balances = [hub.read_entity_state(EntityId("rp_account", str(i))).entity_state for i in range(ACCOUNTS)]
         touched = {a for src, dst, _ in plan for a in (src, dst)}
+        # each account holds what the transfers that said they moved money moved, exactly once
+        # (an operation applied twice or lost shows here, naming the account)
+        expected = {a: INITIAL for a in touched}
+        for (src, dst, amount), outcome in zip(plan, outcomes, strict=True):
+            if outcome.output:
+                expected[src] -= amount
+                expected[dst] += amount
+        assert {a: b.balance for a, b in enumerate(balances) if b is not None} == expected
         assert sum(b.balance for b in balances if b is not None) == INITIAL * len(touched)
         assert all(b.balance >= 0 for b in balances if b is not None)
         assert not [m for m in hub.list_entities("rp_account") if m.locked_by is not None]
