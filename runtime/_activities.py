@@ -135,6 +135,16 @@ class ActivityDispatcher:
         """The instance ended or was replaced: its late results are moot."""
         self.outstanding.pop(instance_id, None)
 
+    def discard(self, calls: Sequence[ActivityCall]) -> None:
+        """``calls`` were started by a turn whose commit failed: their results are moot (the
+        instance schedules them again when it replays)."""
+        for call in calls:
+            waiting = self.outstanding.get(call.instance_id)
+            if waiting is not None:
+                waiting.discard((call.execution_id, call.task_id))
+                if not waiting:
+                    del self.outstanding[call.instance_id]
+
     @property
     def warm_worker_connected(self) -> bool:
         """Whether this host's warm worker is up and connected (see ``runtime._warm``)."""

@@ -17,10 +17,12 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Collection
 from typing import Any
 
 from orchestrations import ExecutionStarted, ShardWriteError, TimerFired
 
+from ._activities import ActivityCall
 from ._delivery import Outbound
 from ._messages import Message, from_ts, start_key
 from ._shard_directory import ShardDirectory
@@ -87,9 +89,11 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             # failed; each record reloads from the file when next needed.
             for iid in turn.touched:
                 self._evict(iid)
-                self._activity_out.forget(iid)  # started early; replay schedules them again
+            self._activity_out.discard(turn.dispatched)  # started early; replay schedules them again
             self._courier.give_back_acked(acked)  # their outbox rows are still there
             self._forget_delivered[:0] = forget
+            if turn.ended and isinstance(exc, Exception):  # (not a host closing: cancelled)
+                await self._take_up_work_of(turn.ended)
             if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
                 raise ShardWriteError(self.config.path, str(exc)) from exc
             raise
@@ -123,7 +127,7 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             self.messages += sum(map(len, groups.values()))
             self._metrics.count_messages(groups, turn.now_ts)
             await self._apply(groups, turn)
-            self._start_activities_early(turn.after)
+            self._start_activities_early(turn)
             local, turn.after.local = turn.after.local, []
             if not local:
                 return
@@ -187,19 +191,23 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             if msg.ack is not None:
                 turn.after.acks[msg.ack] = error if msg.client else None
 
-    def _start_activities_early(self, after: AfterCommit) -> None:
+    def _start_activities_early(self, turn: Turn) -> None:
         """Dispatch the turn's activities while its commit is being written, not after it.
 
         Activities run at least once: one started by a turn whose commit is then lost is
         simply scheduled again when its instance replays, and its result cannot overtake the
         commit (the next turn starts after this one). So the activity's run and the fsync
         overlap instead of adding up. Instances that ended or were replaced this turn drop
-        their outstanding work first, so a new execution's activities are not forgotten.
+        their outstanding work first, so a new execution's activities are not forgotten. The
+        turn keeps both, for a failed commit to undo (see :meth:`_turn`).
         """
+        after = turn.after
         for iid in after.forgotten:
             self._forget_work(iid)
+        turn.ended.extend(after.forgotten)
         after.forgotten.clear()
         self._activity_out.dispatch(after.activities)
+        turn.dispatched.extend(after.activities)
         after.activities.clear()
 
     def _stage_outgoing(self, msg: Message, turn: Turn) -> None:
@@ -254,6 +262,24 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
 
     def _outgoing(self, msg: Message) -> Outbound:
         return self._courier.prepare(msg)
+
+    async def _take_up_work_of(self, ids: Collection[str]) -> None:
+        """After a turn that failed: the activities and timers the file holds for instances
+        ``ids``, whose work the turn forgot as it ended them, are outstanding and armed again,
+        as after a restart (they live on in the file: a late result would otherwise be dropped
+        as moot, a timer never fire). An activity still running may so run twice (activities
+        run at least once)."""
+        for iid in ids:
+            for handle in self._timer_handles.pop(iid, {}).values():
+                handle.cancel()
+        try:
+            activities, timers = await self._store.pending_work_of(sorted(ids))
+        except Exception:  # the file cannot be read either: a restart takes them up
+            log.exception("shard %s: the work of a failed turn's instances could not be read", self.config.index)
+            return
+        self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
+        for iid, exec_id, timer_id, fire_at in timers:
+            self._arm_timer(iid, exec_id, timer_id, fire_at)
 
     def _forget_work(self, iid: str) -> None:
         """The instance ended or was replaced: late activity results and timers are moot."""

@@ -36,8 +36,8 @@ class Turn:
     """
 
     __slots__ = (
-        "after", "lost_starts", "now", "now_ts", "rounds", "served", "shard_index", "touched", "traveling", "unrun",
-        "writes",
+        "after", "dispatched", "ended", "lost_starts", "now", "now_ts", "rounds", "served", "shard_index", "touched",
+        "traveling", "unrun", "writes",
     )
 
     def __init__(self, shard_index: int, now: datetime | None = None) -> None:
@@ -47,6 +47,10 @@ class Turn:
         self.after = AfterCommit()
         self.rounds: list[TurnWrites] = []
         self.touched: set[str] = set()
+        #: the activities the turn started before its commit, and the instances whose work it
+        #: forgot (they ended or were replaced): what a failed commit undoes
+        self.dispatched: list[ActivityCall] = []
+        self.ended: list[str] = []
         #: journaled starts of records that failed in this turn (see ``ShardTurns._apply``)
         self.lost_starts: list[Message] = []
         #: the entities the record being run had serve its calls at once (see

@@ -12,6 +12,7 @@ becomes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -20,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from orchestrations import (
     DurableValueError,
     EventRaised,
     ExecutionStarted,
+    ExecutionTerminated,
     InstanceAlreadyExistsError,
     Registry,
     ShardWriteError,
@@ -63,6 +65,11 @@ def _sequence(ctx: Any) -> Any:
     first = yield ctx.call_activity("unit_greet", "a")
     second = yield ctx.call_activity("unit_greet", "b")
     return [first, second]
+
+
+def _timer(ctx: Any) -> Any:
+    yield ctx.create_timer(ctx.current_utc_datetime + timedelta(hours=1))
+    return "late"
 
 
 def _approval(ctx: Any) -> Any:
@@ -135,6 +142,7 @@ REGISTRY.add_orchestrator(_unstorable_status, "unit_unstorable_status")
 REGISTRY.add_orchestrator(_three_adds, "unit_three_adds")
 REGISTRY.add_orchestrator(_sequence, "unit_sequence")
 REGISTRY.add_orchestrator(_approval, "unit_approval")
+REGISTRY.add_orchestrator(_timer, "unit_timer")
 REGISTRY.add_orchestrator(_locked_add, "unit_locked_add")
 REGISTRY.add_entity("unit_counter", EntitySpec("unit_counter", _Counter, True))
 
@@ -332,6 +340,49 @@ def test_receivers_are_told_to_forget_a_message_only_once_its_outbox_rows_deleti
             await host.close()
 
     asyncio.run(scenario())
+
+
+def test_a_failed_turn_keeps_the_work_earlier_turns_committed(tmp_path):
+    """A turn that fails forgets what it knew of the instances it touched (they reload from the
+    file), and the activities it started early; not the activities and timers earlier,
+    committed turns started. Those of an instance the failed turn was ending (its work
+    forgotten early) are taken up again from the file, as after a restart. Otherwise a running
+    activity's result would be dropped as moot and a timer never fire: the instances, still
+    Running in the file, would wait for ever in a host that lives on."""
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await _turn(host, _start("w1", "unit_sequence"), _start("w2", "unit_timer"), _start("w3", "unit_sequence"))
+            first, ending = host._activity_out.sent
+            assert list(host._timer_handles.get("w2", {})) == [1]
+            host.config = dataclasses.replace(
+                host.config, crash_points=("error_before_commit",), crash_marker_dir=str(tmp_path)
+            )
+            now = datetime.now(UTC)
+            with pytest.raises(RuntimeError, match="error_before_commit"):
+                await host._turn([
+                    _raise("w1", "noise", 1),
+                    Message("w2", ExecutionTerminated(now, "stop")),
+                    Message("w3", ExecutionTerminated(now, "stop")),
+                ])
+            outstanding = host._activity_out.outstanding
+            assert (first.execution_id, first.task_id) in outstanding["w1"]  # still waited for, not run again
+            assert (ending.execution_id, ending.task_id) in outstanding["w3"]  # taken up again: run again
+            assert [(c.instance_id, c.task_id) for c in host._activity_out.sent[2:]] == [("w3", ending.task_id)]
+            [handle] = host._timer_handles["w2"].values()  # armed again
+            assert not handle.cancelled()
+            await _turn(host, _result(first, "hello a"))  # the instance goes on
+            assert host._activity_out.sent[-1].instance_id == "w1"
+            assert host._activity_out.sent[-1].task_id > first.task_id
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT instance_id, status FROM instances ORDER BY instance_id") == [
+        ("w1", "Running"), ("w2", "Running"), ("w3", "Running")
+    ]
 
 
 def test_a_reopened_host_dispatches_again_the_activities_without_a_result(tmp_path):
