@@ -11,6 +11,12 @@ row is committed (with a replica: and replicated, so that no node's loss can bri
 back), the sender can never send the message again: the next batch to that receiver carries its
 id in a "forget" list, and the receiver deletes its ``delivered`` record (which would otherwise
 grow by one row per message, for ever).
+
+Each batch carries its sender's shard and generation (its lease's, with a replica; 0 without).
+A receiver refuses a batch of a generation older than the newest it has had from that shard:
+a batch a host lost with its node had put on the wire (or queued, if the node was only paused)
+must not arrive after the new owner's, whose forget ids may have ended its duplicate check.
+With a replica, a batch leaves only while the sender's lease is sound.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 import ray
 
+from orchestrations import LeaseLostError
 from orchestrations._ids import shard_of
 
 from ._messages import Message
@@ -64,6 +71,28 @@ class Outbound:
         return self
 
 
+class SenderGenerations:
+    """What a receiving host knows of its senders: the newest generation of each shard's
+    batches. :meth:`check` refuses an older one (see the module's docstring)."""
+
+    def __init__(self, hub: str, index: int) -> None:
+        self._hub, self._index = hub, index
+        self._newest: dict[int, int] = {}
+
+    def check(self, sender: tuple[int, int] | None) -> None:
+        """Note ``sender`` (shard, generation) of a batch; raise :class:`LeaseLostError` if
+        that shard has had a newer owner's batches here."""
+        if sender is None:
+            return
+        index, generation = sender
+        newest = self._newest.get(index, 0)
+        if generation < newest:
+            raise LeaseLostError(
+                self._hub, index, generation, f"shard {self._index} has had batches of generation {newest}"
+            )
+        self._newest[index] = generation
+
+
 class Courier:
     """Delivers one shard host's outbox; messages to itself go straight to its own mailbox."""
 
@@ -81,6 +110,12 @@ class Courier:
         #: message ids: unique per host process (a random prefix) and cheap (a counter)
         self._prefix = uuid.uuid4().hex[:16] + "-"
         self._counter = 0
+        #: this owner's generation, stamped on every batch (see the module's docstring)
+        self.generation = 0
+        #: whether a batch may leave now (with a replica: while the lease is sound)
+        self.may_send: Callable[[], bool] = _always
+        #: of the batches this host receives: the newest generation of each sender
+        self.senders = SenderGenerations(hub, index)
 
     def prepare(self, msg: Message) -> Outbound:
         """Give ``msg`` a unique id and its destination shard (encoded when first needed, see
@@ -123,6 +158,10 @@ class Courier:
                 forget = self._forget.pop(dest, [])
                 delay = 0.05
                 while True:
+                    if not self.may_send():  # a late renewal: held until the lease is sound
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+                        continue
                     try:
                         await self._send(dest, [o.blob for o in items], forget)
                         break
@@ -146,8 +185,9 @@ class Courier:
         address and token its actor gives; over a Ray call if it cannot be opened, or if the
         batch is too large for one frame.
         """
+        sender = (self._index, self.generation)
         if sum(map(len, blobs)) > DEFAULT_LIMITS.max_frame_bytes // 2:  # the receiver would close a frame this large
-            await self._peer(dest).deliver.remote(blobs, forget)
+            await self._peer(dest).deliver.remote(blobs, forget, sender)
             return
         link = self._links.get(dest)
         if link is None or link.closed:
@@ -156,9 +196,9 @@ class Courier:
                 link = self._links[dest] = await FrameClient.connect(host, port, token)
             except OSError:
                 log.warning("shard %s: no connection to shard %s; delivering through Ray", self._index, dest)
-                await self._peer(dest).deliver.remote(blobs, forget)
+                await self._peer(dest).deliver.remote(blobs, forget, sender)
                 return
-        ok, error = await link.request((blobs, forget))
+        ok, error = await link.request((blobs, forget, sender))
         if not ok:
             raise RuntimeError(f"shard {dest} refused a delivery: {error}")
 
@@ -174,3 +214,7 @@ class Courier:
         if peer is None:
             peer = self._peers[index] = ray.get_actor(actor_name(self._hub, index), namespace=NAMESPACE)
         return peer
+
+
+def _always() -> bool:
+    return True

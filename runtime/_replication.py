@@ -301,6 +301,12 @@ class ShardReplication:
 
     # -- the lease --------------------------------------------------------------------------------
 
+    def may_send(self) -> bool:
+        """Whether what was released may leave the host now: while the lease is sound (a
+        batch held through a late renewal, or a pause past the lease, must not reach a
+        receiver once another owner may have the shard)."""
+        return self._lease_sound()
+
     def _lease_sound(self) -> bool:
         """Whether effects may leave: more than a third of the lease is left."""
         return self.lease is not None and self.fenced is None and time.time() < self.lease.expires_at - self.ttl / 3

@@ -179,6 +179,8 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
             await replication.close()
             await self._store.close()
             raise
+        assert replication.lease is not None
+        self._courier.generation, self._courier.may_send = replication.lease.generation, replication.may_send
 
     async def _recover(self) -> None:
         """Take up what the open file holds: the instance counter, the saved registry, entities
@@ -343,11 +345,16 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
             if isinstance(result, BaseException):
                 raise result
 
-    async def deliver(self, blobs: Sequence[bytes], forget: Sequence[str] = ()) -> None:
+    async def deliver(
+        self, blobs: Sequence[bytes], forget: Sequence[str] = (), sender: tuple[int, int] | None = None
+    ) -> None:
         """Accept messages from another shard's outbox through a Ray call (when no connection
         could be opened); returns once they are committed. ``forget``: ids of earlier messages
-        the sender will never send again (their ``delivered`` records go)."""
+        the sender will never send again (their ``delivered`` records go). ``sender``: its
+        shard and generation; a batch older than the newest of that shard is refused with
+        :class:`LeaseLostError` (see ``runtime._delivery``)."""
         self.ray_deliveries += 1
+        self._courier.senders.check(sender)
         self._forget_delivered.extend(forget)
         await self.submit(self._decode_batch(blobs))
 
@@ -356,10 +363,11 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
         await self._ensure_started()
         return (*self._peer_addr, self._peer_token)
 
-    async def _on_peer_batch(self, payload: tuple[Sequence[bytes], Sequence[str]]) -> None:
-        """A batch from another shard's outbox, over its connection: its messages and the ids
-        of earlier ones it may forget (see :meth:`deliver`); answered once committed."""
-        blobs, forget = payload
+    async def _on_peer_batch(self, payload: tuple[Sequence[bytes], Sequence[str], tuple[int, int]]) -> None:
+        """A batch from another shard's outbox, over its connection: its messages, the ids of
+        earlier ones it may forget and its sender (see :meth:`deliver`); answered once committed."""
+        blobs, forget, sender = payload
+        self._courier.senders.check(sender)
         self._forget_delivered.extend(forget)
         await self.submit(self._decode_batch(blobs))
 
