@@ -131,9 +131,16 @@ class ActivityDispatcher:
         # is put in the object store once
         self._registry_ref = blob if len(blob) <= INLINE_REGISTRY_BYTES else ray.put(blob)
 
-    def forget(self, instance_id: str) -> None:
-        """The instance ended or was replaced: its late results are moot."""
-        self.outstanding.pop(instance_id, None)
+    def forget(self, instance_id: str) -> set[tuple[str, int]]:
+        """The instance ended or was replaced: its late results are moot. Returns the
+        (execution id, task id) of those it waited for (see :meth:`restore`)."""
+        return self.outstanding.pop(instance_id, set())
+
+    def restore(self, instance_id: str, keys: set[tuple[str, int]]) -> None:
+        """The instance waits again for the results :meth:`forget` returned (the turn that
+        ended it failed)."""
+        if keys:
+            self.outstanding.setdefault(instance_id, set()).update(keys)
 
     def discard(self, calls: Sequence[ActivityCall]) -> None:
         """``calls`` were started by a turn whose commit failed: their results are moot (the

@@ -7,8 +7,8 @@ on a connection to the receiving host (``runtime._wire``; Ray carries its addres
 costs a tenth of a Ray call. A message is acknowledged (its
 outbox row deleted in a later turn) once the receiver has committed it; until then it is sent
 again after a restart, and the receiver drops duplicates by id. Once the deletion of its outbox
-row is committed (with a replica: and replicated, so that no node's loss can bring the row
-back), the sender can never send the message again: the next batch to that receiver carries its
+row is committed (with ``durability="replicated"``: and replicated, so that no node's loss can
+bring the row back), the sender can never send the message again: the next batch to that receiver carries its
 id in a "forget" list, and the receiver deletes its ``delivered`` record (which would otherwise
 grow by one row per message, for ever).
 
@@ -16,7 +16,9 @@ Each batch carries its sender's shard and generation (its lease's, with a replic
 A receiver refuses a batch of a generation older than the newest it has had from that shard:
 a batch a host lost with its node had put on the wire (or queued, if the node was only paused)
 must not arrive after the new owner's, whose forget ids may have ended its duplicate check.
-With a replica, a batch leaves only while the sender's lease is sound.
+With a replica, a batch leaves only while the sender's lease is sound. A receiver keeps the
+generations in memory: one Ray restarted would take a stale batch that reached it afterwards
+(its sender must then have outlived both the takeover and that restart).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from ._wire import DEFAULT_LIMITS, FrameClient
 log = logging.getLogger("ray_durable.delivery")
 
 NAMESPACE = "ray_durable"
+#: how often a courier held by an unsound lease looks again (renewals come every third of it)
+HOLD_POLL_SECONDS = 0.05
 
 
 def actor_name(hub: str, index: int) -> str:
@@ -126,7 +130,8 @@ class Courier:
 
     def take_acked(self) -> list[tuple[int, str]]:
         """(destination, id) of the messages their receivers have committed (their outbox rows
-        can go); call :meth:`acked_deleted` once that deletion is committed."""
+        can go); call :meth:`acked_deleted` once that deletion is committed and may be told
+        (with a replica: released, see ``ShardTurns._after_commit``)."""
         acked, self._acked = self._acked, []
         return acked
 
@@ -159,8 +164,7 @@ class Courier:
                 delay = 0.05
                 while True:
                     if not self.may_send():  # a late renewal: held until the lease is sound
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 2.0)
+                        await asyncio.sleep(HOLD_POLL_SECONDS)
                         continue
                     try:
                         await self._send(dest, [o.blob for o in items], forget)

@@ -363,10 +363,12 @@ class ShardHost(ShardIntake, ShardQueries, ShardClients, ShardAdmin):
         await self._ensure_started()
         return (*self._peer_addr, self._peer_token)
 
-    async def _on_peer_batch(self, payload: tuple[Sequence[bytes], Sequence[str], tuple[int, int]]) -> None:
+    async def _on_peer_batch(self, payload: tuple[Any, ...]) -> None:
         """A batch from another shard's outbox, over its connection: its messages, the ids of
-        earlier ones it may forget and its sender (see :meth:`deliver`); answered once committed."""
-        blobs, forget, sender = payload
+        earlier ones it may forget and its sender, if it says (see :meth:`deliver`); answered
+        once committed."""
+        blobs, forget, *rest = payload
+        sender: tuple[int, int] | None = rest[0] if rest else None
         self._courier.senders.check(sender)
         self._forget_delivered.extend(forget)
         await self.submit(self._decode_batch(blobs))

@@ -17,12 +17,10 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Collection
 from typing import Any
 
 from orchestrations import ExecutionStarted, ShardWriteError, TimerFired
 
-from ._activities import ActivityCall
 from ._delivery import Outbound
 from ._messages import Message, from_ts, start_key
 from ._shard_directory import ShardDirectory
@@ -89,17 +87,21 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
             # failed; each record reloads from the file when next needed.
             for iid in turn.touched:
                 self._evict(iid)
-            self._activity_out.discard(turn.dispatched)  # started early; replay schedules them again
+            # the instances it ended live on in the file: what earlier turns started for them is
+            # waited for again; what it started early is not (replay schedules it again)
+            for iid, keys in turn.ended.items():
+                self._activity_out.restore(iid, keys)
+            self._activity_out.discard(turn.dispatched)
             self._courier.give_back_acked(acked)  # their outbox rows are still there
             self._forget_delivered[:0] = forget
-            if turn.ended and isinstance(exc, Exception):  # (not a host closing: cancelled)
-                await self._take_up_work_of(turn.ended)
             if isinstance(exc, sqlite3.OperationalError):  # full disk, I/O error: nothing was written
                 raise ShardWriteError(self.config.path, str(exc)) from exc
             raise
         self._write_failures = 0
         self._journal_done(batch, turn.lost_starts)
         self._crash_point("after_commit")
+        for iid in turn.ended:
+            self._forget_work(iid)
         after = turn.after
         started = self._settle_inside(after)
         self._release(self._after_commit, after, started, acked)
@@ -198,13 +200,13 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
         simply scheduled again when its instance replays, and its result cannot overtake the
         commit (the next turn starts after this one). So the activity's run and the fsync
         overlap instead of adding up. Instances that ended or were replaced this turn drop
-        their outstanding work first, so a new execution's activities are not forgotten. The
-        turn keeps both, for a failed commit to undo (see :meth:`_turn`).
+        their outstanding activities first, so a new execution's are not forgotten (their
+        timers go once the commit is written). The turn keeps what it dispatched and what it
+        dropped, for a failed commit to undo (see :meth:`_turn`).
         """
         after = turn.after
         for iid in after.forgotten:
-            self._forget_work(iid)
-        turn.ended.extend(after.forgotten)
+            turn.ended.setdefault(iid, set()).update(self._activity_out.forget(iid))
         after.forgotten.clear()
         self._activity_out.dispatch(after.activities)
         turn.dispatched.extend(after.activities)
@@ -263,27 +265,9 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
     def _outgoing(self, msg: Message) -> Outbound:
         return self._courier.prepare(msg)
 
-    async def _take_up_work_of(self, ids: Collection[str]) -> None:
-        """After a turn that failed: the activities and timers the file holds for instances
-        ``ids``, whose work the turn forgot as it ended them, are outstanding and armed again,
-        as after a restart (they live on in the file: a late result would otherwise be dropped
-        as moot, a timer never fire). An activity still running may so run twice (activities
-        run at least once)."""
-        for iid in ids:
-            for handle in self._timer_handles.pop(iid, {}).values():
-                handle.cancel()
-        try:
-            activities, timers = await self._store.pending_work_of(sorted(ids))
-        except Exception:  # the file cannot be read either: a restart takes them up
-            log.exception("shard %s: the work of a failed turn's instances could not be read", self.config.index)
-            return
-        self._activity_out.dispatch([ActivityCall(r[0], r[1], r[2], r[3], r[4]) for r in activities])
-        for iid, exec_id, timer_id, fire_at in timers:
-            self._arm_timer(iid, exec_id, timer_id, fire_at)
-
     def _forget_work(self, iid: str) -> None:
-        """The instance ended or was replaced: late activity results and timers are moot."""
-        self._activity_out.forget(iid)
+        """The instance ended or was replaced (committed): its timers and metrics are moot (its
+        late activity results were, as the turn dispatched its activities)."""
         self._metrics.forget(iid)
         for handle in self._timer_handles.pop(iid, {}).values():
             handle.cancel()
@@ -312,9 +296,10 @@ class ShardTurns(ShardInstances, ShardEntities, ShardLifecycle, ShardDirectory):
     def _after_commit(
         self, after: AfterCommit, started: list[tuple[asyncio.Future[Any], Any]], acked: list[tuple[int, str]]
     ) -> None:
-        """Once the turn's commit may be told (durable; with a replica, replicated): answer its
-        callers, send its outbox, answer waiters of what it started (``started``) or ended, and
-        let receivers forget the messages whose outbox rows it deleted (``acked``).
+        """Once the turn's commit may be told (durable; with ``durability="replicated"``,
+        replicated): answer its callers, send its outbox, answer waiters of what it started
+        (``started``) or ended, and let receivers forget the messages whose outbox rows it
+        deleted (``acked``).
 
         The last waits for the commit like the rest: a receiver that forgot a message whose
         deletion a node's loss then took back would apply it again when the restored outbox

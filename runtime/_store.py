@@ -346,15 +346,6 @@ class ShardStore:
         outbox = await rows_of(self.db, "SELECT msg_id, dest, data FROM outbox")
         return activities, timers, outbox
 
-    async def pending_work_of(self, ids: Sequence[str]) -> tuple[list[ActivityRow], list[Any]]:
-        """The activities without a result and the armed timers of instances ``ids`` (what
-        :meth:`pending_work` gives of them), as committed."""
-        rows = await self._rows_with_ids(f"SELECT {ACTIVITY_COLUMNS} FROM activities WHERE instance_id", ids, True)
-        timers = await self._rows_with_ids(
-            "SELECT instance_id, execution_id, timer_id, fire_at FROM timers WHERE instance_id", ids, True
-        )
-        return [ActivityRow._make(row) for row in rows], timers
-
     async def load_scheduled(self) -> list[tuple[str, float, bytes]]:
         """The parked messages (msg_id, due, encoded message), by due time, then in the order
         they were parked."""

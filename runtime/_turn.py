@@ -47,10 +47,10 @@ class Turn:
         self.after = AfterCommit()
         self.rounds: list[TurnWrites] = []
         self.touched: set[str] = set()
-        #: the activities the turn started before its commit, and the instances whose work it
-        #: forgot (they ended or were replaced): what a failed commit undoes
+        #: the activities the turn started before its commit, and the instances it ended or
+        #: replaced with the activities they no longer wait for: what a failed commit undoes
         self.dispatched: list[ActivityCall] = []
-        self.ended: list[str] = []
+        self.ended: dict[str, set[tuple[str, int]]] = {}
         #: journaled starts of records that failed in this turn (see ``ShardTurns._apply``)
         self.lost_starts: list[Message] = []
         #: the entities the record being run had serve its calls at once (see

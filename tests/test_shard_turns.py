@@ -321,7 +321,9 @@ def test_receivers_are_told_to_forget_a_message_only_once_its_outbox_rows_deleti
         gate = asyncio.Event()
         host._store.create = await rep.take(may_create=True)
         await host._store.open(config.lock_timeout)
-        await rep.start(before_sync=gate.wait)
+        await host._start_replication(rep)
+        rep._before_sync = gate.wait
+        assert host._courier.generation == 1 and host._courier.may_send()  # its batches say whose they are
         orchestrators, activities, entity_specs, version = REGISTRY.snapshot()
         host._install_registry(encode((orchestrators, activities, entity_specs, version), "registry"), merge=True)
         await host._recover()
@@ -344,18 +346,19 @@ def test_receivers_are_told_to_forget_a_message_only_once_its_outbox_rows_deleti
 
 def test_a_failed_turn_keeps_the_work_earlier_turns_committed(tmp_path):
     """A turn that fails forgets what it knew of the instances it touched (they reload from the
-    file), and the activities it started early; not the activities and timers earlier,
-    committed turns started. Those of an instance the failed turn was ending (its work
-    forgotten early) are taken up again from the file, as after a restart. Otherwise a running
-    activity's result would be dropped as moot and a timer never fire: the instances, still
-    Running in the file, would wait for ever in a host that lives on."""
+    file) and the activities it started early (replay schedules them again); not the activities
+    and timers earlier, committed turns started, even of instances it was ending: they live on
+    in the file. Otherwise a running activity's result would be dropped as moot and a timer
+    never fire, and the instances would wait for ever in a host that lives on."""
     path = tmp_path / "shard-00.sqlite"
 
     async def scenario() -> None:
         host = await _open(path)
         try:
-            await _turn(host, _start("w1", "unit_sequence"), _start("w2", "unit_timer"), _start("w3", "unit_sequence"))
-            first, ending = host._activity_out.sent
+            starts = [_start("w1", "unit_sequence"), _start("w2", "unit_timer"), _start("w3", "unit_sequence"),
+                      _start("w4", "unit_sequence")]
+            await _turn(host, *starts)
+            first, ending, answered = host._activity_out.sent
             assert list(host._timer_handles.get("w2", {})) == [1]
             host.config = dataclasses.replace(
                 host.config, crash_points=("error_before_commit",), crash_marker_dir=str(tmp_path)
@@ -366,23 +369,45 @@ def test_a_failed_turn_keeps_the_work_earlier_turns_committed(tmp_path):
                     _raise("w1", "noise", 1),
                     Message("w2", ExecutionTerminated(now, "stop")),
                     Message("w3", ExecutionTerminated(now, "stop")),
+                    _result(answered, "hello a"),  # w4 schedules its second activity, early
                 ])
+            early = host._activity_out.sent[-1]
+            assert (early.instance_id, early.task_id) == ("w4", answered.task_id + 1)
             outstanding = host._activity_out.outstanding
-            assert (first.execution_id, first.task_id) in outstanding["w1"]  # still waited for, not run again
-            assert (ending.execution_id, ending.task_id) in outstanding["w3"]  # taken up again: run again
-            assert [(c.instance_id, c.task_id) for c in host._activity_out.sent[2:]] == [("w3", ending.task_id)]
-            [handle] = host._timer_handles["w2"].values()  # armed again
+            assert outstanding["w1"] == {(first.execution_id, first.task_id)}  # still waited for
+            assert outstanding["w3"] == {(ending.execution_id, ending.task_id)}  # still waited for
+            assert (early.execution_id, early.task_id) not in outstanding.get("w4", set())  # not committed
+            assert len(host._activity_out.sent) == 4  # nothing started again
+            [handle] = host._timer_handles["w2"].values()  # still armed
             assert not handle.cancelled()
-            await _turn(host, _result(first, "hello a"))  # the instance goes on
-            assert host._activity_out.sent[-1].instance_id == "w1"
-            assert host._activity_out.sent[-1].task_id > first.task_id
+            await _turn(host, _result(first, "hello a"))  # the instances go on
+            assert (host._activity_out.sent[-1].instance_id, host._activity_out.sent[-1].task_id) == (
+                "w1", first.task_id + 1
+            )
         finally:
             await host.close()
 
     asyncio.run(scenario())
     assert _rows(path, "SELECT instance_id, status FROM instances ORDER BY instance_id") == [
-        ("w1", "Running"), ("w2", "Running"), ("w3", "Running")
+        ("w1", "Running"), ("w2", "Running"), ("w3", "Running"), ("w4", "Running")
     ]
+
+
+def test_an_instance_a_turn_ends_drops_its_timers_once_the_commit_is_written(tmp_path):
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        try:
+            await _turn(host, _start("t1", "unit_timer"))
+            [handle] = host._timer_handles["t1"].values()
+            await _turn(host, Message("t1", ExecutionTerminated(datetime.now(UTC), "stop")))
+            assert handle.cancelled() and "t1" not in host._timer_handles
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT instance_id, status FROM instances") == [("t1", "Terminated")]
 
 
 def test_a_reopened_host_dispatches_again_the_activities_without_a_result(tmp_path):
