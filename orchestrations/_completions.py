@@ -84,9 +84,15 @@ class CompletionHandlers:
         error = task_failed_error(event.failure, label or task_label(task, event))
         if isinstance(task, RetryableTask):
             task.attempts_failed += 1
-            delay = task.retry_options.next_delay(
-                task.attempts_failed, task.first_attempt_at, self.context._now, error
-            )
+            try:
+                delay = task.retry_options.next_delay(
+                    task.attempts_failed, task.first_attempt_at, self.context._now, error
+                )
+            except Exception as exc:  # the policy's handle raised: the orchestration's own code
+                exc.add_note(f"raised by the retry policy's handle, deciding whether to retry: {error}")
+                task.fail(exc)
+                self._resume()
+                return
             if delay is not None:
                 self._reschedule_after(task, delay)
                 return

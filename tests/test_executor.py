@@ -553,6 +553,35 @@ def test_retry_handle_returning_false_fails_at_once():
     assert result.output == "PermissionError"
 
 
+def test_a_retry_handle_that_raises_raises_at_the_yield_and_otherwise_fails_the_instance():
+    # a bug in the policy's handle is a bug of the orchestration: its code sees the exception
+    # where it awaits the call (it may catch it), and an uncaught one fails the instance naming
+    # it; before, it escaped the executor and the instance was never failed
+    opts = RetryOptions(first_retry_interval=timedelta(seconds=5), max_number_of_attempts=3,
+                        handle=lambda e: e.status_code == 503)  # a TaskFailedError has none
+
+    def guarded(ctx):
+        try:
+            return (yield ctx.call_activity_with_retry("Flaky", opts))
+        except AttributeError as exc:
+            return ["caught", str(exc), exc.__notes__]
+
+    def unguarded(ctx):
+        return (yield ctx.call_activity_with_retry("Flaky", opts))
+
+    inst = Instance(guarded)
+    inst.start()
+    result = inst.run(task_failed(1, "boom", "ConnectionError"), now=at(1))
+    assert result.actions == []
+    assert result.output[:2] == ["caught", "'TaskFailedError' object has no attribute 'status_code'"]
+    assert "retry policy's handle" in result.output[2][0] and "boom" in result.output[2][0]
+    inst = Instance(unguarded)
+    inst.start()
+    result = inst.run(task_failed(1, "boom", "ConnectionError"), now=at(1))
+    assert result.state is ExecutionState.FAILED and result.failure is not None
+    assert result.failure.error_type == "AttributeError" and "status_code" in result.failure.message
+
+
 def test_sub_orchestrator_retry_keeps_the_child_id():
     def parent(ctx):
         result = yield ctx.call_sub_orchestrator_with_retry("child", RETRY3, "in")
