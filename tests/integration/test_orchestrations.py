@@ -90,6 +90,13 @@ def retry(ctx):
         return f"gave up: {exc.message}"
 
 
+@orchestrator(name="it_bad_handle")
+def bad_handle(ctx):
+    # the policy's handle has a bug: a TaskFailedError has no status_code
+    options = RetryOptions(timedelta(milliseconds=50), 3, handle=lambda exc: exc.status_code == 503)
+    return (yield ctx.call_activity_with_retry(fail, options, "nope"))
+
+
 @orchestrator(name="it_parent")
 def parent(ctx):
     a = yield ctx.call_sub_orchestrator(hello)
@@ -228,6 +235,13 @@ def test_retry_until_success(hub, tmp_path):
     history = hub.get_history(status.instance_id)
     assert [e.event_type for e in history].count("TaskScheduled") == 3
     assert [e.event_type for e in history].count("TimerFired") == 2
+
+
+def test_a_retry_handle_that_raises_fails_the_instance_naming_its_error(hub):
+    status = hub.wait_for_completion(hub.start_new(bad_handle), timeout=30)
+    assert status.runtime_status is S.Failed
+    assert status.failure_details.error_type == "AttributeError"
+    assert "status_code" in status.failure_details.message
 
 
 def test_retry_gives_up(hub, tmp_path):
