@@ -4,7 +4,10 @@ States: ``free`` -> (lock_entities) -> ``acquiring`` -> (lock granted) -> ``held
 the ``with`` block, or the orchestration ends) -> ``free``. Each check raises
 :class:`LockingRulesViolationError` naming the rule; the rules are those of Durable Functions:
 no nesting; inside, only locked entities may be called, never two calls in flight to one
-entity, no sub-orchestrations, and signals only to entities that are not locked.
+entity, no sub-orchestrations, and signals only to entities that are not locked. A call waits
+for the grant: one made while the locks are still being acquired is refused (as in
+durabletask), since it would reach an entity the lock has not reached yet and be served
+outside the section (a read another section's write then makes stale: a lost update).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ class SectionState(Enum):
 def canonical_lock_set(entity_ids: Iterable[object]) -> tuple[str, ...]:
     """The de-duplicated entity ids in the one global lock order: ``@name@key`` (the name
     lower-cased, see :func:`entity_key`) as UTF-8 bytes."""
+    if not isinstance(entity_ids, Iterable):
+        raise DurableTypeError(
+            f"lock_entities takes a list of EntityId, got {entity_ids!r}: write lock_entities([{entity_ids!r}])"
+        )
     ids = list(entity_ids) if not isinstance(entity_ids, (str, bytes)) else None
     if not ids:
         raise DurableValueError(f"lock_entities needs a non-empty list of EntityId, got {entity_ids!r}")
@@ -80,6 +87,11 @@ class CriticalSection:
         """A call to ``entity_id`` is about to be scheduled."""
         if not self.active:
             return
+        if self.state is SectionState.ACQUIRING:
+            raise LockingRulesViolationError(
+                f"call_entity({entity_id!r}) before the lock on {list(self.locked)} was granted: yield the "
+                "lock_entities task first (with (yield ctx.lock_entities([...])):), then call inside the section"
+            )
         if entity_id not in self.locked:
             raise LockingRulesViolationError(
                 f"call_entity({entity_id!r}) inside a critical section that locks only {list(self.locked)}"

@@ -149,7 +149,7 @@ def test_lock_set_is_sorted_as_utf8_bytes_and_deduplicated(ids, expected):
     assert [list(e.lock_set) for e in requested] == [expected]
 
 
-@pytest.mark.parametrize("bad", [[], "@Counter@a", ["not an id"], [42]])
+@pytest.mark.parametrize("bad", [[], "@Counter@a", ["not an id"], [42], A, 42])
 def test_lock_entities_rejects_bad_input(bad):
     def bad_lock(ctx):
         yield ctx.lock_entities(ctx.get_input())
@@ -169,6 +169,43 @@ def transfer(ctx):
         va = yield ctx.call_entity(A, "get")
         yield ctx.call_entity(B, "add", va)
     return [inside, ctx.is_locked, va]
+
+
+def test_one_entity_id_for_a_list_is_refused_showing_the_list_to_write():
+    def one_id(ctx):
+        yield ctx.lock_entities(A)
+
+    result = Instance(one_id).start()
+    assert result.state is ExecutionState.FAILED and result.actions == []
+    assert result.failure.error_type == "orchestrations.DurableTypeError"
+    assert "lock_entities takes a list of EntityId" in result.failure.message
+    assert f"lock_entities([{A!r}])" in result.failure.message
+
+
+def test_a_call_made_before_the_grant_is_refused_and_the_section_still_works():
+    # served by B before the lock reaches it, such a call would read outside the section
+    # (durabletask-python: "Must await the completion of the lock request prior to calling
+    # any entity"); the rule is checked at the call, so the code may catch it
+    def eager(ctx):
+        lock = ctx.lock_entities([A, B])
+        try:
+            ctx.call_entity(B, "get")
+            refused = None
+        except LockingRulesViolationError as exc:
+            refused = str(exc)
+        with (yield lock):
+            return [refused, (yield ctx.call_entity(B, "get"))]
+
+    inst = Instance(eager)
+    first = inst.start()
+    assert first.actions == [LockEntities(1, (KA, KB))]  # no call left for B
+    inside = inst.run(granted(1, KA, KB))
+    assert inside.actions == [CallEntity(2, KB, "get")]
+    done = inst.run(answered(2, 7))
+    assert done.state is ExecutionState.COMPLETED
+    refused, value = done.output
+    assert value == 7 and refused.startswith(f"call_entity({KB!r}) before the lock on [{KA!r}, {KB!r}] was granted")
+    inst.assert_replay_is_deterministic(done)
 
 
 def test_lock_granted_resumes_into_the_block_and_leaving_it_unlocks_every_entity():

@@ -71,7 +71,7 @@ def increment_unlocked(ctx):
 
 
 def call_while_acquiring(ctx):
-    """Calls a locked entity before the grant arrives (the rules allow it: it is in the set)."""
+    """Calls a locked entity before the grant arrives (a locking-rules violation)."""
     ids = ids_of(ctx)
     lock = ctx.lock_entities(ids)
     read = ctx.call_entity(ids[0], "get")
@@ -244,9 +244,14 @@ def test_opposite_lock_orders_are_acquired_in_one_global_order():
     assert world.value("zeta") == 2 and world.value("Alpha") == 2
 
 
-def test_call_sent_while_acquiring_a_contended_lock_is_served():
-    world = World(call_while_acquiring, [["b"], ["b"]])
-    # o0 takes the lock first and holds it while o1's lock request and call queue up behind it
+def test_a_call_made_before_the_grant_fails_the_orchestration_and_leaves_no_lock():
+    # durabletask-python refuses it too ("Must await the completion of the lock request prior
+    # to calling any entity"): served by an entity the lock has not reached yet, the read
+    # would be outside the section; each lock request is withdrawn or handed back
+    world = World(call_while_acquiring, [["b", "a"], ["b"]])  # o0 calls b, the second in lock order
     world.run(lambda ready: oldest_first(ready, world))
-    assert world.states() == {"o0": ExecutionState.COMPLETED, "o1": ExecutionState.COMPLETED}
-    assert world.value("b") == 2
+    assert world.states() == {"o0": ExecutionState.FAILED, "o1": ExecutionState.FAILED}
+    failures = [e for h in world.histories.values() for e in h if e.event_type == "ExecutionCompleted"]
+    assert len(failures) == 2 and all("before the lock on" in e.failure.message for e in failures)
+    assert world.value("b") == 0 and world.value("a") == 0
+    assert all(state.locked_by is None for state in world.entities.values())
