@@ -227,9 +227,9 @@ class EntityExecutor:
     def _run_operation(self, request: EntityRequest) -> tuple[bool, Any, list[Outgoing]]:
         """Run one operation; returns the entity's new (exists, state) and the messages the
         operation sends (its signals and starts, then its answer). Raises what it raised."""
-        if request.name == "delete":
-            return False, None, self._answer(request, True, None)
         spec, st = self.spec, self.st
+        if request.name == "delete" and not (spec is not None and spec.is_class and _defines_delete(spec.target)):
+            return False, None, self._answer(request, True, None)  # the built-in delete
         assert spec is not None
         ctx = EntityContext(self.entity_id, request.name, request.input, st.state, st.exists, self.entity_check)
         token = _current.set(ctx)
@@ -361,3 +361,9 @@ def run_entity(
     """Apply ``messages`` to ``state`` (changed in place); return the messages to send.
     ``watch``, if given, is told when each operation begins and ends."""
     return EntityExecutor(spec, entity_id, state, now, keeper, entity_check, watch).run(messages)
+
+
+def _defines_delete(cls: Any) -> bool:
+    """Whether a class entity has an operation ``delete`` of its own (it runs instead of the
+    built-in one, as in Durable Functions: a class's own ``Delete`` is dispatched)."""
+    return callable(getattr(cls, "delete", None))

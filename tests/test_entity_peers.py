@@ -772,3 +772,36 @@ def test_the_stored_holder_keeps_its_identity_and_an_old_row_still_loads():
     old = EntityRecord.from_row((row[0], "counter", 0, None, "sub:3", None, 1.0), CTR)
     assert (old.state.locked_by, old.state.lock) == ("sub:3", None)
     assert old.to_row(CTR)[4] == "sub:3"
+
+
+class StringStore3:
+    """The peers' StringStore3 (Azure/azure-functions-durable-extension
+    test/e2e/Apps/BasicDotNetIsolated/Entities: its own Delete answers whether it existed)."""
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def set(self, value: str) -> None:
+        self.value = value
+
+    def get(self) -> str:
+        return self.value
+
+    def delete(self) -> bool:
+        ctx = entities.current_context()
+        existed = ctx.has_state
+        ctx.delete_state()
+        return existed
+
+
+def test_a_class_entitys_own_delete_runs_instead_of_the_built_in_one():
+    # the peers' CallAndDelete: a class's own delete is dispatched (True, then False); a class
+    # without one gets the built-in delete, which answers None
+    spec, eid, st = EntitySpec("StringStore3", StringStore3, True), EntityId("StringStore3", "k"), EntityState()
+    run_entity(spec, eid, st, [call("set", "333")], NOW)
+    assert result_of(run_entity(spec, eid, st, [call("delete", task=2)], NOW)) is True
+    assert not st.exists
+    assert result_of(run_entity(spec, eid, st, [call("delete", task=3)], NOW)) is False
+    plain, pid, pst = EntitySpec("Counter", Counter, True), EntityId("Counter", "k"), EntityState()
+    run_entity(plain, pid, pst, [signal("add", 2)], NOW)
+    assert result_of(run_entity(plain, pid, pst, [call("delete", task=4)], NOW)) is None and not pst.exists
