@@ -88,8 +88,10 @@ class CompletionHandlers:
                 delay = task.retry_options.next_delay(
                     task.attempts_failed, task.first_attempt_at, self.context._now, error
                 )
-            except Exception as exc:  # the policy's handle raised: the orchestration's own code
-                exc.add_note(f"raised by the retry policy's handle, deciding whether to retry: {error}")
+            except BaseException as exc:  # the policy's handle raised: the orchestration's own code
+                note = f"raised by the retry policy's handle, deciding whether to retry: {error}"
+                if note not in getattr(exc, "__notes__", ()):  # a handle may raise one object on every replay
+                    exc.add_note(note)
                 task.fail(exc)
                 self._resume()
                 return

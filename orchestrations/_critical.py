@@ -31,9 +31,8 @@ def canonical_lock_set(entity_ids: Iterable[object]) -> tuple[str, ...]:
     """The de-duplicated entity ids in the one global lock order: ``@name@key`` (the name
     lower-cased, see :func:`entity_key`) as UTF-8 bytes."""
     if not isinstance(entity_ids, Iterable):
-        raise DurableTypeError(
-            f"lock_entities takes a list of EntityId, got {entity_ids!r}: write lock_entities([{entity_ids!r}])"
-        )
+        hint = f": write lock_entities([{entity_ids!r}])" if str(entity_ids).startswith("@") else ""
+        raise DurableTypeError(f"lock_entities takes a list of EntityId, got {entity_ids!r}{hint}")
     ids = list(entity_ids) if not isinstance(entity_ids, (str, bytes)) else None
     if not ids:
         raise DurableValueError(f"lock_entities needs a non-empty list of EntityId, got {entity_ids!r}")

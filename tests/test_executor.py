@@ -582,6 +582,28 @@ def test_a_retry_handle_that_raises_raises_at_the_yield_and_otherwise_fails_the_
     assert result.failure.error_type == "AttributeError" and "status_code" in result.failure.message
 
 
+def test_a_retry_handle_raising_one_object_on_every_replay_notes_it_once():
+    error = AttributeError("no status_code")
+
+    def handle(exc):
+        raise error
+
+    opts = RetryOptions(first_retry_interval=timedelta(seconds=5), max_number_of_attempts=3, handle=handle)
+
+    def noted(ctx):
+        try:
+            yield ctx.call_activity_with_retry("Flaky", opts)
+        except AttributeError as exc:
+            return len(exc.__notes__)
+
+    inst = Instance(noted)  # each episode runs fresh and on a cached executor: two runs of the handle
+    inst.start()
+    assert inst.run(task_failed(1, "boom", "ConnectionError"), now=at(1)).output == 1
+    for _ in range(2):  # replayed again (an eviction, a restart): the handle raises the same object
+        assert execute(inst.lookup, inst.iid, inst.history, [], at(2)).output == 1
+    assert len(error.__notes__) == 1
+
+
 def test_sub_orchestrator_retry_keeps_the_child_id():
     def parent(ctx):
         result = yield ctx.call_sub_orchestrator_with_retry("child", RETRY3, "in")
