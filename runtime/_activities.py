@@ -146,11 +146,18 @@ class ActivityDispatcher:
         """``calls`` were started by a turn whose commit failed: their results are moot (the
         instance schedules them again when it replays)."""
         for call in calls:
-            waiting = self.outstanding.get(call.instance_id)
-            if waiting is not None:
-                waiting.discard((call.execution_id, call.task_id))
-                if not waiting:
-                    del self.outstanding[call.instance_id]
+            self._take(call)
+
+    def _take(self, call: ActivityCall) -> bool:
+        """Strike ``call`` from what its instance waits for; whether it was waited for."""
+        waiting = self.outstanding.get(call.instance_id)
+        key = (call.execution_id, call.task_id)
+        if waiting is None or key not in waiting:
+            return False
+        waiting.discard(key)
+        if not waiting:
+            del self.outstanding[call.instance_id]
+        return True
 
     @property
     def warm_worker_connected(self) -> bool:
@@ -236,13 +243,8 @@ class ActivityDispatcher:
         messages = []
         counts: dict[str, tuple[int, int]] | None = {} if self._metrics is not None and self._metrics.enabled else None
         for call, (ok, value) in zip(calls, outcomes):
-            waiting = self.outstanding.get(call.instance_id)
-            key = (call.execution_id, call.task_id)
-            if waiting is None or key not in waiting:
+            if not self._take(call):
                 continue
-            waiting.discard(key)
-            if not waiting:
-                del self.outstanding[call.instance_id]
             event: Any = TaskCompleted(now, call.task_id, value) if ok else TaskFailed(now, call.task_id, value)
             messages.append(Message(call.instance_id, event, execution_id=call.execution_id))
             if counts is not None:  # only where the metrics go somewhere: not a cost per result otherwise

@@ -8,9 +8,9 @@ costs a tenth of a Ray call. A message is acknowledged (its
 outbox row deleted in a later turn) once the receiver has committed it; until then it is sent
 again after a restart, and the receiver drops duplicates by id. Once the deletion of its outbox
 row is committed (with ``durability="replicated"``: and replicated, so that no node's loss can
-bring the row back), the sender can never send the message again: the next batch to that receiver carries its
-id in a "forget" list, and the receiver deletes its ``delivered`` record (which would otherwise
-grow by one row per message, for ever).
+bring the row back), the sender can never send the message again: the next batch to that
+receiver carries its id in a "forget" list, and the receiver deletes its ``delivered`` record
+(which would otherwise grow by one row per message, for ever).
 
 Each batch carries its sender's shard and generation (its lease's, with a replica; 0 without).
 A receiver refuses a batch of a generation older than the newest it has had from that shard:

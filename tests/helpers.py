@@ -19,6 +19,17 @@ T = TypeVar("T")
 _pause = threading.Event()  # never set: wait() is a pause between polls
 
 
+def has_litestream() -> bool:
+    """Whether the Litestream binary (the ``replica`` extra) is installed."""
+    from runtime._litestream import litestream_binary
+
+    try:
+        litestream_binary()
+    except Exception:
+        return False
+    return True
+
+
 def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.02) -> T:
     """Poll ``condition`` until it returns a truthy value, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -21,6 +21,8 @@ from runtime._messages import Message
 from runtime._shard import ShardHost
 from runtime._shard_base import ShardConfig
 
+from .helpers import until
+
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -82,10 +84,7 @@ def test_a_courier_sends_only_while_it_may_and_stamps_its_shard_and_generation()
         await asyncio.sleep(0.2)
         assert link.payloads == []  # held while the lease is not sound
         sound = True
-        for _ in range(100):
-            if link.payloads:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: link.payloads)
         assert link.payloads == [([out.blob], ["m-0"], (0, 3))]
         assert courier.take_acked() == [(1, "m-1")]
 

@@ -19,14 +19,11 @@ from pathlib import Path
 import pytest
 
 from orchestrations import LeaseHeldError, LeaseLostError
-from runtime._litestream import litestream_binary
 from runtime._replication import ShardReplication
 
-from .helpers import until
+from .helpers import has_litestream, until
 
-try:
-    litestream_binary()
-except Exception:  # the replica extra is missing: say so rather than fail every test
+if not has_litestream():  # the replica extra is missing: say so rather than fail every test
     pytest.skip("litestream is not installed (the replica extra)", allow_module_level=True)
 
 TTL = 1.0

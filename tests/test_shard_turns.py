@@ -42,7 +42,6 @@ from orchestrations import (
 from runtime._activities import ActivityCall, ActivityDispatcher
 from runtime._codec import dump_value, encode
 from runtime._entity_host import holder_text
-from runtime._litestream import litestream_binary
 from runtime._messages import Instance, Message
 from runtime._replication import ShardReplication
 from runtime._shard import ShardHost
@@ -52,7 +51,7 @@ from runtime._shard_turn import CLIENT_ROUNDS
 from runtime._start_journal import LIMIT, read_records
 from runtime._status import OrchestrationRuntimeStatus as S
 
-from .helpers import until
+from .helpers import has_litestream, until
 
 REGISTRY = Registry()
 
@@ -291,15 +290,7 @@ def test_refused_starts_are_answered_and_write_nothing(tmp_path):
     assert _history(path) == ["ExecutionStarted", "OrchestratorStarted", "OrchestratorCompleted"]
 
 
-def _has_litestream() -> bool:
-    try:
-        litestream_binary()
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_litestream(), reason="litestream is not installed (the replica extra)")
+@pytest.mark.skipif(not has_litestream(), reason="litestream is not installed (the replica extra)")
 def test_receivers_are_told_to_forget_a_message_only_once_its_outbox_rows_deletion_is_replicated(tmp_path):
     """A node lost after a turn deleted an acknowledged message's outbox row, but before a
     replica sync covered that deletion, comes back with the row and sends the message again:
