@@ -39,8 +39,17 @@ def failure_of(exc: BaseException) -> FailureDetails:
         return FailureDetails("TaskFailedError", f"{exc.task} failed: {exc.message}", details, None)
     if isinstance(exc, TaskFailedError) and exc.error_type:
         return FailureDetails(exc.error_type, exc.message, details, None)  # passed on: keeps its type
-    message = exc.message if isinstance(exc, TaskFailedError) else str(exc)
+    message = exc.message if isinstance(exc, TaskFailedError) else exception_message(exc)
     return FailureDetails(error_type_name(type(exc)), message, details, None)
+
+
+def exception_message(exc: BaseException) -> str:
+    """``str(exc)``, or what :mod:`traceback` prints when that fails (a user's ``__str__``
+    that raises or returns a non-string must fail its task, not the engine)."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:
