@@ -80,6 +80,8 @@ class OrchestrationContext:
         self._continue_as_new: tuple[Any, bool] | None = None
         #: the version continue_as_new asked for (``None``: the latest)
         self._continue_version: int | None = None
+        #: ``ExecutionStarted.generation`` of this execution (0: the first)
+        self._generation = 0
         #: the critical-section state machine
         self._section = CriticalSection()
         #: entity calls waiting for an answer: task id -> (entity id, operation)
@@ -198,7 +200,8 @@ class OrchestrationContext:
     ) -> Task:
         """Start orchestrator ``name_or_fn`` as a child; the task's result is its output.
 
-        The default child id is ``"<parent id>:<task number>"``, the same on every replay. The
+        The default child id is ``"<parent id>:<task number>"``, the same on every replay; in
+        the n-th execution after ``continue_as_new``, ``"<parent id>:<task number>~<n>"``. The
         child is started by name, so it runs the latest version registered under that name.
         """
         name = function_name(name_or_fn, "orchestrator")
@@ -226,6 +229,8 @@ class OrchestrationContext:
     def _child_id(self, instance_id: str | None, task_id: int) -> str:
         if instance_id is not None:
             return validate_instance_id(instance_id)
+        if self._generation:  # a child of each generation is a new instance
+            return f"{self._instance_id}:{task_id}~{self._generation}"
         return f"{self._instance_id}:{task_id}"
 
     def _schedule_retryable(
@@ -483,9 +488,13 @@ class OrchestrationContext:
             self._custom_status_changed = True
 
     def new_uuid(self) -> str:
-        """A UUID that is the same on every replay (derived from id, time and a counter)."""
+        """A UUID that is the same on every replay (derived from id, time and a counter, and
+        in an execution continued as new from its execution id too: generations that run in
+        one turn share its time)."""
         self._uuid_counter += 1
         name = f"{self._instance_id}_{self._now.isoformat()}_{self._uuid_counter}"
+        if self._generation:
+            name = f"{name}_{self._execution_id}"
         return str(uuid.uuid5(_UUID_NAMESPACE, name))
 
     def create_replay_safe_logger(self, logger: logging.Logger) -> logging.LoggerAdapter[logging.Logger]:

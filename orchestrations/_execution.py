@@ -76,6 +76,8 @@ class ExecutionResult:
     withdrawn_lock: tuple[tuple[str, ...], int] | None = None
     #: for ``CONTINUED_AS_NEW``: the version the new execution runs (``None``: the latest)
     continue_version: int | None = None
+    #: for ``CONTINUED_AS_NEW``: the new execution's ``ExecutionStarted.generation``
+    continue_generation: int | None = None
 
 
 def final_event(state: ExecutionState, output: Any, failure: FailureDetails | None, now: datetime) -> HistoryEvent:

@@ -189,6 +189,7 @@ class OrchestrationExecutor(CompletionHandlers):
             custom_status_changed=changed,
             withdrawn_lock=withdrawn,
             continue_version=ctx._continue_version,
+            continue_generation=ctx._generation + 1 if self._state is ExecutionState.CONTINUED_AS_NEW else None,
         )
 
     def abandon(self) -> tuple[list[Action], tuple[tuple[str, ...], int] | None]:
@@ -256,6 +257,7 @@ class OrchestrationExecutor(CompletionHandlers):
         ctx = self.context
         ctx._input = event.input
         ctx._execution_id = event.execution_id
+        ctx._generation = event.generation or 0
         ctx._parent_instance_id = event.parent.instance_id if event.parent else None
         spec = self._version_of(event)
         if spec is None:

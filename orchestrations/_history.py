@@ -95,6 +95,10 @@ class ExecutionStarted(HistoryEvent):
     #: client's start, the parent's episode, or a root the shard host made); ``None`` when
     #: tracing was off. Observability only: replay ignores it, and it is stored only when set
     trace: str | None = field(default=None, compare=False, metadata=STORED_WHEN_SET)
+    #: how many times the instance continued as new before this execution (``None``: the
+    #: first execution, or one recorded before generations were); an execution's default
+    #: child ids and ``new_uuid`` values depend on it, so that no two generations repeat them
+    generation: int | None = field(default=None, metadata=STORED_WHEN_SET)
 
 
 @dataclass(frozen=True, slots=True)

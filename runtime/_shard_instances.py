@@ -455,6 +455,7 @@ class ShardInstances(ShardBase):
             restart = ExecutionStarted(
                 turn.now, inst.name, result.output, iid, uuid.uuid4().hex, inst.parent, result.continue_version,
                 trace=inst.trace,  # the new execution's episodes join the same trace
+                generation=result.continue_generation,
             )
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
             self._stage_outgoing(msg, turn)

@@ -8,8 +8,10 @@ Each test names the peer behaviour it ports. Pure: hand-written histories, no Ra
 
 from __future__ import annotations
 
-from orchestrations import ExecutionState, Registry
-from orchestrations.testing import at, task_completed
+from dataclasses import replace
+
+from orchestrations import ExecutionState, Registry, execute
+from orchestrations.testing import at, started, sub_completed, task_completed
 from runtime._batch import run_batch
 from runtime._codec import decode, dump_value, encode
 
@@ -64,3 +66,48 @@ def test_an_activity_raising_an_unprintable_exception_fails_only_its_own_call():
     ok, failure = failed
     assert not ok and failure.message == "<exception str() failed>"
     assert failure.error_type.endswith("_UnprintableError")
+
+
+# -- continue-as-new generations repeat no uuid and no default child id ------------------------
+
+
+def test_each_generation_gets_its_own_uuids_and_default_child_ids():
+    # DurableTask.Core: NewGuid hashes the instance id and the episode's time, and each
+    # generation starts at a time of its own; a child's default id is "<execution id>:<task>".
+    # Here generations run in one turn at one time, and task numbers start over: before, every
+    # generation took the same uuids and called its child "p:1" (which then already existed,
+    # or was replaced). The executor says which generation comes next.
+    uuids = []
+
+    def gen(ctx):
+        uuids.append(ctx.new_uuid())
+        yield ctx.call_sub_orchestrator("child")
+        ctx.continue_as_new(None)
+
+    registry = Registry()
+    registry.add_orchestrator(gen, "gen")
+    children, generation = [], None
+    for n in range(3):
+        start = replace(started("gen", instance_id="p"), execution_id=f"exec-{n}", generation=generation)
+        first = execute(registry.orchestrators.get, "p", [], [start], at(1))
+        children.append(first.actions[0].instance_id)
+        done = execute(registry.orchestrators.get, "p", first.new_events, [sub_completed(1)], at(1))
+        assert done.state is S.CONTINUED_AS_NEW and done.continue_generation == n + 1
+        generation = done.continue_generation
+    assert children == ["p:1", "p:1~1", "p:1~2"]
+    assert len(uuids) == 6 and len(set(uuids)) == 3  # each generation replays its own once
+
+
+def test_a_first_execution_keeps_the_ids_it_always_had():
+    # histories recorded before generations (no generation field) replay as they were
+    def first(ctx):
+        key = ctx.new_uuid()
+        child = yield ctx.call_sub_orchestrator("child")
+        return key, child
+
+    registry = Registry()
+    registry.add_orchestrator(first, "first")
+    result = execute(registry.orchestrators.get, "p", [], [started("first", instance_id="p")], at(1))
+    assert result.actions[0].instance_id == "p:1"
+    done = execute(registry.orchestrators.get, "p", result.new_events, [sub_completed(1, "c")], at(2))
+    assert done.output == ("359e37b7-6754-5ec7-8f93-2653ff6194a1", "c")

@@ -155,6 +155,26 @@ def carry(ctx):
     return value
 
 
+@orchestrator(name="it_whoami")
+def whoami(ctx):
+    return ctx.instance_id
+    yield
+
+
+@orchestrator(name="it_generations")
+def generations(ctx):
+    """Each generation takes a new_uuid without waiting (the generations before the last child
+    call run in one turn, at one time) and calls a child by its default id."""
+    n, uuids, children = ctx.get_input()
+    uuids = [*uuids, ctx.new_uuid()]
+    if n % 2 == 0:
+        children = [*children, (yield ctx.call_sub_orchestrator(whoami))]
+    if n < 3:
+        ctx.continue_as_new([n + 1, uuids, children])
+        return None
+    return uuids, children
+
+
 @orchestrator(name="it_unknown_activity")
 def unknown_activity(ctx):
     try:
@@ -294,6 +314,18 @@ def test_continue_as_new_preserves_unprocessed_events(hub):
     hub.raise_event(iid, "x", "first")
     hub.raise_event(iid, "x", "second")
     assert hub.wait_for_completion(iid, timeout=30).output == "second"
+
+
+def test_continue_as_new_generations_get_their_own_uuids_and_child_ids(hub):
+    # DurableTask.Core: a child's default id is "<execution id>:<task>", and each generation
+    # starts at its own time; here generations that run in one turn share its time and their
+    # task numbers restart, so both repeated before (every uuid alike, every child "<id>:1")
+    status = hub.wait_for_completion(hub.start_new(generations, instance_id="gens", client_input=[0, [], []]),
+                                     timeout=30)
+    uuids, children = status.output
+    assert len(set(uuids)) == 4
+    assert children == ["gens:1", "gens:1~2"]
+    assert hub.get_status("gens:1").output == "gens:1"  # the first generation's child kept
 
 
 def test_unknown_activity_fails_the_task_not_the_shard(hub):
