@@ -71,6 +71,8 @@ log = logging.getLogger("ray_durable.shard")
 #: from the entities that served its calls at once); the messages of the last travel.
 MAX_INLINE_RUNS = 16
 
+#: the ends of an execution after which the activities of its last episode still run
+_ENDS_KEEPING_WORK = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED})
 _STATE_TO_STATUS = {
     ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
     ExecutionState.SUSPENDED: OrchestrationRuntimeStatus.Suspended,
@@ -109,10 +111,10 @@ class ShardInstances(ShardBase):
                 self._while_pending(inst, msg, turn)
                 continue
             if inst is None or inst.status in TERMINAL or inst.status is OrchestrationRuntimeStatus.ContinuedAsNew:
-                self._drop(msg, inst is not None, turn)
+                self._drop(msg, inst, turn)
                 continue
             if msg.execution_id is not None and msg.execution_id != inst.execution_id:
-                self._drop(msg, True, turn)
+                self._drop(msg, inst, turn)
                 continue
             pending.append(msg)
         if inst is not None and pending:
@@ -139,12 +141,17 @@ class ShardInstances(ShardBase):
             return started, []
         return started, [msg, *(Message(msg.instance_id, e) for e in msg.carryover)]
 
-    def _drop(self, msg: Message, known: bool, turn: Turn) -> None:
+    def _drop(self, msg: Message, inst: Instance | None, turn: Turn) -> None:
         """A message for an instance that does not exist, is over, or is another execution:
         dropped. A client (not another shard, which would only retry) is told the instance
-        does not exist; locks granted to a holder that can no longer use them are released."""
-        if not known and msg.ack is not None and msg.client:
+        does not exist; locks granted to a holder that can no longer use them are released;
+        the result of an activity an ended execution started in its last episode strikes
+        that activity off."""
+        if inst is None and msg.ack is not None and msg.client:
             turn.after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
+        if isinstance(msg.event, (TaskCompleted, TaskFailed)) and inst is not None and inst.status in TERMINAL \
+                and msg.execution_id in (None, inst.execution_id):
+            turn.writes.done_activities.append((inst.instance_id, msg.event.task_scheduled_id))
         if isinstance(msg.event, EntityLockGranted):
             grant = msg.event
             unlocks = unlock_all(grant.lock_set, msg.instance_id, msg.execution_id, grant.task_scheduled_id, turn.now)
@@ -394,13 +401,16 @@ class ShardInstances(ShardBase):
         one record to one entity keep their order whichever way each goes."""
         iid, exec_id = inst.instance_id, inst.execution_id
         running = not result.state.is_final
+        # an activity the last episode started without waiting for it runs all the same (as in
+        # DurableTask.Core, which drops only a continued execution's); its result is dropped
+        runs_activities = running or result.state in _ENDS_KEEPING_WORK
         staged_activities: list[ActivityCall] = []
         staged_timers: list[tuple[str, str, int, float]] = []
         staged_out: list[Outbound] = []
         held: set[str] = set()
         for action in result.actions:
             if isinstance(action, ScheduleTask):
-                if running:
+                if runs_activities:
                     staged_activities.append(activity_call(inst, action.task_id, action.name, action.input, trace))
             elif isinstance(action, CreateTimer):
                 if running:

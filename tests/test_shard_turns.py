@@ -76,6 +76,11 @@ def _approval(ctx: Any) -> Any:
     return f"approved: {answer}"
 
 
+def _fire_and_forget(ctx: Any) -> Any:
+    ctx.call_activity("unit_greet", "bye")  # not waited for: its last episode
+    return "done"
+
+
 class _Counter:
     def __init__(self) -> None:
         self.value = 0
@@ -140,6 +145,7 @@ REGISTRY.add_orchestrator(_locked_pair, "unit_locked_pair")
 REGISTRY.add_orchestrator(_unstorable_status, "unit_unstorable_status")
 REGISTRY.add_orchestrator(_three_adds, "unit_three_adds")
 REGISTRY.add_orchestrator(_sequence, "unit_sequence")
+REGISTRY.add_orchestrator(_fire_and_forget, "unit_fire_and_forget")
 REGISTRY.add_orchestrator(_approval, "unit_approval")
 REGISTRY.add_orchestrator(_timer, "unit_timer")
 REGISTRY.add_orchestrator(_locked_add, "unit_locked_add")
@@ -418,6 +424,31 @@ def test_a_reopened_host_dispatches_again_the_activities_without_a_result(tmp_pa
         assert _rows(path, "SELECT task_id FROM activities") == [(second.task_id,)]
 
     asyncio.run(scenario())
+
+
+def test_an_activity_the_last_episode_did_not_wait_for_runs_after_its_instance_completed(tmp_path):
+    # DurableTask.Core sends the activities of a completing (or failing) execution's last
+    # episode; before, the history recorded TaskScheduled and the activity never ran
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        await _turn(host, _start("ff1", "unit_fire_and_forget"))
+        [call] = host._activity_out.sent
+        assert (call.instance_id, call.name) == ("ff1", "unit_greet")
+        status = await host._read_status("ff1")
+        assert status is not None and (status.runtime_status, status.output) == (S.Completed, "done")
+        await host.close()
+        assert _rows(path, "SELECT instance_id, name FROM activities") == [("ff1", "unit_greet")]
+        again = await _open(path)  # a crash before its result: it runs again, as any activity
+        [call] = again._activity_out.sent
+        await _turn(again, _result(call, "hello bye"))
+        await again.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT * FROM activities") == []  # its result struck it off
+    assert _rows(path, "SELECT status FROM instances") == [("Completed",)]
+    assert "TaskCompleted" not in _history(path)
 
 
 def test_turns_without_ray_start_no_ray(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 from orchestrations import RetryOptions, TaskFailedError, activity, orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 
+from ..helpers import wait_until
+
 pytestmark = pytest.mark.integration
 
 
@@ -153,6 +155,18 @@ def carry(ctx):
         ctx.continue_as_new(1, preserve_unprocessed_events=True)
         return None
     return value
+
+
+@activity(name="it_touch")
+def touch(path: str) -> None:
+    Path(path).write_text("ran")
+
+
+@orchestrator(name="it_fire_and_forget")
+def fire_and_forget(ctx):
+    ctx.call_activity(touch, ctx.get_input())  # never waited for
+    return "done"
+    yield
 
 
 @orchestrator(name="it_whoami")
@@ -326,6 +340,14 @@ def test_continue_as_new_generations_get_their_own_uuids_and_child_ids(hub):
     assert len(set(uuids)) == 4
     assert children == ["gens:1", "gens:1~2"]
     assert hub.get_status("gens:1").output == "gens:1"  # the first generation's child kept
+
+
+def test_an_activity_started_in_the_last_episode_runs_after_the_instance_completed(hub, tmp_path):
+    # DurableTask.Core sends a completing execution's activities; before, this one never ran
+    marker = tmp_path / "fired"
+    status = hub.wait_for_completion(hub.start_new(fire_and_forget, client_input=str(marker)), timeout=30)
+    assert (status.runtime_status, status.output) == (S.Completed, "done")
+    wait_until(marker.exists, timeout=30)
 
 
 def test_unknown_activity_fails_the_task_not_the_shard(hub):
