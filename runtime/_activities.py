@@ -4,10 +4,18 @@ A shard host groups the activities one turn scheduled by their Ray options and s
 batches: one Ray task runs a whole batch (sync activities one after another, async ones
 concurrently on one event loop) and returns every outcome encoded in one blob. This is what
 lets a fan-out beat one-Ray-task-per-call: scheduling cost is paid per batch, not per call.
+
+A few calls without Ray options go to the host's warm worker instead (``runtime._warm``). Calls
+of activities its last runs showed quick (under :data:`QUICK_SECONDS` each, timed by the
+worker) go in one batch, one round trip for all. Any other call goes one at a time, each
+outcome delivered as it comes, and one that has not answered within :data:`SPILL_SECONDS`
+sends the calls still waiting behind it to Ray tasks: so a small fan-out of slow activities
+runs in parallel, and ``task_any`` of a quick and a slow activity completes with the quick one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -59,6 +67,12 @@ _remote_run_batch = ray.remote(run_batch)
 
 #: Most calls a dispatch may hand to the warm worker (bigger ones go to Ray tasks).
 WARM_MAX_CALLS = 16
+#: How long a call may run on the warm worker before the calls queued behind it go to Ray
+#: tasks instead (a quick activity answers in well under a millisecond)
+SPILL_SECONDS = 0.01
+#: An activity whose calls last ran on the warm worker in less than this each goes there in
+#: batches (one round trip for the batch) rather than one call at a time
+QUICK_SECONDS = 0.002
 
 
 def batch_sizes(count: int, parallelism: int) -> int:
@@ -113,6 +127,10 @@ class ActivityDispatcher:
         #: ``None``: no warm worker; else it is created with the first batch it could take,
         #: and whether this process runs small batches until it answers
         self._warm_run_here: bool | None = None
+        #: calls are being sent to the warm worker one at a time (``_run_warm``)
+        self._warm_queued = False
+        #: the activities whose calls last ran quickly on the warm worker (see :meth:`_timed`)
+        self._quick: set[str] = set()
 
     def start_warm_worker(self, run_here_meanwhile: bool = True) -> None:
         """Give this host a warm worker (see ``runtime._warm``), created with the first batch
@@ -194,16 +212,24 @@ class ActivityDispatcher:
             if not options and len(group) <= WARM_MAX_CALLS and isinstance(self._registry_ref, bytes):
                 if self._warm_run_here is not None:
                     self._warm.start(self._warm_run_here)  # once; nothing if it exists
-                if self._warm.available():
-                    self._submit(group, options, warm=True)
+                if self._warm.available() and not self._warm_queued:
+                    if all(c.name in self._quick for c in group):
+                        self._submit(group, options, warm=True)
+                    else:
+                        self._submit_warm(group)
                     continue
-            size = batch_sizes(len(group), self.parallelism)
-            for start in range(0, len(group), size):
-                self._submit(group[start : start + size], options)
+            self._submit_ray(group, options)
 
-    def _submit(self, calls: list[ActivityCall], options: tuple[tuple[str, Any], ...], warm: bool = False) -> None:
-        """Hand ``calls`` to Ray now (in the caller's step, so a turn's activities are on their
-        way before its commit starts) and await the outcome in the background."""
+    def _submit_ray(self, calls: Sequence[ActivityCall], options: tuple[tuple[str, Any], ...]) -> None:
+        """``calls`` in Ray tasks, as many as keep every CPU busy (see :func:`batch_sizes`)."""
+        size = batch_sizes(len(calls), self.parallelism)
+        for start in range(0, len(calls), size):
+            self._submit(calls[start : start + size], options)
+
+    def _submit(self, calls: Sequence[ActivityCall], options: tuple[tuple[str, Any], ...], warm: bool = False) -> None:
+        """Hand ``calls`` to Ray (or the warm worker) now, in the caller's step, so a turn's
+        activities are on their way before its commit starts, and await the outcome in the
+        background."""
         blob_calls = [c.for_batch() for c in calls]
         dispatched_at = time.monotonic()
         try:
@@ -213,16 +239,62 @@ class ActivityDispatcher:
                 ref = submit_batch(self._registry_key, self._registry_ref, blob_calls, options, self._tracing_setup)
         except Exception as exc:  # could not even submit: every call fails
             ref = exc
-        self._spawn(self._run_batch(calls, ref, options, dispatched_at))
+        self._spawn(self._run_batch(list(calls), ref, options, dispatched_at, warm))
+
+    def _submit_warm(self, calls: list[ActivityCall]) -> None:
+        """Send ``calls`` to the warm worker one at a time, the first now (see the module
+        docstring); the lane takes nothing else until they are answered or sent on."""
+        first = self._warm_call(calls[0])
+        self._warm_queued = True
+        self._spawn(self._run_warm(first, calls[0], calls[1:]))
+
+    def _warm_call(self, call: ActivityCall) -> tuple[asyncio.Future[Any] | Exception, float]:
+        """Send one call to the warm worker: (its outcome's future, or the error that kept it
+        from being sent; when it was sent)."""
+        try:
+            ref: Any = self._warm.submit(
+                self._registry_key, self._registry_ref, [call.for_batch()], self._tracing_setup
+            )
+        except Exception as exc:
+            ref = exc
+        return ref, time.monotonic()
+
+    async def _run_warm(
+        self, sent: tuple[asyncio.Future[Any] | Exception, float], call: ActivityCall, queue: list[ActivityCall]
+    ) -> None:
+        try:
+            while True:
+                ref, dispatched_at = sent
+                if queue and not isinstance(ref, Exception):
+                    await asyncio.wait([ref], timeout=SPILL_SECONDS)
+                    if not ref.done():  # a slow call: the rest go on without waiting for it
+                        self._submit_ray(queue, ())
+                        queue = []
+                await self._run_batch([call], ref, (), dispatched_at, warm=True)
+                if not queue:
+                    return
+                if not self._warm.available():  # the worker was lost meanwhile
+                    self._submit_ray(queue, ())
+                    return
+                call, queue = queue[0], queue[1:]
+                sent = self._warm_call(call)
+        finally:
+            self._warm_queued = False
 
     async def _run_batch(
-        self, calls: list[ActivityCall], ref: Any, options: tuple[tuple[str, Any], ...], dispatched_at: float
+        self, calls: list[ActivityCall], ref: Any, options: tuple[tuple[str, Any], ...], dispatched_at: float,
+        warm: bool = False,
     ) -> None:
+        """Deliver the outcomes of ``calls`` once ``ref`` has them (the warm worker's: with
+        the seconds it took to run them, which say whether their activities are quick)."""
         try:
             if isinstance(ref, Exception):
                 raise ref
             try:
                 blob = await ref
+                if warm:
+                    blob, seconds = blob
+                    self._timed(calls, seconds)
             except ConnectionLostError:  # the warm worker died running it: run it on a Ray task
                 blob = await submit_batch(
                     self._registry_key, self._registry_ref, [c.for_batch() for c in calls], options,
@@ -233,6 +305,16 @@ class ActivityDispatcher:
             failure = failure_from_exception(exc)
             outcomes = [(False, failure)] * len(calls)
         await self._answer(calls, outcomes, dispatched_at)
+
+    def _timed(self, calls: Sequence[ActivityCall], seconds: float) -> None:
+        """The warm worker ran ``calls`` in ``seconds``: their activities are quick if each
+        took less than :data:`QUICK_SECONDS` on average (a slow one among them makes them all
+        go one at a time next time)."""
+        names = {c.name for c in calls}
+        if seconds < QUICK_SECONDS * len(calls):
+            self._quick.update(names)
+        else:
+            self._quick.difference_update(names)
 
     async def _answer(
         self, calls: Sequence[ActivityCall], outcomes: Sequence[tuple[bool, Any]], dispatched_at: float

@@ -31,6 +31,7 @@ import pickle
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -118,8 +119,9 @@ class WarmWorker:
             if body is None:
                 return
             request_id, (registry_key, registry_blob, calls, *setup) = pickle.loads(body)  # setup: tracing_setup
+            began = time.perf_counter()
             outcomes = run_batch(registry_key, registry_blob, calls, *setup)
-            conn.sendall(frame((request_id, ok_reply(outcomes))))
+            conn.sendall(frame((request_id, ok_reply((outcomes, time.perf_counter() - began)))))
 
 
 def _fill(conn: socket.socket, buffer: bytearray, size: int) -> None:
@@ -210,7 +212,8 @@ class WarmLane:
     def submit(
         self, registry_key: str, registry_blob: bytes, calls: Sequence[BatchCall], tracing_setup: Any = None
     ) -> asyncio.Future[Any]:
-        """Send one batch; the future gets the encoded outcomes (what a Ray task returns), or
+        """Send one batch; the future gets the encoded outcomes (what a Ray task returns) and
+        the seconds the worker took to run them, or
         ``ConnectionLostError`` if the worker died (then the lane reconnects) or, for a batch
         run here, if it did not finish normally (a Ray task runs it again)."""
         if self._client is None or self._client.closed:
@@ -245,7 +248,9 @@ class WarmLane:
         def run() -> None:
             result, error = None, None
             try:
-                result = run_batch(registry_key, registry_blob, list(calls), tracing_setup)
+                began = time.perf_counter()
+                blob = run_batch(registry_key, registry_blob, list(calls), tracing_setup)
+                result = (blob, time.perf_counter() - began)
             except BaseException as exc:  # sys.exit in an activity, or a bug: a Ray task runs it again
                 error = ConnectionLostError(f"a batch run in the shard host did not finish: {exc!r}")
             with contextlib.suppress(RuntimeError):  # the host closed its loop meanwhile
@@ -265,7 +270,8 @@ class WarmLane:
 
 
 def _value_of(reply: asyncio.Future[Reply]) -> asyncio.Future[Any]:
-    """A future of the value of the worker's reply to a batch (the encoded outcomes); it
+    """A future of the value of the worker's reply to a batch (the encoded outcomes and the
+    seconds they took); it
     fails as ``reply`` does (``ConnectionLostError``), or with ``ConnectionLostError`` if the
     worker answered that it could not run the batch (a Ray task runs it again)."""
     value: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -346,8 +346,12 @@ def test_the_warm_worker_serves_a_batch_that_arrives_in_pieces_and_one_that_arri
         conn.sendall(request[5:])
         conn.sendall(frame((2, ("key", registry, [("double", dump_value(1))]))))
         replies = [_read_reply(conn), _read_reply(conn)]
-    # the one reply shape of every server: (True, value); the value is the encoded outcomes
-    assert [(rid, ok, decode(blob)) for rid, (ok, blob) in replies] == [(1, True, [(True, 42)]), (2, True, [(True, 2)])]
+    # the one reply shape of every server: (True, value); the value is the encoded outcomes and
+    # the seconds the worker took to run them
+    assert [(rid, ok, decode(blob)) for rid, (ok, (blob, _)) in replies] == [
+        (1, True, [(True, 42)]), (2, True, [(True, 2)])
+    ]
+    assert all(seconds >= 0 for _, (_, (_, seconds)) in replies)
 
 
 def _read_reply(conn: socket.socket) -> tuple[int, tuple[bool, bytes]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -167,6 +168,41 @@ def fire_and_forget(ctx):
     ctx.call_activity(touch, ctx.get_input())  # never waited for
     return "done"
     yield
+
+
+@activity(name="it_wait_for_file")
+def wait_for_file(path: str) -> str:
+    """Returns once ``path`` exists (at most a minute)."""
+    deadline = time.monotonic() + 60
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return "slow"
+
+
+@activity(name="it_barrier")
+def barrier(args: tuple[str, int, int]) -> int:
+    """Returns once all ``n`` calls of the barrier in ``directory`` have started (at most a
+    minute): calls run one after another never get there."""
+    directory, i, n = args
+    Path(directory, str(i)).write_text("started")
+    wait_until(lambda: len(list(Path(directory).iterdir())) == n, timeout=60, interval=0.01)
+    return i
+
+
+@orchestrator(name="it_activity_race")
+def activity_race(ctx):
+    slow = ctx.call_activity(wait_for_file, ctx.get_input())
+    fast = ctx.call_activity(say_hello, "fast")
+    winner = yield ctx.task_any([slow, fast])
+    return winner.result
+
+
+@orchestrator(name="it_barrier_fan")
+def barrier_fan(ctx):
+    directory = ctx.get_input()
+    return (yield ctx.task_all([ctx.call_activity(barrier, (directory, i, 3)) for i in range(3)]))
 
 
 @orchestrator(name="it_whoami")
@@ -348,6 +384,24 @@ def test_an_activity_started_in_the_last_episode_runs_after_the_instance_complet
     status = hub.wait_for_completion(hub.start_new(fire_and_forget, client_input=str(marker)), timeout=30)
     assert (status.runtime_status, status.output) == (S.Completed, "done")
     wait_until(marker.exists, timeout=30)
+
+
+def test_task_any_of_a_slow_and_a_quick_activity_completes_with_the_quick_one(hub, tmp_path):
+    # before, both went to the warm worker in one batch, run one after the other, answered
+    # together: the instance waited for the slow one (here: for ever, until the test lets it go)
+    release = tmp_path / "release"
+    try:
+        status = hub.wait_for_completion(hub.start_new(activity_race, client_input=str(release)), timeout=30)
+        assert (status.runtime_status, status.output) == (S.Completed, "Hello fast!")
+    finally:
+        release.write_text("go")
+
+
+def test_a_small_fan_out_runs_its_activities_at_the_same_time(hub, tmp_path):
+    # three calls that each wait until all three have started: run one after another (as the
+    # warm worker ran a small batch), the first never returns
+    status = hub.wait_for_completion(hub.start_new(barrier_fan, client_input=str(tmp_path)), timeout=60)
+    assert (status.runtime_status, status.output) == (S.Completed, [0, 1, 2])
 
 
 def test_unknown_activity_fails_the_task_not_the_shard(hub):
