@@ -140,10 +140,15 @@ class ShardQueries(ShardBase):
                 registry.pop(instance_id, None)
 
     async def progress(self, instance_id: str) -> tuple[int, int]:
-        """(activities finished, activities scheduled) of the current execution, from memory."""
+        """(activities finished, activities scheduled) of the current execution: from memory,
+        or, for an instance not held there (one that ended leaves it), counted in its committed
+        history; (0, 0) for an unknown instance."""
         await self._ensure_started()
         inst = self._cache.get(instance_id)
-        return (inst.tasks_done, inst.tasks_scheduled) if inst is not None else (0, 0)
+        if inst is not None:
+            return (inst.tasks_done, inst.tasks_scheduled)
+        row = await self._store.get_instance(instance_id)
+        return (0, 0) if row is None else await self._store.task_counts(row.num)
 
     @ray.method(concurrency_group=READS)
     async def query(

@@ -320,6 +320,13 @@ class ShardStore:
         sql = f"SELECT seq, data FROM history WHERE num = ? AND event_type IN ({marks}) ORDER BY seq"
         return [(row[0], row[1]) for row in await rows_of(self.db, sql, (num, *event_types))]
 
+    async def task_counts(self, num: int) -> tuple[int, int]:
+        """(activity results, activities scheduled) in the committed history of the instance
+        numbered ``num`` (a scan of that instance's rows only)."""
+        sql = "SELECT event_type, COUNT(*) FROM history WHERE num = ? AND event_type IN (?, ?, ?) GROUP BY event_type"
+        counts = dict(await rows_of(self.reader, sql, (num, "TaskScheduled", "TaskCompleted", "TaskFailed")))
+        return counts.get("TaskCompleted", 0) + counts.get("TaskFailed", 0), counts.get("TaskScheduled", 0)
+
     async def seen_messages(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` were delivered before (duplicates to drop)."""
         return {row[0] for row in await self._rows_with_ids("SELECT msg_id FROM delivered WHERE msg_id", ids)}

@@ -404,6 +404,15 @@ def test_a_small_fan_out_runs_its_activities_at_the_same_time(hub, tmp_path):
     assert (status.runtime_status, status.output) == (S.Completed, [0, 1, 2])
 
 
+def test_the_progress_bar_ends_at_every_activity_done(hub, capsys):
+    # the README's fan-out example: the bar's last line read "0task" (an instance that ended
+    # leaves the host's memory, and its progress was read from there only)
+    status = hub.wait_for_completion(hub.start_new(fan, client_input=5), timeout=30, show_progress=True)
+    assert status.output == 20
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "5/5" in last and "100%" in last, last
+
+
 def test_unknown_activity_fails_the_task_not_the_shard(hub):
     assert hub.wait_for_completion(hub.start_new(unknown_activity), timeout=30).output == "ActivityNotFound"
     assert hub.wait_for_completion(hub.start_new(plain, client_input=1), timeout=30).output == 3
