@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 import math
 import pickle
+import types
+from collections import ChainMap
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -49,9 +53,34 @@ def encode(value: Any, what: str = "value") -> bytes:
     except Exception:
         pass
     try:
-        return cloudpickle.dumps(value, protocol=PROTOCOL)
+        out = io.BytesIO()
+        _Pickler(out, protocol=PROTOCOL).dump(value)
+        return out.getvalue()
     except Exception as exc:
         raise PayloadError(what, describe(value), f"{type(exc).__name__}: {exc}") from None
+
+
+def _code_keeping_filename(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, with its file name kept: cloudpickle writes
+    ``"<dynamic-code>"`` instead, and a function of the user's script (sent by value) then
+    named no file in its tracebacks and non-determinism errors."""
+    assert _CODE_REDUCE is not None  # only installed with it
+    rebuild, args = _CODE_REDUCE(code)
+    return rebuild, tuple(code.co_filename if arg == _DYNAMIC else arg for arg in args)
+
+
+_DYNAMIC = "<dynamic-code>"
+#: ``None`` if this cloudpickle has no such function: its own reduction is used as it is
+_CODE_REDUCE: Callable[[types.CodeType], Any] | None = getattr(
+    getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None
+)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle's pickler, keeping the file names of code sent by value."""
+
+    if _CODE_REDUCE is not None:
+        dispatch_table = ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
 
 
 def decode(blob: bytes | None) -> Any:

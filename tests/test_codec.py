@@ -9,6 +9,7 @@ import enum
 import json
 import pickle
 import sys
+import traceback
 import types
 import uuid
 from collections.abc import Iterator
@@ -33,8 +34,10 @@ from runtime._codec import (
     PICKLE_KEY,
     SAFE,
     Undecodable,
+    decode,
     dump_json,
     dump_value,
+    encode,
     is_exact_json,
     load_value,
     to_json_value,
@@ -371,3 +374,22 @@ def test_a_failure_whose_fields_json_cannot_carry_raises_naming_the_value() -> N
     failure = FailureDetails("ValueError", _Why.OPS)  # type: ignore[arg-type]
     with pytest.raises(PayloadError, match=r"_Why\.OPS"):
         dump_event(TaskFailed(NOW, 1, failure))
+
+
+def test_a_function_sent_by_value_keeps_its_file_name_in_tracebacks(tmp_path):
+    # cloudpickle names the code of functions it sends by value "<dynamic-code>": a script's
+    # orchestrator then named no file in its NonDeterminismError, nor an activity in its
+    # failure details
+    script = tmp_path / "user_script.py"
+    script.write_text("def outer(x):\n    def inner():\n        raise ValueError(x)\n    return inner()\n")
+    namespace = {"__name__": "__main__"}
+    exec(compile(script.read_text(), str(script), "exec"), namespace)
+    blob = encode(namespace["outer"])
+    assert b"__main__" in blob  # sent by value, as a script's functions are
+    rebuilt = decode(blob)
+    with pytest.raises(ValueError) as raised:
+        rebuilt("boom")
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    assert [(f.filename, f.name, f.lineno) for f in frames[-2:]] == [
+        (str(script), "outer", 4), (str(script), "inner", 3)
+    ]
