@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrations import (
+    DurableTypeError,
     DurableValueError,
     EventRaised,
     ExecutionResumed,
@@ -68,7 +69,10 @@ class ControlClient(ClientParts):
     def start_new_batch(
         self, orchestration_function_name: str | Callable[..., Any], inputs: Iterable[Any]
     ) -> list[str]:
-        """Start one instance per input (random ids) with one call per shard; returns the ids."""
+        """Start one instance per input (random ids) with one call per shard; returns the ids.
+        ``inputs``: a list (or any iterable) of the inputs, one per instance."""
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
+            raise DurableTypeError(f"inputs must be a list with one input per instance, got {inputs!r}")
         msgs = [self._start_message(orchestration_function_name, None, x) for x in inputs]
         with traced_starts(msgs):
             self._submit(msgs)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from orchestrations import DurableTypeError, DurableValueError
 
 from ._client_args import check_prefix
 from ._status import DurableOrchestrationStatus, InstancePage, OrchestrationRuntimeStatus
 
-StatusFilter = OrchestrationRuntimeStatus | Iterable[OrchestrationRuntimeStatus] | None
+StatusFilter = OrchestrationRuntimeStatus | str | Iterable[OrchestrationRuntimeStatus | str] | None
 
 
 #: One instance as a shard's query returns it: (created timestamp, instance id, status).
@@ -68,13 +69,32 @@ def timestamp_of(value: datetime | None) -> float | None:
 
 
 def status_values(value: StatusFilter) -> list[str] | None:
+    """The status names a ``runtime_status`` filter asks for: one status or several, each an
+    :class:`OrchestrationRuntimeStatus` or its name (any case); ``None``: every status."""
     if value is None:
         return None
-    items = [value] if isinstance(value, OrchestrationRuntimeStatus) else list(value)
-    for item in items:
-        if not isinstance(item, OrchestrationRuntimeStatus):
-            raise DurableTypeError(f"runtime_status must hold OrchestrationRuntimeStatus values, got {item!r}")
-    return [s.value for s in items]
+    if isinstance(value, str):  # one status (the enum is a str too): not its letters
+        items: list[Any] = [value]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise DurableTypeError(
+                f"runtime_status must be an OrchestrationRuntimeStatus or a list of them, got {value!r}"
+            ) from None
+    return [_status_name(item) for item in items]
+
+
+def _status_name(item: object) -> str:
+    if isinstance(item, OrchestrationRuntimeStatus):
+        return item.value
+    if not isinstance(item, str):
+        raise DurableTypeError(f"runtime_status must hold OrchestrationRuntimeStatus values, got {item!r}")
+    for status in OrchestrationRuntimeStatus:
+        if status.value.casefold() == item.casefold():
+            return status.value
+    names = ", ".join(s.value for s in OrchestrationRuntimeStatus)
+    raise DurableValueError(f"runtime_status {item!r} is not a status; the statuses are {names}")
 
 
 def _parse_token(token: str | None) -> tuple[float, str] | None:

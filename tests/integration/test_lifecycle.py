@@ -116,6 +116,8 @@ def test_bad_input_is_refused_at_the_call(hub):
     assert hub.get_status("never-written") is None
     with pytest.raises(ValueError, match="timeout"):
         hub.wait_for_completion("whatever", timeout=-1)
+    with pytest.raises(TypeError, match="inputs must be a list with one input per instance, got 5"):
+        hub.start_new_batch(echo, 5)  # a bare "'int' object is not iterable" before
     with pytest.raises(InstanceNotFoundError, match="missing-id"):
         hub.raise_event("missing-id", "go")
     with pytest.raises(InstanceNotFoundError, match="missing-id"):
@@ -197,6 +199,11 @@ def test_queries_paging_and_purge(ray_session, tmp_path):
         assert [s.created_time for s in everything] == sorted(s.created_time for s in everything)
         done = hub.get_status_by(runtime_status=[S.Completed])
         assert len(done) == 25
+        # one status, or its name: not the letters of "Completed" (a DurableTypeError on 'C')
+        assert hub.get_status_by(runtime_status=S.Completed) == done
+        assert hub.get_status_by(runtime_status="completed") == done
+        with pytest.raises(ValueError, match="'Done' is not a status; the statuses are Pending, Running"):
+            hub.get_status_by(runtime_status="Done")
         assert hub.get_status_by(created_time_from=datetime.now(UTC) + timedelta(hours=1)) == []
         assert len(hub.get_status_by(created_time_from=before)) == 26
 
