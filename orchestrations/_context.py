@@ -27,6 +27,7 @@ from ._actions import (
 from ._checks import check_operation, check_retry, checked_entity_key, task_list, timeout_delta
 from ._critical import CriticalSection, SectionState, canonical_lock_set
 from ._errors import DurableTypeError, DurableValueError, EventTimeoutError
+from ._guards import check_input
 from ._handles import LockHandle, ReplaySafeLogger
 from ._history import EventRaised
 from ._http import HttpTask, build_request
@@ -173,6 +174,7 @@ class OrchestrationContext:
         return self._sequence
 
     def _schedule(self, action: Action, task: CompletableTask) -> CompletableTask:
+        check_input(getattr(action, "input", None), f"the input of {action.describe()}")
         self._pending_actions[action.task_id] = action
         self._open_tasks[action.task_id] = task
         return task
@@ -350,6 +352,7 @@ class OrchestrationContext:
         if not isinstance(event_name, str) or not event_name.strip():
             raise DurableValueError(f"send_event: event_name must be a non-empty str, got {event_name!r}")
         check_encodable(event_name, "send_event: event_name")
+        check_input(event_data, f"the data of send_event {event_name!r}")
         task_id = self._next_id()
         self._pending_actions[task_id] = SendEvent(task_id, instance_id, event_name, event_data)
 
@@ -391,6 +394,7 @@ class OrchestrationContext:
             if scheduled_time.tzinfo is None:
                 scheduled_time = scheduled_time.replace(tzinfo=UTC)
         self._section.check_signal(key)
+        check_input(operation_input, f"the input of signal_entity {key!r} {operation_name!r}")
         task_id = self._next_id()
         self._pending_actions[task_id] = SignalEntity(task_id, key, operation_name, operation_input, scheduled_time)
 
@@ -474,6 +478,7 @@ class OrchestrationContext:
         ``version=N`` runs that version instead (a bad one raises ``TypeError``/``ValueError``
         here; one not registered fails the new execution, naming it).
         """
+        check_input(input_, "the input of continue_as_new")
         self._continue_version = check_version(version)
         self._continue_as_new = (input_, bool(preserve_unprocessed_events))
 
@@ -483,6 +488,7 @@ class OrchestrationContext:
         The value is stored when the episode commits; replay sets it again without storing it.
         It is carried over by ``continue_as_new`` until the new execution sets another.
         """
+        check_input(value, "the custom status")
         self._custom_status = value
         if not self._is_replaying:
             self._custom_status_changed = True

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ._errors import DeterminismWarning, describe
+from ._errors import DeterminismWarning, DurableTypeError, describe
 from ._history import FailureDetails
 from ._task import Task
 
@@ -93,19 +93,39 @@ def explain_yielded(value: object, is_async: bool) -> str:
     return f"an orchestrator must {verb} a Task, it {verb}ed {describe(value)}"
 
 
-def check_output(value: Any, is_async: bool, budget: int = 100_000) -> str | None:
+#: how many values of a task's input :func:`check_input` looks at (a large list: its first ones)
+INPUT_BUDGET = 256
+#: values that hold nothing (most inputs): not looked into
+_PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+def check_input(value: Any, where: str) -> None:
+    """Raise :class:`DurableTypeError` if ``value``, which ``where`` passes on (an input, an
+    event's data, a custom status), is or holds a Task, a generator or a coroutine: a task that
+    was never yielded, whose object would otherwise go on as if it were the value."""
+    if isinstance(value, _PLAIN):
+        return
+    problem = check_output(value, False, INPUT_BUDGET, where, "and pass on its result")
+    if problem is not None:
+        raise DurableTypeError(problem)
+
+
+def check_output(
+    value: Any, is_async: bool, budget: int = 100_000, where: str = "the output", then: str = "before returning it"
+) -> str | None:
     """A failure message if the output ``value`` is, or holds, a Task, a generator or a coroutine
     (a result that was never yielded or awaited); ``None`` if the output is fine. Looks at most
-    ``budget`` values deep into lists, tuples, sets and dicts."""
+    ``budget`` values deep into lists, tuples, sets and dicts. ``where`` names the value in the
+    message, ``then`` says what to do with the result once yielded."""
     verb = "await" if is_async else "yield"
-    stack: list[tuple[Any, str]] = [(value, "the output")]
+    stack: list[tuple[Any, str]] = [(value, where)]
     while stack and budget > 0:
         item, where = stack.pop()
         budget -= 1
         if isinstance(item, Task):
             return (
                 f"{where} is a Task ({type(item).__name__}), not its result: put `{verb}` in front of "
-                f"the context call (`result = {verb} context.call_activity(...)`) before returning it"
+                f"the context call (`result = {verb} context.call_activity(...)`) {then}"
             )
         if inspect.isasyncgen(item):
             return f"{where} is an async generator ({item.__qualname__}), not a value"

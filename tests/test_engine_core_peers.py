@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from orchestrations import ExecutionState, Registry, execute
 from orchestrations.testing import at, started, sub_completed, task_completed
 from runtime._batch import run_batch
@@ -111,3 +113,43 @@ def test_a_first_execution_keeps_the_ids_it_always_had():
     assert result.actions[0].instance_id == "p:1"
     done = execute(registry.orchestrators.get, "p", result.new_events, [sub_completed(1, "c")], at(2))
     assert done.output == ("359e37b7-6754-5ec7-8f93-2653ff6194a1", "c")
+
+
+# -- a task passed where its result belongs fails at that line --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mistake", "where"),
+    [
+        (lambda ctx, t: ctx.call_activity("b", t), "the input of call_activity 'b'"),
+        (lambda ctx, t: ctx.call_activity("b", {"first": [t]}), "the input of call_activity 'b' (task 2)['first'][0]"),
+        (lambda ctx, t: ctx.call_sub_orchestrator("child", (1, t)), "the input of call_sub_orchestrator 'child'"),
+        (lambda ctx, t: ctx.send_event("other", "go", t), "the data of send_event 'go'"),
+        (lambda ctx, t: ctx.set_custom_status(t), "the custom status"),
+        (lambda ctx, t: ctx.continue_as_new(t), "the input of continue_as_new"),
+    ],
+)
+def test_a_task_passed_on_unyielded_fails_naming_where(mistake, where):
+    # SDKs that serialise to JSON fail here; pickled, the Task object went on as the value
+    # (the activity ran with a CompletableTask as its input)
+    def passes_a_task(ctx):
+        first = ctx.call_activity("a")
+        mistake(ctx, first)
+        yield first
+
+    result = Instance(passes_a_task).start()
+    assert result.state is S.FAILED
+    assert result.failure.error_type == "orchestrations.DurableTypeError"
+    assert result.failure.message.startswith(f"{where}") and "is a Task (CompletableTask), not its result" in (
+        result.failure.message
+    )
+
+
+def test_a_task_may_still_be_passed_to_task_all_and_values_holding_none_pass():
+    def fine(ctx):
+        first = ctx.call_activity("a", {"x": [1, None, "s", b"b", 2.5]})
+        both = yield ctx.task_all([first, ctx.call_activity("a", None)])
+        return both
+
+    result = Instance(fine).start()
+    assert result.state is S.RUNNING and len(result.actions) == 2
