@@ -82,7 +82,7 @@ class CreateSubOrchestration(Action):
         )
 
     def describe(self) -> str:
-        return f"call_sub_orchestrator {self.name!r} (task {self.task_id})"
+        return f"call_sub_orchestrator {self.name!r} as {self.instance_id!r} (task {self.task_id})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +186,7 @@ def describe_event(event: HistoryEvent) -> str:
     if isinstance(event, TimerCreated):
         return f"create_timer (task {event.event_id})"
     if isinstance(event, SubOrchestrationInstanceCreated):
-        return f"call_sub_orchestrator {event.name!r} (task {event.event_id})"
+        return f"call_sub_orchestrator {event.name!r} as {event.instance_id!r} (task {event.event_id})"
     if isinstance(event, EventSent):
         return f"send_event {event.name!r} to {event.instance_id!r} (task {event.event_id})"
     if isinstance(event, EntityOperationCalled):

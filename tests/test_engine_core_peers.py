@@ -153,3 +153,19 @@ def test_a_task_may_still_be_passed_to_task_all_and_values_holding_none_pass():
 
     result = Instance(fine).start()
     assert result.state is S.RUNNING and len(result.actions) == 2
+
+
+def test_a_child_id_that_changed_on_replay_is_named_on_both_sides():
+    # the message read "history expected call_sub_orchestrator 'child' (task 1), but the code
+    # produced call_sub_orchestrator 'child' (task 1)": both sides alike, the ids left out
+    def child_id_from_input(ctx):
+        return (yield ctx.call_sub_orchestrator("child", instance_id=ctx.get_input()))
+
+    registry = Registry()
+    registry.add_orchestrator(child_id_from_input, "parent")
+    first = execute(registry.orchestrators.get, "p", [], [started("parent", "c-1", instance_id="p")], at(1))
+    history = [replace(e, input="c-2") if e.event_type == "ExecutionStarted" else e for e in first.new_events]
+    again = execute(registry.orchestrators.get, "p", history, [sub_completed(1)], at(2))
+    assert again.state is S.FAILED and again.failure.error_type == "orchestrations.NonDeterminismError"
+    assert "expected call_sub_orchestrator 'child' as 'c-1' (task 1)" in again.failure.message
+    assert "produced call_sub_orchestrator 'child' as 'c-2' (task 1)" in again.failure.message
