@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._errors import DeterminismWarning, DurableTypeError, describe
+from ._failures import exception_message
 from ._history import FailureDetails
 from ._task import Task
 
@@ -148,7 +149,7 @@ def check_output(
 
 def explain_failure(failure: FailureDetails, exc: BaseException, is_async: bool) -> FailureDetails:
     """``failure`` with a hint added when ``exc`` is a known symptom of a wrong program."""
-    if is_async and isinstance(exc, RuntimeError) and "event loop" in str(exc):
+    if is_async and isinstance(exc, RuntimeError) and "event loop" in exception_message(exc):
         hint = (
             " (an async orchestrator runs on the durable engine, not on an asyncio event loop: "
             "await only context methods, e.g. context.create_timer instead of asyncio.sleep)"

@@ -267,7 +267,9 @@ class ActivityDispatcher:
                 ref, dispatched_at = sent
                 if queue and not isinstance(ref, Exception):
                     await asyncio.wait([ref], timeout=SPILL_SECONDS)
-                    if not ref.done():  # a slow call: the rest go on without waiting for it
+                    if not ref.done() or ref.cancelled() or ref.exception() is not None:
+                        # a slow call, or a lost worker (the call runs again on a Ray task):
+                        # the rest go on without waiting for it
                         self._submit_ray(queue, ())
                         queue = []
                 await self._run_batch([call], ref, (), dispatched_at, warm=True)

@@ -71,8 +71,9 @@ log = logging.getLogger("ray_durable.shard")
 #: from the entities that served its calls at once); the messages of the last travel.
 MAX_INLINE_RUNS = 16
 
-#: the ends of an execution after which the activities of its last episode still run
-_ENDS_KEEPING_WORK = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED})
+#: the ends of an execution after which the activities of its last episode still run (a
+#: failing episode's actions are dropped by the executor, its unlocks aside)
+_ENDS_KEEPING_WORK = frozenset({ExecutionState.COMPLETED})
 _STATE_TO_STATUS = {
     ExecutionState.RUNNING: OrchestrationRuntimeStatus.Running,
     ExecutionState.SUSPENDED: OrchestrationRuntimeStatus.Suspended,
@@ -145,13 +146,12 @@ class ShardInstances(ShardBase):
         """A message for an instance that does not exist, is over, or is another execution:
         dropped. A client (not another shard, which would only retry) is told the instance
         does not exist; locks granted to a holder that can no longer use them are released;
-        the result of an activity an ended execution started in its last episode strikes
-        that activity off."""
+        an activity's result strikes off that execution's row of it (one its last episode
+        started without waiting, or one a turn that also replaced the execution wrote)."""
         if inst is None and msg.ack is not None and msg.client:
             turn.after.acks[msg.ack] = InstanceNotFoundError(msg.instance_id)
-        if isinstance(msg.event, (TaskCompleted, TaskFailed)) and inst is not None and inst.status in TERMINAL \
-                and msg.execution_id in (None, inst.execution_id):
-            turn.writes.done_activities.append((inst.instance_id, msg.event.task_scheduled_id))
+        if isinstance(msg.event, (TaskCompleted, TaskFailed)) and inst is not None and msg.execution_id is not None:
+            turn.writes.struck_activities.append((inst.instance_id, msg.event.task_scheduled_id, msg.execution_id))
         if isinstance(msg.event, EntityLockGranted):
             grant = msg.event
             unlocks = unlock_all(grant.lock_set, msg.instance_id, msg.execution_id, grant.task_scheduled_id, turn.now)

@@ -23,6 +23,9 @@ class TurnWrites:
     history: list[HistoryRow] = field(default_factory=list)
     add_activities: list[ActivityRow] = field(default_factory=list)
     done_activities: list[tuple[str, int]] = field(default_factory=list)
+    #: (instance id, task id, execution id) of activities whose result came for an execution
+    #: that ended (or another that replaced it): struck off only if that execution's
+    struck_activities: list[tuple[str, int, str]] = field(default_factory=list)
     clear_instance_work: list[str] = field(default_factory=list)
     add_timers: list[tuple[Any, ...]] = field(default_factory=list)
     done_timers: list[tuple[str, int]] = field(default_factory=list)
@@ -67,6 +70,7 @@ _STATEMENTS: tuple[tuple[str, str, bool], ...] = (
     ("history", "INSERT OR REPLACE INTO history(num, seq, event_type, timestamp, name, data) VALUES (?,?,?,?,?,?)",
      False),
     ("done_activities", "DELETE FROM activities WHERE instance_id = ? AND task_id = ?", False),
+    ("struck_activities", "DELETE FROM activities WHERE instance_id = ? AND task_id = ? AND execution_id = ?", False),
     ("add_activities",
      "INSERT OR REPLACE INTO activities(instance_id, execution_id, task_id, name, input) VALUES (?,?,?,?,?)", False),
     ("done_timers", "DELETE FROM timers WHERE instance_id = ? AND timer_id = ?", False),

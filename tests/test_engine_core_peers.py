@@ -49,6 +49,22 @@ def test_an_orchestrator_raising_an_unprintable_exception_fails_naming_its_type(
     assert "_UnprintableError" in done.failure.details
 
 
+def test_an_async_orchestrator_raising_an_unprintable_runtime_error_fails_too():
+    # a review found it: the hint for asyncio mistakes in async orchestrators read str(exc)
+    class UnprintableRuntimeError(RuntimeError):
+        def __str__(self) -> str:
+            raise ValueError("str broken")
+
+    async def unprintable(ctx):
+        await ctx.call_activity("a")
+        raise UnprintableRuntimeError()
+
+    inst = Instance(unprintable)
+    inst.start()
+    done = inst.run(task_completed(1, None), now=at(2))
+    assert done.state is S.FAILED and done.failure.message == "<exception str() failed>"
+
+
 def test_an_activity_raising_an_unprintable_exception_fails_only_its_own_call():
     # before: run_batch raised, and every call of the batch was reported failed with it
     registry = Registry()

@@ -81,6 +81,12 @@ def _fire_and_forget(ctx: Any) -> Any:
     return "done"
 
 
+def _go_then_forget(ctx: Any) -> Any:
+    yield ctx.wait_for_external_event("go")
+    ctx.call_activity("unit_greet", "bye")  # not waited for: its last episode
+    return "done"
+
+
 class _Counter:
     def __init__(self) -> None:
         self.value = 0
@@ -146,6 +152,7 @@ REGISTRY.add_orchestrator(_unstorable_status, "unit_unstorable_status")
 REGISTRY.add_orchestrator(_three_adds, "unit_three_adds")
 REGISTRY.add_orchestrator(_sequence, "unit_sequence")
 REGISTRY.add_orchestrator(_fire_and_forget, "unit_fire_and_forget")
+REGISTRY.add_orchestrator(_go_then_forget, "unit_go_then_forget")
 REGISTRY.add_orchestrator(_approval, "unit_approval")
 REGISTRY.add_orchestrator(_timer, "unit_timer")
 REGISTRY.add_orchestrator(_locked_add, "unit_locked_add")
@@ -449,6 +456,30 @@ def test_an_activity_the_last_episode_did_not_wait_for_runs_after_its_instance_c
     assert _rows(path, "SELECT * FROM activities") == []  # its result struck it off
     assert _rows(path, "SELECT status FROM instances") == [("Completed",)]
     assert "TaskCompleted" not in _history(path)
+
+
+def test_the_last_episodes_activity_of_an_execution_replaced_in_the_same_turn_leaves_no_row(tmp_path):
+    # a review found it: the new execution's clearing of the instance's work ran before the
+    # old one's row was written, and the result, for an execution no longer current, struck
+    # nothing: the row stayed, and every reopened host ran the activity again
+    path = tmp_path / "shard-00.sqlite"
+
+    async def scenario() -> None:
+        host = await _open(path)
+        await _turn(host, _start("x1", "unit_go_then_forget"))
+        assert await _turn(host, _raise("x1", "go", 1), _start("x1", "unit_approval")) == [None, None]
+        old = host._activity_out.sent[-1]
+        assert (old.name, old.task_id) == ("unit_greet", 1)
+        await _turn(host, _result(old, "hello bye"))
+        status = await host._read_status("x1")
+        assert status is not None and (status.runtime_status, status.name) == (S.Running, "unit_approval")
+        await host.close()
+        again = await _open(path)
+        assert again._activity_out.sent == []  # nothing to run again
+        await again.close()
+
+    asyncio.run(scenario())
+    assert _rows(path, "SELECT * FROM activities") == []
 
 
 def test_turns_without_ray_start_no_ray(tmp_path):
