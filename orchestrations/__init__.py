@@ -33,6 +33,7 @@ from ._errors import (
     ShardFileError,
     ShardMismatchError,
     ShardWriteError,
+    TaskCancelledError,
     TaskFailedError,
     TerminalError,
 )
@@ -147,6 +148,7 @@ __all__ = [
     "Task",
     "TaskCompleted",
     "TaskFailed",
+    "TaskCancelledError",
     "TaskFailedError",
     "TaskScheduled",
     "TerminalError",

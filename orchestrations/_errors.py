@@ -119,6 +119,21 @@ class EventTimeoutError(TaskFailedError):
         return cls(f"external event {name!r} did not arrive within {timeout}", "TimeoutError")
 
 
+class TaskCancelledError(TaskFailedError):
+    """A durable timer or an event wait was yielded (itself, or inside ``task_all``) after
+    the orchestration cancelled it: a cancelled task never completes otherwise.
+
+    Raised at the ``yield`` (catch it as :class:`TaskFailedError` or by its own type);
+    ``error_type`` is ``"TaskCancelledError"``. ``task_any`` counts a task cancelled while it
+    waited as finished, as .NET's ``Task.WhenAny`` counts a cancelled task.
+    """
+
+    @classmethod
+    def of(cls, what: str) -> TaskCancelledError:
+        """The error for ``what`` (``"timer task #3"``), cancelled."""
+        return cls(f"{what} was cancelled", "TaskCancelledError")
+
+
 class OrchestrationFailedError(TerminalError):
     """An orchestration ended in the Failed state (raised by client helpers that want a result)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from ._errors import DurableTypeError
+from ._errors import DurableTypeError, TaskCancelledError
 
 
 class Task:
@@ -91,11 +91,13 @@ class TimerTask(CompletableTask):
         self.is_cancelled = False
 
     def cancel(self) -> bool:
-        """Cancel the timer (deterministic: nothing is recorded, the firing is ignored).
-        Returns ``False`` if it already fired."""
+        """Cancel the timer (deterministic: nothing is recorded, the firing is ignored): the
+        task ends with :class:`TaskCancelledError`, raised where it is yielded. Returns
+        ``False`` if it already fired."""
         if self._done or self.is_cancelled:
             return False
         self.is_cancelled = True
+        self._finish(exception=TaskCancelledError.of(f"timer task #{self.task_id}"))
         return True
 
 
@@ -176,8 +178,8 @@ class WhenAnyTask(CompositeTask):
 
 class EventTask(CompletableTask):
     """The task of ``wait_for_external_event``: completes with the data of an event of its
-    name. ``cancel()`` withdraws it: it never completes, and a later event of its name goes to
-    another waiter or is buffered."""
+    name. ``cancel()`` withdraws it: it ends with :class:`TaskCancelledError`, and a later
+    event of its name goes to another waiter or is buffered."""
 
     __slots__ = ("_withdraw", "is_cancelled", "name")
 
@@ -194,6 +196,7 @@ class EventTask(CompletableTask):
             return False
         self.is_cancelled = True
         self._withdraw(self)
+        self._finish(exception=TaskCancelledError.of(f"the wait for external event {self.name!r}"))
         return True
 
 
@@ -213,22 +216,27 @@ class TimedEventTask(CompositeTask):
 
     def _on_child_done(self, child: Task) -> None:
         self._pending -= 1
-        if self._done:
+        if self._done:  # the other child, cancelled once this task finished
             return
         if child is self._event:
-            self._timer.cancel()
             self._finish(result=child._result)
-        else:
+            self._timer.cancel()
+        elif self._default is _NO_DEFAULT:
+            self._finish(exception=self._timeout_error)
             self._event.cancel()
-            if self._default is _NO_DEFAULT:
-                self._finish(exception=self._timeout_error)
-            else:
-                self._finish(result=self._default)
+        else:
+            self._finish(result=self._default)
+            self._event.cancel()
 
     def cancel(self) -> bool:
-        """Stop waiting for the event and its timer."""
+        """Stop waiting for the event and its timer: the task ends with
+        :class:`TaskCancelledError`. Returns ``False`` if it had already finished."""
+        if self._done:
+            return False
+        self._finish(exception=TaskCancelledError.of(f"the wait for external event {self._event.name!r}"))
         self._timer.cancel()
-        return self._event.cancel()
+        self._event.cancel()
+        return True
 
 
 #: ``wait_for_external_event(..., default=...)`` was not given

@@ -9,11 +9,12 @@ Each test names the peer behaviour it ports. Pure: hand-written histories, no Ra
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
-from orchestrations import ExecutionState, Registry, execute
-from orchestrations.testing import at, started, sub_completed, task_completed
+from orchestrations import ExecutionState, Registry, TaskCancelledError, TaskFailedError, execute
+from orchestrations.testing import at, event_raised, started, sub_completed, task_completed, timer_fired
 from runtime._batch import run_batch
 from runtime._codec import decode, dump_value, encode
 
@@ -185,3 +186,75 @@ def test_a_child_id_that_changed_on_replay_is_named_on_both_sides():
     assert again.state is S.FAILED and again.failure.error_type == "orchestrations.NonDeterminismError"
     assert "expected call_sub_orchestrator 'child' as 'c-1' (task 1)" in again.failure.message
     assert "produced call_sub_orchestrator 'child' as 'c-2' (task 1)" in again.failure.message
+
+
+# -- a cancelled timer or event wait ends with TaskCancelledError -----------------------------
+
+
+def test_yielding_a_cancelled_timer_raises_task_cancelled_error():
+    # durabletask-python test_cancelled_task_get_result_raises_task_cancelled_error and
+    # durabletask-dotnet (awaiting a cancelled wait throws): here it waited for ever
+    def cancels_then_waits(ctx):
+        timer = ctx.create_timer(timedelta(hours=1))
+        event = ctx.wait_for_external_event("go")
+        timer.cancel()
+        event.cancel()
+        caught = []
+        for task in (timer, event):
+            try:
+                yield task
+            except TaskCancelledError as exc:
+                caught.append(exc.message)
+        ctx.set_custom_status(caught)
+        yield ctx.task_all([ctx.create_timer(timedelta(hours=2)), timer])  # fails once both ended
+
+    inst = Instance(cancels_then_waits)
+    started_ = inst.start(now=at(1))
+    assert started_.custom_status == ["timer task #1 was cancelled", "the wait for external event 'go' was cancelled"]
+    later = started_.actions[-1]
+    result = inst.run(timer_fired(later.task_id, later.fire_at), now=at(7201))
+    assert result.state is S.FAILED
+    assert result.failure.error_type == "TaskCancelledError"
+    assert result.failure.message == "timer task #1 was cancelled"
+
+
+def test_task_any_counts_a_task_cancelled_while_it_waited_as_finished():
+    # .NET Task.WhenAny and durabletask-python's when_any: a cancelled child completes it
+    def race(ctx):
+        timer = ctx.create_timer(timedelta(hours=1))
+        event = ctx.wait_for_external_event("go")
+        event.cancel()
+        winner = yield ctx.task_any([event, timer])
+        return [winner is event, winner.is_cancelled, timer.is_completed]
+
+    assert Instance(race).start().output == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("incoming", "expected"),
+    [(event_raised("go", "data"), "data"), (timer_fired(1, at(61)), "timed out")],
+)
+def test_an_event_wait_with_a_timeout_still_ends_with_whichever_comes_first(incoming, expected):
+    # the timeout's timer and the wait are cancelled once the other finished: that must not
+    # finish the wait a second time
+    def waits(ctx):
+        try:
+            return (yield ctx.wait_for_external_event("go", timeout=timedelta(seconds=60)))
+        except TaskFailedError as exc:
+            return "timed out" if exc.error_type == "TimeoutError" else repr(exc)
+
+    inst = Instance(waits)
+    inst.start(now=at(1))
+    assert inst.run(incoming, now=at(61)).output == expected
+
+
+def test_cancelling_an_event_wait_with_a_timeout_raises_at_its_yield():
+    def cancels(ctx):
+        wait = ctx.wait_for_external_event("go", timeout=timedelta(seconds=60))
+        assert wait.cancel() is True and wait.cancel() is False
+        try:
+            yield wait
+        except TaskCancelledError as exc:
+            return exc.message
+
+    assert Instance(cancels).start().output == "the wait for external event 'go' was cancelled"

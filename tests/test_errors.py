@@ -24,6 +24,7 @@ from orchestrations import (
     ShardFileError,
     ShardMismatchError,
     ShardWriteError,
+    TaskCancelledError,
     TaskFailedError,
     TerminalError,
 )
@@ -49,6 +50,10 @@ SAMPLES = {
     EventTimeoutError: (
         EventTimeoutError.waiting_for("Approval", "0:00:03"),
         {"message": "external event 'Approval' did not arrive within 0:00:03", "error_type": "TimeoutError"},
+    ),
+    TaskCancelledError: (
+        TaskCancelledError.of("timer task #3"),
+        {"message": "timer task #3 was cancelled", "error_type": "TaskCancelledError"},
     ),
     HttpTimeoutError: (
         HttpTimeoutError("call_http GET http://x/ timed out", "TimeoutError"),
