@@ -78,6 +78,9 @@ class ExecutionResult:
     continue_version: int | None = None
     #: for ``CONTINUED_AS_NEW``: the new execution's ``ExecutionStarted.generation``
     continue_generation: int | None = None
+    #: for ``FAILED``: the exception the orchestrator's code raised, if it did (the runtime
+    #: keeps it as the failure's ``cause`` where it can be stored, for a parent or a client)
+    raised: BaseException | None = None
 
 
 def final_event(state: ExecutionState, output: Any, failure: FailureDetails | None, now: datetime) -> HistoryEvent:

@@ -86,6 +86,7 @@ class OrchestrationExecutor(CompletionHandlers):
         self._state = ExecutionState.RUNNING
         self._output: Any = None
         self._failure: FailureDetails | None = None
+        self._raised: BaseException | None = None
         self._suspended = False
         self._held: list[HistoryEvent] = []
         self._started = False
@@ -190,6 +191,7 @@ class OrchestrationExecutor(CompletionHandlers):
             withdrawn_lock=withdrawn,
             continue_version=ctx._continue_version,
             continue_generation=ctx._generation + 1 if self._state is ExecutionState.CONTINUED_AS_NEW else None,
+            raised=self._raised if self._state is ExecutionState.FAILED else None,
         )
 
     def abandon(self) -> tuple[list[Action], tuple[tuple[str, ...], int] | None]:
@@ -412,6 +414,7 @@ class OrchestrationExecutor(CompletionHandlers):
 
     def _fail_with(self, exc: BaseException) -> None:
         self._fail(explain_failure(failure_of(exc), exc, self._is_async))
+        self._raised = exc
 
     def _fail(self, failure: FailureDetails) -> None:
         self._state = ExecutionState.FAILED

@@ -119,7 +119,16 @@ class RawPayload:
 
 def failure_from_exception(exc: BaseException) -> FailureDetails:
     """FailureDetails of ``exc``, carrying ``exc`` itself as ``cause`` when it pickles."""
-    failure = failure_of(exc)
+    failure = with_cause(failure_of(exc), exc)
+    assert failure is not None
+    return failure
+
+
+def with_cause(failure: FailureDetails | None, exc: BaseException | None) -> FailureDetails | None:
+    """``failure`` carrying ``exc`` as its ``cause`` if it has none and ``exc`` pickles (an
+    orchestration's failure keeps what its code raised, as an activity's does)."""
+    if failure is None or exc is None or failure.cause is not None:
+        return failure
     try:
         pickle.loads(cloudpickle.dumps(exc, protocol=PROTOCOL))
     except Exception:

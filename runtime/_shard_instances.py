@@ -51,7 +51,7 @@ from orchestrations._starts import StartRule, start_rule
 
 from . import _tracing
 from ._activities import ActivityCall
-from ._codec import dump_value, failure_from_exception
+from ._codec import dump_value, failure_from_exception, with_cause
 from ._codec_records import dump_event, dump_failure, load_event
 from ._delivery import Outbound
 from ._entity_host import entity_action_message, is_call, unlock_all
@@ -470,10 +470,10 @@ class ShardInstances(ShardBase):
             msg = Message(iid, restart, continue_as_new=True, carryover=list(result.carryover))
             self._stage_outgoing(msg, turn)
         elif result.state.is_final:
+            failure = with_cause(result.failure, result.raised)
             inst.output_blob = dump_value(result.output, "orchestration output")
-            inst.failure_blob = dump_failure(result.failure)
+            inst.failure_blob = dump_failure(failure)
             if inst.parent is not None:
-                failure = result.failure
                 if result.state is ExecutionState.TERMINATED:
                     failure = terminated_failure(iid, result.output)
                 output = result.output if result.state is ExecutionState.COMPLETED else None

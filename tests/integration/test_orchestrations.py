@@ -111,6 +111,26 @@ def parent(ctx):
     return a, b, c
 
 
+@orchestrator(name="it_raises")
+def raises(ctx):
+    raise ValueError(f"bad {ctx.get_input()}")
+    yield
+
+
+@orchestrator(name="it_cause_of_children")
+def cause_of_children(ctx):
+    """What a parent sees of its children's failures: the exception their code raised, and
+    through a child that let an activity's failure go, that activity's exception too."""
+    seen = []
+    for child, arg in ((raises, 7), (uncaught, None)):
+        try:
+            yield ctx.call_sub_orchestrator(child, arg)
+        except TaskFailedError as exc:
+            inner = getattr(exc.cause, "cause", None)
+            seen.append([exc.error_type, type(exc.cause).__name__, str(exc.cause), type(inner).__name__])
+    return seen
+
+
 @orchestrator(name="it_timer")
 def timer(ctx):
     start = ctx.current_utc_datetime
@@ -328,6 +348,18 @@ def test_sub_orchestrations(hub):
     assert hub.get_status(f"{iid}-child").output == 90
     assert hub.get_status(f"{iid}:1").output[0] == "Hello Tokyo!"  # default child id
     assert hub.get_status(f"{iid}:1").name == "it_hello"
+
+
+def test_a_childs_failure_keeps_what_its_code_raised(hub):
+    # durabletask-dotnet OrchestrationErrorHandling.InnerExceptionDetailsArePreserved: before,
+    # a parent saw cause=None for a child (an activity's exception was kept, a child's not)
+    status = hub.wait_for_completion(hub.start_new(cause_of_children), timeout=30)
+    assert status.output == [
+        ["ValueError", "ValueError", "bad 7", "NoneType"],
+        ["TaskFailedError", "TaskFailedError", "KeyError: 'nope'", "KeyError"],
+    ]
+    failed = hub.wait_for_completion(hub.start_new(raises, client_input=8), timeout=30)
+    assert isinstance(failed.failure_details.cause, ValueError) and str(failed.failure_details.cause) == "bad 8"
 
 
 def test_durable_timer(hub):
