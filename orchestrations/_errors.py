@@ -121,11 +121,12 @@ class EventTimeoutError(TaskFailedError):
 
 class TaskCancelledError(TaskFailedError):
     """A durable timer or an event wait was yielded (itself, or inside ``task_all``) after
-    the orchestration cancelled it: a cancelled task never completes otherwise.
+    the orchestration cancelled it: a cancelled task never completes.
 
     Raised at the ``yield`` (catch it as :class:`TaskFailedError` or by its own type);
-    ``error_type`` is ``"TaskCancelledError"``. ``task_any`` counts a task cancelled while it
-    waited as finished, as .NET's ``Task.WhenAny`` counts a cancelled task.
+    ``error_type`` is ``"TaskCancelledError"``. ``task_any`` skips cancelled tasks (as it did
+    before cancelled tasks raised: instances in flight replay as they ran), unless all its
+    tasks are cancelled; then it raises this too.
     """
 
     @classmethod

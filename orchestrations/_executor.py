@@ -366,7 +366,7 @@ class OrchestrationExecutor(CompletionHandlers):
         while (
             self._generator is not None
             and self._current is not None
-            and self._current.is_completed
+            and (self._current.is_completed or self._current.is_cancelled)
             and not self._state.is_final
         ):
             task, gen = self._current, self._generator

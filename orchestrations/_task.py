@@ -18,6 +18,9 @@ class Task:
 
     __slots__ = ("_done", "_exception", "_parents", "_result")
 
+    #: whether the orchestration cancelled it (timers and event waits: see :meth:`_cancel`)
+    is_cancelled = False
+
     def __init__(self) -> None:
         self._result: Any = None
         self._exception: BaseException | None = None
@@ -61,6 +64,16 @@ class Task:
         for parent in self._parents:
             parent._on_child_done(self)
 
+    def _cancel(self, error: TaskCancelledError) -> None:
+        """Cancelled (by a subclass with an ``is_cancelled`` slot): it never completes, and
+        ``error`` is raised where it is yielded. A ``task_all`` over it fails with ``error``
+        once its other tasks ended; a ``task_any`` skips it (unless every one of its tasks was
+        cancelled). Nothing is recorded: the code cancels it again on every replay."""
+        self.is_cancelled = True  # type: ignore[misc]  # the slot of the subclass
+        self._exception = error
+        for parent in self._parents:
+            parent._on_child_cancelled(self)
+
 
 class CompletableTask(Task):
     """A task completed by one history event (activity, timer, event, sub-orchestration)."""
@@ -91,13 +104,11 @@ class TimerTask(CompletableTask):
         self.is_cancelled = False
 
     def cancel(self) -> bool:
-        """Cancel the timer (deterministic: nothing is recorded, the firing is ignored): the
-        task ends with :class:`TaskCancelledError`, raised where it is yielded. Returns
-        ``False`` if it already fired."""
+        """Cancel the timer (deterministic: nothing is recorded, the firing is ignored); see
+        :meth:`Task._cancel`. Returns ``False`` if it already fired or was cancelled."""
         if self._done or self.is_cancelled:
             return False
-        self.is_cancelled = True
-        self._finish(exception=TaskCancelledError.of(f"timer task #{self.task_id}"))
+        self._cancel(TaskCancelledError.of(f"timer task #{self.task_id}"))
         return True
 
 
@@ -112,11 +123,14 @@ class CompositeTask(Task):
         for child in self.children:
             if not isinstance(child, Task):
                 raise DurableTypeError(f"expected a Task, got {child!r}")
-        self._pending = sum(1 for c in self.children if not c.is_completed)
+        self._pending = sum(1 for c in self.children if not (c.is_completed or c.is_cancelled))
         for child in self.children:
             child._parents.append(self)
 
     def _on_child_done(self, child: Task) -> None:
+        raise NotImplementedError
+
+    def _on_child_cancelled(self, child: Task) -> None:
         raise NotImplementedError
 
 
@@ -131,9 +145,12 @@ class WhenAllTask(CompositeTask):
 
     def __init__(self, children: Sequence[Task]) -> None:
         super().__init__(children)
-        self._first_failure = next((c.exception for c in self.children if c.is_faulted), None)
+        self._first_failure = next((c.exception for c in self.children if c.is_faulted or c.is_cancelled), None)
         if self._pending == 0:
             self._settle()
+
+    def _on_child_cancelled(self, child: Task) -> None:
+        self._on_child_done(child)  # ended: with its TaskCancelledError
 
     def _on_child_done(self, child: Task) -> None:
         self._pending -= 1
@@ -169,17 +186,24 @@ class WhenAnyTask(CompositeTask):
         first = next((c for c in self.children if c.is_completed), None)
         if first is not None:
             self._finish(result=first)
+        elif all(c.is_cancelled for c in self.children):
+            self._finish(exception=self.children[0]._exception)
 
     def _on_child_done(self, child: Task) -> None:
         self._pending -= 1
         if not self._done:
             self._finish(result=child)
 
+    def _on_child_cancelled(self, child: Task) -> None:
+        self._pending -= 1
+        if not self._done and all(c.is_cancelled for c in self.children):
+            self._finish(exception=child._exception)  # nothing left that could finish it
+
 
 class EventTask(CompletableTask):
     """The task of ``wait_for_external_event``: completes with the data of an event of its
-    name. ``cancel()`` withdraws it: it ends with :class:`TaskCancelledError`, and a later
-    event of its name goes to another waiter or is buffered."""
+    name. ``cancel()`` withdraws it (see :meth:`Task._cancel`): a later event of its name goes
+    to another waiter or is buffered."""
 
     __slots__ = ("_withdraw", "is_cancelled", "name")
 
@@ -194,9 +218,8 @@ class EventTask(CompletableTask):
         already arrived."""
         if self._done or self.is_cancelled:
             return False
-        self.is_cancelled = True
         self._withdraw(self)
-        self._finish(exception=TaskCancelledError.of(f"the wait for external event {self.name!r}"))
+        self._cancel(TaskCancelledError.of(f"the wait for external event {self.name!r}"))
         return True
 
 
@@ -205,12 +228,13 @@ class TimedEventTask(CompositeTask):
     timer fires first, ``default`` (if given) or an :class:`EventTimeoutError`. Whichever
     comes second is ignored (the timer is cancelled, or the waiter withdrawn)."""
 
-    __slots__ = ("_default", "_event", "_timeout_error", "_timer")
+    __slots__ = ("_default", "_event", "_timeout_error", "_timer", "is_cancelled")
 
     def __init__(self, event: EventTask, timer: TimerTask, default: Any, timeout_error: BaseException) -> None:
         super().__init__([event, timer])
         self._event, self._timer = event, timer
         self._default, self._timeout_error = default, timeout_error
+        self.is_cancelled = False
         if event.is_completed:
             self._on_child_done(event)
 
@@ -228,12 +252,15 @@ class TimedEventTask(CompositeTask):
             self._finish(result=self._default)
             self._event.cancel()
 
+    def _on_child_cancelled(self, child: Task) -> None:
+        pass  # its own cancel, or the other half once it finished
+
     def cancel(self) -> bool:
-        """Stop waiting for the event and its timer: the task ends with
-        :class:`TaskCancelledError`. Returns ``False`` if it had already finished."""
-        if self._done:
+        """Stop waiting for the event and its timer (see :meth:`Task._cancel`). Returns
+        ``False`` if it had already finished or been cancelled."""
+        if self._done or self.is_cancelled:
             return False
-        self._finish(exception=TaskCancelledError.of(f"the wait for external event {self._event.name!r}"))
+        self._cancel(TaskCancelledError.of(f"the wait for external event {self._event.name!r}"))
         self._timer.cancel()
         self._event.cancel()
         return True

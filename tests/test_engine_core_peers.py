@@ -218,16 +218,24 @@ def test_yielding_a_cancelled_timer_raises_task_cancelled_error():
     assert result.failure.message == "timer task #1 was cancelled"
 
 
-def test_task_any_counts_a_task_cancelled_while_it_waited_as_finished():
-    # .NET Task.WhenAny and durabletask-python's when_any: a cancelled child completes it
+def test_task_any_skips_a_cancelled_task_unless_every_one_is():
+    # .NET's WhenAny would take the cancelled task as the winner; here task_any skips it, as
+    # it did before cancelled tasks raised, so instances in flight replay as they ran
     def race(ctx):
         timer = ctx.create_timer(timedelta(hours=1))
         event = ctx.wait_for_external_event("go")
         event.cancel()
         winner = yield ctx.task_any([event, timer])
-        return [winner is event, winner.is_cancelled, timer.is_completed]
+        try:
+            yield ctx.task_any([event, ctx.wait_for_external_event("never").cancel() and event])
+        except TaskCancelledError as exc:
+            return [winner is timer, exc.message]
 
-    assert Instance(race).start().output == [True, True, False]
+    inst = Instance(race)
+    timer = inst.start(now=at(1)).actions[0]
+    assert inst.run(timer_fired(timer.task_id, timer.fire_at), now=at(3601)).output == [
+        True, "the wait for external event 'go' was cancelled"
+    ]
 
 
 @pytest.mark.parametrize(
