@@ -125,15 +125,17 @@ def failure_from_exception(exc: BaseException) -> FailureDetails:
 
 
 def with_cause(failure: FailureDetails | None, exc: BaseException | None) -> FailureDetails | None:
-    """``failure`` carrying ``exc`` as its ``cause`` if it has none and ``exc`` pickles (an
-    orchestration's failure keeps what its code raised, as an activity's does)."""
+    """``failure`` carrying a copy of ``exc`` as its ``cause`` if it has none and ``exc``
+    pickles (an orchestration's failure keeps what its code raised, as an activity's does).
+    The copy is what a reader of the stored failure gets back (no traceback, no chained
+    exceptions): a parent on the same shard, served from memory, sees what a replay sees."""
     if failure is None or exc is None or failure.cause is not None:
         return failure
     try:
-        pickle.loads(cloudpickle.dumps(exc, protocol=PROTOCOL))
+        copy = pickle.loads(cloudpickle.dumps(exc, protocol=PROTOCOL))
     except Exception:
         return failure
-    return FailureDetails(failure.error_type, failure.message, failure.details, exc)
+    return FailureDetails(failure.error_type, failure.message, failure.details, copy)
 
 
 # -- the converter: stored values and records ------------------------------------------------------

@@ -9,6 +9,7 @@ import enum
 import json
 import pickle
 import sys
+import threading
 import traceback
 import types
 import uuid
@@ -41,6 +42,7 @@ from runtime._codec import (
     is_exact_json,
     load_value,
     to_json_value,
+    with_cause,
 )
 from runtime._codec_records import (
     UnknownEvent,
@@ -393,3 +395,28 @@ def test_a_function_sent_by_value_keeps_its_file_name_in_tracebacks(tmp_path):
     assert [(f.filename, f.name, f.lineno) for f in frames[-2:]] == [
         (str(script), "outer", 4), (str(script), "inner", 3)
     ]
+
+
+def test_a_failure_keeps_a_copy_of_what_was_raised_as_a_reader_of_it_would_get():
+    # a parent served from memory on the same shard saw the child's live exception (its
+    # traceback, its __cause__) where a replay reads back a copy: both now see the copy
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as inner:
+            raise ValueError("outer") from inner
+    except ValueError as exc:
+        raised = exc
+    failure = with_cause(FailureDetails("ValueError", "outer"), raised)
+    assert isinstance(failure.cause, ValueError) and failure.cause is not raised
+    assert failure.cause.args == ("outer",) and failure.cause.__traceback__ is None and failure.cause.__cause__ is None
+
+
+def test_a_failure_whose_exception_cannot_be_pickled_keeps_no_cause():
+    class HoldingError(Exception):
+        def __init__(self) -> None:
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    failure = with_cause(FailureDetails("HoldingError", "holds a lock"), HoldingError())
+    assert failure.cause is None and failure.message == "holds a lock"
