@@ -173,8 +173,9 @@ class OrchestrationContext:
         self._sequence += 1
         return self._sequence
 
-    def _schedule(self, action: Action, task: CompletableTask) -> CompletableTask:
-        check_input(getattr(action, "input", None), f"the input of {action.describe()}")
+    def _schedule(self, action: Action, task: CompletableTask, checked: bool = False) -> CompletableTask:
+        if not checked:
+            check_input(getattr(action, "input", None), f"the input of {action.describe()}")
         self._pending_actions[action.task_id] = action
         self._open_tasks[action.task_id] = task
         return task
@@ -366,10 +367,12 @@ class OrchestrationContext:
         """
         key = self._known_entity(entity_id)
         check_operation(operation_name)
-        self._section.check_call(key)
+        check_input(operation_input, f"the input of call_entity {key!r} {operation_name!r}")  # before the
+        self._section.check_call(key)  # section counts the call as in flight
         task_id = self._next_id()
         self._entity_calls[task_id] = (key, operation_name)
-        return self._schedule(CallEntity(task_id, key, operation_name, operation_input), CompletableTask(task_id))
+        action = CallEntity(task_id, key, operation_name, operation_input)
+        return self._schedule(action, CompletableTask(task_id), checked=True)
 
     def signal_entity(
         self, entity_id: object, operation_name: str, operation_input: Any = None, *,

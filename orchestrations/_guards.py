@@ -21,8 +21,10 @@ import time
 import types
 import uuid
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 from ._errors import DeterminismWarning, DurableTypeError, describe
@@ -115,36 +117,68 @@ def check_output(
     value: Any, is_async: bool, budget: int = 100_000, where: str = "the output", then: str = "before returning it"
 ) -> str | None:
     """A failure message if the output ``value`` is, or holds, a Task, a generator or a coroutine
-    (a result that was never yielded or awaited); ``None`` if the output is fine. Looks at most
-    ``budget`` values deep into lists, tuples, sets and dicts. ``where`` names the value in the
-    message, ``then`` says what to do with the result once yielded."""
+    (a result that was never yielded or awaited); ``None`` if the output is fine. Looks at the
+    first ``budget`` values, breadth first, into lists, tuples, sets and dicts (the work is
+    bounded by ``budget``, however large the value). ``where`` names the value in the message,
+    ``then`` says what to do with the result once yielded."""
     verb = "await" if is_async else "yield"
-    stack: list[tuple[Any, str]] = [(value, where)]
-    while stack and budget > 0:
-        item, where = stack.pop()
+    found = _first_pending(value, budget)
+    if found is None:
+        return None
+    item, path = found
+    where = _path_text(where, path)
+    if isinstance(item, Task):
+        return (
+            f"{where} is a Task ({type(item).__name__}), not its result: put `{verb}` in front of "
+            f"the context call (`result = {verb} context.call_activity(...)`) {then}"
+        )
+    if inspect.isasyncgen(item):
+        return f"{where} is an async generator ({item.__qualname__}), not a value"
+    kind = "generator" if inspect.isgenerator(item) else "coroutine"
+    if inspect.iscoroutine(item):
+        item.close()
+    return (
+        f"{where} is a {kind} ({item.__qualname__}), not a value: an orchestrator or async function "
+        "was called directly; use context.call_sub_orchestrator(...) or context.call_activity(...)"
+    )
+
+
+def _first_pending(value: Any, budget: int) -> tuple[Any, tuple[Any, ...]] | None:
+    """The first Task, generator or coroutine among the first ``budget`` values of ``value``
+    (breadth first), with its path of keys (``_SET`` for a set's element); ``None`` if none."""
+    queue: deque[tuple[Any, tuple[Any, ...]]] = deque([(value, ())])
+    while queue and budget > 0:
+        item, path = queue.popleft()
         budget -= 1
-        if isinstance(item, Task):
-            return (
-                f"{where} is a Task ({type(item).__name__}), not its result: put `{verb}` in front of "
-                f"the context call (`result = {verb} context.call_activity(...)`) {then}"
-            )
-        if inspect.isasyncgen(item):
-            return f"{where} is an async generator ({item.__qualname__}), not a value"
-        if inspect.isgenerator(item) or inspect.iscoroutine(item):
-            kind = "generator" if inspect.isgenerator(item) else "coroutine"
-            if inspect.iscoroutine(item):
-                item.close()
-            return (
-                f"{where} is a {kind} ({item.__qualname__}), not a value: an orchestrator or async function "
-                "was called directly; use context.call_sub_orchestrator(...) or context.call_activity(...)"
-            )
+        if isinstance(item, _PLAIN):
+            continue
+        if isinstance(item, Task) or inspect.isgenerator(item) or inspect.iscoroutine(item) or inspect.isasyncgen(item):
+            return item, path
         if isinstance(item, (list, tuple)):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+            queue.extend((v, (*path, i)) for i, v in zip(range(budget - len(queue)), item))
         elif isinstance(item, (set, frozenset)):
-            stack.extend((v, f"an element of {where}") for v in item)
+            queue.extend((v, (*path, _SET)) for v in islice(item, max(0, budget - len(queue))))
         elif isinstance(item, dict):
-            stack.extend((v, f"{where}[{k!r}]") for k, v in item.items())
+            queue.extend((v, (*path, k)) for k, v in islice(item.items(), max(0, budget - len(queue))))
     return None
+
+
+#: a set's element in a path (sets have no keys)
+_SET = object()
+
+
+def _path_text(where: str, path: tuple[Any, ...]) -> str:
+    """``where`` followed by ``path`` as it would be written: ``the output['a'][0]``."""
+    for key in path:
+        where = f"an element of {where}" if key is _SET else f"{where}[{_safe_repr(key)}]"
+    return where
+
+
+def _safe_repr(key: Any) -> str:
+    try:
+        return repr(key)
+    except Exception:
+        return f"<{type(key).__name__}>"
 
 
 def explain_failure(failure: FailureDetails, exc: BaseException, is_async: bool) -> FailureDetails:

@@ -8,12 +8,21 @@ Each test names the peer behaviour it ports. Pure: hand-written histories, no Ra
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from orchestrations import ExecutionState, Registry, TaskCancelledError, TaskFailedError, execute
+from entities import EntityId
+from orchestrations import (
+    EntityLockGranted,
+    ExecutionState,
+    Registry,
+    TaskCancelledError,
+    TaskFailedError,
+    execute,
+)
 from orchestrations.testing import at, event_raised, started, sub_completed, task_completed, timer_fired
 from runtime._batch import run_batch
 from runtime._codec import decode, dump_value, encode
@@ -266,3 +275,39 @@ def test_cancelling_an_event_wait_with_a_timeout_raises_at_its_yield():
             return exc.message
 
     assert Instance(cancels).start().output == "the wait for external event 'go' was cancelled"
+
+
+def test_the_check_for_a_task_looks_at_the_first_values_and_is_bounded():
+    # a review found it: the whole input was walked (a million-item list: 0.3 s on every call
+    # and replay), from the end, and a dict key whose repr fails failed the orchestration
+    class BadRepr:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    def passes(ctx):
+        first = ctx.call_activity("a")
+        ctx.call_activity("b", list(range(1_000_000)))  # fine: no task in it
+        ctx.call_activity("c", {BadRepr(): 1, "k": [2, 3]})  # fine: its repr is never needed
+        ctx.call_activity("d", [first, *range(300)])  # the task comes first: found
+
+    result = Instance(passes).start()
+    assert result.state is S.FAILED
+    assert result.failure.message.startswith("the input of call_activity 'd' (task 4)[0] is a Task")
+
+
+def test_a_refused_call_inside_a_critical_section_leaves_the_entity_callable():
+    # a review found it: the section counted the call as in flight before its input was
+    # refused, so the corrected call was refused as a second call to the same entity
+    counter = EntityId("counter", "a")
+
+    def section(ctx):
+        first = ctx.call_activity("a")
+        with (yield ctx.lock_entities([counter])):
+            with contextlib.suppress(TypeError):  # refused: a Task as the input
+                ctx.call_entity(counter, "add", first)
+            return [type(ctx.call_entity(counter, "add", 1)).__name__]
+
+    inst = Instance(section)
+    lock = inst.start().actions[-1]
+    done = inst.run(EntityLockGranted(at(2), lock.task_id, lock.lock_set), now=at(2))
+    assert done.state is S.COMPLETED and done.output == ["CompletableTask"]
