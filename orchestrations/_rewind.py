@@ -23,8 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._children import unanswered_children
+from ._errors import DurableValueError
 from ._executor import is_incoming, is_scheduling
 from ._history import (
+    EntityLockRequested,
+    EntityUnlockSent,
     HistoryEvent,
     OrchestratorStarted,
     SubOrchestrationInstanceCreated,
@@ -50,6 +53,10 @@ class RewindPlan:
     cut: int
     redeliver: list[HistoryEvent]
     children: list[SubOrchestrationInstanceCreated]
+    #: the entities the execution had asked to lock, and not released, where the cut falls:
+    #: it failed inside a critical section (or waiting for one), whose locks its failure gave
+    #: up; run again from there, it would go on without them (see :func:`rewind_locks_refusal`)
+    locked: tuple[str, ...] = ()
 
 
 def plan_rewind(history: Sequence[HistoryEvent]) -> RewindPlan:
@@ -63,7 +70,33 @@ def plan_rewind(history: Sequence[HistoryEvent]) -> RewindPlan:
         if any(isinstance(e, _UNDONE) for e in episode):
             cut = start
     redeliver = [e for e in history[cut:] if is_incoming(e) and not isinstance(e, _UNDONE)]
-    return RewindPlan(cut, redeliver, unanswered_children([*history[:cut], *redeliver]))
+    return RewindPlan(cut, redeliver, unanswered_children([*history[:cut], *redeliver]), _still_locked(history[:cut]))
+
+
+def _still_locked(history: Sequence[HistoryEvent]) -> tuple[str, ...]:
+    """The entities of the last lock request of ``history`` not unlocked after it (an
+    orchestration holds one critical section at a time)."""
+    locked: list[str] = []
+    for event in history:
+        if isinstance(event, EntityLockRequested):
+            locked = list(event.lock_set)
+        elif isinstance(event, EntityUnlockSent) and event.instance_id in locked:
+            locked.remove(event.instance_id)
+    return tuple(locked)
+
+
+def rewind_locks_refusal(instance_id: str, plan: RewindPlan) -> Exception | None:
+    """Why ``instance_id`` may not be rewound as ``plan`` says (``None``: it may): it failed
+    holding the locks of a critical section, or waiting for them. Its failure released them,
+    and another orchestration may have changed those entities since; run from where it failed,
+    it would go on inside its section without holding them. Durable Functions does not rewind
+    locks either; such an instance is started again instead."""
+    if not plan.locked:
+        return None
+    return DurableValueError(
+        f"{instance_id!r} failed inside a critical section on {list(plan.locked)}: its locks were released "
+        "when it failed, and a rewind would go on without them; start it again instead (TaskHub.restart)"
+    )
 
 
 def _episode_starts(history: Sequence[HistoryEvent]) -> list[int]:

@@ -123,11 +123,18 @@ class ControlClient(ClientParts):
         return Message(instance_id, event, recursive=check_bool(recursive, "recursive"))
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
-        """Suspend an instance: events are held (durably, in order) until it resumes."""
+        """Suspend an instance: events are held (durably, in order) until it resumes.
+
+        Raises :class:`InstanceNotFoundError` for an unknown id; suspending one that is already
+        suspended, or has finished, changes nothing (as the Durable Functions Python SDK,
+        which does not report it either)."""
         self._control(instance_id, ExecutionSuspended(utc_now(), reason), reason)
 
     def resume(self, instance_id: str, reason: str | None = None) -> None:
-        """Resume a suspended instance and apply what arrived meanwhile."""
+        """Resume a suspended instance and apply what arrived meanwhile.
+
+        Raises :class:`InstanceNotFoundError` for an unknown id; resuming one that is not
+        suspended changes nothing."""
         self._control(instance_id, ExecutionResumed(utc_now(), reason), reason)
 
     def rewind(self, instance_id: str, reason: str | None = None) -> None:

@@ -70,7 +70,8 @@ def timestamp_of(value: datetime | None) -> float | None:
 
 def status_values(value: StatusFilter) -> list[str] | None:
     """The status names a ``runtime_status`` filter asks for: one status or several, each an
-    :class:`OrchestrationRuntimeStatus` or its name (any case); ``None``: every status."""
+    :class:`OrchestrationRuntimeStatus` or its name (any case); ``None`` (from ``None`` or an
+    empty list, as the peers' backends read it): every status."""
     if value is None:
         return None
     if isinstance(value, str):  # one status (the enum is a str too): not its letters
@@ -82,7 +83,7 @@ def status_values(value: StatusFilter) -> list[str] | None:
             raise DurableTypeError(
                 f"runtime_status must be an OrchestrationRuntimeStatus or a list of them, got {value!r}"
             ) from None
-    return [_status_name(item) for item in items]
+    return [_status_name(item) for item in items] or None
 
 
 def _status_name(item: object) -> str:

@@ -28,12 +28,12 @@ from orchestrations import (
     TimerFired,
 )
 from orchestrations._children import CHILD_EVENT_TYPES, open_children
-from orchestrations._rewind import plan_rewind
+from orchestrations._rewind import plan_rewind, rewind_locks_refusal
 from orchestrations._starts import ChildRewind, child_rewind, rewind_refusal
 
 from ._activities import ActivityCall
 from ._codec import dump_value, load_value
-from ._codec_records import load_event
+from ._codec_records import load_event, load_failure
 from ._messages import Instance, Message, to_ts
 from ._shard_base import ShardBase
 from ._status import TERMINAL, OrchestrationRuntimeStatus
@@ -120,12 +120,14 @@ class ShardLifecycle(ShardBase):
                 turn.after.acks[msg.ack] = refusal
             return None
         assert isinstance(msg.event, ExecutionRewound)
-        await self._rewind_failed(inst, msg.event, turn)
+        refusal = await self._rewind_failed(inst, msg.event, turn)
+        if refusal is not None and msg.ack is not None:
+            turn.after.acks[msg.ack] = refusal
         return None
 
     async def _rewind_failed(
         self, inst: Instance, event: ExecutionRewound, turn: Turn
-    ) -> None:
+    ) -> Exception | None:
         """Cut a Failed instance's failing episode from history and run it again (see
         :func:`orchestrations._rewind.plan_rewind`): its incoming events are delivered again
         without the failures, every activity without an answer is dispatched again, every timer
@@ -133,6 +135,9 @@ class ShardLifecycle(ShardBase):
         iid = inst.instance_id
         history = await self._current_history(inst, turn)
         plan = plan_rewind(history)
+        refusal = rewind_locks_refusal(iid, plan)
+        if refusal is not None:  # left Failed, unchanged
+            return refusal
         kept = history[: plan.cut]
         executor = self._new_executor(iid)
         with self._watching(inst):
@@ -147,6 +152,7 @@ class ShardLifecycle(ShardBase):
         self._ask_children(inst, plan.children, event.reason, turn)
         rewound = Message(iid, ExecutionRewound(event.timestamp, event.reason))
         await self._episode(inst, [rewound, *(Message(iid, e) for e in plan.redeliver)], turn)
+        return None
 
     def _restage_unanswered(self, inst: Instance, history: list[Any], turn: Turn) -> None:
         """Dispatch again every activity ``history`` scheduled without an answer; arm again every
@@ -189,7 +195,12 @@ class ShardLifecycle(ShardBase):
         if step is ChildRewind.START_AGAIN or inst is None:
             return Message(msg.instance_id, start)
         if step is ChildRewind.REWIND:
-            await self._rewind_failed(inst, event, turn)
+            refusal = await self._rewind_failed(inst, event, turn)
+            if refusal is not None:  # it cannot be rewound: its parent gets its failure again
+                failure = load_failure(inst.failure_blob)
+                if not isinstance(failure, FailureDetails):
+                    failure = FailureDetails("DurableValueError", str(refusal))
+                self._reply_to_parent(start.parent, None, failure, turn)
         elif step is ChildRewind.ANSWER_OUTPUT:
             self._reply_to_parent(start.parent, load_value(inst.output_blob), None, turn)
         elif step is ChildRewind.ANSWER_TERMINATED:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from entities import EntityId
 from orchestrations import (
+    EntityLockGranted,
     EntityOperationSignaled,
     ExecutionRewound,
     ExecutionState,
@@ -20,7 +21,7 @@ from orchestrations import (
     execute,
 )
 from orchestrations._children import children_of, open_children, unanswered_children
-from orchestrations._rewind import plan_rewind
+from orchestrations._rewind import plan_rewind, rewind_locks_refusal
 from orchestrations.testing import (
     at,
     started,
@@ -137,6 +138,35 @@ def test_rewind_of_a_failed_sub_orchestration_keeps_its_creation_and_asks_the_ch
     history = [*kept, *again.new_events]
     done = execute(run.lookup, run.iid, history, [sub_completed(1, "child:data", ts=at(4))], at(4))
     assert (done.state, done.output) == (ExecutionState.COMPLETED, "parent:child:data")
+
+
+BOX = EntityId("box", "b")
+
+
+def in_a_section(ctx):
+    with (yield ctx.lock_entities([BOX])):
+        yield ctx.call_activity("inside")
+    yield ctx.call_activity("after")
+
+
+def test_a_rewind_plan_names_the_locks_the_execution_held_where_it_failed():
+    # a helper found it: rewound, an instance that failed inside its section went on without
+    # the locks its failure had released; the runtime refuses such a rewind (rewind_locks_refusal)
+    inside = Run(in_a_section)
+    lock = inside.start().actions[0]
+    inside.episode(EntityLockGranted(at(2), lock.task_id, lock.lock_set), now=at(2))
+    assert inside.episode(task_failed(2, "down", ts=at(3)), now=at(3)).state is ExecutionState.FAILED
+    plan = plan_rewind(inside.history)
+    assert plan.locked == ("@box@b",)
+    assert "failed inside a critical section on ['@box@b']" in str(rewind_locks_refusal("p", plan))
+    # failing after the section ended holds nothing: it may be rewound
+    after = Run(in_a_section)
+    after.start()
+    after.episode(EntityLockGranted(at(2), lock.task_id, lock.lock_set), now=at(2))
+    second = after.episode(task_completed(2, None, ts=at(3)), now=at(3)).actions[-1]
+    assert after.episode(task_failed(second.task_id, "down", ts=at(4)), now=at(4)).state is ExecutionState.FAILED
+    assert plan_rewind(after.history).locked == ()
+    assert rewind_locks_refusal("p", plan_rewind(after.history)) is None
 
 
 def two_steps(ctx):

@@ -202,6 +202,7 @@ def test_queries_paging_and_purge(ray_session, tmp_path):
         # one status, or its name: not the letters of "Completed" (a DurableTypeError on 'C')
         assert hub.get_status_by(runtime_status=S.Completed) == done
         assert hub.get_status_by(runtime_status="completed") == done
+        assert len(hub.get_status_by(runtime_status=[])) == 26  # no filter, as in durabletask (it matched nothing)
         with pytest.raises(ValueError, match="'Done' is not a status; the statuses are Pending, Running"):
             hub.get_status_by(runtime_status="Done")
         assert hub.get_status_by(created_time_from=datetime.now(UTC) + timedelta(hours=1)) == []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from entities import EntityContext, EntityId, entity
 from orchestrations import InstanceNotFoundError, activity, orchestrator
 from runtime import OrchestrationRuntimeStatus as S
 
@@ -35,6 +36,25 @@ def pipeline(ctx):
     return a, b
 
 
+@entity(name="rt_box")
+def box(ctx: EntityContext) -> None:
+    items = ctx.get_state(list)
+    if ctx.operation_name == "add":
+        items.append(ctx.get_input())
+    ctx.set_state(items)
+
+
+BOX = EntityId("rt_box", "b")
+
+
+@orchestrator(name="rt_fails_in_section")
+def fails_in_section(ctx):
+    with (yield ctx.lock_entities([BOX])):
+        yield ctx.call_entity(BOX, "add", "first")
+        yield ctx.call_activity(fails_once, ctx.get_input())
+        yield ctx.call_entity(BOX, "add", "second")
+
+
 @orchestrator(name="rt_echo")
 def echo(ctx):
     return {"input": ctx.get_input(), "id": ctx.instance_id}
@@ -61,6 +81,20 @@ def test_rewind_refuses_an_instance_that_did_not_fail(hub):
         hub.rewind(iid)
     with pytest.raises(InstanceNotFoundError):
         hub.rewind("no-such-instance")
+
+
+def test_rewind_refuses_an_instance_that_failed_inside_a_critical_section(hub, tmp_path):
+    # a helper found it: the rewound instance went on inside its section without the lock,
+    # which its failure had released (another section ran in the middle of it)
+    iid = hub.start_new(fails_in_section, client_input=str(tmp_path / "once"))
+    assert hub.wait_for_completion(iid, timeout=30).runtime_status is S.Failed
+    with pytest.raises(ValueError, match=r"failed inside a critical section on \['@rt_box@b'\]: its locks were"):
+        hub.rewind(iid)
+    assert hub.get_status(iid).runtime_status is S.Failed
+    assert [(m.entity_id, m.locked_by) for m in hub.list_entities("rt_box")] == [(BOX, None)]
+    again = hub.restart(iid)  # what the error suggests: it runs whole again, under its lock
+    assert hub.wait_for_completion(again, timeout=30).runtime_status is S.Completed
+    assert hub.read_entity_state(BOX).entity_state == ["first", "first", "second"]
 
 
 def test_restart_with_a_new_id_and_with_the_same_id(hub):
