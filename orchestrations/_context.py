@@ -368,8 +368,8 @@ class OrchestrationContext:
         key = self._known_entity(entity_id)
         check_operation(operation_name)
         check_input(operation_input, f"the input of call_entity {key!r} {operation_name!r}")  # before the
-        self._section.check_call(key)  # section counts the call as in flight
-        task_id = self._next_id()
+        self._section.check_call(key)  # section counts the call as in flight (a refused call takes no
+        task_id = self._next_id()  # task number: histories of calls refused by the locking rules)
         self._entity_calls[task_id] = (key, operation_name)
         action = CallEntity(task_id, key, operation_name, operation_input)
         return self._schedule(action, CompletableTask(task_id), checked=True)

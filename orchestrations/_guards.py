@@ -114,7 +114,7 @@ def check_input(value: Any, where: str) -> None:
 
 
 def check_output(
-    value: Any, is_async: bool, budget: int = 100_000, where: str = "the output", then: str = "before returning it"
+    value: Any, is_async: bool, budget: int = 1_000_000, where: str = "the output", then: str = "before returning it"
 ) -> str | None:
     """A failure message if the output ``value`` is, or holds, a Task, a generator or a coroutine
     (a result that was never yielded or awaited); ``None`` if the output is fine. Looks at the
@@ -145,22 +145,39 @@ def check_output(
 
 def _first_pending(value: Any, budget: int) -> tuple[Any, tuple[Any, ...]] | None:
     """The first Task, generator or coroutine among the first ``budget`` values of ``value``
-    (breadth first), with its path of keys (``_SET`` for a set's element); ``None`` if none."""
+    (breadth first: every value counts once, where its container is looked through), with its
+    path of keys (``_SET`` for a set's element); ``None`` if none. Only containers wait in the
+    queue, so a long list of plain values costs no memory."""
+    if _is_pending(value):
+        return value, ()
     queue: deque[tuple[Any, tuple[Any, ...]]] = deque([(value, ())])
     while queue and budget > 0:
         item, path = queue.popleft()
-        budget -= 1
-        if isinstance(item, _PLAIN):
-            continue
-        if isinstance(item, Task) or inspect.isgenerator(item) or inspect.iscoroutine(item) or inspect.isasyncgen(item):
-            return item, path
         if isinstance(item, (list, tuple)):
-            queue.extend((v, (*path, i)) for i, v in zip(range(budget - len(queue)), item))
+            children: Any = enumerate(item)
         elif isinstance(item, (set, frozenset)):
-            queue.extend((v, (*path, _SET)) for v in islice(item, max(0, budget - len(queue))))
+            children = ((_SET, v) for v in item)
         elif isinstance(item, dict):
-            queue.extend((v, (*path, k)) for k, v in islice(item.items(), max(0, budget - len(queue))))
+            children = iter(item.items())
+        else:
+            continue
+        for key, child in islice(children, budget):
+            budget -= 1
+            if isinstance(child, _PLAIN):
+                continue
+            if _is_pending(child):
+                return child, (*path, key)
+            if isinstance(child, _CONTAINERS):
+                queue.append((child, (*path, key)))
     return None
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _is_pending(item: Any) -> bool:
+    """A Task, generator, coroutine or async generator: a result never yielded or awaited."""
+    return isinstance(item, Task) or inspect.isgenerator(item) or inspect.iscoroutine(item) or inspect.isasyncgen(item)
 
 
 #: a set's element in a path (sets have no keys)

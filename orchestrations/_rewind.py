@@ -34,6 +34,7 @@ from ._history import (
     SubOrchestrationInstanceFailed,
     TaskFailed,
 )
+from ._ids import entity_key
 
 #: incoming events a rewind does not deliver again: the failures it undoes
 _UNDONE = (TaskFailed, SubOrchestrationInstanceFailed)
@@ -75,13 +76,15 @@ def plan_rewind(history: Sequence[HistoryEvent]) -> RewindPlan:
 
 def _still_locked(history: Sequence[HistoryEvent]) -> tuple[str, ...]:
     """The entities of the last lock request of ``history`` not unlocked after it (an
-    orchestration holds one critical section at a time)."""
+    orchestration holds one critical section at a time), in their canonical form: a history
+    written before entity names were case-insensitive has them as they were, and its replayed
+    unlocks in the canonical form."""
     locked: list[str] = []
     for event in history:
         if isinstance(event, EntityLockRequested):
-            locked = list(event.lock_set)
-        elif isinstance(event, EntityUnlockSent) and event.instance_id in locked:
-            locked.remove(event.instance_id)
+            locked = [entity_key(e) for e in event.lock_set]
+        elif isinstance(event, EntityUnlockSent) and (key := entity_key(event.instance_id)) in locked:
+            locked.remove(key)
     return tuple(locked)
 
 

@@ -64,11 +64,14 @@ class Task:
         for parent in self._parents:
             parent._on_child_done(self)
 
-    def _cancel(self, error: TaskCancelledError) -> None:
+    def _cancel(self, error: BaseException) -> None:
         """Cancelled (by a subclass with an ``is_cancelled`` slot): it never completes, and
-        ``error`` is raised where it is yielded. A ``task_all`` over it fails with ``error``
-        once its other tasks ended; a ``task_any`` skips it (unless every one of its tasks was
-        cancelled). Nothing is recorded: the code cancels it again on every replay."""
+        ``error`` is raised where it is yielded. A composite that can no longer complete
+        because of it (a ``task_all`` over it, once its other tasks ended; a ``task_any`` whose
+        every task is cancelled) is cancelled in turn, and a ``task_any`` skips a cancelled
+        task: so a composite that never completed before cancelled tasks raised still never
+        completes, and instances in flight replay as they ran. Nothing is recorded: the code
+        cancels it again on every replay."""
         self.is_cancelled = True  # type: ignore[misc]  # the slot of the subclass
         self._exception = error
         for parent in self._parents:
@@ -115,10 +118,11 @@ class TimerTask(CompletableTask):
 class CompositeTask(Task):
     """A task over several child tasks."""
 
-    __slots__ = ("_pending", "children")
+    __slots__ = ("_pending", "children", "is_cancelled")
 
     def __init__(self, children: Sequence[Task]) -> None:
         super().__init__()
+        self.is_cancelled = False
         self.children = list(children)
         for child in self.children:
             if not isinstance(child, Task):
@@ -160,7 +164,10 @@ class WhenAllTask(CompositeTask):
             self._settle()
 
     def _settle(self) -> None:
-        if self._first_failure is not None:
+        if any(c.is_cancelled for c in self.children):  # it could never complete
+            cancelled = next(c._exception for c in self.children if c.is_cancelled)
+            self._cancel(self._first_failure or cancelled or TaskCancelledError.of("task_all"))
+        elif self._first_failure is not None:
             self._finish(exception=self._first_failure)
         else:
             self._finish(result=[c._result for c in self.children])
@@ -187,7 +194,7 @@ class WhenAnyTask(CompositeTask):
         if first is not None:
             self._finish(result=first)
         elif all(c.is_cancelled for c in self.children):
-            self._finish(exception=self.children[0]._exception)
+            self._cancel(self.children[0]._exception or TaskCancelledError.of("task_any"))
 
     def _on_child_done(self, child: Task) -> None:
         self._pending -= 1
@@ -196,8 +203,8 @@ class WhenAnyTask(CompositeTask):
 
     def _on_child_cancelled(self, child: Task) -> None:
         self._pending -= 1
-        if not self._done and all(c.is_cancelled for c in self.children):
-            self._finish(exception=child._exception)  # nothing left that could finish it
+        if not self._done and not self.is_cancelled and all(c.is_cancelled for c in self.children):
+            self._cancel(child._exception or TaskCancelledError.of("task_any"))  # nothing could finish it
 
 
 class EventTask(CompletableTask):
@@ -228,13 +235,12 @@ class TimedEventTask(CompositeTask):
     timer fires first, ``default`` (if given) or an :class:`EventTimeoutError`. Whichever
     comes second is ignored (the timer is cancelled, or the waiter withdrawn)."""
 
-    __slots__ = ("_default", "_event", "_timeout_error", "_timer", "is_cancelled")
+    __slots__ = ("_default", "_event", "_timeout_error", "_timer")
 
     def __init__(self, event: EventTask, timer: TimerTask, default: Any, timeout_error: BaseException) -> None:
         super().__init__([event, timer])
         self._event, self._timer = event, timer
         self._default, self._timeout_error = default, timeout_error
-        self.is_cancelled = False
         if event.is_completed:
             self._on_child_done(event)
 

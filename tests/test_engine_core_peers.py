@@ -311,3 +311,31 @@ def test_a_refused_call_inside_a_critical_section_leaves_the_entity_callable():
     lock = inst.start().actions[-1]
     done = inst.run(EntityLockGranted(at(2), lock.task_id, lock.lock_set), now=at(2))
     assert done.state is S.COMPLETED and done.output == ["CompletableTask"]
+
+
+@pytest.mark.parametrize("inner", ["task_all", "task_any"])
+def test_a_composite_cancelled_tasks_keep_from_completing_is_skipped_by_task_any_too(inner):
+    # a review found it: a task_all or task_any that can never complete because of cancelled
+    # tasks ended at once with TaskCancelledError, and an outer task_any took it as the
+    # winner where instances in flight had waited for the other task
+    def nested(ctx):
+        timer = ctx.create_timer(timedelta(hours=1))
+        timer.cancel()
+        other = ctx.wait_for_external_event("other")
+        winner = yield ctx.task_any([getattr(ctx, inner)([timer]), other])
+        return winner is other
+
+    inst = Instance(nested)
+    assert inst.start(now=at(1)).state is S.RUNNING
+    assert inst.run(event_raised("other", 1), now=at(2)).output is True
+
+
+def test_the_output_check_still_finds_a_task_after_a_hundred_thousand_values():
+    # a review found it: the bounded walk stopped at 100,000 values, where the check it
+    # replaced had found this one
+    def forgets(ctx):
+        return [*range(100_000), ctx.call_activity("final")]
+        yield
+
+    result = Instance(forgets, cached=False).start()
+    assert result.state is S.FAILED and result.failure.message.startswith("the output[100000] is a Task")

@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from entities import EntityId
 from orchestrations import (
     EntityLockGranted,
+    EntityLockRequested,
     EntityOperationSignaled,
+    EntityUnlockSent,
     ExecutionRewound,
     ExecutionState,
     Registry,
@@ -21,7 +23,7 @@ from orchestrations import (
     execute,
 )
 from orchestrations._children import children_of, open_children, unanswered_children
-from orchestrations._rewind import plan_rewind, rewind_locks_refusal
+from orchestrations._rewind import _still_locked, plan_rewind, rewind_locks_refusal
 from orchestrations.testing import (
     at,
     started,
@@ -167,6 +169,18 @@ def test_a_rewind_plan_names_the_locks_the_execution_held_where_it_failed():
     assert after.episode(task_failed(second.task_id, "down", ts=at(4)), now=at(4)).state is ExecutionState.FAILED
     assert plan_rewind(after.history).locked == ()
     assert rewind_locks_refusal("p", plan_rewind(after.history)) is None
+
+
+def test_a_lock_set_recorded_before_entity_names_were_case_insensitive_is_released_all_the_same():
+    # a review found it: the old form '@Counter@a' and the replayed unlock's '@counter@a' did
+    # not match, so a section that ended looked held and the rewind was refused for ever
+    history = [
+        EntityLockRequested(at(1), 1, ("@Counter@a",)),
+        EntityLockGranted(at(2), 1, ("@Counter@a",)),
+        EntityUnlockSent(at(3), 3, "@counter@a"),
+    ]
+    assert _still_locked(history) == ()
+    assert _still_locked(history[:2]) == ("@counter@a",)
 
 
 def two_steps(ctx):
