@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from ._context import LockHandle, OrchestrationContext
-from ._errors import HttpTimeoutError
+from ._errors import HttpTimeoutError, TaskFailedError
 from ._execution import ExecutionState
-from ._failures import task_failed_error, task_label
+from ._failures import error_type_name, exception_message, task_failed_error, task_label
 from ._history import (
     EntityLockGranted,
     EntityOperationCompleted,
@@ -60,6 +60,11 @@ class CompletionHandlers:
             delay = task.next_poll(response, self.context._now)
         except HttpTimeoutError as exc:
             task.fail(HttpTimeoutError(exc.message, exc.error_type, exc.details, None, task_label(task, None)))
+            self._resume()
+            return
+        except ValueError as exc:  # a Location that is no URL: the task fails, not the engine
+            message = f"call_http could not follow the 202 response's Location: {exception_message(exc)}"
+            task.fail(TaskFailedError(message, error_type_name(type(exc)), None, None, task_label(task, None)))
             self._resume()
             return
         if delay is not None:

@@ -29,6 +29,8 @@ HTTP_ACTIVITY = "ray_durable.http"
 
 #: How long to wait before polling again when a 202 response has no usable ``Retry-After``.
 DEFAULT_POLL_INTERVAL = timedelta(seconds=30)
+#: the longest wait a ``Retry-After`` may ask for (a larger one waits this long)
+MAX_RETRY_AFTER = timedelta(days=365)
 
 #: RFC 9110 ``token``: what a method or a header name may be made of.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -126,18 +128,19 @@ class HttpTask(CompletableTask):
 
 def retry_after(response: DurableHttpResponse, now: datetime) -> timedelta:
     """The ``Retry-After`` of ``response`` as a wait from ``now``: integer seconds or an HTTP
-    date; :data:`DEFAULT_POLL_INTERVAL` when absent or unreadable. Never negative."""
+    date; :data:`DEFAULT_POLL_INTERVAL` when absent or unreadable. Never negative, and at most
+    :data:`MAX_RETRY_AFTER` (a server's value must not break the orchestration)."""
     value = (response.header("Retry-After") or "").strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
+    if value.isascii() and value.isdigit():  # not '²', which isdigit() accepts
+        return timedelta(seconds=int(value)) if len(value) < 9 else MAX_RETRY_AFTER
     if value:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return DEFAULT_POLL_INTERVAL
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return max(when - now, timedelta(0))
+        return min(max(when - now, timedelta(0)), MAX_RETRY_AFTER)
     return DEFAULT_POLL_INTERVAL
 
 

@@ -217,6 +217,35 @@ def test_unreadable_retry_after_falls_back_to_30_seconds():
     assert inst.run(task_completed(1, accepted(retry_after="soon")), now=at(3)).actions == [CreateTimer(2, at(33))]
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "waits"),
+    [("\u00b2", timedelta(seconds=30)), ("99999999999999", timedelta(days=365)),
+     ("999999999999999999", timedelta(days=365)), ("Fri, 31 Dec 9999 23:59:59 GMT", timedelta(days=365))],
+)
+def test_a_retry_after_that_is_no_number_or_too_large_cannot_break_the_engine(retry_after, waits):
+    # a helper found it (the extension's DurableHttpTests send Retry-After values): '²' passed
+    # isdigit() and int() raised, a huge number overflowed timedelta, and the exception
+    # escaped the engine (the turn dropped the response, and the instance waited for ever)
+    inst = Instance(fetch)
+    inst.start(now=at(1))
+    assert inst.run(task_completed(1, accepted(retry_after=retry_after)), now=at(3)).actions == [
+        CreateTimer(2, at(3) + waits)
+    ]
+
+
+def test_a_location_that_is_no_url_fails_the_task_not_the_engine():
+    def fetch_or_say_why(ctx):
+        try:
+            return (yield ctx.call_http("GET", URI))
+        except TaskFailedError as exc:
+            return exc.message
+
+    inst = Instance(fetch_or_say_why)
+    inst.start(now=at(1))
+    done = inst.run(task_completed(1, accepted(location="http://[::1", retry_after="1")), now=at(3))
+    assert done.output == "call_http could not follow the 202 response's Location: Invalid IPv6 URL"
+
+
 def test_retry_after_may_be_an_http_date():
     inst = Instance(fetch)
     inst.start(now=at(1))
