@@ -132,7 +132,8 @@ def retry_after(response: DurableHttpResponse, now: datetime) -> timedelta:
     :data:`MAX_RETRY_AFTER` (a server's value must not break the orchestration)."""
     value = (response.header("Retry-After") or "").strip()
     if value.isascii() and value.isdigit():  # not '²', which isdigit() accepts
-        return timedelta(seconds=int(value)) if len(value) < 9 else MAX_RETRY_AFTER
+        seconds = int(value) if len(value) <= 12 else MAX_RETRY_AFTER.total_seconds()  # no huge int()
+        return timedelta(seconds=min(seconds, MAX_RETRY_AFTER.total_seconds()))
     if value:
         try:
             when = parsedate_to_datetime(value)

@@ -16,12 +16,11 @@ class Task:
     immediately for every task whose completion is already recorded.
     """
 
-    __slots__ = ("_done", "_exception", "_parents", "_result")
-
-    #: whether the orchestration cancelled it (timers and event waits: see :meth:`_cancel`)
-    is_cancelled = False
+    __slots__ = ("_done", "_exception", "_parents", "_result", "is_cancelled")
 
     def __init__(self) -> None:
+        #: whether the orchestration cancelled it (timers and event waits: see :meth:`_cancel`)
+        self.is_cancelled = False
         self._result: Any = None
         self._exception: BaseException | None = None
         self._done = False
@@ -64,15 +63,16 @@ class Task:
         for parent in self._parents:
             parent._on_child_done(self)
 
-    def _cancel(self, error: BaseException) -> None:
-        """Cancelled (by a subclass with an ``is_cancelled`` slot): it never completes, and
+    def _cancel(self, error: BaseException | None) -> None:
+        """Cancelled (a timer or an event wait, or a composite over them): it never completes, and
         ``error`` is raised where it is yielded. A composite that can no longer complete
         because of it (a ``task_all`` over it, once its other tasks ended; a ``task_any`` whose
         every task is cancelled) is cancelled in turn, and a ``task_any`` skips a cancelled
         task: so a composite that never completed before cancelled tasks raised still never
         completes, and instances in flight replay as they ran. Nothing is recorded: the code
         cancels it again on every replay."""
-        self.is_cancelled = True  # type: ignore[misc]  # the slot of the subclass
+        assert error is not None  # a cancelled task (or the child that cancels it) has its error
+        self.is_cancelled = True
         self._exception = error
         for parent in self._parents:
             parent._on_child_cancelled(self)
@@ -99,12 +99,11 @@ class CompletableTask(Task):
 class TimerTask(CompletableTask):
     """A durable timer. ``cancel()`` makes it never complete; a later firing is ignored."""
 
-    __slots__ = ("fire_at", "is_cancelled")
+    __slots__ = ("fire_at",)
 
     def __init__(self, task_id: int, fire_at: Any) -> None:
         super().__init__(task_id)
         self.fire_at = fire_at
-        self.is_cancelled = False
 
     def cancel(self) -> bool:
         """Cancel the timer (deterministic: nothing is recorded, the firing is ignored); see
@@ -118,11 +117,10 @@ class TimerTask(CompletableTask):
 class CompositeTask(Task):
     """A task over several child tasks."""
 
-    __slots__ = ("_pending", "children", "is_cancelled")
+    __slots__ = ("_pending", "children")
 
     def __init__(self, children: Sequence[Task]) -> None:
         super().__init__()
-        self.is_cancelled = False
         self.children = list(children)
         for child in self.children:
             if not isinstance(child, Task):
@@ -164,9 +162,9 @@ class WhenAllTask(CompositeTask):
             self._settle()
 
     def _settle(self) -> None:
-        if any(c.is_cancelled for c in self.children):  # it could never complete
-            cancelled = next(c._exception for c in self.children if c.is_cancelled)
-            self._cancel(self._first_failure or cancelled or TaskCancelledError.of("task_all"))
+        cancelled = next((c for c in self.children if c.is_cancelled), None)
+        if cancelled is not None:  # it could never complete
+            self._cancel(self._first_failure or cancelled._exception)
         elif self._first_failure is not None:
             self._finish(exception=self._first_failure)
         else:
@@ -194,7 +192,7 @@ class WhenAnyTask(CompositeTask):
         if first is not None:
             self._finish(result=first)
         elif all(c.is_cancelled for c in self.children):
-            self._cancel(self.children[0]._exception or TaskCancelledError.of("task_any"))
+            self._cancel(self.children[0]._exception)
 
     def _on_child_done(self, child: Task) -> None:
         self._pending -= 1
@@ -204,7 +202,7 @@ class WhenAnyTask(CompositeTask):
     def _on_child_cancelled(self, child: Task) -> None:
         self._pending -= 1
         if not self._done and not self.is_cancelled and all(c.is_cancelled for c in self.children):
-            self._cancel(child._exception or TaskCancelledError.of("task_any"))  # nothing could finish it
+            self._cancel(child._exception)  # nothing could finish it
 
 
 class EventTask(CompletableTask):
@@ -212,12 +210,11 @@ class EventTask(CompletableTask):
     name. ``cancel()`` withdraws it (see :meth:`Task._cancel`): a later event of its name goes
     to another waiter or is buffered."""
 
-    __slots__ = ("_withdraw", "is_cancelled", "name")
+    __slots__ = ("_withdraw", "name")
 
     def __init__(self, name: str, withdraw: Callable[[EventTask], None]) -> None:
         super().__init__()
         self.name = name
-        self.is_cancelled = False
         self._withdraw = withdraw
 
     def cancel(self) -> bool:

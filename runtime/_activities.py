@@ -230,6 +230,14 @@ class ActivityDispatcher:
         """Hand ``calls`` to Ray (or the warm worker) now, in the caller's step, so a turn's
         activities are on their way before its commit starts, and await the outcome in the
         background."""
+        ref, dispatched_at = self._send(calls, options, warm)
+        self._spawn(self._run_batch(list(calls), ref, options, dispatched_at, warm))
+
+    def _send(
+        self, calls: Sequence[ActivityCall], options: tuple[tuple[str, Any], ...], warm: bool
+    ) -> tuple[Any, float]:
+        """Send ``calls`` as one batch: (the future or ObjectRef of its outcomes, or the error
+        that kept it from being sent, which fails every call; when it was sent)."""
         blob_calls = [c.for_batch() for c in calls]
         dispatched_at = time.monotonic()
         try:
@@ -237,31 +245,18 @@ class ActivityDispatcher:
                 ref: Any = self._warm.submit(self._registry_key, self._registry_ref, blob_calls, self._tracing_setup)
             else:
                 ref = submit_batch(self._registry_key, self._registry_ref, blob_calls, options, self._tracing_setup)
-        except Exception as exc:  # could not even submit: every call fails
+        except Exception as exc:  # could not even submit
             ref = exc
-        self._spawn(self._run_batch(list(calls), ref, options, dispatched_at, warm))
+        return ref, dispatched_at
 
     def _submit_warm(self, calls: list[ActivityCall]) -> None:
         """Send ``calls`` to the warm worker one at a time, the first now (see the module
         docstring); the lane takes nothing else until they are answered or sent on."""
-        first = self._warm_call(calls[0])
+        first = self._send(calls[:1], (), warm=True)
         self._warm_queued = True
         self._spawn(self._run_warm(first, calls[0], calls[1:]))
 
-    def _warm_call(self, call: ActivityCall) -> tuple[asyncio.Future[Any] | Exception, float]:
-        """Send one call to the warm worker: (its outcome's future, or the error that kept it
-        from being sent; when it was sent)."""
-        try:
-            ref: Any = self._warm.submit(
-                self._registry_key, self._registry_ref, [call.for_batch()], self._tracing_setup
-            )
-        except Exception as exc:
-            ref = exc
-        return ref, time.monotonic()
-
-    async def _run_warm(
-        self, sent: tuple[asyncio.Future[Any] | Exception, float], call: ActivityCall, queue: list[ActivityCall]
-    ) -> None:
+    async def _run_warm(self, sent: tuple[Any, float], call: ActivityCall, queue: list[ActivityCall]) -> None:
         try:
             while True:
                 ref, dispatched_at = sent
@@ -279,7 +274,7 @@ class ActivityDispatcher:
                     self._submit_ray(queue, ())
                     return
                 call, queue = queue[0], queue[1:]
-                sent = self._warm_call(call)
+                sent = self._send([call], (), warm=True)
         finally:
             self._warm_queued = False
 

@@ -132,7 +132,7 @@ def with_cause(failure: FailureDetails | None, exc: BaseException | None) -> Fai
     if failure is None or exc is None or failure.cause is not None:
         return failure
     try:
-        copy = pickle.loads(cloudpickle.dumps(exc, protocol=PROTOCOL))
+        copy = decode(encode(exc, "the cause of a failure"))
     except Exception:
         return failure
     return FailureDetails(failure.error_type, failure.message, failure.details, copy)

@@ -119,9 +119,17 @@ class WarmWorker:
             if body is None:
                 return
             request_id, (registry_key, registry_blob, calls, *setup) = pickle.loads(body)  # setup: tracing_setup
-            began = time.perf_counter()
-            outcomes = run_batch(registry_key, registry_blob, calls, *setup)
-            conn.sendall(frame((request_id, ok_reply((outcomes, time.perf_counter() - began)))))
+            conn.sendall(frame((request_id, ok_reply(_timed_batch(registry_key, registry_blob, calls, *setup)))))
+
+
+def _timed_batch(
+    registry_key: str, registry_blob: bytes, calls: Sequence[BatchCall], tracing_setup: Any = None
+) -> tuple[bytes, float]:
+    """``run_batch``'s encoded outcomes and the seconds it took (the host tells quick
+    activities by them: see ``runtime._activities.QUICK_SECONDS``)."""
+    began = time.perf_counter()
+    outcomes = run_batch(registry_key, registry_blob, calls, tracing_setup)
+    return outcomes, time.perf_counter() - began
 
 
 def _fill(conn: socket.socket, buffer: bytearray, size: int) -> None:
@@ -248,9 +256,7 @@ class WarmLane:
         def run() -> None:
             result, error = None, None
             try:
-                began = time.perf_counter()
-                blob = run_batch(registry_key, registry_blob, list(calls), tracing_setup)
-                result = (blob, time.perf_counter() - began)
+                result = _timed_batch(registry_key, registry_blob, list(calls), tracing_setup)
             except BaseException as exc:  # sys.exit in an activity, or a bug: a Ray task runs it again
                 error = ConnectionLostError(f"a batch run in the shard host did not finish: {exc!r}")
             with contextlib.suppress(RuntimeError):  # the host closed its loop meanwhile
