@@ -34,13 +34,15 @@ from ray.exceptions import RayTaskError
 from orchestrations import DurableError, DurableValueError
 
 from ._messages import Message
-from ._shard_clients import decode_reply
+from ._shard_clients import decode_reply, row_status
 from ._wire import BlockingFrameClient, ConnectionLostError, FrameClient
 
 T = TypeVar("T")
 #: one call to a shard host: (which of its servers, the request, or ``None`` if it must go
-#: through Ray, and the Ray call to make instead: ``fallback(retried)``)
-Call = tuple[str, Any, Callable[[bool], Coroutine[Any, Any, T]]]
+#: through Ray, the Ray call to make instead: ``fallback(retried)``, and what turns the
+#: connection's answer into the Ray call's: some requests are answered in a cheaper form for
+#: the host to encode, an instance's row rather than its status)
+Call = tuple[str, Any, Callable[[bool], Coroutine[Any, Any, T]], Callable[[Any], T]]
 
 #: which server of a host: the main loop's (submits, waits) or the reads loop's (status)
 MAIN, READS = "main", "reads"
@@ -50,6 +52,10 @@ RETRY_SECONDS = 1.0
 CONNECT_SECONDS = 5.0
 #: a submit whose messages encode to more than this goes through Ray (a frame is bounded)
 MAX_FRAME_PAYLOAD = 64 * 2**20
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def unwrap(exc: RayTaskError) -> BaseException:
@@ -113,7 +119,8 @@ class ClientLink:
         return self._blocking(index, *self._status_call(index, instance_id, *flags))
 
     def _blocking(
-        self, index: int, kind: str, payload: Any, fallback: Callable[[bool], Coroutine[Any, Any, T]]
+        self, index: int, kind: str, payload: Any, fallback: Callable[[bool], Coroutine[Any, Any, T]],
+        answer: Callable[[Any], T],
     ) -> T:
         """:meth:`_request` from the caller's thread: ``payload`` over its own connection to
         shard ``index``'s ``kind`` server, else ``fallback(retried)`` through Ray on the link's
@@ -126,8 +133,7 @@ class ClientLink:
         except ConnectionLostError:
             self._addresses.pop((kind, index), None)  # a host Ray restarted listens elsewhere
             return self.run(fallback(True))
-        value: T = decode_reply(reply)
-        return value
+        return answer(decode_reply(reply))
 
     def _blocking_connection(self, index: int, kind: str) -> BlockingFrameClient | None:
         """This thread's open connection to shard ``index``'s ``kind`` server, opened if need
@@ -207,19 +213,32 @@ class ClientLink:
         blobs = [m.to_bytes() for m in msgs]
         shard = self._shards[index]
         payload = ("submit", (blobs, False)) if sum(len(b) for b in blobs) <= MAX_FRAME_PAYLOAD else None
-        return MAIN, payload, lambda retried: by_ray(shard.submit.remote(msgs, retried))
+        return MAIN, payload, lambda retried: by_ray(shard.submit.remote(msgs, retried)), _same
 
     def _wait_call(self, index: int, method: str, instance_id: str, timeout: float | None) -> Call[Any]:
+        """The host answers a wait on the connection with the instance's row (see
+        ``ShardClients._on_client_request``); the status is built here."""
         shard = self._shards[index]
         call = getattr(shard, method)
-        return MAIN, (method, (instance_id, timeout)), lambda _: by_ray(call.remote(instance_id, timeout))
+        return MAIN, (method, (instance_id, timeout)), lambda _: by_ray(call.remote(instance_id, timeout)), row_status
 
-    def _status_call(self, index: int, instance_id: str, *flags: bool) -> Call[Any]:
+    def _status_call(
+        self, index: int, instance_id: str, show_history: bool, show_history_output: bool, show_input: bool
+    ) -> Call[Any]:
+        """A status without history is built here from the instance's row (as a wait's)."""
         shard = self._shards[index]
-        return READS, ("status", (instance_id, *flags)), lambda _: by_ray(shard.get_status.remote(instance_id, *flags))
+        flags = (show_history, show_history_output, show_input)
+
+        def fallback(_: bool) -> Coroutine[Any, Any, Any]:
+            return by_ray(shard.get_status.remote(instance_id, *flags))
+
+        if show_history:
+            return READS, ("status", (instance_id, *flags)), fallback, _same
+        return READS, ("row", (instance_id,)), fallback, lambda row: row_status(row, show_input)
 
     async def _request(
-        self, index: int, kind: str, payload: Any, fallback: Callable[[bool], Awaitable[T]]
+        self, index: int, kind: str, payload: Any, fallback: Callable[[bool], Awaitable[T]],
+        answer: Callable[[Any], T],
     ) -> T:
         """``payload`` over the connection, else ``fallback(retried)`` through Ray (at once for
         a ``None`` payload: too large for a frame)."""
@@ -230,8 +249,7 @@ class ClientLink:
             reply = await conn.request(payload)
         except ConnectionLostError:
             return await fallback(True)
-        value: T = decode_reply(reply)
-        return value
+        return answer(decode_reply(reply))
 
     async def _connection(self, index: int, kind: str) -> FrameClient | None:
         """The open connection to shard ``index``'s ``kind`` server, opened if need be;

@@ -29,9 +29,11 @@ from typing import Any
 import ray
 
 from ._codec import decode, encode
-from ._messages import Message
+from ._messages import Message, status_from_row
+from ._schema import InstanceRow
 from ._shard_base import ShardBase
 from ._shard_queries import READS
+from ._status import DurableOrchestrationStatus
 from ._wire import Reply, new_token, serve
 
 #: one server per loop: (server, its loop, (host, port, token)), started on first ask
@@ -49,10 +51,13 @@ class ShardClients(ShardBase):
     ) -> None:
         raise NotImplementedError
 
-    async def wait(self, instance_id: str, timeout: float | None) -> Any:
+    async def wait_row(self, instance_id: str, timeout: float | None) -> InstanceRow | None:
         raise NotImplementedError
 
-    async def wait_start(self, instance_id: str, timeout: float | None) -> Any:
+    async def wait_start_row(self, instance_id: str, timeout: float | None) -> InstanceRow | None:
+        raise NotImplementedError
+
+    async def read_row(self, instance_id: str) -> InstanceRow | None:
         raise NotImplementedError
 
     async def _ready_to_read(self) -> None:
@@ -91,27 +96,40 @@ class ShardClients(ShardBase):
     async def _on_client_request(self, payload: tuple[str, tuple[Any, ...]]) -> bytes:
         """``("submit", (message blobs, retried))``, ``("wait", (id, timeout))`` or
         ``("wait_start", (id, timeout))``: the encoded value (an error raised goes back
-        encoded, see :func:`_encode_error`)."""
+        encoded, see :func:`_encode_error`). A wait answers with the instance's row as a plain
+        tuple (``None`` on timeout), which the client turns into a status (:func:`row_status`):
+        encoding a tuple of strings costs the host a fraction of a status record."""
         op, args = payload
         if op == "submit":
             blobs, retried = args
             await self.submit([Message.from_bytes(b) for b in blobs], retried, blobs)
             value: Any = None
         elif op == "wait":
-            value = await self.wait(*args)
+            value = _plain(await self.wait_row(*args))
         elif op == "wait_start":
-            value = await self.wait_start(*args)
+            value = _plain(await self.wait_start_row(*args))
         else:
             raise ValueError(f"unknown client request {op!r}")
         return encode(value, "reply")
 
     async def _on_read_request(self, payload: tuple[str, tuple[Any, ...]]) -> bytes:
         """``("status", (id, show_history, show_history_output, show_input))``: the encoded
-        status."""
+        status; ``("row", (id,))``: the instance's row as a plain tuple, or ``None``."""
         op, args = payload
+        if op == "row":
+            return encode(_plain(await self.read_row(*args)), "reply")
         if op != "status":
             raise ValueError(f"unknown client read {op!r}")
         return encode(await self._read_status(*args), "reply")
+
+
+def _plain(row: InstanceRow | None) -> tuple[Any, ...] | None:
+    return None if row is None else tuple(row)
+
+
+def row_status(row: tuple[Any, ...] | None, show_input: bool = True) -> DurableOrchestrationStatus | None:
+    """The client's side of a row answer: the status the host's Ray method would have given."""
+    return None if row is None else status_from_row(InstanceRow._make(row), show_input)
 
 
 async def _serve_on_loop(

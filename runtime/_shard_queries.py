@@ -22,6 +22,7 @@ from ._codec import LENIENT, load_value
 from ._codec_records import read_event
 from ._entity_host import EntityRecord, addressable, unpack_state
 from ._messages import status_from_row
+from ._schema import InstanceRow
 from ._shard_base import ShardBase
 from ._status import (
     DurableOrchestrationStatus,
@@ -63,6 +64,15 @@ class ShardQueries(ShardBase):
         await self._visible()
         return status
 
+    async def read_row(self, instance_id: str) -> InstanceRow | None:
+        """The committed ``instances`` row of an instance, or ``None``: what a client builds a
+        status from itself (:func:`status_from_row`), so that decoding its payloads and encoding
+        the status for the wire cost the driver's CPU rather than the host's."""
+        await self._journal_visible((instance_id,))
+        row = await self._store.get_instance(instance_id)
+        await self._visible()
+        return row
+
     @ray.method(concurrency_group=READS)
     async def get_statuses(
         self, instance_ids: Sequence[str], show_history: bool = False, show_history_output: bool = False,
@@ -102,36 +112,43 @@ class ShardQueries(ShardBase):
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
-        return await self._wait_until(self._waiters, instance_id, timeout, lambda s: s.is_terminal)
+        return _status_or_none(await self.wait_row(instance_id, timeout))
 
     async def wait_start(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is no longer Pending (it started, or was terminated before
         it did); ``None`` on timeout."""
-        return await self._wait_until(
-            self._start_waiters, instance_id, timeout, lambda s: s is not OrchestrationRuntimeStatus.Pending
-        )
+        return _status_or_none(await self.wait_start_row(instance_id, timeout))
+
+    async def wait_row(self, instance_id: str, timeout: float | None) -> InstanceRow | None:
+        """:meth:`wait`, answering with the committed row (see :meth:`read_row`)."""
+        return await self._wait_until(self._waiters, instance_id, timeout, _ended)
+
+    async def wait_start_row(self, instance_id: str, timeout: float | None) -> InstanceRow | None:
+        """:meth:`wait_start`, answering with the committed row (see :meth:`read_row`)."""
+        return await self._wait_until(self._start_waiters, instance_id, timeout, _started)
 
     async def _wait_until(
         self, registry: dict[str, list[asyncio.Future[Any]]], instance_id: str, timeout: float | None,
         reached: Callable[[OrchestrationRuntimeStatus], bool],
-    ) -> DurableOrchestrationStatus | None:
-        """Answer once the instance's status is ``reached``: at once if it is already, else
+    ) -> InstanceRow | None:
+        """The instance's row once its status is ``reached``: at once if it is already, else
         when a turn commits it (the turn resolves the future ``registry`` holds with the row it
-        committed). Raises :class:`InstanceNotFoundError` for an unknown instance."""
+        committed); ``None`` on timeout. Raises :class:`InstanceNotFoundError` for an unknown
+        instance."""
         await self._ensure_started()
         future = asyncio.get_running_loop().create_future()
         registry.setdefault(instance_id, []).append(future)
         try:
-            status = await self._read_status(instance_id)
-            if status is None:
+            row = await self.read_row(instance_id)
+            if row is None:
                 raise InstanceNotFoundError(instance_id)
-            if reached(status.runtime_status):
-                return status
+            if reached(OrchestrationRuntimeStatus(row.status)):
+                return row
             try:
-                row = await asyncio.wait_for(future, timeout)
+                committed: InstanceRow = await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 return None
-            return status_from_row(row, True)  # the row the turn committed: no read
+            return committed  # the row the turn committed: no read
         finally:
             waiters = registry.get(instance_id, [])
             if future in waiters:
@@ -184,6 +201,18 @@ class ShardQueries(ShardBase):
         rows = addressable(await self._store.query_entities(name, with_state_only=not include_deleted))
         await self._visible()
         return [EntityRecord.from_row(row, self._entity_specs.get(row.name.lower())).metadata() for row in rows]
+
+
+def _ended(status: OrchestrationRuntimeStatus) -> bool:
+    return status.is_terminal
+
+
+def _started(status: OrchestrationRuntimeStatus) -> bool:
+    return status is not OrchestrationRuntimeStatus.Pending
+
+
+def _status_or_none(row: InstanceRow | None) -> DurableOrchestrationStatus | None:
+    return None if row is None else status_from_row(row)
 
 
 def _without_output(event: Any) -> Any:

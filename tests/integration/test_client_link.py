@@ -5,6 +5,7 @@ start applied once), a TaskHub used from two threads, and errors re-raised as th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import math
 import threading
@@ -47,6 +48,12 @@ def again_then_wait(ctx):
         ctx.continue_as_new(1)
         return None
     return (yield ctx.wait_for_external_event("go"))
+
+
+@orchestrator(name="cl_fails")
+def fails_with_status(ctx):
+    ctx.set_custom_status({"step": ctx.get_input()})
+    raise KeyError("cl-missing")
 
 
 @entity(name="ClCounter")
@@ -120,6 +127,43 @@ def test_errors_come_back_unwrapped_over_the_connection(hub):
         asyncio.run(hub.raise_event_async(iid, ""))
     hub.raise_event(iid, "go", "fine")
     assert hub.wait_for_completion(iid, timeout=30).output == "fine"
+
+
+def _comparable(status):
+    """A status with its failure's cause (an exception, equal only to itself) as type and args."""
+    failure = status.failure_details
+    cause = None if failure is None or failure.cause is None else (type(failure.cause), failure.cause.args)
+    return (type(status), dataclasses.replace(status, failure_details=None), failure and (failure.describe(), cause))
+
+
+def test_statuses_over_the_connection_are_the_ray_methods_statuses(hub):
+    """The connection answers waits and reads with the instance's row and the client builds
+    the status: it must be the status the host's Ray methods give, in every shape."""
+    done, failed, waiting = "cl-st-done", "cl-st-failed", "cl-st-waiting"
+    hub.start_new(echo, done, {"payload": [1, 2.5, "x"]})
+    hub.start_new(fails_with_status, failed, 7)
+    hub.start_new(wait_for_go, waiting, "its input")
+    for iid in (done, failed):
+        shard = hub._shard(iid)
+        by_link = hub.wait_for_completion(iid, timeout=30)
+        assert _comparable(by_link) == _comparable(ray.get(shard.wait.remote(iid, 30)))
+        for show_input in (True, False):
+            by_link = hub.get_status(iid, show_input=show_input)
+            assert _comparable(by_link) == _comparable(ray.get(shard.get_status.remote(iid, False, False, show_input)))
+    failure = hub.get_status(failed).failure_details
+    assert failure.error_type == "KeyError" and "cl-missing" in failure.message and isinstance(failure.cause, KeyError)
+    assert hub.get_status(failed).custom_status == {"step": 7}
+    assert hub.get_status(done).output == {"payload": [1, 2.5, "x"]}
+    started = hub.wait_for_orchestration_start(waiting, timeout=30)
+    assert started.runtime_status is S.Running and started.input_ == "its input"
+    assert _comparable(started) == _comparable(ray.get(hub._shard(waiting).wait_start.remote(waiting, 30)))
+    with pytest.raises(TimeoutError):
+        hub.wait_for_completion(waiting, timeout=0.05)
+    assert hub.get_status("cl-st-unknown") is None
+    assert asyncio.run(hub.get_status_async("cl-st-unknown")) is None
+    assert _comparable(asyncio.run(hub.get_status_async(failed))) == _comparable(hub.get_status(failed))
+    hub.raise_event(waiting, "go", "went")
+    assert asyncio.run(hub.wait_for_completion_async(waiting, timeout=30)).output == "went"
 
 
 def test_a_wait_in_flight_when_the_connection_drops_is_answered_through_ray(hub):
