@@ -100,17 +100,24 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(HEADER.unpack(head)[0]))
 
 
-async def read_bounded_frame(reader: asyncio.StreamReader, limits: Limits) -> Any:
+async def read_bounded_frame(
+    reader: asyncio.StreamReader, limits: Limits, transport: asyncio.BaseTransport
+) -> Any:
     """The next frame's value, within ``limits``: the wait for its first byte is unbounded
-    (an idle connection), the rest must arrive within ``limits.frame_seconds`` (else
-    ``TimeoutError``) and announce at most ``limits.max_frame_bytes`` (else
-    :class:`FrameTooLargeError`, before any of it is read)."""
+    (an idle connection), the rest must arrive within ``limits.frame_seconds`` (else the
+    ``transport`` is closed, and the read ends with ``IncompleteReadError``) and announce at
+    most ``limits.max_frame_bytes`` (else :class:`FrameTooLargeError`, before any of it is
+    read). The deadline is one timer handle, not ``asyncio.timeout``: this runs for every
+    request a shard host serves, and a timeout context cost several times as much."""
     first = await reader.readexactly(1)
-    async with asyncio.timeout(limits.frame_seconds):
+    deadline = asyncio.get_running_loop().call_later(limits.frame_seconds, transport.close)
+    try:
         size = HEADER.unpack(first + await reader.readexactly(HEADER.size - 1))[0]
         if size > limits.max_frame_bytes:
             raise FrameTooLargeError(f"a frame of {size} bytes announced; at most {limits.max_frame_bytes}")
         body = await reader.readexactly(size)
+    finally:
+        deadline.cancel()
     return pickle.loads(body)
 
 
@@ -164,7 +171,7 @@ async def serve(
             if not secrets.compare_digest(presented, token):
                 return
             while True:
-                request_id, payload = await read_bounded_frame(reader, limits)
+                request_id, payload = await read_bounded_frame(reader, limits, writer.transport)
                 task = asyncio.get_running_loop().create_task(answer(request_id, payload))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
