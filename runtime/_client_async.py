@@ -84,8 +84,8 @@ class AsyncClient:
     ) -> DurableOrchestrationStatus:
         """:meth:`wait_for_completion` for asyncio code: the status once the instance is
         Completed, Failed or Terminated (the shard host answers when it ends, no polling).
-        Raises ``TimeoutError`` past ``timeout`` seconds and :class:`InstanceNotFoundError`
-        for an unknown id."""
+        Raises ``TimeoutError`` past ``timeout`` seconds, or :class:`InstanceNotFoundError`
+        if no instance of that id was created by then."""
         validate_instance_id(instance_id)
         check_timeout(timeout)
         index = self._shard_index(instance_id)

@@ -66,7 +66,10 @@ class QueryClient(ClientParts):
         """Block until the instance is Completed, Failed or Terminated and return its status.
 
         The shard host answers when the instance ends (no polling). Raises ``TimeoutError``
-        past ``timeout`` seconds. ``show_progress`` draws a progress bar of its activities.
+        past ``timeout`` seconds. An id no instance has yet is waited for too (the child a
+        parent is about to create, say): if none was created by the timeout, this raises
+        :class:`InstanceNotFoundError` instead. ``show_progress`` draws a progress bar of its
+        activities.
         """
         validate_instance_id(instance_id)
         check_timeout(timeout)
@@ -90,7 +93,9 @@ class QueryClient(ClientParts):
         An instance started with ``start_at`` is Pending until then; any other at most for a
         moment (a start its busy shard host committed before the turn that runs it).
         The shard host answers when the start commits (no polling). Raises ``TimeoutError``
-        past ``timeout`` seconds and :class:`InstanceNotFoundError` for an unknown id.
+        past ``timeout`` seconds, or :class:`InstanceNotFoundError` if no instance of that id
+        was created by then (an id no instance has yet is waited for, as in
+        :meth:`wait_for_completion`).
         """
         validate_instance_id(instance_id)
         check_timeout(timeout)

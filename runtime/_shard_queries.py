@@ -133,20 +133,22 @@ class ShardQueries(ShardBase):
     ) -> InstanceRow | None:
         """The instance's row once its status is ``reached``: at once if it is already, else
         when a turn commits it (the turn resolves the future ``registry`` holds with the row it
-        committed); ``None`` on timeout. Raises :class:`InstanceNotFoundError` for an unknown
-        instance."""
+        committed); ``None`` on timeout. An instance that does not exist yet is waited for too
+        (a parent may not have created the child whose id its caller knows, as DurableTask.Core
+        and the durabletask clients wait); if it still does not exist at the timeout, this
+        raises :class:`InstanceNotFoundError`."""
         await self._ensure_started()
         future = asyncio.get_running_loop().create_future()
         registry.setdefault(instance_id, []).append(future)
         try:
             row = await self.read_row(instance_id)
-            if row is None:
-                raise InstanceNotFoundError(instance_id)
-            if reached(OrchestrationRuntimeStatus(row.status)):
+            if row is not None and reached(OrchestrationRuntimeStatus(row.status)):
                 return row
             try:
                 committed: InstanceRow = await asyncio.wait_for(future, timeout)
             except TimeoutError:
+                if row is None and await self.read_row(instance_id) is None:
+                    raise InstanceNotFoundError(instance_id) from None
                 return None
             return committed  # the row the turn committed: no read
         finally:

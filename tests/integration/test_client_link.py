@@ -115,7 +115,7 @@ def test_errors_come_back_unwrapped_over_the_connection(hub):
         asyncio.run(hub.start_new_async(wait_for_go, iid))
     assert type(async_error.value) is InstanceAlreadyExistsError
     with pytest.raises(InstanceNotFoundError) as not_found:
-        asyncio.run(hub.wait_for_completion_async("cl-unknown", timeout=5))
+        asyncio.run(hub.wait_for_completion_async("cl-unknown", timeout=0.3))
     assert type(not_found.value) is InstanceNotFoundError
     with pytest.raises(InstanceNotFoundError):
         hub.raise_event("cl-unknown", "go")

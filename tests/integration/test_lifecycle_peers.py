@@ -117,6 +117,12 @@ def scheduled(ctx):
     return {"started_at": started_at, "value": value}
 
 
+@orchestrator(name="lp_late_parent")
+def late_parent(ctx):
+    yield ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=0.5))
+    return (yield ctx.call_sub_orchestrator(echo, "from the parent", instance_id=ctx.get_input()))
+
+
 @orchestrator(name="lp_started_at")
 def started_at(ctx):
     return ctx.current_utc_datetime
@@ -317,8 +323,22 @@ def test_wait_for_orchestration_start_of_instances_not_scheduled(hub):
     past = hub.start_new(echo, "lp-past", 1, start_at=datetime.now(UTC) - timedelta(minutes=1))
     assert hub.get_status(past).runtime_status is not S.Pending  # a time passed is now
     with pytest.raises(InstanceNotFoundError, match="lp-no-such"):
-        hub.wait_for_orchestration_start("lp-no-such", timeout=5)
+        hub.wait_for_orchestration_start("lp-no-such", timeout=0.3)  # after the timeout
     hub.terminate(iid)
+
+
+def test_a_wait_for_a_child_the_parent_has_not_created_yet_waits_for_it(hub):
+    # microsoft/durabletask-dotnet test/Grpc.IntegrationTests/OrchestrationPatterns.cs
+    #   ::ScheduleSubOrchestrationWithTags (the client waits on the child's fixed id right after
+    #   scheduling the parent); DurableTask.Core's WaitForOrchestrationAsync waits the same way
+    for wait in (hub.wait_for_completion, hub.wait_for_orchestration_start):
+        child = f"lp-late-child-{wait.__name__}"
+        parent = hub.start_new(late_parent, client_input=child)
+        assert hub.get_status(child) is None  # the parent creates it half a second from now
+        status = wait(child, timeout=30)
+        assert status.instance_id == child and status.runtime_status in (S.Running, S.Completed)
+        assert hub.wait_for_completion(parent, timeout=30).output == "from the parent"
+        assert hub.get_status(child).output == "from the parent"
 
 
 def test_terminate_a_pending_instance(hub):
