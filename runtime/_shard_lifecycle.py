@@ -188,9 +188,14 @@ class ShardLifecycle(ShardBase):
     ) -> Message | None:
         """A rewinding parent asks this child for its result: a Failed child is rewound (and so
         on down), a purged one is started again (the start is returned), a finished one answers
-        again; a running one answers when it ends."""
+        again; a running one answers when it ends. An instance that holds the id but is not that
+        child (the id was reused after the child ended, or the child's own start was refused
+        because the id was taken) is left alone: the parent gets a failure naming it."""
         start, event = msg.restart, msg.event
         assert start is not None and start.parent is not None and isinstance(event, ExecutionRewound)
+        if inst is not None and inst.parent != start.parent:
+            self._reply_to_parent(start.parent, None, _not_the_child(inst), turn)
+            return None
         step = child_rewind(None if inst is None else inst.status)
         if step is ChildRewind.START_AGAIN or inst is None:
             return Message(msg.instance_id, start)
@@ -280,3 +285,17 @@ class ShardLifecycle(ShardBase):
                 row = inst.to_row()
                 answers += [(future, row) for future in futures]
         return answers
+
+
+def _not_the_child(inst: Instance) -> FailureDetails:
+    """A rewinding parent's failure for a child id held by another instance."""
+    parent = inst.parent
+    holder = (
+        "an instance started by a client" if parent is None
+        else f"the sub-orchestration of task {parent.task_scheduled_id} of {parent.instance_id!r}"
+    )
+    return FailureDetails(
+        "DurableValueError",
+        f"the rewind cannot ask sub-orchestration {inst.instance_id!r} again: that id now belongs to {holder}, "
+        f"a {inst.name!r} instance that is {inst.status.value}",
+    )

@@ -117,6 +117,11 @@ def scheduled(ctx):
     return {"started_at": started_at, "value": value}
 
 
+@orchestrator(name="lp_fails")
+def fails(ctx):
+    raise ValueError(f"unrelated failure of {ctx.instance_id}")
+
+
 @orchestrator(name="lp_late_parent")
 def late_parent(ctx):
     yield ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=0.5))
@@ -223,6 +228,29 @@ def test_rewind_starts_a_purged_child_again_with_its_recorded_input(hub, tmp_pat
     child = hub.get_status(tree["child"])
     assert child.runtime_status is S.Completed and child.input_["data"] == "data"
     assert Path(tree["path"]).read_text() == "2"
+
+
+@pytest.mark.parametrize("holder", ["completed", "failed"])
+def test_a_rewind_leaves_alone_an_unrelated_instance_that_took_its_childs_id(hub, tmp_path, holder):
+    # found porting Azure/durabletask AzureStorageScenarioTests' Rewind* scenarios: the rewind asked
+    # whatever instance held the child's id, so the parent completed with an unrelated instance's
+    # output, or (that instance Failed) rewound the unrelated instance and waited for ever
+    tree = failed_tree(hub, tmp_path, f"ru{holder[0]}")
+    child = tree["child"]
+    assert hub.purge_instance_history(child, recursive=False).instances_deleted == 1
+    unrelated = hub.wait_for_completion(hub.start_new(echo if holder == "completed" else fails, child, "mine"), timeout=30)
+    hub.rewind(tree["parent"])
+    status = hub.wait_for_completion(tree["parent"], timeout=30)
+    assert status.runtime_status is S.Failed
+    assert f"cannot ask sub-orchestration {child!r} again" in status.failure_details.message
+    assert f"a 'lp_{'echo' if holder == 'completed' else 'fails'}' instance that is {unrelated.runtime_status.value}" in (
+        status.failure_details.message
+    )
+    after = hub.get_status(child)
+    assert (after.runtime_status, after.output, after.last_updated_time) == (
+        unrelated.runtime_status, unrelated.output, unrelated.last_updated_time
+    )
+    assert "ExecutionRewound" not in [e.event_type for e in hub.get_history(child)]
 
 
 def test_rewind_asks_again_a_child_that_finished_while_the_parent_was_failed(hub, tmp_path):
