@@ -238,14 +238,14 @@ def test_a_rewind_leaves_alone_an_unrelated_instance_that_took_its_childs_id(hub
     tree = failed_tree(hub, tmp_path, f"ru{holder[0]}")
     child = tree["child"]
     assert hub.purge_instance_history(child, recursive=False).instances_deleted == 1
-    unrelated = hub.wait_for_completion(hub.start_new(echo if holder == "completed" else fails, child, "mine"), timeout=30)
+    code = echo if holder == "completed" else fails
+    unrelated = hub.wait_for_completion(hub.start_new(code, child, "mine"), timeout=30)
     hub.rewind(tree["parent"])
     status = hub.wait_for_completion(tree["parent"], timeout=30)
     assert status.runtime_status is S.Failed
     assert f"cannot ask sub-orchestration {child!r} again" in status.failure_details.message
-    assert f"a 'lp_{'echo' if holder == 'completed' else 'fails'}' instance that is {unrelated.runtime_status.value}" in (
-        status.failure_details.message
-    )
+    holder_named = f"a {code.__durable_name__!r} instance that is {unrelated.runtime_status.value}"
+    assert holder_named in status.failure_details.message
     after = hub.get_status(child)
     assert (after.runtime_status, after.output, after.last_updated_time) == (
         unrelated.runtime_status, unrelated.output, unrelated.last_updated_time
