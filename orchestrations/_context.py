@@ -80,6 +80,8 @@ class OrchestrationContext(EntityMethods):
         self._continue_version: int | None = None
         #: ``ExecutionStarted.generation`` of this execution (0: the first)
         self._generation = 0
+        #: the sub-orchestrations started with a caller's instance id: id -> (task id, task)
+        self._named_children: dict[str, tuple[int, Task]] = {}
         #: the critical-section state machine
         self._section = CriticalSection()
         #: entity calls waiting for an answer: task id -> (entity id, operation)
@@ -206,9 +208,11 @@ class OrchestrationContext(EntityMethods):
         """
         name = function_name(name_or_fn, "orchestrator")
         self._section.check_sub_orchestration(name)
+        self._check_child_id_free(instance_id)
         task_id = self._next_id()
         child_id = self._child_id(instance_id, task_id)
-        return self._schedule(CreateSubOrchestration(task_id, name, child_id, input_), CompletableTask(task_id))
+        task = self._schedule(CreateSubOrchestration(task_id, name, child_id, input_), CompletableTask(task_id))
+        return self._named_child(instance_id, task_id, task)
 
     def call_sub_orchestrator_with_retry(
         self,
@@ -221,10 +225,30 @@ class OrchestrationContext(EntityMethods):
         name = function_name(name_or_fn, "orchestrator")
         check_retry(retry_options)
         self._section.check_sub_orchestration(name)
+        self._check_child_id_free(instance_id)
         child_id = self._child_id(instance_id, self._sequence + 1)
-        return self._schedule_retryable(
+        task = self._schedule_retryable(
             lambda tid: CreateSubOrchestration(tid, name, child_id, input_), retry_options
         )
+        return self._named_child(instance_id, self._sequence, task)
+
+    def _check_child_id_free(self, instance_id: str | None) -> None:
+        """Refuse an instance id a sub-orchestration of this execution still runs under: the
+        second start would be refused (the id is taken) only once it reached the child's shard,
+        and the task would fail when the first child ended, or never (DurableTask.Core's
+        ``DuplicateSubOrchestrationInstanceId`` guard fails the orchestration the same way).
+        An id whose child has finished may be used again."""
+        taken = None if instance_id is None else self._named_children.get(instance_id)
+        if taken is not None and not taken[1].is_completed:
+            raise DurableValueError(
+                f"call_sub_orchestrator: instance id {instance_id!r} is already used by task {taken[0]} "
+                f"of this execution, a sub-orchestration that has not finished; give each running child its own id"
+            )
+
+    def _named_child(self, instance_id: str | None, task_id: int, task: Task) -> Task:
+        if instance_id is not None:
+            self._named_children[instance_id] = (task_id, task)
+        return task
 
     def _child_id(self, instance_id: str | None, task_id: int) -> str:
         if instance_id is not None:

@@ -16,14 +16,24 @@ import pytest
 
 from entities import EntityId
 from orchestrations import (
+    DurableValueError,
     EntityLockGranted,
     ExecutionState,
     Registry,
+    RetryOptions,
     TaskCancelledError,
     TaskFailedError,
     execute,
 )
-from orchestrations.testing import at, event_raised, started, sub_completed, task_completed, timer_fired
+from orchestrations.testing import (
+    at,
+    event_raised,
+    started,
+    sub_completed,
+    sub_failed,
+    task_completed,
+    timer_fired,
+)
 from runtime._batch import run_batch
 from runtime._codec import decode, dump_value, encode
 
@@ -339,3 +349,55 @@ def test_the_output_check_still_finds_a_task_after_a_hundred_thousand_values():
 
     result = Instance(forgets, cached=False).start()
     assert result.state is S.FAILED and result.failure.message.startswith("the output[100000] is a Task")
+
+
+def test_a_sub_orchestration_id_still_running_under_this_execution_is_refused_at_the_call():
+    # Azure/durabletask test/DurableTask.AzureStorage.Tests/DuplicateSubOrchestrationInstanceIdTests.cs
+    #   ::DuplicateAwaitedIds_SameBatch_FailsWithoutStartingAnyChild: the second start was refused
+    #   only on the child's shard, and the parent waited (in task_all) until the first child ended
+    def same_batch(ctx):
+        return (yield ctx.task_all([ctx.call_sub_orchestrator("child", i, instance_id="kid") for i in range(2)]))
+
+    done = Instance(same_batch).start()
+    assert done.state is S.FAILED and done.failure.error_type.endswith("DurableValueError")
+    assert "instance id 'kid' is already used by task 1 of this execution" in done.failure.message
+    assert [type(a).__name__ for a in done.actions] == []  # no child is started
+
+
+def test_a_sub_orchestration_id_is_free_again_once_its_child_finished_and_ids_are_case_sensitive():
+    # DuplicateSubOrchestrationInstanceIdTests.cs::AllowedAwaitedIds_WithGuardEnabled_Completes
+    #   (Sequential, SequentialAfterFailure, Distinct by case)
+    def sequential(ctx):
+        first = yield ctx.call_sub_orchestrator("child", 1, instance_id="kid")
+        try:
+            once = RetryOptions(timedelta(seconds=1), 1)
+            second = yield ctx.call_sub_orchestrator_with_retry("child", once, 2, "kid")
+        except TaskFailedError:
+            second = "failed"
+        third = yield ctx.task_all([ctx.call_sub_orchestrator("child", 3, instance_id=i) for i in ("kid", "KID")])
+        return [first, second, third]
+
+    inst = Instance(sequential)
+    inst.start()
+    inst.run(sub_completed(1, "one"), now=at(2))
+    inst.run(sub_failed(2, "no"), now=at(3))
+    done = inst.run(sub_completed(3, "a"), sub_completed(4, "b"), now=at(4))
+    assert done.state is S.COMPLETED and done.output == ["one", "failed", ["a", "b"]]
+
+
+def test_a_retried_sub_orchestration_keeps_its_id_taken_until_it_ends():
+    def overlapping(ctx):
+        retried = ctx.call_sub_orchestrator_with_retry("child", RetryOptions(timedelta(seconds=1), 3), None, "kid")
+        try:
+            ctx.call_sub_orchestrator("child", None, instance_id="kid")
+        except DurableValueError as exc:
+            return [str(exc), (yield retried)]
+        return None
+
+    done = Instance(overlapping).start()
+    assert done.state is S.RUNNING
+    inst = Instance(overlapping)
+    inst.start()
+    done = inst.run(sub_completed(1, "ok"), now=at(2))
+    assert done.output[0].startswith("call_sub_orchestrator: instance id 'kid' is already used by task 1")
+    assert done.output[1] == "ok"
