@@ -101,16 +101,18 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 async def read_bounded_frame(
-    reader: asyncio.StreamReader, limits: Limits, transport: asyncio.BaseTransport
+    reader: asyncio.StreamReader, limits: Limits, transport: asyncio.WriteTransport
 ) -> Any:
     """The next frame's value, within ``limits``: the wait for its first byte is unbounded
     (an idle connection), the rest must arrive within ``limits.frame_seconds`` (else the
-    ``transport`` is closed, and the read ends with ``IncompleteReadError``) and announce at
+    ``transport`` is aborted, replies not yet written with it, and the read ends with
+    ``IncompleteReadError``; a close would wait for those replies to leave, which a peer that
+    reads nothing never lets happen, and the connection would keep its slot) and announce at
     most ``limits.max_frame_bytes`` (else :class:`FrameTooLargeError`, before any of it is
     read). The deadline is one timer handle, not ``asyncio.timeout``: this runs for every
     request a shard host serves, and a timeout context cost several times as much."""
     first = await reader.readexactly(1)
-    deadline = asyncio.get_running_loop().call_later(limits.frame_seconds, transport.close)
+    deadline = asyncio.get_running_loop().call_later(limits.frame_seconds, transport.abort)
     try:
         size = HEADER.unpack(first + await reader.readexactly(HEADER.size - 1))[0]
         if size > limits.max_frame_bytes:

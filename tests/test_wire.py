@@ -6,6 +6,7 @@ import asyncio
 import pickle
 import socket
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -256,6 +257,30 @@ def test_a_frame_cut_short_is_closed_after_the_frame_deadline_but_an_idle_connec
         return seen
 
     assert run(main()) == ["still here"]
+
+
+def test_a_frame_cut_short_frees_its_connection_slot_even_with_a_reply_the_peer_never_read():
+    # a review found it: the deadline closed the transport, and a close waits for the replies
+    # still to be written, which a peer that reads nothing never lets leave: the connection
+    # kept its slot (and its handler) for good
+    async def main():
+        token = new_token()
+
+        async def handle(payload):
+            return b"y" * (64 * 2**20) if payload == "big" else payload
+
+        server, (host, port) = await serve(token, handle, host="127.0.0.1", limits=replace(FAST, max_connections=1))
+        stalled = socket.create_connection((host, port))
+        stalled.sendall(token + frame((1, "big")))  # a 64 MiB reply it never reads
+        await asyncio.sleep(0.5)
+        stalled.sendall(b"\x00")  # the first byte of a frame that never ends
+        again = await _connect_when_admitted(host, port, token)
+        assert await again.request("back in") == (True, "back in")
+        again.close()
+        stalled.close()
+        server.close()
+
+    run(main())
 
 
 def test_connections_past_the_cap_are_closed_at_once():
