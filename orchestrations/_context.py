@@ -26,7 +26,7 @@ from ._critical import CriticalSection
 from ._errors import DurableTypeError, DurableValueError, EventTimeoutError
 from ._guards import check_input
 from ._handles import LockHandle, ReplaySafeLogger
-from ._history import EventRaised
+from ._history import RULES_CHILD_IDS, EventRaised
 from ._http import HttpTask, build_request
 from ._ids import check_encodable, validate_instance_id
 from ._registry import check_version, function_name
@@ -80,6 +80,8 @@ class OrchestrationContext(EntityMethods):
         self._continue_version: int | None = None
         #: ``ExecutionStarted.generation`` of this execution (0: the first)
         self._generation = 0
+        #: ``ExecutionStarted.rules`` of this execution (0: recorded before the marker)
+        self._rules = 0
         #: the sub-orchestrations started with a caller's instance id: id -> (task id, task)
         self._named_children: dict[str, tuple[int, Task]] = {}
         #: the critical-section state machine
@@ -237,9 +239,10 @@ class OrchestrationContext(EntityMethods):
         second start would be refused (the id is taken) only once it reached the child's shard,
         and the task would fail when the first child ended, or never (DurableTask.Core's
         ``DuplicateSubOrchestrationInstanceId`` guard fails the orchestration the same way).
-        An id whose child has finished may be used again."""
+        An id whose child has finished may be used again. An execution recorded before this
+        check (``ExecutionStarted.rules``) replays without it."""
         taken = None if instance_id is None else self._named_children.get(instance_id)
-        if taken is not None and not taken[1].is_completed:
+        if taken is not None and not taken[1].is_completed and self._rules >= RULES_CHILD_IDS:
             raise DurableValueError(
                 f"call_sub_orchestrator: instance id {instance_id!r} is already used by task {taken[0]} "
                 f"of this execution, a sub-orchestration that has not finished; give each running child its own id"

@@ -37,6 +37,7 @@ from ._failures import failure_of
 from ._guards import check_output, explain_failure, explain_yielded, running_orchestrator_code
 from ._handlers import handlers_of
 from ._history import (
+    RULES,
     EntityUnlockSent,
     EventRaised,
     EventSent,
@@ -159,12 +160,13 @@ class OrchestrationExecutor(CompletionHandlers):
 
     def _versioned(self, events: Sequence[HistoryEvent]) -> Sequence[HistoryEvent]:
         """``events``, with each new start that names no version given the latest version of
-        its orchestrator: the version it runs, recorded with it, so replay runs the same."""
+        its orchestrator: the version it runs, recorded with it, so replay runs the same; and
+        each new start marked with the call checks it runs under (``ExecutionStarted.rules``)."""
         for i, event in enumerate(events):
-            if type(event) is ExecutionStarted and event.version is None:
+            if type(event) is ExecutionStarted and (event.version is None or event.rules is None):
                 family = self._lookup(event.name)
-                if family is not None and family.version is not None:
-                    events = [*events[:i], replace(event, version=family.version), *events[i + 1 :]]
+                version = family.version if family is not None and event.version is None else event.version
+                events = [*events[:i], replace(event, version=version, rules=RULES), *events[i + 1 :]]
         return events
 
     def _result(self, out: list[HistoryEvent], actions: list[Action], now: datetime) -> ExecutionResult:
@@ -260,6 +262,7 @@ class OrchestrationExecutor(CompletionHandlers):
         ctx._input = event.input
         ctx._execution_id = event.execution_id
         ctx._generation = event.generation or 0
+        ctx._rules = event.rules or 0
         ctx._parent_instance_id = event.parent.instance_id if event.parent else None
         spec = self._version_of(event)
         if spec is None:

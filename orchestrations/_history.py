@@ -78,6 +78,15 @@ class ParentInfo:
     execution_id: str
 
 
+#: the checks on an orchestrator's calls that can change what an execution does, by the level
+#: that added them; a new execution records the newest level in ``ExecutionStarted.rules`` and
+#: an execution recorded before a check replays without it.
+#: 1: ``call_sub_orchestrator`` refuses an instance id a child of the same execution still runs under
+RULES_CHILD_IDS = 1
+#: the level a new execution runs under
+RULES = RULES_CHILD_IDS
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionStarted(HistoryEvent):
     """The orchestration's first event: its name, input and (for children) parent."""
@@ -99,6 +108,10 @@ class ExecutionStarted(HistoryEvent):
     #: first execution, or one recorded before generations were); an execution's default
     #: child ids and ``new_uuid`` values depend on it, so that no two generations repeat them
     generation: int | None = field(default=None, metadata=STORED_WHEN_SET)
+    #: the checks on the orchestrator's calls this execution runs under (see
+    #: ``RULES``; ``None``: an execution recorded before the marker, which replays with the
+    #: checks it had then, so that no instance in flight takes another path after an upgrade)
+    rules: int | None = field(default=None, compare=False, metadata=STORED_WHEN_SET)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,15 @@ from orchestrations import (
     TaskFailedError,
     execute,
 )
+from orchestrations._history import RULES
 from orchestrations.testing import (
     at,
     event_raised,
+    orchestrator_completed,
+    orchestrator_started,
     started,
     sub_completed,
+    sub_created,
     sub_failed,
     task_completed,
     timer_fired,
@@ -37,7 +41,7 @@ from orchestrations.testing import (
 from runtime._batch import run_batch
 from runtime._codec import decode, dump_value, encode
 
-from .test_executor import Instance
+from .test_executor import Instance, lookup_of
 
 S = ExecutionState
 
@@ -401,3 +405,29 @@ def test_a_retried_sub_orchestration_keeps_its_id_taken_until_it_ends():
     done = inst.run(sub_completed(1, "ok"), now=at(2))
     assert done.output[0].startswith("call_sub_orchestrator: instance id 'kid' is already used by task 1")
     assert done.output[1] == "ok"
+
+
+def test_an_execution_recorded_before_the_child_id_check_replays_without_it():
+    # a review found it: an instance in flight whose history (recorded before the check, so its
+    # ExecutionStarted has no `rules`) started two children under one id and caught the refusal
+    # of the second would fail at that call on its next replay after an upgrade
+    def catches(ctx):
+        first = ctx.call_sub_orchestrator("child", 1, instance_id="kid")
+        second = ctx.call_sub_orchestrator("child", 2, instance_id="kid")
+        try:
+            yield second
+        except TaskFailedError:
+            return ["caught", (yield first)]
+        return None
+
+    lookup = lookup_of(catches)
+    old = started("catches", instance_id="test")
+    assert old.rules is None
+    history = [old, orchestrator_started(), sub_created(1, "child", "kid", 1), sub_created(2, "child", "kid", 2),
+               orchestrator_completed()]
+    refused = execute(lookup, "test", history, [sub_failed(2, "already exists", "InstanceAlreadyExistsError")], at(2))
+    assert refused.state is S.RUNNING and refused.failure is None
+    done = execute(lookup, "test", history + refused.new_events, [sub_completed(1, "one")], at(3))
+    assert done.state is S.COMPLETED and done.output == ["caught", "one"]
+    new = Instance(catches).start()  # a new execution records the check and runs under it
+    assert new.new_events[0].rules == RULES and new.state is S.FAILED
