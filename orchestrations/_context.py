@@ -82,8 +82,8 @@ class OrchestrationContext(EntityMethods):
         self._generation = 0
         #: ``ExecutionStarted.rules`` of this execution (0: recorded before the marker)
         self._rules = 0
-        #: the sub-orchestrations started with a caller's instance id: id -> (task id, task)
-        self._named_children: dict[str, tuple[int, Task]] = {}
+        #: the sub-orchestrations started with a caller's instance id, by that id
+        self._named_children: dict[str, CompletableTask] = {}
         #: the critical-section state machine
         self._section = CriticalSection()
         #: entity calls waiting for an answer: task id -> (entity id, operation)
@@ -214,7 +214,7 @@ class OrchestrationContext(EntityMethods):
         task_id = self._next_id()
         child_id = self._child_id(instance_id, task_id)
         task = self._schedule(CreateSubOrchestration(task_id, name, child_id, input_), CompletableTask(task_id))
-        return self._named_child(instance_id, task_id, task)
+        return self._named_child(instance_id, task)
 
     def call_sub_orchestrator_with_retry(
         self,
@@ -232,7 +232,7 @@ class OrchestrationContext(EntityMethods):
         task = self._schedule_retryable(
             lambda tid: CreateSubOrchestration(tid, name, child_id, input_), retry_options
         )
-        return self._named_child(instance_id, self._sequence, task)
+        return self._named_child(instance_id, task)
 
     def _check_child_id_free(self, instance_id: str | None) -> None:
         """Refuse an instance id a sub-orchestration of this execution still runs under: the
@@ -242,15 +242,15 @@ class OrchestrationContext(EntityMethods):
         An id whose child has finished may be used again. An execution recorded before this
         check (``ExecutionStarted.rules``) replays without it."""
         taken = None if instance_id is None else self._named_children.get(instance_id)
-        if taken is not None and not taken[1].is_completed and self._rules >= RULES_CHILD_IDS:
+        if taken is not None and not taken.is_completed and self._rules >= RULES_CHILD_IDS:
             raise DurableValueError(
-                f"call_sub_orchestrator: instance id {instance_id!r} is already used by task {taken[0]} "
+                f"call_sub_orchestrator: instance id {instance_id!r} is already used by task {taken.task_id} "
                 f"of this execution, a sub-orchestration that has not finished; give each running child its own id"
             )
 
-    def _named_child(self, instance_id: str | None, task_id: int, task: Task) -> Task:
+    def _named_child(self, instance_id: str | None, task: CompletableTask) -> CompletableTask:
         if instance_id is not None:
-            self._named_children[instance_id] = (task_id, task)
+            self._named_children[instance_id] = task
         return task
 
     def _child_id(self, instance_id: str | None, task_id: int) -> str:
@@ -262,7 +262,7 @@ class OrchestrationContext(EntityMethods):
 
     def _schedule_retryable(
         self, factory: Callable[[int], Action], retry_options: RetryOptions
-    ) -> Task:
+    ) -> CompletableTask:
         task_id = self._next_id()
         task = RetryableTask(task_id, factory, retry_options, self._now)
         return self._schedule(factory(task_id), task)

@@ -34,7 +34,8 @@ from ray.exceptions import RayTaskError
 from orchestrations import DurableError, DurableValueError
 
 from ._messages import Message
-from ._shard_clients import decode_reply, row_status
+from ._shard_clients import decode_reply
+from ._shard_queries import row_status
 from ._wire import BlockingFrameClient, ConnectionLostError, FrameClient
 
 T = TypeVar("T")

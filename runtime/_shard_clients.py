@@ -29,11 +29,10 @@ from typing import Any
 import ray
 
 from ._codec import decode, encode
-from ._messages import Message, status_from_row
+from ._messages import Message
 from ._schema import InstanceRow
 from ._shard_base import ShardBase
 from ._shard_queries import READS
-from ._status import DurableOrchestrationStatus
 from ._wire import Reply, new_token, serve
 
 #: one server per loop: (server, its loop, (host, port, token)), started on first ask
@@ -125,11 +124,6 @@ class ShardClients(ShardBase):
 
 def _plain(row: InstanceRow | None) -> tuple[Any, ...] | None:
     return None if row is None else tuple(row)
-
-
-def row_status(row: tuple[Any, ...] | None, show_input: bool = True) -> DurableOrchestrationStatus | None:
-    """The client's side of a row answer: the status the host's Ray method would have given."""
-    return None if row is None else status_from_row(InstanceRow._make(row), show_input)
 
 
 async def _serve_on_loop(

@@ -112,12 +112,12 @@ class ShardQueries(ShardBase):
 
     async def wait(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is Completed, Failed or Terminated; ``None`` on timeout."""
-        return _status_or_none(await self.wait_row(instance_id, timeout))
+        return row_status(await self.wait_row(instance_id, timeout))
 
     async def wait_start(self, instance_id: str, timeout: float | None) -> DurableOrchestrationStatus | None:
         """Wait until the instance is no longer Pending (it started, or was terminated before
         it did); ``None`` on timeout."""
-        return _status_or_none(await self.wait_start_row(instance_id, timeout))
+        return row_status(await self.wait_start_row(instance_id, timeout))
 
     async def wait_row(self, instance_id: str, timeout: float | None) -> InstanceRow | None:
         """:meth:`wait`, answering with the committed row (see :meth:`read_row`)."""
@@ -213,8 +213,10 @@ def _started(status: OrchestrationRuntimeStatus) -> bool:
     return status is not OrchestrationRuntimeStatus.Pending
 
 
-def _status_or_none(row: InstanceRow | None) -> DurableOrchestrationStatus | None:
-    return None if row is None else status_from_row(row)
+def row_status(row: Sequence[Any] | None, show_input: bool = True) -> DurableOrchestrationStatus | None:
+    """The status of an ``instances`` row (``None`` stays ``None``): what the host's Ray methods
+    answer, and what a client builds from a row the connection brought as a plain tuple."""
+    return None if row is None else status_from_row(InstanceRow._make(row), show_input)
 
 
 def _without_output(event: Any) -> Any:

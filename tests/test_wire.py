@@ -272,7 +272,8 @@ def test_a_frame_cut_short_frees_its_connection_slot_even_with_a_reply_the_peer_
         server, (host, port) = await serve(token, handle, host="127.0.0.1", limits=replace(FAST, max_connections=1))
         stalled = socket.create_connection((host, port))
         stalled.sendall(token + frame((1, "big")))  # a 64 MiB reply it never reads
-        await asyncio.sleep(0.5)
+        stalled.settimeout(10)
+        assert await asyncio.to_thread(stalled.recv, 1, socket.MSG_PEEK)  # the reply is being written
         stalled.sendall(b"\x00")  # the first byte of a frame that never ends
         again = await _connect_when_admitted(host, port, token)
         assert await again.request("back in") == (True, "back in")
